@@ -1,0 +1,190 @@
+"""Value types shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NewType
+
+ConversationId = NewType("ConversationId", str)
+MessageId = NewType("MessageId", str)
+CustomerId = NewType("CustomerId", str)
+TraceId = NewType("TraceId", str)
+EscalationId = NewType("EscalationId", str)
+WorkspaceVersionId = NewType("WorkspaceVersionId", str)
+
+JSON = dict[str, Any]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(enum.StrEnum):
+    CUSTOMER = "customer"
+    ASSISTANT = "assistant"
+    HUMAN_AGENT = "human_agent"
+    SYSTEM = "system"
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    ESCALATED = "escalated"
+    CLOSED = "closed"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    URGENT = 4
+
+    @classmethod
+    def parse(cls, value: str | int) -> Priority:
+        if isinstance(value, int):
+            return cls(value)
+        return cls[value.upper()]
+
+
+class Layer(enum.StrEnum):
+    CHANNEL = "channel"
+    STRATEGY = "strategy"
+    RESOLUTION = "resolution"
+    KNOWLEDGE = "knowledge"
+    ORCHESTRATION = "orchestration"
+    MONITORING = "monitoring"
+    OPTIMIZATION = "optimization"
+
+
+class Decision(enum.StrEnum):
+    """What the confidence policy decided for a turn."""
+
+    CONTINUE = "continue"
+    CLARIFY = "clarify"
+    RETRY = "retry"
+    ESCALATE = "escalate"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: CustomerId
+    name: str = ""
+    email: str = ""
+    plan: str = ""
+    arr: float = 0.0
+    segment: str = ""
+    attributes: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A customer message as a channel delivered it; (channel, external_id) is its idempotency key."""
+
+    channel: str
+    external_id: str
+    conversation_id: ConversationId
+    customer_id: CustomerId
+    text: str
+    received_at: datetime = field(default_factory=utcnow)
+    customer: Customer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: MessageId
+    conversation_id: ConversationId
+    role: Role
+    text: str
+    created_at: datetime
+    channel: str = "api"
+    external_id: str | None = None
+    author: str | None = None
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: ConversationId
+    customer_id: CustomerId
+    channel: str
+    status: ConversationStatus = ConversationStatus.OPEN
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    # Carried between turns: last intent, pending action and its filled slots, entities seen so far.
+    state: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    layer: Layer
+    name: str
+    input: JSON
+    output: JSON
+    confidence: float | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FactCitation:
+    fact_id: str
+    score: float
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: str
+    ok: bool
+    status_code: int | None
+    request: JSON
+    response: JSON
+    attempts: int = 1
+    error: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationPacket:
+    """Everything a human needs to pick a conversation up without asking the customer again."""
+
+    id: EscalationId
+    conversation_id: ConversationId
+    queue: str
+    priority: Priority
+    reason_code: str
+    summary: str
+    intent: str | None
+    intent_confidence: float | None
+    customer: JSON
+    fired_rules: list[str]
+    facts_used: list[FactCitation]
+    actions_tried: list[ActionResult]
+    transcript: list[JSON]
+    created_at: datetime = field(default_factory=utcnow)
+    status: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The record of one turn: every step, by layer, on one workspace version."""
+
+    id: TraceId
+    conversation_id: ConversationId
+    message_id: MessageId
+    workspace_version: WorkspaceVersionId
+    steps: list[TraceStep]
+    intent: str | None
+    intent_confidence: float | None
+    mechanism: str | None
+    decision: Decision
+    outcome: str  # "automated" | "clarified" | "escalated" | "handled_by_human"
+    reply: str | None
+    reason_code: str | None = None
+    variant: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    duration_ms: float = 0.0

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cxstack.domain.models import Conversation, Customer, Message, utcnow
+from cxstack.domain.turn import BusinessContext, IntentPrediction
+from cxstack.workspace.workspace import Workspace
+
+
+@dataclass(slots=True)
+class TurnContext:
+    """Full context of one turn, handed from layer to layer (and, later, from agent to agent)."""
+
+    workspace: Workspace
+    conversation: Conversation
+    customer: Customer
+    message: Message
+    history: list[Message]
+    prediction: IntentPrediction | None = None
+    business: BusinessContext | None = None
+    now: datetime = field(default_factory=utcnow)
+    attempt: int = 0  # 0 for the first resolver, 1 for the retry with the fallback

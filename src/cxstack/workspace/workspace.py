@@ -1,0 +1,44 @@
+"""The effective workspace for a turn: one immutable object the orchestrator receives, never global state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxstack.domain.models import WorkspaceVersionId
+from cxstack.workspace.models import (
+    ActionConfig,
+    FactConfig,
+    IntentConfig,
+    Rubric,
+    StrategyConfig,
+    WorkspaceSettings,
+    Experiments,
+)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    settings: WorkspaceSettings
+    strategy: StrategyConfig
+    intents: tuple[IntentConfig, ...]
+    facts: tuple[FactConfig, ...]
+    actions: tuple[ActionConfig, ...]
+    rubric: Rubric = field(default_factory=Rubric)
+    experiments: Experiments = field(default_factory=Experiments)
+    # sha256 over the canonical content of every file: the workspace version every trace records.
+    version: WorkspaceVersionId = WorkspaceVersionId("")
+    root: Path | None = None
+
+    def intent(self, name: str) -> IntentConfig | None:
+        return next((i for i in self.intents if i.name == name), None)
+
+    def action(self, name: str) -> ActionConfig | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+    def fact(self, fact_id: str) -> FactConfig | None:
+        return next((f for f in self.facts if f.id == fact_id), None)
+
+    @property
+    def active_intents(self) -> tuple[IntentConfig, ...]:
+        return tuple(i for i in self.intents if i.status == "active")
