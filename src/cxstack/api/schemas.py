@@ -1,0 +1,234 @@
+"""Request and response models of the REST API. Pydantic lives here, at the edge; the layers use dataclasses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cxstack.domain.models import Customer, CustomerId
+
+MessageText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ChannelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+class CustomerIn(BaseModel):
+    """The customer as the calling system knows them; stored (upserted) with the message."""
+
+    id: Identifier
+    name: str = ""
+    email: str = ""
+    plan: str = ""
+    arr: float = Field(0.0, ge=0)
+    segment: str = ""
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    def to_domain(self) -> Customer:
+        return Customer(
+            id=CustomerId(self.id),
+            name=self.name,
+            email=self.email,
+            plan=self.plan,
+            arr=self.arr,
+            segment=self.segment,
+            attributes=dict(self.attributes),
+        )
+
+
+class PostMessage(BaseModel):
+    text: MessageText
+    # The sender's id for this message: a resend with the same (channel, external_id) is a no-op.
+    external_id: Identifier | None = None
+    channel: ChannelName = "api"
+    customer: CustomerIn | None = None
+    # Shorthand when the customer is already known to the store; ignored when `customer` is given.
+    customer_id: Identifier | None = None
+
+
+class HumanReply(BaseModel):
+    text: MessageText
+    author: Identifier
+    # True: the person answered and automation takes the next customer message again.
+    hand_back: bool = True
+
+
+# --- responses ----------------------------------------------------------------------------------------------
+
+
+class CustomerOut(BaseModel):
+    id: str
+    name: str
+    email: str
+    plan: str
+    arr: float
+    segment: str
+    attributes: dict[str, Any]
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str
+    text: str
+    created_at: datetime
+    channel: str
+    external_id: str | None
+    author: str | None
+
+
+class TraceStepOut(BaseModel):
+    layer: str
+    name: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    confidence: float | None
+    duration_ms: float
+
+
+class TraceOut(BaseModel):
+    id: str
+    message_id: str
+    workspace_version: str
+    intent: str | None
+    intent_confidence: float | None
+    mechanism: str | None
+    decision: str
+    outcome: str
+    reply: str | None
+    reason_code: str | None
+    reason: str | None = Field(description="reason_code in words")
+    variant: str | None
+    created_at: datetime
+    duration_ms: float
+    steps: list[TraceStepOut]
+
+
+class FactCitationOut(BaseModel):
+    fact_id: str
+    score: float
+    text: str
+
+
+class ActionResultOut(BaseModel):
+    action: str
+    ok: bool
+    status_code: int | None
+    attempts: int
+    error: str | None
+    dry_run: bool
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+
+class EscalationOut(BaseModel):
+    id: str
+    conversation_id: str
+    queue: str
+    priority: str
+    priority_level: int
+    reason_code: str
+    reason: str
+    summary: str
+    intent: str | None
+    intent_confidence: float | None
+    customer: dict[str, Any]
+    fired_rules: list[str]
+    facts_used: list[FactCitationOut]
+    actions_tried: list[ActionResultOut]
+    transcript: list[dict[str, Any]]
+    created_at: datetime
+    status: str
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    customer_id: str
+    channel: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationOut(ConversationSummary):
+    state: dict[str, Any]
+    customer: CustomerOut | None
+    messages: list[MessageOut]
+    traces: list[TraceOut]
+    escalations: list[EscalationOut]
+    # Text of every fact cited in a trace, so a reader sees what the answer rested on.
+    facts: dict[str, str]
+
+
+class MessageAccepted(BaseModel):
+    conversation_id: str
+    message_id: str
+    duplicate: bool
+    # Filled when the request asked to wait (?wait=true) and the turn finished in time.
+    waited: bool = False
+    completed: bool = False
+    reply: str | None = None
+    status: str | None = None
+    trace: TraceOut | None = None
+
+
+class ConversationEvents(BaseModel):
+    """Long-poll answer: the conversation once it has more than `after` messages, or unchanged at timeout."""
+
+    changed: bool
+    message_count: int
+    conversation: ConversationOut
+
+
+class HumanReplyOut(BaseModel):
+    conversation_id: str
+    message_id: str
+    author: str
+    hand_back: bool
+    status: str
+
+
+class IntentOut(BaseModel):
+    name: str
+    description: str
+    mechanism: str
+    owner: str
+    queue: str | None
+    status: str
+    never_automate: bool
+    action: str | None
+    fallback: str | None
+    examples: int
+
+
+class QueueOut(BaseModel):
+    name: str
+    description: str
+    open: int
+
+
+class WorkspaceOut(BaseModel):
+    name: str
+    version: str
+    language: str
+    description: str
+    channels: list[str]
+    embedder: str
+    counts: dict[str, int]
+    queues: list[QueueOut]
+    router: dict[str, Any]
+    load_seconds: float
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok", "db_ok": True, "pending": 0}})
+
+    status: Literal["ok", "degraded"]
+    workspace: str
+    workspace_version: str
+    db_ok: bool
+    pending: int | None
+    db_error: str | None = None

@@ -1,0 +1,427 @@
+"""What the routes call: one CxApp/store operation each, and the conversion of domain values to API models.
+
+Kept out of the route handlers so that they only parse, call and format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import enum
+import io
+from collections.abc import Iterable
+from datetime import date, datetime
+from importlib import resources
+from typing import Any
+
+from cxstack.api.schemas import (
+    ActionResultOut,
+    ConversationEvents,
+    ConversationOut,
+    ConversationSummary,
+    CustomerOut,
+    EscalationOut,
+    FactCitationOut,
+    HealthOut,
+    HumanReply,
+    HumanReplyOut,
+    IntentOut,
+    MessageAccepted,
+    MessageOut,
+    PostMessage,
+    QueueOut,
+    TraceOut,
+    TraceStepOut,
+    WorkspaceOut,
+)
+from cxstack.app import ConversationView, CxApp
+from cxstack.domain.models import (
+    Conversation,
+    ConversationId,
+    Customer,
+    EscalationId,
+    EscalationPacket,
+    Message,
+    Trace,
+)
+from cxstack.orchestration.handoff import reason_text
+from cxstack.workspace.workspace import Workspace
+
+WAIT_SECONDS = 10.0
+EVENTS_MAX_SECONDS = 30.0
+
+
+class UnknownChannelError(ValueError):
+    def __init__(self, channel: str, known: Iterable[str]) -> None:
+        self.channel = channel
+        self.known = sorted(known)
+        super().__init__(f"unknown channel {channel!r}; this workspace accepts: {', '.join(self.known)}")
+
+
+class ConversationNotFoundError(LookupError):
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id} not found")
+
+
+class EscalationNotFoundError(LookupError):
+    def __init__(self, escalation_id: str) -> None:
+        self.escalation_id = escalation_id
+        super().__init__(f"escalation {escalation_id} not found")
+
+
+# --- domain -> API ------------------------------------------------------------------------------------------
+
+
+def customer_out(customer: Customer) -> CustomerOut:
+    return CustomerOut(
+        id=str(customer.id),
+        name=customer.name,
+        email=customer.email,
+        plan=customer.plan,
+        arr=customer.arr,
+        segment=customer.segment,
+        attributes=dict(customer.attributes),
+    )
+
+
+def message_out(message: Message) -> MessageOut:
+    return MessageOut(
+        id=str(message.id),
+        role=message.role.value,
+        text=message.text,
+        created_at=message.created_at,
+        channel=message.channel,
+        external_id=message.external_id,
+        author=message.author,
+    )
+
+
+def trace_out(trace: Trace) -> TraceOut:
+    return TraceOut(
+        id=str(trace.id),
+        message_id=str(trace.message_id),
+        workspace_version=str(trace.workspace_version),
+        intent=trace.intent,
+        intent_confidence=trace.intent_confidence,
+        mechanism=trace.mechanism,
+        decision=trace.decision.value,
+        outcome=trace.outcome,
+        reply=trace.reply,
+        reason_code=trace.reason_code,
+        reason=reason_text(trace.reason_code) if trace.reason_code else None,
+        variant=trace.variant,
+        created_at=trace.created_at,
+        duration_ms=trace.duration_ms,
+        steps=[
+            TraceStepOut(
+                layer=step.layer.value,
+                name=step.name,
+                input=jsonable(step.input),
+                output=jsonable(step.output),
+                confidence=step.confidence,
+                duration_ms=step.duration_ms,
+            )
+            for step in trace.steps
+        ],
+    )
+
+
+def escalation_out(packet: EscalationPacket) -> EscalationOut:
+    return EscalationOut(
+        id=str(packet.id),
+        conversation_id=str(packet.conversation_id),
+        queue=packet.queue,
+        priority=packet.priority.name.lower(),
+        priority_level=int(packet.priority),
+        reason_code=packet.reason_code,
+        reason=reason_text(packet.reason_code),
+        summary=packet.summary,
+        intent=packet.intent,
+        intent_confidence=packet.intent_confidence,
+        customer=jsonable(packet.customer),
+        fired_rules=list(packet.fired_rules),
+        facts_used=[FactCitationOut(fact_id=f.fact_id, score=f.score, text=f.text) for f in packet.facts_used],
+        actions_tried=[
+            ActionResultOut(
+                action=a.action,
+                ok=a.ok,
+                status_code=a.status_code,
+                attempts=a.attempts,
+                error=a.error,
+                dry_run=a.dry_run,
+                request=jsonable(a.request),
+                response=jsonable(a.response),
+            )
+            for a in packet.actions_tried
+        ],
+        transcript=[jsonable(turn) for turn in packet.transcript],
+        created_at=packet.created_at,
+        status=packet.status,
+    )
+
+
+def conversation_summary(conversation: Conversation) -> ConversationSummary:
+    return ConversationSummary(
+        id=str(conversation.id),
+        customer_id=str(conversation.customer_id),
+        channel=conversation.channel,
+        status=conversation.status.value,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+    )
+
+
+def conversation_out(view: ConversationView, workspace: Workspace) -> ConversationOut:
+    conversation = view.conversation
+    return ConversationOut(
+        id=str(conversation.id),
+        customer_id=str(conversation.customer_id),
+        channel=conversation.channel,
+        status=conversation.status.value,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+        state=jsonable(conversation.state),
+        customer=customer_out(view.customer) if view.customer else None,
+        messages=[message_out(m) for m in view.messages],
+        traces=[trace_out(t) for t in view.traces],
+        escalations=[escalation_out(e) for e in sorted(view.escalations, key=lambda e: e.created_at)],
+        facts=cited_fact_texts(view.traces, workspace),
+    )
+
+
+def cited_fact_texts(traces: Iterable[Trace], workspace: Workspace) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for trace in traces:
+        for step in trace.steps:
+            for cited in step.output.get("facts") or []:
+                fact_id = cited.get("id") if isinstance(cited, dict) else None
+                if isinstance(fact_id, str) and fact_id not in texts:
+                    fact = workspace.fact(fact_id)
+                    if fact is not None:
+                        texts[fact_id] = fact.text
+    return texts
+
+
+def jsonable(value: Any) -> Any:
+    """Trace steps are free-form dicts; make whatever a layer put there (enums, dates, numpy numbers) JSON."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    for convert in ("model_dump", "tolist", "item"):  # pydantic models, numpy arrays, numpy scalars
+        method = getattr(value, convert, None)
+        if callable(method):
+            return jsonable(method())
+    return str(value)
+
+
+# --- operations ---------------------------------------------------------------------------------------------
+
+
+def accepted_channels(cx: CxApp) -> set[str]:
+    return {"api", "webchat", *cx.workspace.settings.channels}
+
+
+async def post_message(
+    cx: CxApp, conversation_id: str, body: PostMessage, *, wait: bool, timeout: float = WAIT_SECONDS
+) -> MessageAccepted:
+    """Stores the message (idempotent on channel + external id); with `wait`, returns the finished turn too."""
+    known = accepted_channels(cx)
+    if body.channel not in known:
+        raise UnknownChannelError(body.channel, known)
+    result = await cx.post_message(
+        conversation_id,
+        body.text,
+        external_id=body.external_id,
+        channel=body.channel,
+        customer=body.customer.to_domain() if body.customer else None,
+        customer_id=None if body.customer else body.customer_id,
+    )
+    accepted = MessageAccepted(
+        conversation_id=conversation_id, message_id=str(result.message.id), duplicate=not result.created
+    )
+    if not wait:
+        return accepted
+    try:
+        await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
+    except TimeoutError:
+        return accepted.model_copy(update={"waited": True})
+    cid = ConversationId(conversation_id)
+    trace = next((t for t in cx.store.list_traces(cid) if t.message_id == result.message.id), None)
+    conversation = cx.store.get_conversation(cid)
+    return accepted.model_copy(
+        update={
+            "waited": True,
+            "completed": trace is not None,
+            "reply": trace.reply if trace else None,
+            "status": conversation.status.value if conversation else None,
+            "trace": trace_out(trace) if trace else None,
+        }
+    )
+
+
+def get_conversation(cx: CxApp, conversation_id: str) -> ConversationOut:
+    view = cx.conversation_view(conversation_id)
+    if view is None:
+        raise ConversationNotFoundError(conversation_id)
+    return conversation_out(view, cx.workspace)
+
+
+def list_conversations(cx: CxApp, limit: int) -> list[ConversationSummary]:
+    return [conversation_summary(c) for c in cx.store.list_conversations(limit=limit)]
+
+
+async def conversation_events(cx: CxApp, conversation_id: str, *, after: int, timeout: float) -> ConversationEvents:
+    """Returns as soon as the conversation has more than `after` messages, or when `timeout` runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(timeout, 0.0), EVENTS_MAX_SECONDS)
+    while True:
+        conversation = get_conversation(cx, conversation_id)
+        count = len(conversation.messages)
+        remaining = deadline - loop.time()
+        if count > after or remaining <= 0:
+            return ConversationEvents(changed=count > after, message_count=count, conversation=conversation)
+        await cx.broker.wait(ConversationId(conversation_id), remaining)
+
+
+def escalation_queue(cx: CxApp, *, queue: str | None, status: str | None) -> list[EscalationOut]:
+    """Most urgent first; within a priority the oldest first, so nobody waits behind newer requests."""
+    packets = cx.store.list_escalations(queue=queue, status=status)
+    ordered = sorted(packets, key=lambda p: (-int(p.priority), p.created_at))
+    return [escalation_out(p) for p in ordered]
+
+
+def get_escalation(cx: CxApp, escalation_id: str) -> EscalationOut:
+    packet = cx.store.get_escalation(EscalationId(escalation_id))
+    if packet is None:
+        raise EscalationNotFoundError(escalation_id)
+    return escalation_out(packet)
+
+
+async def human_reply(cx: CxApp, conversation_id: str, body: HumanReply) -> HumanReplyOut:
+    if cx.store.get_conversation(ConversationId(conversation_id)) is None:
+        raise ConversationNotFoundError(conversation_id)
+    message = await cx.human_reply(conversation_id, body.text, author=body.author, hand_back=body.hand_back)
+    conversation = cx.store.get_conversation(ConversationId(conversation_id))
+    return HumanReplyOut(
+        conversation_id=conversation_id,
+        message_id=str(message.id),
+        author=body.author,
+        hand_back=body.hand_back,
+        status=conversation.status.value if conversation else "unknown",
+    )
+
+
+def intents(workspace: Workspace) -> list[IntentOut]:
+    default_queue = workspace.settings.escalation.default_queue
+    return [
+        IntentOut(
+            name=i.name,
+            description=i.description,
+            mechanism=i.mechanism,
+            owner=i.owner,
+            queue=i.queue or default_queue,
+            status=i.status,
+            never_automate=i.never_automate,
+            action=i.action,
+            fallback=i.fallback,
+            examples=len(i.examples),
+        )
+        for i in workspace.intents
+    ]
+
+
+def workspace_info(cx: CxApp) -> WorkspaceOut:
+    ws = cx.workspace
+    settings = ws.settings
+    open_by_queue: dict[str, int] = {}
+    for packet in cx.store.list_escalations(status="open"):
+        open_by_queue[packet.queue] = open_by_queue.get(packet.queue, 0) + 1
+    queues = {q.name: q.description for q in settings.escalation.queues}
+    queues.setdefault(settings.escalation.default_queue, "")
+    for intent in ws.intents:
+        if intent.queue:
+            queues.setdefault(intent.queue, "")
+    for name in open_by_queue:
+        queues.setdefault(name, "")
+    return WorkspaceOut(
+        name=settings.name,
+        version=str(ws.version),
+        language=settings.language,
+        description=settings.description,
+        channels=sorted(accepted_channels(cx)),
+        embedder=cx.settings.embedder or settings.embedder,
+        counts={
+            "intents": len(ws.intents),
+            "active_intents": len(ws.active_intents),
+            "facts": len(ws.facts),
+            "actions": len(ws.actions),
+            "tiers": len(ws.strategy.tiers),
+            "rules": len(ws.strategy.rules),
+            "queues": len(queues),
+        },
+        queues=[QueueOut(name=n, description=d, open=open_by_queue.get(n, 0)) for n, d in sorted(queues.items())],
+        router=_as_dict(jsonable(cx.engine.router_report)),
+        load_seconds=cx.engine.load_seconds,
+    )
+
+
+def health(cx: CxApp) -> HealthOut:
+    ws = cx.workspace
+    try:
+        pending: int | None = len(cx.store.conversations_with_pending())
+        db_ok, db_error = True, None
+    except Exception as exc:  # health must answer even when the database does not
+        pending, db_ok, db_error = None, False, f"{type(exc).__name__}: {exc}"
+    return HealthOut(
+        status="ok" if db_ok else "degraded",
+        workspace=ws.settings.name,
+        workspace_version=str(ws.version),
+        db_ok=db_ok,
+        pending=pending,
+        db_error=db_error,
+    )
+
+
+def demo_customers(query: str | None = None, limit: int = 50) -> list[CustomerOut]:
+    """The demo customers shipped with the package, for the chat page's picker."""
+    try:
+        raw = resources.files("cxstack.demo").joinpath("customers.csv").read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return []
+    found: list[CustomerOut] = []
+    needle = (query or "").strip().lower()
+    for row in csv.DictReader(io.StringIO(raw)):
+        known = {"id", "name", "email", "plan", "arr", "segment"}
+        customer = CustomerOut(
+            id=row["id"],
+            name=row.get("name", ""),
+            email=row.get("email", ""),
+            plan=row.get("plan", ""),
+            arr=float(row.get("arr") or 0),
+            segment=row.get("segment", ""),
+            attributes={k: v for k, v in row.items() if k not in known and v},
+        )
+        haystack = f"{customer.id} {customer.name} {customer.email} {customer.plan} {customer.segment}".lower()
+        if needle and needle not in haystack:
+            continue
+        found.append(customer)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"value": value}

@@ -1,0 +1,256 @@
+"""Composition root: wires adapters into the layers. Used by the API, the CLI, the runtime and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cxstack.channels.base import Channel
+from cxstack.channels.outbox import OutboxDispatcher
+from cxstack.channels.rest import ReplyBroker, RestChannel
+from cxstack.domain.models import (
+    Conversation,
+    ConversationId,
+    Customer,
+    CustomerId,
+    EscalationPacket,
+    InboundMessage,
+    Message,
+    Trace,
+)
+from cxstack.domain.ports import IngestResult, Store
+from cxstack.integrations.actions.http_connector import HttpActionConnector
+from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+from cxstack.knowledge.ports import Embedder
+from cxstack.knowledge.retrieval import KnowledgeIndex
+from cxstack.orchestration.orchestrator import Orchestrator
+from cxstack.orchestration.router import IntentRouter, RouterFitReport
+from cxstack.resolution.ports import ActionConnector
+from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
+from cxstack.runtime.worker import TurnWorker
+from cxstack.store.db import create_engine_for, database_url, migrate
+from cxstack.store.sqlalchemy_store import SqlAlchemyStore
+from cxstack.workspace.loader import load_workspace
+from cxstack.workspace.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    """Read from CXSTACK_* environment variables; the CLI passes its options on top."""
+
+    model_config = SettingsConfigDict(env_prefix="CXSTACK_", extra="ignore")
+
+    home: Path = Path.home() / ".cxstack"
+    database_url: str | None = None
+    workspace: Path | None = None
+    embedder: str | None = None  # overrides the workspace's choice (e.g. "hashing" in tests)
+    backoffice_url: str | None = None  # overrides connectors.backoffice.base_url
+    dry_run_actions: bool = False
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or database_url(self.home)
+
+
+@dataclass
+class Engine:
+    """Everything that depends on one workspace version: trained router, knowledge index, resolvers."""
+
+    workspace: Workspace
+    orchestrator: Orchestrator
+    router: IntentRouter
+    router_report: RouterFitReport
+    knowledge: KnowledgeIndex
+    connectors: Mapping[str, ActionConnector]
+    embedder: Embedder
+    load_seconds: float
+
+    async def aclose(self) -> None:
+        for connector in self.connectors.values():
+            close = getattr(connector, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def build_engine(
+    workspace: Workspace,
+    *,
+    embedder: Embedder | None = None,
+    embedder_name: str | None = None,
+    backoffice_url: str | None = None,
+    dry_run_actions: bool = False,
+    connectors: Mapping[str, ActionConnector] | None = None,
+) -> Engine:
+    started = time.perf_counter()
+    if embedder is None:
+        embedder = CachedEmbedder(load_embedder(embedder_name or workspace.settings.embedder))
+    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
+    router = IntentRouter(embedder)
+    report = router.fit([text for text, _ in examples], [label for _, label in examples])
+    knowledge = KnowledgeIndex(workspace.facts, embedder)
+    if connectors is None:
+        built: dict[str, ActionConnector] = {}
+        for name, config in workspace.settings.connectors.items():
+            if name == "backoffice" and backoffice_url:
+                config = config.model_copy(update={"base_url": backoffice_url})
+            built[name] = HttpActionConnector(config, dry_run=dry_run_actions)
+        connectors = built
+    registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
+    orchestrator = Orchestrator(router, registry)
+    return Engine(
+        workspace=workspace,
+        orchestrator=orchestrator,
+        router=router,
+        router_report=report,
+        knowledge=knowledge,
+        connectors=connectors,
+        embedder=embedder,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def open_store(settings: Settings) -> Store:
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(url)
+    migrate(engine)
+    return SqlAlchemyStore(engine)
+
+
+@dataclass
+class ConversationView:
+    conversation: Conversation
+    customer: Customer | None
+    messages: list[Message]
+    traces: list[Trace]
+    escalations: list[EscalationPacket] = field(default_factory=list)
+
+
+class CxApp:
+    """The running service: store + engine + worker + outbox. One per process."""
+
+    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.broker = ReplyBroker()
+        channels: dict[str, Channel] = {
+            name: RestChannel(name, self.broker) for name in {"api", "webchat", *engine.workspace.settings.channels}
+        }
+        self.outbox = OutboxDispatcher(store, channels)
+        self.worker = TurnWorker(store, engine.orchestrator, engine.workspace, on_commit=self._committed)
+        self._started = False
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.engine.workspace
+
+    async def start(self) -> int:
+        """Records the workspace version, starts the outbox and resumes every pending conversation."""
+        ws = self.engine.workspace
+        self.store.save_workspace_version(ws.version, ws.settings.name, _workspace_content(ws))
+        self.outbox.start()
+        self._started = True
+        return await self.worker.recover()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.outbox.stop()
+        await self.engine.aclose()
+
+    async def _committed(self, conversation_id: ConversationId) -> None:
+        self.outbox.wake()
+        self.broker.publish(conversation_id)
+
+    async def post_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        channel: str = "api",
+        customer: Customer | None = None,
+        customer_id: str | None = None,
+    ) -> IngestResult:
+        """Stores the message (idempotent on channel + external id) and schedules its turn."""
+        cid = ConversationId(conversation_id)
+        if customer is None and customer_id is None:
+            existing = self.store.get_conversation(cid)
+            customer_id = str(existing.customer_id) if existing else f"anon_{conversation_id}"
+        inbound = InboundMessage(
+            channel=channel,
+            external_id=external_id or f"auto_{time.time_ns()}",
+            conversation_id=cid,
+            customer_id=customer.id if customer else CustomerId(str(customer_id)),
+            text=text,
+            customer=customer,
+        )
+        result = self.store.ingest(inbound)
+        if result.created:
+            self.worker.notify(cid)
+        return result
+
+    async def wait_idle(self, conversation_id: str | None = None) -> None:
+        await self.worker.wait_idle(ConversationId(conversation_id) if conversation_id else None)
+
+    def conversation_view(self, conversation_id: str) -> ConversationView | None:
+        cid = ConversationId(conversation_id)
+        conversation = self.store.get_conversation(cid)
+        if conversation is None:
+            return None
+        escalations = [e for e in self.store.list_escalations(status=None) if e.conversation_id == cid]
+        return ConversationView(
+            conversation=conversation,
+            customer=self.store.get_customer(conversation.customer_id),
+            messages=self.store.list_messages(cid),
+            traces=self.store.list_traces(cid),
+            escalations=escalations,
+        )
+
+    async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:
+        message = self.store.add_human_reply(ConversationId(conversation_id), text, author, hand_back)
+        self.outbox.wake()
+        self.broker.publish(ConversationId(conversation_id))
+        return message
+
+
+def _workspace_content(ws: Workspace) -> dict[str, Any]:
+    return {
+        "settings": ws.settings.model_dump(mode="json"),
+        "strategy": ws.strategy.model_dump(mode="json"),
+        "intents": [i.model_dump(mode="json") for i in ws.intents],
+        "facts": [f.model_dump(mode="json") for f in ws.facts],
+        "actions": [a.model_dump(mode="json") for a in ws.actions],
+    }
+
+
+def build(settings: Settings, *, workspace: Workspace | None = None, engine: Engine | None = None) -> CxApp:
+    """The one way to assemble a running service from settings."""
+    if engine is None:
+        if workspace is None:
+            if settings.workspace is None:
+                raise ValueError("no workspace: pass --workspace or set CXSTACK_WORKSPACE")
+            workspace = load_workspace(settings.workspace)
+        engine = build_engine(
+            workspace,
+            embedder_name=settings.embedder,
+            backoffice_url=settings.backoffice_url,
+            dry_run_actions=settings.dry_run_actions,
+        )
+    return CxApp(settings, open_store(settings), engine)
+
+
+async def run_forever(app: CxApp) -> None:  # pragma: no cover - used by `serve` without uvicorn in tests
+    await app.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await app.stop()

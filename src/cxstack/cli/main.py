@@ -1,0 +1,387 @@
+"""The cxstack command line. Each command parses its input, calls one function of a layer or of app.py, and
+formats the result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cxstack.cli import render
+from cxstack.cli.services import (
+    copy_demo_samples,
+    ensure_backoffice,
+    import_customers_file,
+    new_workspace_skeleton,
+)
+
+app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
+intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, queue, examples, traffic.")
+customers_app = typer.Typer(help="Customer profiles (plan, ARR, segment) for the strategy layer.")
+app.add_typer(intents_app, name="intents")
+app.add_typer(customers_app, name="customers")
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceArg = Annotated[Path, typer.Argument(help="Workspace folder.", show_default=False)]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="State folder (SQLite database); default $CXSTACK_HOME or ~/.cxstack.")
+]
+EmbedderOpt = Annotated[
+    str | None, typer.Option("--embedder", help="Override the workspace's embedder: minilm, wordllama, hashing.")
+]
+
+
+def _settings(home: Path | None, workspace: Path | None = None, embedder: str | None = None) -> Any:
+    from cxstack.app import Settings
+
+    overrides: dict[str, Any] = {}
+    if home is not None:
+        overrides["home"] = home
+    if workspace is not None:
+        overrides["workspace"] = workspace
+    if embedder is not None:
+        overrides["embedder"] = embedder
+    return Settings(**overrides)
+
+
+def _load_or_exit(path: Path) -> Any:
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+
+    try:
+        return load_workspace(path)
+    except WorkspaceInvalid as exc:
+        err.print(f"[bold red]workspace {path} is invalid[/]")
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        err.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    demo: Annotated[bool, typer.Option("--demo", help="Copy the demo retailer workspace.")] = False,
+) -> None:
+    """Create a workspace folder: the demo retailer, or a small skeleton to start from."""
+    from cxstack.demo import copy_demo_workspace
+
+    if directory.exists() and any(directory.iterdir()):
+        err.print(f"[red]{directory} exists and is not empty; choose a new folder.[/]")
+        raise typer.Exit(1)
+    if demo:
+        copy_demo_workspace(directory)
+        copy_demo_samples(directory)
+        console.print(f"[green]Demo workspace written to {directory}[/] (sample customers and conversations in "
+                      f"{directory}/samples/)")
+    else:
+        new_workspace_skeleton(directory)
+        console.print(f"[green]Workspace skeleton written to {directory}[/]")
+    console.print(f"Next: cxstack validate {directory} && cxstack chat {directory}")
+
+
+@app.command()
+def validate(workspace: WorkspaceArg) -> None:
+    """Check a workspace and list every problem with file, line and a fix. Exits 1 on any error."""
+    from cxstack.workspace.validate import validate_workspace
+
+    problems = validate_workspace(workspace)
+    errors = [p for p in problems if p.severity == "error"]
+    if problems:
+        table = Table(title=f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
+        for column in ("where", "severity", "problem", "fix"):
+            table.add_column(column)
+        for p in problems:
+            where = f"{p.file}:{p.line}" if p.line else p.file
+            style = "red" if p.severity == "error" else "yellow"
+            table.add_row(where, f"[{style}]{p.severity}[/]", p.message, p.fix or "")
+        console.print(table)
+    if errors:
+        raise typer.Exit(1)
+    ws = _load_or_exit(workspace)
+    console.print(
+        f"[green]valid[/] {ws.settings.name} version {ws.version}: {len(ws.intents)} intents, {len(ws.facts)} facts, "
+        f"{len(ws.actions)} actions, {len(ws.strategy.rules)} rules, {len(ws.strategy.tiers)} tiers"
+    )
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceArg,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the API and web chat.")] = 8000,
+    backoffice: Annotated[
+        bool, typer.Option(help="Start the demo back office if the workspace points at it and it is not running.")
+    ] = True,
+    customers: Annotated[Path | None, typer.Option(help="Import customer profiles from this CSV first.")] = None,
+    home: HomeOpt = None,
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Run the API, the webhooks and the web chat on one process (uvicorn), with the in-process worker."""
+    from cxstack.api.app import serve_api
+    from cxstack.app import build
+
+    ws = _load_or_exit(workspace)
+    settings = _settings(home, workspace, embedder)
+    if backoffice:
+        ensure_backoffice(ws, settings.home, console)
+    with console.status("training the router and indexing knowledge…"):
+        cx = build(settings, workspace=ws)
+    if customers is not None:
+        console.print(f"imported {import_customers_file(cx.store, customers)} customers from {customers}")
+    report = cx.engine.router_report
+    console.print(
+        f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / {report.n_intents} intents, "
+        f"cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}; "
+        f"loaded in {cx.engine.load_seconds:.1f}s"
+    )
+    console.print(f"web chat: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    serve_api(cx, host=host, port=port)
+
+
+@app.command()
+def chat(
+    workspace: WorkspaceArg,
+    customer: Annotated[str, typer.Option(help="Customer id to chat as (see customers import).")] = "cus_1001",
+    backoffice: Annotated[bool, typer.Option(help="Start the demo back office if needed.")] = True,
+    home: HomeOpt = None,
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Chat in the terminal; each reply shows which layer decided what. /customer ID switches, /new restarts."""
+    from cxstack.app import build
+
+    ws = _load_or_exit(workspace)
+    settings = _settings(home, workspace, embedder)
+    if backoffice:
+        ensure_backoffice(ws, settings.home, console)
+    with console.status("training the router and indexing knowledge…"):
+        cx = build(settings, workspace=ws)
+    samples = workspace / "samples" / "customers.csv"
+    if samples.exists():
+        import_customers_file(cx.store, samples)
+    asyncio.run(_chat_loop(cx, customer))
+
+
+async def _chat_loop(cx: Any, customer_id: str) -> None:
+    from cxstack.domain.models import new_id
+
+    await cx.start()
+    conversation = new_id("chat")
+    known = cx.store.get_customer(customer_id)
+    who = f"{customer_id} ({known.plan}, ARR ${known.arr:,.0f})" if known else f"{customer_id} (unknown profile)"
+    console.print(f"[bold]{cx.workspace.settings.name}[/] — chatting as {who}. Type /quit to leave.")
+    try:
+        while True:
+            try:
+                text = await asyncio.to_thread(console.input, "[bold blue]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                break
+            text = text.strip()
+            if not text:
+                continue
+            if text in {"/quit", "/exit"}:
+                break
+            if text.startswith("/customer "):
+                customer_id = text.split(maxsplit=1)[1]
+                conversation = new_id("chat")
+                console.print(f"[dim]now {customer_id}, new conversation {conversation}[/]")
+                continue
+            if text == "/new":
+                conversation = new_id("chat")
+                continue
+            await cx.post_message(conversation, text, customer_id=customer_id, channel="webchat")
+            await cx.wait_idle(conversation)
+            view = cx.conversation_view(conversation)
+            trace = view.traces[-1]
+            console.print(render.trace_panel(trace, title="decisions"))
+            if trace.reply:
+                console.print(f"[bold green]bot>[/] {trace.reply}")
+            for packet in view.escalations:
+                if packet.created_at >= trace.created_at.replace(microsecond=0) or packet.status == "open":
+                    console.print(render.packet_panel(packet))
+                    break
+    finally:
+        await cx.stop()
+        console.print(f"[dim]conversation {conversation}: cxstack trace {conversation}[/]")
+
+
+@app.command()
+def replay(
+    workspace: WorkspaceArg,
+    file: Annotated[Path, typer.Argument(help="JSONL: one conversation per line.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
+    live_actions: Annotated[
+        bool, typer.Option(help="Call the real back office instead of the dry-run connector.")
+    ] = False,
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Run scripted conversations through the pipeline; print automation and escalation rates together."""
+    from cxstack.app import build_engine
+    from cxstack.monitoring.metrics import agreement, overall, rates_by
+    from cxstack.optimization.replay import ScriptError, load_scripts, replay_all
+
+    ws = _load_or_exit(workspace)
+    try:
+        scripts = load_scripts(file)
+    except ScriptError as exc:
+        err.print(f"[bold red]{file} has bad lines[/]\n{exc}")
+        raise typer.Exit(1) from None
+    except FileNotFoundError:
+        err.print(f"[red]{file} not found[/]")
+        raise typer.Exit(1) from None
+    quiet = Console(stderr=True, quiet=as_json)
+    with quiet.status("training the router and indexing knowledge…"):
+        engine = build_engine(ws, embedder_name=embedder, dry_run_actions=not live_actions)
+    with Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=quiet
+    ) as progress:
+        task = progress.add_task("replay", total=len(scripts))
+        results = asyncio.run(
+            replay_all(engine.orchestrator, ws, scripts, on_done=lambda _: progress.advance(task))
+        )
+    outcomes = [r.outcome() for r in results]
+    total = overall(outcomes)
+    by_intent = rates_by(outcomes, "intent")
+    by_mechanism = rates_by(outcomes, "mechanism")
+    agree = agreement(outcomes)
+    reasons = Counter(o.reason_code for o in outcomes if o.reason_code)
+    if as_json:
+        payload = {
+            "workspace_version": ws.version,
+            "conversations": total.conversations,
+            "overall": total.as_dict(),
+            "by_intent": [r.as_dict() for r in by_intent],
+            "by_mechanism": [r.as_dict() for r in by_mechanism],
+            "escalation_reasons": dict(reasons),
+            "routing_accuracy": agree.routing_accuracy,
+            "outcome_agreement": agree.outcome_agreement,
+            "confusions": [{"expected": e, "predicted": p, "count": n} for e, p, n in agree.confusions],
+            "worst_intents": [{"intent": i, "support": n, "recall": r} for i, n, r in agree.worst_intents],
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    console.print(render.rate_table(f"{ws.settings.name} {ws.version}: overall", [total]))
+    console.print(render.rate_table("by mechanism", by_mechanism))
+    console.print(render.rate_table("by intent", by_intent))
+    if reasons:
+        console.print("escalation reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    render.agreement_report(console, agree)
+
+
+@app.command()
+def trace(
+    identifier: Annotated[str, typer.Argument(help="A conversation id (every turn) or a trace id.")],
+    home: HomeOpt = None,
+) -> None:
+    """Print a conversation's transcript with the decisions of every turn, readably."""
+    from cxstack.app import open_store
+    from cxstack.domain.models import ConversationId
+
+    store = open_store(_settings(home))
+    conversation = store.get_conversation(ConversationId(identifier))
+    traces = store.list_traces(ConversationId(identifier)) if conversation else []
+    if conversation is None:
+        traces = [t for t in store.list_traces(None, limit=100_000) if t.id == identifier]
+        if not traces:
+            err.print(f"[red]no conversation or trace {identifier}[/]")
+            raise typer.Exit(1)
+        conversation = store.get_conversation(traces[0].conversation_id)
+    assert conversation is not None
+    by_message = {t.message_id: t for t in traces}
+    console.print(f"[bold]conversation {conversation.id}[/] customer {conversation.customer_id} "
+                  f"status {conversation.status.value}")
+    for message in store.list_messages(conversation.id):
+        console.print(f"[bold]{message.role.value}>[/] {message.text}")
+        if message.id in by_message:
+            console.print(render.trace_panel(by_message[message.id]))
+    for packet in store.list_escalations(status=None):
+        if packet.conversation_id == conversation.id:
+            console.print(render.packet_panel(packet))
+
+
+@intents_app.callback(invoke_without_command=True)
+def intents(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", envvar="CXSTACK_WORKSPACE", help="Workspace folder.")
+    ] = Path("."),
+    home: HomeOpt = None,
+) -> None:
+    """Print the registry: intent, mechanism, owner, queue, examples — and traffic once there is some."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from cxstack.app import open_store
+
+    ws = _load_or_exit(workspace)
+    settings = _settings(home)
+    traffic: dict[str, Counter[str]] = {}
+    if Path(settings.resolved_database_url().removeprefix("sqlite:///")).exists() or settings.database_url:
+        for t in open_store(settings).list_traces(None, limit=1_000_000):
+            if t.intent:
+                traffic.setdefault(t.intent, Counter())[t.outcome] += 1
+    table = Table(title=f"{ws.settings.name} intents ({len(ws.intents)})")
+    for column in ("intent", "status", "mechanism", "owner", "queue", "examples", "turns", "automated", "escalated"):
+        table.add_column(column, justify="right" if column in {"examples", "turns", "automated", "escalated"} else "left")
+    for i in ws.intents:
+        counts = traffic.get(i.name, Counter())
+        turns = sum(counts.values())
+        rate = (lambda n: f"{n / turns:.0%}" if turns else "—")  # noqa: E731
+        mechanism = f"{i.mechanism} (never automate)" if i.never_automate else i.mechanism
+        table.add_row(
+            i.name, i.status, mechanism, i.owner or "—", i.queue or "—", str(len(i.examples)), str(turns),
+            rate(counts["automated"]), rate(counts["escalated"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+@intents_app.command("import")
+def intents_import(
+    file: Annotated[Path, typer.Argument(help="CSV with text,intent columns (a help-desk export).")],
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", envvar="CXSTACK_WORKSPACE", help="Workspace folder.")
+    ] = Path("."),
+) -> None:
+    """Add labelled example utterances; unknown intents are created as drafts with mechanism human."""
+    from cxstack.workspace.intents_import import import_examples
+
+    try:
+        report = import_examples(workspace, file)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(report.summary() if hasattr(report, "summary") else str(report))
+
+
+@customers_app.command("import")
+def customers_import(
+    file: Annotated[Path, typer.Argument(help="CSV: id,name,email,plan,arr,segment,… (extra columns kept).")],
+    home: HomeOpt = None,
+) -> None:
+    """Import or update customer profiles from a CSV export."""
+    from cxstack.app import open_store
+
+    try:
+        count = import_customers_file(open_store(_settings(home)), file)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"imported {count} customers")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""How the CLI shows traces, packets and rate tables. Formatting only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from cxstack.domain.models import EscalationPacket, Trace, TraceStep
+from cxstack.monitoring.metrics import Agreement, RateRow
+
+LAYER_STYLE = {
+    "strategy": "magenta",
+    "orchestration": "cyan",
+    "resolution": "green",
+    "knowledge": "yellow",
+    "channel": "blue",
+}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value) if value else "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items() if v not in (None, [], {}, False))
+    return "—" if value is None else str(value)
+
+
+def step_line(step: TraceStep) -> Text:
+    out = step.output
+    if step.name == "route":
+        body = f"intent={out.get('intent')} p={out.get('confidence')} by {out.get('decided_by')}"
+        alts = out.get("alternatives") or []
+        if alts:
+            body += "  alt: " + ", ".join(f"{i} {p:.2f}" for i, p in alts[:3])
+    elif step.name == "assess":
+        rules = out.get("fired_rules") or []
+        body = f"tier={out.get('tier')} priority={out.get('priority')} rules={', '.join(rules) or '—'}"
+        extra = {k: out.get(k) for k in ("force_human", "require_confirmation", "cap_amount", "queue", "tone")}
+        body += ("  " + _fmt(extra)) if _fmt(extra) else ""
+    elif step.name.startswith("resolve:"):
+        facts = ", ".join(f"{f['id']} ({f['score']:.2f})" for f in out.get("facts", []))
+        acts = ", ".join(
+            f"{a['action']} {'ok' if a['ok'] else 'FAILED'} {a.get('status') or ''}".strip() for a in out.get("actions", [])
+        )
+        body = f"{out.get('kind')} confidence={out.get('confidence')}"
+        body += f"  facts: {facts}" if facts else ""
+        body += f"  actions: {acts}" if acts else ""
+        body += f"  handoff: {out.get('handoff_reason')}" if out.get("handoff_reason") else ""
+    else:
+        body = _fmt(out)
+    style = LAYER_STYLE.get(step.layer.value, "white")
+    line = Text()
+    line.append(f"{step.layer.value:<13}", style=f"bold {style}")
+    line.append(f"{step.name:<18}", style=style)
+    line.append(body)
+    line.append(f"  {step.duration_ms:.1f} ms", style="dim")
+    return line
+
+
+def trace_panel(trace: Trace, *, title: str | None = None) -> Panel:
+    header = Text(
+        f"decision={trace.decision.value} outcome={trace.outcome}"
+        + (f" reason={trace.reason_code}" if trace.reason_code else "")
+        + f"  workspace {trace.workspace_version}  {trace.duration_ms:.1f} ms",
+        style="bold",
+    )
+    return Panel(Group(header, *[step_line(s) for s in trace.steps]), title=title or trace.id, border_style="dim")
+
+
+def packet_panel(packet: EscalationPacket) -> Panel:
+    table = Table.grid(padding=(0, 1))
+    table.add_row("queue", f"{packet.queue}  priority {packet.priority.name.lower()}  reason {packet.reason_code}")
+    table.add_row("summary", packet.summary)
+    conf = f" ({packet.intent_confidence:.2f})" if packet.intent_confidence is not None else ""
+    table.add_row("intent", f"{packet.intent}{conf}")
+    table.add_row("customer", _fmt(packet.customer))
+    table.add_row("rules", ", ".join(packet.fired_rules) or "—")
+    table.add_row("facts", ", ".join(f.fact_id for f in packet.facts_used) or "—")
+    table.add_row(
+        "actions",
+        ", ".join(f"{a.action}: {'ok' if a.ok else a.error or a.status_code}" for a in packet.actions_tried) or "—",
+    )
+    table.add_row("transcript", f"{len(packet.transcript)} messages")
+    return Panel(table, title=f"escalation {packet.id}", border_style="red")
+
+
+def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
+    table = Table(title=title)
+    for column in ("", "conversations", "automated", "automation rate", "escalated", "escalation rate"):
+        table.add_column(column, justify="left" if not column else "right")
+    for r in rows:
+        table.add_row(
+            r.key,
+            str(r.conversations),
+            str(r.automated),
+            f"{r.automation_rate:.1%}",
+            str(r.escalated),
+            f"{r.escalation_rate:.1%}",
+        )
+    return table
+
+
+def agreement_report(console: Console, result: Agreement) -> None:
+    if result.routing_accuracy is not None:
+        console.print(f"routing accuracy: {result.routing_accuracy:.1%} on {result.labelled_intents} labelled")
+    if result.outcome_agreement is not None:
+        console.print(f"outcome agreement: {result.outcome_agreement:.1%} on {result.labelled_outcomes} labelled")
+    if result.worst_intents:
+        table = Table(title="worst intents (recall)")
+        table.add_column("expected intent")
+        table.add_column("support", justify="right")
+        table.add_column("recall", justify="right")
+        table.add_column("confused with")
+        confused: dict[str, list[str]] = {}
+        for expected, predicted, n in result.confusions:
+            confused.setdefault(expected, []).append(f"{predicted} ×{n}")
+        for intent, support, recall in result.worst_intents:
+            table.add_row(intent, str(support), f"{recall:.0%}", ", ".join(confused.get(intent, [])) or "—")
+        console.print(table)

@@ -1,0 +1,61 @@
+"""Compose a reply from retrieved facts, without an LLM: the facts are the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from cxstack.knowledge.models import ComposedAnswer, ScoredFact
+
+# Fact ids -> cosine between the two facts; KnowledgeIndex.fact_similarity fits.
+FactSimilarity = Callable[[str, str], float]
+
+TONE_PREFIXES: dict[str, str] = {
+    "formal": "Thank you for your question.",
+    "warm": "Happy to help!",
+    "friendly": "Happy to help!",
+    "apologetic": "Sorry for the trouble.",
+    "empathetic": "I understand, and I'm glad to help.",
+}
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
+def compose_answer(
+    results: Sequence[ScoredFact],
+    *,
+    min_score: float,
+    similarity: FactSimilarity | None = None,
+    tone: str | None = None,
+    max_facts: int = 2,
+    second_fact_ratio: float = 0.8,
+    redundancy_cosine: float = 0.9,
+) -> ComposedAnswer | None:
+    """The best fact above `min_score`, plus further facts only when each is relevant in its own right (above
+    `min_score` and at least `second_fact_ratio` of the best score) and not redundant with one already used
+    (cosine < `redundancy_cosine`). None when no fact clears `min_score`: there is no grounded answer."""
+    ranked = sorted(results, key=lambda r: r.score, reverse=True)
+    if not ranked or ranked[0].score < min_score:
+        return None
+    chosen = [ranked[0]]
+    for candidate in ranked[1:]:
+        if len(chosen) >= max_facts:
+            break
+        if candidate.score < min_score or candidate.score < second_fact_ratio * ranked[0].score:
+            break
+        if candidate.fact.text.strip() == "":
+            continue
+        redundant = any(
+            candidate.fact.text.strip() == used.fact.text.strip()
+            or (similarity is not None and similarity(candidate.fact.id, used.fact.id) >= redundancy_cosine)
+            for used in chosen
+        )
+        if not redundant:
+            chosen.append(candidate)
+    parts = [_sentence(f.fact.text) for f in chosen]
+    prefix = TONE_PREFIXES.get((tone or "").strip().lower())
+    if prefix:
+        parts.insert(0, prefix)
+    return ComposedAnswer(text=" ".join(p for p in parts if p), facts=tuple(chosen))

@@ -1,0 +1,69 @@
+"""Multi-turn context: which intent a message continues, and what it says about amounts. Pure."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cxstack.domain.turn import IntentPrediction
+
+_AMOUNT = re.compile(r"(?:\$|usd\s?|€|£)\s?(\d{1,7}(?:[.,]\d{1,2})?)|(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:dollars|usd|bucks)\b", re.I)
+_FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
+_ORDINALS = {"first": 0, "1": 0, "one": 0, "former": 0, "second": 1, "2": 1, "two": 1, "latter": 1}
+_PERSON = re.compile(
+    r"\b(talk|speak|chat)\s+(to|with)\s+(a\s+)?(human|person|agent|someone|representative|manager)\b|"
+    r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b",
+    re.I,
+)
+
+
+def amount_in(text: str, state: dict[str, Any]) -> float | None:
+    """The money amount a request is about: stated in this message, else carried in a pending action."""
+    match = _AMOUNT.search(text)
+    if match:
+        return float((match.group(1) or match.group(2)).replace(",", "."))
+    pending = state.get("pending_action") or {}
+    value = (pending.get("slots") or {}).get("amount")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def asks_for_person(text: str) -> bool:
+    return bool(_PERSON.search(text))
+
+
+def resolve_clarification(text: str, options: list[str], prediction: IntentPrediction) -> str | None:
+    """Which of the offered intents the customer picked, by ordinal ("the second one") or by meaning."""
+    lowered = text.lower()
+    for word, index in _ORDINALS.items():
+        if re.search(rf"\b{re.escape(word)}\b", lowered) and index < len(options):
+            return options[index]
+    ranked = [(prediction.intent, prediction.confidence), *prediction.alternatives]
+    for intent, _ in ranked:
+        if intent in options:
+            return intent
+    return None
+
+
+def continues_previous(text: str, prediction: IntentPrediction, state: dict[str, Any]) -> str | None:
+    """The intent a message carries on from, when it is a follow-up rather than a new request.
+
+    A pending action (waiting for a slot or a confirmation) keeps its intent unless the customer clearly moved to
+    a new topic; a short or "and ..." message that the router cannot place keeps the last intent.
+    """
+    words = text.split()
+    pending = state.get("pending_action")
+    if pending:
+        intent = str(pending.get("intent", ""))
+        if prediction.intent == intent or len(words) <= 4 or prediction.confidence < 0.6:
+            return intent
+        return None
+    last = state.get("last_intent")
+    if not last:
+        return None
+    unsure = prediction.out_of_scope or prediction.confidence < 0.5
+    if unsure and (_FOLLOW_UP.match(text) or len(words) <= 6):
+        return str(last)
+    return None

@@ -1,0 +1,90 @@
+"""Escalation packets: a human picks the conversation up without asking the customer anything twice."""
+
+from __future__ import annotations
+
+from cxstack.domain.models import (
+    ActionResult,
+    EscalationId,
+    EscalationPacket,
+    FactCitation,
+    Message,
+    Priority,
+    new_id,
+)
+from cxstack.domain.turn import BusinessContext, IntentPrediction
+from cxstack.resolution.models import TurnContext
+
+REASON_TEXT = {
+    "never_automate": "this intent is never automated",
+    "policy": "a policy rule requires a person",
+    "out_of_scope": "the request is outside what the assistant handles",
+    "low_confidence": "the assistant was not confident enough to answer",
+    "no_grounded_answer": "no knowledge fact answers this",
+    "amount_over_cap": "the amount is over the automated cap",
+    "action_failed": "a back-office action failed",
+    "internal_error": "an internal error interrupted the turn",
+    "customer_requested": "the customer asked for a person",
+    "clarification_exhausted": "the request stayed unclear after a clarifying question",
+}
+
+
+def reason_text(reason_code: str) -> str:
+    return REASON_TEXT.get(reason_code.split(":")[0], reason_code.replace("_", " "))
+
+
+def transcript_of(history: list[Message], current: Message) -> list[dict[str, str]]:
+    messages = [*history, current] if all(m.id != current.id for m in history) else history
+    return [{"role": m.role.value, "text": m.text, "at": m.created_at.isoformat()} for m in messages]
+
+
+def build_packet(
+    ctx: TurnContext,
+    *,
+    queue: str,
+    priority: Priority,
+    reason_code: str,
+    prediction: IntentPrediction | None,
+    business: BusinessContext | None,
+    facts: list[FactCitation],
+    actions: list[ActionResult],
+) -> EscalationPacket:
+    intent = prediction.intent if prediction else None
+    intent_cfg = ctx.workspace.intent(intent) if intent else None
+    customer = ctx.customer
+    who = customer.name or str(customer.id)
+    tier = business.tier if business else "unknown tier"
+    about = intent_cfg.description if intent_cfg and intent_cfg.description else (intent or "an unrecognised request")
+    parts = [f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."]
+    parts.append(f"Escalated because {reason_text(reason_code)}.")
+    if business and business.fired_rules:
+        parts.append(f"Rules fired: {', '.join(business.fired_rules)}.")
+    failed = [a for a in actions if not a.ok]
+    done = [a for a in actions if a.ok]
+    if done:
+        parts.append(f"Done already: {', '.join(a.action for a in done)}.")
+    if failed:
+        parts.append(f"Failed: {', '.join(f'{a.action} ({a.error or a.status_code})' for a in failed)}.")
+    return EscalationPacket(
+        id=EscalationId(new_id("esc")),
+        conversation_id=ctx.conversation.id,
+        queue=queue,
+        priority=priority,
+        reason_code=reason_code,
+        summary=" ".join(parts),
+        intent=intent,
+        intent_confidence=prediction.confidence if prediction else None,
+        customer={
+            "id": str(customer.id),
+            "name": customer.name,
+            "email": customer.email,
+            "plan": customer.plan,
+            "arr": customer.arr,
+            "segment": customer.segment,
+            "tier": business.tier if business else None,
+            "value": business.value if business else customer.arr,
+        },
+        fired_rules=list(business.fired_rules) if business else [],
+        facts_used=facts,
+        actions_tried=actions,
+        transcript=transcript_of(ctx.history, ctx.message),
+    )

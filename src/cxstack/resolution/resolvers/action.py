@@ -1,0 +1,197 @@
+"""The action mechanism: fill slots over several turns, enforce caps and confirmations in code, call the back
+office once (idempotently), and report the result in words.
+
+Conversation state it reads and returns in `Outcome.state_updates` (the orchestrator persists it; a None value
+clears the key):
+  pending_action: {"action": name, "slots": {...}, "awaiting": <slot name> | "confirmation"} or None
+  entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from cxstack.domain.models import ActionResult, Role
+from cxstack.domain.turn import Outcome, ResolutionPlan
+from cxstack.resolution.models import TurnContext
+from cxstack.resolution.ports import ActionConnector
+from cxstack.resolution.registry import ResolverDeps
+from cxstack.resolution.slots import SlotValue, fill_slots, parse_number, parse_yes_no, prompt_for
+from cxstack.workspace.models import ActionConfig
+
+PENDING_KEY = "pending_action"
+ENTITIES_KEY = "entities"
+CONFIRMATION = "confirmation"
+
+CANCELLED_REPLY = "No problem, I haven't changed anything. Is there anything else I can help with?"
+OVER_CAP_REPLY = "That needs a colleague's approval, so I'm passing you to a colleague who can help."
+NOT_CONFIGURED_REPLY = "I can't do that myself, so I'm passing you to a colleague."
+
+
+def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
+    """The same turn re-run (after a crash) yields the same key: the back office executes the action once."""
+    return hashlib.sha256(f"{conversation_id}:{message_id}:{action}".encode()).hexdigest()[:32]
+
+
+def display(value: Any) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.2f}"
+    return str(value)
+
+
+class _Strict(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+def render_reply(template: str, values: Mapping[str, Any]) -> str | None:
+    """`template` filled from `values`, or None when it names a field that is not there (or is malformed)."""
+    try:
+        return template.format_map(_Strict(values))
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _label(action: ActionConfig) -> str:
+    return (action.description or action.name.replace("_", " ")).rstrip(".")
+
+
+def _wire(values: Mapping[str, SlotValue]) -> dict[str, Any]:
+    """Slot values as the back office should see them: 25.0 is sent as 25."""
+    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}
+
+
+class ActionResolver:
+    mechanism = "action"
+
+    def __init__(self, deps: ResolverDeps) -> None:
+        self.connectors: Mapping[str, ActionConnector] = deps.connectors
+
+    async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
+        action = ctx.workspace.action(plan.action) if plan.action else None
+        if action is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=NOT_CONFIGURED_REPLY,
+                handoff_reason="action_not_configured",
+                state_updates={PENDING_KEY: None},
+                detail={"action": plan.action},
+            )
+        state = ctx.conversation.state
+        raw_pending = state.get(PENDING_KEY)
+        pending: dict[str, Any] = (
+            raw_pending if isinstance(raw_pending, dict) and raw_pending.get("action") == action.name else {}
+        )
+        pending_slots: dict[str, Any] = dict(pending.get("slots") or {})
+        awaiting = pending.get("awaiting")
+        entities: dict[str, Any] = dict(state.get(ENTITIES_KEY) or {})
+
+        text = ctx.message.text
+        confirmed = False
+        if awaiting == CONFIRMATION:
+            answer = parse_yes_no(text)
+            if answer is False:
+                return Outcome(
+                    kind="reply",
+                    confidence=1.0,
+                    reply=CANCELLED_REPLY,
+                    state_updates={PENDING_KEY: None},
+                    detail={"action": action.name, "cancelled": True},
+                )
+            confirmed = answer is True
+
+        reusable = {s.name for s in action.slots if s.type == "string" and not s.from_customer}
+        earlier = [m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id]
+        fill = fill_slots(
+            action.slots,
+            text,
+            customer=ctx.customer,
+            known={**{k: v for k, v in entities.items() if k in reusable}, **pending_slots},
+            earlier_texts=earlier,
+            awaiting=awaiting if awaiting != CONFIRMATION else None,
+        )
+        values = dict(fill.values)
+        entities.update({k: v for k, v in values.items() if k in reusable})
+        # A value changed while we waited for a yes is a new request: it needs a new yes.
+        if confirmed and any(pending_slots.get(k) != v for k, v in values.items()):
+            confirmed = False
+
+        def waiting_on(slot_or_confirmation: str, reply: str) -> Outcome:
+            return Outcome(
+                kind="ask",
+                confidence=1.0,
+                reply=reply,
+                state_updates={
+                    PENDING_KEY: {"action": action.name, "slots": values, "awaiting": slot_or_confirmation},
+                    ENTITIES_KEY: entities,
+                },
+                detail={"action": action.name, "slots": values, "awaiting": slot_or_confirmation},
+            )
+
+        if action.amount_slot and action.amount_slot in values:
+            amount = parse_number(str(values[action.amount_slot]))
+            if amount is None or amount <= 0:
+                values.pop(action.amount_slot)
+                slot = next(s for s in action.slots if s.name == action.amount_slot)
+                return waiting_on(slot.name, f"Sorry, I didn't catch the amount. {prompt_for(slot)}")
+            values[action.amount_slot] = amount
+            if plan.cap_amount is not None and amount > plan.cap_amount:
+                return Outcome(
+                    kind="handoff",
+                    confidence=0.0,
+                    reply=OVER_CAP_REPLY,
+                    handoff_reason="amount_over_cap",
+                    state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                    detail={"action": action.name, "slots": values, "cap_amount": plan.cap_amount},
+                )
+
+        if not fill.complete:
+            first = fill.missing[0]
+            prefix = "Sorry, I didn't catch that. " if first in fill.invalid and first == awaiting else ""
+            return waiting_on(first, prefix + (fill.prompt or ""))
+
+        if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
+            summary = ", ".join(f"{k.replace('_', ' ')} {display(v)}" for k, v in values.items())
+            again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
+            return waiting_on(
+                CONFIRMATION,
+                f"{again}Just to confirm: {_label(action)} ({summary}). Shall I go ahead? (yes/no)",
+            )
+
+        connector = self.connectors.get(action.connector)
+        if connector is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=action.failure_reply,
+                handoff_reason="connector_missing",
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                detail={"action": action.name, "connector": action.connector},
+            )
+        result: ActionResult = await connector.call(
+            action, _wire(values), idempotency_key(ctx.conversation.id, ctx.message.id, action.name)
+        )
+        done_state = {PENDING_KEY: None, ENTITIES_KEY: entities}
+        if not result.ok:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=action.failure_reply,
+                actions=[result],
+                handoff_reason="action_failed",
+                state_updates=done_state,
+                detail={"action": action.name, "status_code": result.status_code, "error": result.error},
+            )
+        fields = {**{k: display(v) for k, v in values.items()}, **result.response}
+        reply = render_reply(action.success_reply, fields)
+        return Outcome(
+            kind="reply",
+            confidence=1.0,
+            reply=reply if reply is not None else f"Done: {_label(action)}.",
+            actions=[result],
+            state_updates=done_state,
+            detail={"action": action.name, "slots": values, "reply_template_ok": reply is not None},
+        )

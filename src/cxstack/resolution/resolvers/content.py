@@ -1,0 +1,75 @@
+"""The content mechanism: answer from facts, composed without an LLM, or hand off when nothing is grounded."""
+
+from __future__ import annotations
+
+from cxstack.domain.models import Role
+from cxstack.domain.turn import Outcome, ResolutionPlan
+from cxstack.knowledge.compose import compose_answer
+from cxstack.knowledge.models import ScoredFact
+from cxstack.knowledge.retrieval import KnowledgeIndex
+from cxstack.resolution.models import TurnContext
+from cxstack.resolution.registry import ResolverDeps
+
+NO_GROUNDED_ANSWER = "no_grounded_answer"
+# A message this short ("and to Canada?") usually leans on the previous question for its topic.
+FOLLOW_UP_MAX_WORDS = 4
+
+
+def previous_customer_text(ctx: TurnContext) -> str | None:
+    earlier = [
+        m for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id and m.text.strip()
+    ]
+    return earlier[-1].text if earlier else None
+
+
+class ContentResolver:
+    mechanism = "content"
+
+    def __init__(self, deps: ResolverDeps, *, candidates: int = 5) -> None:
+        self.knowledge: KnowledgeIndex | None = deps.knowledge
+        self.candidates = candidates
+
+    def _search(self, query: str, plan: ResolutionPlan) -> list[ScoredFact]:
+        assert self.knowledge is not None
+        return self.knowledge.search(query, k=self.candidates, intent=plan.intent, tags=plan.fact_tags)
+
+    async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
+        text = ctx.message.text.strip()
+        if self.knowledge is None or not text:
+            return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER)
+        query = text
+        results = self._search(text, plan)
+        previous = previous_customer_text(ctx)
+        if previous and len(text.split()) <= FOLLOW_UP_MAX_WORDS:
+            combined_query = f"{previous} {text}"
+            combined = self._search(combined_query, plan)
+            if combined and (not results or combined[0].score > results[0].score):
+                query, results = combined_query, combined
+        detail = {
+            "query": query,
+            "candidates": [
+                {
+                    "fact_id": r.fact.id,
+                    "score": round(r.score, 4),
+                    "lexical": round(r.lexical, 4),
+                    "semantic": round(r.semantic, 4),
+                    "boost": r.boost,
+                }
+                for r in results
+            ],
+        }
+        answer = compose_answer(
+            results,
+            min_score=ctx.workspace.settings.thresholds.knowledge_min_score,
+            similarity=self.knowledge.fact_similarity,
+            tone=ctx.business.tone if ctx.business else None,
+        )
+        if answer is None:
+            return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER, detail=detail)
+        return Outcome(
+            kind="reply",
+            confidence=answer.score,
+            reply=answer.text,
+            facts=answer.citations(),
+            detail=detail,
+        )

@@ -1,0 +1,131 @@
+"""Database URL, engine and migrations: SQLite (WAL) under CXSTACK_HOME by default, PostgreSQL to scale."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+DATABASE_URL_ENV = "CXSTACK_DATABASE_URL"
+HOME_ENV = "CXSTACK_HOME"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Several API or worker processes may start at once against one PostgreSQL; only one may run migrations.
+_MIGRATION_LOCK_KEY = 0x63787374  # "cxst"
+# Connection option read by the "begin" hook: writers take SQLite's write lock up front (see _sqlite_begin).
+BEGIN_MODE_OPTION = "cxstack_sqlite_begin"
+
+
+def cxstack_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cxstack").expanduser()
+
+
+def database_url(home: Path | None = None) -> str:
+    """`CXSTACK_DATABASE_URL` if set, else the SQLite file `cxstack.db` in `home` (default CXSTACK_HOME)."""
+    configured = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if configured:
+        return normalize_url(configured)
+    base = home if home is not None else cxstack_home()
+    return f"sqlite:///{base.expanduser() / 'cxstack.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """PostgreSQL URLs always go through the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def create_engine_for(url: str, **engine_options: Any) -> Engine:
+    """An engine configured for cxstack. Extra keyword arguments go to `sqlalchemy.create_engine`."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    options: dict[str, Any] = {"json_serializer": _json_dumps}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        options["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        if in_memory:
+            # One connection shared by every thread, or each would see its own empty database.
+            options["poolclass"] = StaticPool
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connect_args = engine_options.pop("connect_args", {})
+        options["connect_args"].update(connect_args)
+        options.update(engine_options)
+        engine = create_engine(url, **options)
+        _configure_sqlite(engine, wal=not in_memory)
+        return engine
+    options["pool_pre_ping"] = True
+    options.update(engine_options)
+    return create_engine(url, **options)
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module so "begin" below decides (SQLAlchemy's
+        # documented recipe); the module's own implicit BEGIN would defer the write lock.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(connection: Connection) -> None:
+        # A deferred transaction that reads and then writes cannot wait for the write lock (SQLite returns
+        # SQLITE_BUSY at once to avoid a deadlock), so write transactions start IMMEDIATE and queue instead.
+        mode = connection.get_execution_options().get(BEGIN_MODE_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest schema (alembic upgrade head), in one transaction."""
+    config = alembic_config()
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection = connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()

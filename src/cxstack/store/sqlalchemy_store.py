@@ -1,0 +1,569 @@
+"""The Store port on SQLAlchemy 2: SQLite (embedded default) and PostgreSQL (scale-out) run this same code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cxstack.domain.models import (
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    Customer,
+    CustomerId,
+    EscalationId,
+    EscalationPacket,
+    InboundMessage,
+    Message,
+    MessageId,
+    Role,
+    Trace,
+    WorkspaceVersionId,
+    new_id,
+    utcnow,
+)
+from cxstack.domain.ports import IngestResult, OutboxItem, TurnCommit
+from cxstack.store.codec import (
+    as_utc,
+    clean_text,
+    json_object,
+    optional_float,
+    packet_from_json,
+    packet_to_json,
+    trace_fields,
+    trace_from_fields,
+)
+from cxstack.store.db import BEGIN_MODE_OPTION
+from cxstack.store.orm import (
+    ConversationRow,
+    CustomerRow,
+    EscalationRow,
+    MessageRow,
+    OutboxRow,
+    TraceRow,
+    WorkspaceVersionRow,
+)
+
+OUTBOX_PENDING = "pending"
+OUTBOX_SENT = "sent"
+OUTBOX_FAILED = "failed"
+ESCALATION_OPEN = "open"
+ESCALATION_RESOLVED = "resolved"
+DEFAULT_MAX_SEND_ATTEMPTS = 10
+_INGEST_ATTEMPTS = 4
+
+
+class SqlAlchemyStore:
+    """Implements `cxstack.domain.ports.Store`. Takes and returns domain dataclasses, never ORM rows.
+
+    An outbox item that failed `max_send_attempts` times leaves `pending_outbox` (status "failed").
+    """
+
+    def __init__(self, engine: Engine, *, max_send_attempts: int = DEFAULT_MAX_SEND_ATTEMPTS) -> None:
+        self._engine = engine
+        self._write_engine = (
+            engine.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
+            if engine.dialect.name == "sqlite"
+            else engine
+        )
+        self._max_send_attempts = max_send_attempts
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # ---- workspace versions ---------------------------------------------------------------------------
+
+    def save_workspace_version(self, version: WorkspaceVersionId, name: str, content: dict[str, Any]) -> bool:
+        """True if stored now; False if this content hash was already stored."""
+        try:
+            with self._write() as session:
+                if session.get(WorkspaceVersionRow, version) is not None:
+                    return False
+                session.add(
+                    WorkspaceVersionRow(
+                        id=version, name=clean_text(name), content=json_object(content), created_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            return False  # another process stored the same version first
+        return True
+
+    def get_workspace_version(self, version: WorkspaceVersionId) -> dict[str, Any] | None:
+        with self._read() as session:
+            row = session.get(WorkspaceVersionRow, version)
+            return None if row is None else row.content
+
+    # ---- customers --------------------------------------------------------------------------------------
+
+    def upsert_customers(self, customers: Sequence[Customer]) -> int:
+        with self._write() as session:
+            for customer in customers:
+                _upsert_customer(session, customer)
+        return len(customers)
+
+    def get_customer(self, customer_id: CustomerId) -> Customer | None:
+        with self._read() as session:
+            row = session.get(CustomerRow, customer_id)
+            return None if row is None else _customer(row)
+
+    # ---- inbound ----------------------------------------------------------------------------------------
+
+    def ingest(self, inbound: InboundMessage) -> IngestResult:
+        existing = self._message_by_external_id(inbound.channel, inbound.external_id)
+        if existing is not None:
+            return IngestResult(existing, created=False)
+        for attempt in range(_INGEST_ATTEMPTS):
+            try:
+                with self._write() as session:
+                    message = _ingest(session, inbound)
+            except _DuplicateMessageError:
+                # Found under the conversation's lock; raising rolled back the customer upsert as well.
+                existing = self._message_by_external_id(inbound.channel, inbound.external_id)
+                assert existing is not None
+                return IngestResult(existing, created=False)
+            except IntegrityError:
+                # A concurrent writer stored this message, or created the same customer or conversation
+                # first: in the first case the message is there now, in the second a retry succeeds.
+                existing = self._message_by_external_id(inbound.channel, inbound.external_id)
+                if existing is not None:
+                    return IngestResult(existing, created=False)
+                if attempt == _INGEST_ATTEMPTS - 1:
+                    raise
+                continue
+            return IngestResult(message, created=True)
+        raise AssertionError("unreachable")
+
+    def _message_by_external_id(self, channel: str, external_id: str) -> Message | None:
+        with self._read() as session:
+            row = session.scalar(
+                select(MessageRow).where(MessageRow.channel == channel, MessageRow.external_id == external_id)
+            )
+            return None if row is None else _message(row)
+
+    def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
+        with self._read() as session:
+            row = session.get(ConversationRow, conversation_id)
+            return None if row is None else _conversation(row)
+
+    def list_conversations(self, limit: int = 50) -> list[Conversation]:
+        """Most recently updated first."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(ConversationRow)
+                .order_by(ConversationRow.updated_at.desc(), ConversationRow.id.desc())
+                .limit(limit)
+            )
+            return [_conversation(row) for row in rows]
+
+    def list_messages(self, conversation_id: ConversationId) -> list[Message]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(MessageRow)
+                .where(MessageRow.conversation_id == conversation_id)
+                .order_by(MessageRow.seq)
+            )
+            return [_message(row) for row in rows]
+
+    def conversations_with_pending(self) -> list[ConversationId]:
+        """Least recently updated first: a conversation that keeps receiving messages cannot starve others."""
+        with self._read() as session:
+            ids = session.scalars(
+                select(ConversationRow.id)
+                .where(ConversationRow.pending_count > 0)
+                .order_by(ConversationRow.updated_at, ConversationRow.id)
+            )
+            return [ConversationId(i) for i in ids]
+
+    def pending_messages(self, conversation_id: ConversationId) -> list[Message]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(MessageRow)
+                .where(
+                    MessageRow.conversation_id == conversation_id,
+                    MessageRow.role == Role.CUSTOMER.value,
+                    MessageRow.processed.is_(False),
+                )
+                .order_by(MessageRow.seq)
+            )
+            return [_message(row) for row in rows]
+
+    # ---- turns ------------------------------------------------------------------------------------------
+
+    def commit_turn(self, commit: TurnCommit) -> None:
+        """Everything the turn wrote, or nothing. A second commit for the same inbound message is a no-op.
+
+        Raises KeyError if the inbound message is not in this conversation, ValueError if an id in the
+        commit (trace, reply, escalation) is already stored.
+        """
+        try:
+            with self._write() as session:
+                _commit_turn(session, commit)
+        except IntegrityError as error:
+            raise ValueError(
+                f"turn for message {commit.message_id} conflicts with stored rows: {error}"
+            ) from error
+
+    def list_traces(self, conversation_id: ConversationId | None = None, limit: int = 1000) -> list[Trace]:
+        """The newest `limit` traces, oldest first."""
+        query = select(TraceRow)
+        if conversation_id is not None:
+            query = query.where(TraceRow.conversation_id == conversation_id)
+        query = query.order_by(TraceRow.created_at.desc(), TraceRow.id.desc()).limit(limit)
+        with self._read() as session:
+            rows = list(session.scalars(query))
+        rows.reverse()
+        return [_trace(row) for row in rows]
+
+    # ---- outbox -----------------------------------------------------------------------------------------
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(OutboxRow)
+                .where(OutboxRow.status == OUTBOX_PENDING)
+                .order_by(OutboxRow.created_at, OutboxRow.id)
+                .limit(limit)
+            )
+            return [
+                OutboxItem(
+                    id=row.id,
+                    conversation_id=ConversationId(row.conversation_id),
+                    message_id=row.message_id,
+                    channel=row.channel,
+                    text=row.text,
+                    attempts=row.attempts,
+                )
+                for row in rows
+            ]
+
+    def mark_sent(self, outbox_id: str) -> None:
+        """Idempotent; the first confirmation's time is kept."""
+        with self._write() as session:
+            row = _outbox_row(session, outbox_id)
+            if row.status != OUTBOX_SENT:
+                row.status = OUTBOX_SENT
+                row.sent_at = utcnow()
+                row.last_error = None
+
+    def mark_send_failed(self, outbox_id: str, error: str) -> None:
+        with self._write() as session:
+            row = _outbox_row(session, outbox_id)
+            if row.status == OUTBOX_SENT:
+                return  # a late failure report for an item a retry already delivered
+            row.attempts += 1
+            row.last_error = clean_text(error)
+            if row.attempts >= self._max_send_attempts:
+                row.status = OUTBOX_FAILED
+
+    # ---- escalations and humans -------------------------------------------------------------------------
+
+    def list_escalations(
+        self, queue: str | None = None, status: str | None = "open"
+    ) -> list[EscalationPacket]:
+        """Most urgent first, then oldest first."""
+        query = select(EscalationRow)
+        if queue is not None:
+            query = query.where(EscalationRow.queue == queue)
+        if status is not None:
+            query = query.where(EscalationRow.status == status)
+        query = query.order_by(EscalationRow.priority.desc(), EscalationRow.created_at, EscalationRow.id)
+        with self._read() as session:
+            return [_escalation(row) for row in session.scalars(query)]
+
+    def get_escalation(self, escalation_id: EscalationId) -> EscalationPacket | None:
+        with self._read() as session:
+            row = session.get(EscalationRow, escalation_id)
+            return None if row is None else _escalation(row)
+
+    def add_human_reply(
+        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+    ) -> Message:
+        """Stores the reply and queues it for sending. `hand_back` returns the conversation to automation
+        and resolves its open escalations. Raises KeyError for an unknown conversation."""
+        now = utcnow()
+        with self._write() as session:
+            conversation = session.get(ConversationRow, conversation_id, with_for_update=True)
+            if conversation is None:
+                raise KeyError(f"unknown conversation {conversation_id}")
+            row = _append_outbound(
+                session,
+                conversation,
+                MessageId(new_id("msg")),
+                Role.HUMAN_AGENT,
+                text,
+                author=author,
+                channel=conversation.channel,
+                created_at=now,
+            )
+            conversation.updated_at = now
+            if hand_back:
+                conversation.status = ConversationStatus.OPEN.value
+                session.execute(
+                    update(EscalationRow)
+                    .where(
+                        EscalationRow.conversation_id == conversation_id,
+                        EscalationRow.status == ESCALATION_OPEN,
+                    )
+                    .values(status=ESCALATION_RESOLVED)
+                )
+            return _message(row)
+
+
+# ---- transaction bodies -----------------------------------------------------------------------------------
+
+
+def _upsert_customer(session: Session, customer: Customer) -> None:
+    values = {
+        "name": clean_text(customer.name),
+        "email": clean_text(customer.email),
+        "plan": clean_text(customer.plan),
+        "arr": optional_float(customer.arr) or 0.0,
+        "segment": clean_text(customer.segment),
+        "attributes": json_object(customer.attributes),
+        "updated_at": utcnow(),
+    }
+    row = session.get(CustomerRow, customer.id)
+    if row is None:
+        session.add(CustomerRow(id=customer.id, **values))
+        session.flush()  # surface a concurrent insert of the same id here, inside the retry
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+class _DuplicateMessageError(Exception):
+    """Raised inside the ingest transaction so that it rolls back."""
+
+
+def _ingest(session: Session, inbound: InboundMessage) -> Message:
+    """The message appended and the conversation marked pending."""
+    now = utcnow()
+    if inbound.customer is not None:
+        _upsert_customer(session, inbound.customer)
+    if session.get(CustomerRow, inbound.customer_id) is None:
+        _upsert_customer(session, Customer(id=inbound.customer_id))
+    conversation = session.get(ConversationRow, inbound.conversation_id, with_for_update=True)
+    if conversation is None:
+        conversation = ConversationRow(
+            id=inbound.conversation_id,
+            customer_id=inbound.customer_id,
+            channel=inbound.channel,
+            status=ConversationStatus.OPEN.value,
+            state={},
+            created_at=now,
+            updated_at=now,
+            last_seq=0,
+            pending_count=0,
+        )
+        session.add(conversation)
+        session.flush()
+    # Checked again under the conversation's row lock: the usual race (a webhook retried while the first
+    # delivery is being stored) ends here instead of in a unique violation.
+    duplicate = session.scalar(
+        select(MessageRow.id).where(
+            MessageRow.channel == inbound.channel, MessageRow.external_id == inbound.external_id
+        )
+    )
+    if duplicate is not None:
+        raise _DuplicateMessageError(duplicate)
+    if conversation.status == ConversationStatus.CLOSED.value:
+        conversation.status = ConversationStatus.OPEN.value  # the customer wrote again
+    conversation.last_seq += 1
+    conversation.pending_count += 1
+    conversation.updated_at = now
+    row = MessageRow(
+        id=new_id("msg"),
+        conversation_id=inbound.conversation_id,
+        seq=conversation.last_seq,
+        role=Role.CUSTOMER.value,
+        text=clean_text(inbound.text),
+        channel=inbound.channel,
+        external_id=inbound.external_id,
+        author=inbound.customer_id,
+        created_at=as_utc(inbound.received_at),
+        processed=False,
+    )
+    session.add(row)
+    session.flush()
+    return _message(row)
+
+
+def _commit_turn(session: Session, commit: TurnCommit) -> None:
+    inbound = session.get(MessageRow, commit.message_id)
+    if inbound is None or inbound.conversation_id != commit.conversation_id:
+        raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
+    # The guard that makes a repeated commit a no-op; on PostgreSQL a concurrent second commit waits on this
+    # row and then matches nothing.
+    claimed = session.execute(
+        update(MessageRow)
+        .where(MessageRow.id == commit.message_id, MessageRow.processed.is_(False))
+        .values(processed=True)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claimed, "rowcount", 0) == 0:
+        return
+    conversation = session.get(ConversationRow, commit.conversation_id, with_for_update=True)
+    assert conversation is not None  # the message's foreign key guarantees it
+    now = utcnow()
+    if commit.reply is not None:
+        _append_outbound(
+            session,
+            conversation,
+            commit.reply.id,
+            commit.reply.role,
+            commit.reply.text,
+            author=commit.reply.author,
+            channel=commit.reply.channel,
+            created_at=as_utc(commit.reply.created_at),
+        )
+    conversation.state = json_object(commit.state)
+    conversation.status = ConversationStatus(commit.status).value
+    conversation.updated_at = now
+    conversation.pending_count = (
+        session.scalar(
+            select(func.count())
+            .select_from(MessageRow)
+            .where(
+                and_(
+                    MessageRow.conversation_id == commit.conversation_id,
+                    MessageRow.role == Role.CUSTOMER.value,
+                    MessageRow.processed.is_(False),
+                )
+            )
+        )
+        or 0
+    )
+    if commit.escalation is not None:
+        packet = commit.escalation
+        session.add(
+            EscalationRow(
+                id=packet.id,
+                conversation_id=commit.conversation_id,
+                queue=clean_text(packet.queue),
+                priority=int(packet.priority),
+                reason_code=clean_text(packet.reason_code),
+                status=packet.status,
+                packet=packet_to_json(packet),
+                created_at=as_utc(packet.created_at),
+            )
+        )
+    session.add(TraceRow(**trace_fields(commit.trace)))
+    session.flush()
+
+
+def _append_outbound(
+    session: Session,
+    conversation: ConversationRow,
+    message_id: MessageId,
+    role: Role,
+    text: str,
+    *,
+    author: str | None,
+    channel: str,
+    created_at: datetime,
+) -> MessageRow:
+    """A reply added to the transcript and queued in the outbox on the conversation's channel."""
+    conversation.last_seq += 1
+    row = MessageRow(
+        id=message_id,
+        conversation_id=conversation.id,
+        seq=conversation.last_seq,
+        role=Role(role).value,
+        text=clean_text(text),
+        channel=channel,
+        external_id=None,
+        author=author,
+        created_at=created_at,
+        processed=True,
+    )
+    session.add(row)
+    session.add(
+        OutboxRow(
+            id=new_id("out"),
+            conversation_id=conversation.id,
+            message_id=message_id,
+            channel=conversation.channel,
+            text=row.text,
+            status=OUTBOX_PENDING,
+            attempts=0,
+            last_error=None,
+            created_at=created_at,
+            sent_at=None,
+        )
+    )
+    return row
+
+
+def _outbox_row(session: Session, outbox_id: str) -> OutboxRow:
+    row = session.get(OutboxRow, outbox_id, with_for_update=True)
+    if row is None:
+        raise KeyError(f"unknown outbox item {outbox_id}")
+    return row
+
+
+# ---- rows to domain objects -------------------------------------------------------------------------------
+
+
+def _customer(row: CustomerRow) -> Customer:
+    return Customer(
+        id=CustomerId(row.id),
+        name=row.name,
+        email=row.email,
+        plan=row.plan,
+        arr=row.arr,
+        segment=row.segment,
+        attributes=row.attributes,
+    )
+
+
+def _conversation(row: ConversationRow) -> Conversation:
+    return Conversation(
+        id=ConversationId(row.id),
+        customer_id=CustomerId(row.customer_id),
+        channel=row.channel,
+        status=ConversationStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        state=row.state,
+    )
+
+
+def _message(row: MessageRow) -> Message:
+    return Message(
+        id=MessageId(row.id),
+        conversation_id=ConversationId(row.conversation_id),
+        role=Role(row.role),
+        text=row.text,
+        created_at=row.created_at,
+        channel=row.channel,
+        external_id=row.external_id,
+        author=row.author,
+    )
+
+
+_TRACE_COLUMNS = tuple(column.key for column in TraceRow.__table__.columns)
+
+
+def _trace(row: TraceRow) -> Trace:
+    return trace_from_fields({column: getattr(row, column) for column in _TRACE_COLUMNS})
+
+
+def _escalation(row: EscalationRow) -> EscalationPacket:
+    return packet_from_json(row.packet, status=row.status, created_at=row.created_at)

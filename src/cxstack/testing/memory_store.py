@@ -1,0 +1,441 @@
+"""An in-memory Store with the same semantics as the SQL adapter (it passes the same contract suite).
+
+Values pass through the same normalisation as the SQL adapter (cxstack.store.codec), so an object read back
+is a fresh copy, equal to what SQLite or PostgreSQL would return.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cxstack.domain.models import (
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    Customer,
+    CustomerId,
+    EscalationId,
+    EscalationPacket,
+    InboundMessage,
+    Message,
+    MessageId,
+    Role,
+    Trace,
+    WorkspaceVersionId,
+    new_id,
+    utcnow,
+)
+from cxstack.domain.ports import IngestResult, OutboxItem, TurnCommit
+from cxstack.store.codec import (
+    as_utc,
+    clean_text,
+    json_object,
+    optional_float,
+    packet_from_json,
+    packet_to_json,
+    trace_fields,
+    trace_from_fields,
+)
+
+OUTBOX_PENDING = "pending"
+OUTBOX_SENT = "sent"
+OUTBOX_FAILED = "failed"
+ESCALATION_OPEN = "open"
+ESCALATION_RESOLVED = "resolved"
+DEFAULT_MAX_SEND_ATTEMPTS = 10
+
+
+@dataclass(slots=True)
+class _ConversationRecord:
+    id: ConversationId
+    customer_id: CustomerId
+    channel: str
+    status: ConversationStatus
+    state: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    message_ids: list[MessageId]
+    pending_count: int = 0
+
+    def to_domain(self) -> Conversation:
+        return Conversation(
+            id=self.id,
+            customer_id=self.customer_id,
+            channel=self.channel,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            state=json_object(self.state),
+        )
+
+
+@dataclass(slots=True)
+class _MessageRecord:
+    message: Message
+    processed: bool
+
+
+@dataclass(slots=True)
+class _OutboxRecord:
+    id: str
+    conversation_id: ConversationId
+    message_id: str
+    channel: str
+    text: str
+    created_at: datetime
+    status: str = OUTBOX_PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _EscalationRecord:
+    id: EscalationId
+    packet: dict[str, Any]
+    conversation_id: ConversationId
+    queue: str
+    priority: int
+    status: str
+    created_at: datetime
+
+    def to_domain(self) -> EscalationPacket:
+        return packet_from_json(json_object(self.packet), status=self.status, created_at=self.created_at)
+
+
+class InMemoryStore:
+    """Implements `cxstack.domain.ports.Store` in process memory; thread-safe, lost on exit."""
+
+    def __init__(self, *, max_send_attempts: int = DEFAULT_MAX_SEND_ATTEMPTS) -> None:
+        self._lock = threading.RLock()
+        self._max_send_attempts = max_send_attempts
+        self._workspace_versions: dict[str, tuple[str, dict[str, Any], datetime]] = {}
+        self._customers: dict[str, Customer] = {}
+        self._conversations: dict[str, _ConversationRecord] = {}
+        self._messages: dict[str, _MessageRecord] = {}
+        self._by_external_id: dict[tuple[str, str], MessageId] = {}
+        self._traces: dict[str, dict[str, Any]] = {}
+        self._outbox: dict[str, _OutboxRecord] = {}
+        self._escalations: dict[str, _EscalationRecord] = {}
+        self._last_time = utcnow()
+
+    def _now(self) -> datetime:
+        # Strictly increasing, so that orderings by time never tie within this process.
+        self._last_time = max(utcnow(), self._last_time + timedelta(microseconds=1))
+        return self._last_time
+
+    # ---- workspace versions ---------------------------------------------------------------------------
+
+    def save_workspace_version(self, version: WorkspaceVersionId, name: str, content: dict[str, Any]) -> bool:
+        with self._lock:
+            if version in self._workspace_versions:
+                return False
+            self._workspace_versions[version] = (clean_text(name), json_object(content), self._now())
+            return True
+
+    def get_workspace_version(self, version: WorkspaceVersionId) -> dict[str, Any] | None:
+        with self._lock:
+            stored = self._workspace_versions.get(version)
+            return None if stored is None else json_object(stored[1])
+
+    # ---- customers --------------------------------------------------------------------------------------
+
+    def upsert_customers(self, customers: Sequence[Customer]) -> int:
+        with self._lock:
+            for customer in customers:
+                self._customers[customer.id] = _normalized_customer(customer)
+            return len(customers)
+
+    def get_customer(self, customer_id: CustomerId) -> Customer | None:
+        with self._lock:
+            customer = self._customers.get(customer_id)
+            return (
+                None if customer is None else replace(customer, attributes=json_object(customer.attributes))
+            )
+
+    # ---- inbound ----------------------------------------------------------------------------------------
+
+    def ingest(self, inbound: InboundMessage) -> IngestResult:
+        with self._lock:
+            existing_id = self._by_external_id.get((inbound.channel, inbound.external_id))
+            if existing_id is not None:
+                return IngestResult(self._messages[existing_id].message, created=False)
+            now = self._now()
+            if inbound.customer is not None:
+                self._customers[inbound.customer.id] = _normalized_customer(inbound.customer)
+            if inbound.customer_id not in self._customers:
+                self._customers[inbound.customer_id] = _normalized_customer(Customer(id=inbound.customer_id))
+            conversation = self._conversations.get(inbound.conversation_id)
+            if conversation is None:
+                conversation = _ConversationRecord(
+                    id=inbound.conversation_id,
+                    customer_id=inbound.customer_id,
+                    channel=inbound.channel,
+                    status=ConversationStatus.OPEN,
+                    state={},
+                    created_at=now,
+                    updated_at=now,
+                    message_ids=[],
+                )
+                self._conversations[conversation.id] = conversation
+            if conversation.status == ConversationStatus.CLOSED:
+                conversation.status = ConversationStatus.OPEN
+            conversation.pending_count += 1
+            conversation.updated_at = now
+            message = Message(
+                id=MessageId(new_id("msg")),
+                conversation_id=inbound.conversation_id,
+                role=Role.CUSTOMER,
+                text=clean_text(inbound.text),
+                created_at=as_utc(inbound.received_at),
+                channel=inbound.channel,
+                external_id=inbound.external_id,
+                author=inbound.customer_id,
+            )
+            self._messages[message.id] = _MessageRecord(message, processed=False)
+            self._by_external_id[(inbound.channel, inbound.external_id)] = message.id
+            conversation.message_ids.append(message.id)
+            return IngestResult(message, created=True)
+
+    def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
+        with self._lock:
+            record = self._conversations.get(conversation_id)
+            return None if record is None else record.to_domain()
+
+    def list_conversations(self, limit: int = 50) -> list[Conversation]:
+        with self._lock:
+            records = sorted(self._conversations.values(), key=lambda c: (c.updated_at, c.id), reverse=True)
+            return [record.to_domain() for record in records[:limit]]
+
+    def list_messages(self, conversation_id: ConversationId) -> list[Message]:
+        with self._lock:
+            record = self._conversations.get(conversation_id)
+            if record is None:
+                return []
+            return [self._messages[message_id].message for message_id in record.message_ids]
+
+    def conversations_with_pending(self) -> list[ConversationId]:
+        with self._lock:
+            records = sorted(
+                (c for c in self._conversations.values() if c.pending_count > 0),
+                key=lambda c: (c.updated_at, c.id),
+            )
+            return [record.id for record in records]
+
+    def pending_messages(self, conversation_id: ConversationId) -> list[Message]:
+        with self._lock:
+            record = self._conversations.get(conversation_id)
+            if record is None:
+                return []
+            return [
+                self._messages[message_id].message
+                for message_id in record.message_ids
+                if self._messages[message_id].message.role == Role.CUSTOMER
+                and not self._messages[message_id].processed
+            ]
+
+    # ---- turns ------------------------------------------------------------------------------------------
+
+    def commit_turn(self, commit: TurnCommit) -> None:
+        with self._lock:
+            inbound = self._messages.get(commit.message_id)
+            if inbound is None or inbound.message.conversation_id != commit.conversation_id:
+                raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
+            if inbound.processed:
+                return
+            # Everything is validated before anything changes, which is this adapter's transaction.
+            if commit.trace.id in self._traces:
+                raise ValueError(f"turn for message {commit.message_id}: trace {commit.trace.id} exists")
+            if commit.reply is not None and commit.reply.id in self._messages:
+                raise ValueError(f"turn for message {commit.message_id}: message {commit.reply.id} exists")
+            if commit.escalation is not None and commit.escalation.id in self._escalations:
+                raise ValueError(f"turn for message {commit.message_id}: escalation exists")
+            trace = trace_fields(commit.trace)
+            state = json_object(commit.state)
+            status = ConversationStatus(commit.status)
+            escalation = None
+            if commit.escalation is not None:
+                packet = commit.escalation
+                escalation = _EscalationRecord(
+                    id=packet.id,
+                    packet=packet_to_json(packet),
+                    conversation_id=commit.conversation_id,
+                    queue=clean_text(packet.queue),
+                    priority=int(packet.priority),
+                    status=packet.status,
+                    created_at=as_utc(packet.created_at),
+                )
+
+            conversation = self._conversations[commit.conversation_id]
+            inbound.processed = True
+            if commit.reply is not None:
+                self._append_outbound(
+                    conversation,
+                    commit.reply.id,
+                    commit.reply.role,
+                    commit.reply.text,
+                    author=commit.reply.author,
+                    channel=commit.reply.channel,
+                    created_at=as_utc(commit.reply.created_at),
+                )
+            conversation.state = state
+            conversation.status = status
+            conversation.updated_at = self._now()
+            conversation.pending_count = sum(
+                1
+                for message_id in conversation.message_ids
+                if self._messages[message_id].message.role == Role.CUSTOMER
+                and not self._messages[message_id].processed
+            )
+            if escalation is not None:
+                self._escalations[escalation.id] = escalation
+            self._traces[commit.trace.id] = trace
+
+    def list_traces(self, conversation_id: ConversationId | None = None, limit: int = 1000) -> list[Trace]:
+        with self._lock:
+            rows = [
+                row
+                for row in self._traces.values()
+                if conversation_id is None or row["conversation_id"] == conversation_id
+            ]
+            rows.sort(key=lambda row: (row["created_at"], row["id"]))
+            newest = rows[-limit:] if limit > 0 else []
+            return [trace_from_fields(row) for row in newest]
+
+    # ---- outbox -----------------------------------------------------------------------------------------
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+        with self._lock:
+            records = sorted(
+                (item for item in self._outbox.values() if item.status == OUTBOX_PENDING),
+                key=lambda item: (item.created_at, item.id),
+            )
+            return [
+                OutboxItem(
+                    id=item.id,
+                    conversation_id=item.conversation_id,
+                    message_id=item.message_id,
+                    channel=item.channel,
+                    text=item.text,
+                    attempts=item.attempts,
+                )
+                for item in records[:limit]
+            ]
+
+    def mark_sent(self, outbox_id: str) -> None:
+        with self._lock:
+            item = self._outbox_item(outbox_id)
+            if item.status != OUTBOX_SENT:
+                item.status = OUTBOX_SENT
+                item.sent_at = self._now()
+                item.last_error = None
+
+    def mark_send_failed(self, outbox_id: str, error: str) -> None:
+        with self._lock:
+            item = self._outbox_item(outbox_id)
+            if item.status == OUTBOX_SENT:
+                return
+            item.attempts += 1
+            item.last_error = clean_text(error)
+            if item.attempts >= self._max_send_attempts:
+                item.status = OUTBOX_FAILED
+
+    def _outbox_item(self, outbox_id: str) -> _OutboxRecord:
+        item = self._outbox.get(outbox_id)
+        if item is None:
+            raise KeyError(f"unknown outbox item {outbox_id}")
+        return item
+
+    # ---- escalations and humans -------------------------------------------------------------------------
+
+    def list_escalations(
+        self, queue: str | None = None, status: str | None = "open"
+    ) -> list[EscalationPacket]:
+        with self._lock:
+            records = [
+                record
+                for record in self._escalations.values()
+                if (queue is None or record.queue == queue) and (status is None or record.status == status)
+            ]
+            records.sort(key=lambda record: (-record.priority, record.created_at, record.id))
+            return [record.to_domain() for record in records]
+
+    def get_escalation(self, escalation_id: EscalationId) -> EscalationPacket | None:
+        with self._lock:
+            record = self._escalations.get(escalation_id)
+            return None if record is None else record.to_domain()
+
+    def add_human_reply(
+        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+    ) -> Message:
+        with self._lock:
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                raise KeyError(f"unknown conversation {conversation_id}")
+            now = self._now()
+            message = self._append_outbound(
+                conversation,
+                MessageId(new_id("msg")),
+                Role.HUMAN_AGENT,
+                text,
+                author=author,
+                channel=conversation.channel,
+                created_at=now,
+            )
+            conversation.updated_at = now
+            if hand_back:
+                conversation.status = ConversationStatus.OPEN
+                for record in self._escalations.values():
+                    if record.conversation_id == conversation_id and record.status == ESCALATION_OPEN:
+                        record.status = ESCALATION_RESOLVED
+            return message
+
+    def _append_outbound(
+        self,
+        conversation: _ConversationRecord,
+        message_id: MessageId,
+        role: Role,
+        text: str,
+        *,
+        author: str | None,
+        channel: str,
+        created_at: datetime,
+    ) -> Message:
+        message = Message(
+            id=message_id,
+            conversation_id=conversation.id,
+            role=Role(role),
+            text=clean_text(text),
+            created_at=created_at,
+            channel=channel,
+            external_id=None,
+            author=author,
+        )
+        self._messages[message.id] = _MessageRecord(message, processed=True)
+        conversation.message_ids.append(message.id)
+        outbox_id = new_id("out")
+        self._outbox[outbox_id] = _OutboxRecord(
+            id=outbox_id,
+            conversation_id=conversation.id,
+            message_id=message.id,
+            channel=conversation.channel,
+            text=message.text,
+            created_at=created_at,
+        )
+        return message
+
+
+def _normalized_customer(customer: Customer) -> Customer:
+    return Customer(
+        id=customer.id,
+        name=clean_text(customer.name),
+        email=clean_text(customer.email),
+        plan=clean_text(customer.plan),
+        arr=optional_float(customer.arr) or 0.0,
+        segment=clean_text(customer.segment),
+        attributes=json_object(customer.attributes),
+    )

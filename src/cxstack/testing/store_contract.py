@@ -1,0 +1,548 @@
+"""The contract every `Store` adapter must pass. Subclass `StoreContract` and provide a `store` fixture:
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self) -> Iterator[Store]:
+            yield MyStore(...)
+
+The fixture must hand each test an empty store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from cxstack.domain.models import (
+    ActionResult,
+    ConversationId,
+    ConversationStatus,
+    Customer,
+    CustomerId,
+    Decision,
+    EscalationId,
+    EscalationPacket,
+    FactCitation,
+    InboundMessage,
+    Layer,
+    Message,
+    MessageId,
+    Priority,
+    Role,
+    Trace,
+    TraceId,
+    TraceStep,
+    WorkspaceVersionId,
+    new_id,
+    utcnow,
+)
+from cxstack.domain.ports import Store, TurnCommit
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def inbound(
+    external_id: str,
+    conversation: str = "conv-1",
+    text: str = "where is my order?",
+    *,
+    channel: str = "webchat",
+    customer_id: str = "cus-1",
+    customer: Customer | None = None,
+    received_at: datetime | None = None,
+) -> InboundMessage:
+    return InboundMessage(
+        channel=channel,
+        external_id=external_id,
+        conversation_id=ConversationId(conversation),
+        customer_id=CustomerId(customer_id),
+        text=text,
+        received_at=received_at or utcnow(),
+        customer=customer,
+    )
+
+
+def make_trace(
+    conversation_id: str,
+    message_id: str,
+    *,
+    trace_id: str | None = None,
+    created_at: datetime | None = None,
+    intent: str | None = "order_status",
+    reply: str | None = "It ships tomorrow.",
+) -> Trace:
+    return Trace(
+        id=TraceId(trace_id or new_id("trc")),
+        conversation_id=ConversationId(conversation_id),
+        message_id=MessageId(message_id),
+        workspace_version=WorkspaceVersionId("wsv-abc"),
+        steps=[
+            TraceStep(Layer.STRATEGY, "assess", {"customer": "cus-1"}, {"tier": "gold", "rules": ["vip"]}),
+            TraceStep(
+                Layer.ORCHESTRATION,
+                "classify",
+                {"text": "where is my order?"},
+                {"intent": intent, "alternatives": [["refund", 0.1]]},
+                confidence=0.87,
+                duration_ms=1.5,
+            ),
+        ],
+        intent=intent,
+        intent_confidence=0.87,
+        mechanism="content",
+        decision=Decision.CONTINUE,
+        outcome="automated",
+        reply=reply,
+        reason_code=None,
+        variant="B",
+        created_at=created_at or utcnow(),
+        duration_ms=12.25,
+    )
+
+
+def make_reply(conversation_id: str, text: str = "It ships tomorrow.") -> Message:
+    return Message(
+        id=MessageId(new_id("msg")),
+        conversation_id=ConversationId(conversation_id),
+        role=Role.ASSISTANT,
+        text=text,
+        created_at=utcnow(),
+        channel="webchat",
+        author="cxstack",
+    )
+
+
+def make_packet(
+    conversation_id: str, *, queue: str = "billing", priority: Priority = Priority.NORMAL
+) -> EscalationPacket:
+    return EscalationPacket(
+        id=EscalationId(new_id("esc")),
+        conversation_id=ConversationId(conversation_id),
+        queue=queue,
+        priority=priority,
+        reason_code="low_confidence",
+        summary="Customer asks for a refund of a double charge.",
+        intent="refund",
+        intent_confidence=0.41,
+        customer={"id": "cus-1", "tier": "gold"},
+        fired_rules=["vip-refund-human"],
+        facts_used=[FactCitation("refund-policy", 0.8, "Refunds within 30 days.")],
+        actions_tried=[
+            ActionResult("lookup_order", True, 200, {"order": "A1"}, {"status": "paid"}, attempts=2),
+        ],
+        transcript=[{"role": "customer", "text": "I was charged twice"}],
+        created_at=utcnow(),
+    )
+
+
+def make_commit(
+    conversation_id: str,
+    message_id: str,
+    *,
+    reply: str | None = "It ships tomorrow.",
+    state: dict[str, Any] | None = None,
+    status: ConversationStatus = ConversationStatus.OPEN,
+    escalation: EscalationPacket | None = None,
+    trace_id: str | None = None,
+) -> TurnCommit:
+    return TurnCommit(
+        conversation_id=ConversationId(conversation_id),
+        message_id=message_id,
+        trace=make_trace(conversation_id, message_id, trace_id=trace_id, reply=reply),
+        reply=None if reply is None else make_reply(conversation_id, reply),
+        state=state if state is not None else {"last_intent": "order_status"},
+        status=status,
+        escalation=escalation,
+    )
+
+
+def run_in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Runs `work(i)` in `count` threads released together; returns the results, re-raising any error."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+class StoreContract:
+    """Behaviour every Store adapter shares. Subclasses provide the `store` fixture (an empty store)."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a StoreContract subclass must provide a `store` fixture")
+
+    # ---- ingest ------------------------------------------------------------------------------------------
+
+    def test_ingest_stores_message_and_creates_conversation_and_customer(self, store: Store) -> None:
+        received = datetime(2025, 3, 1, 13, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+        result = store.ingest(inbound("wa-1", received_at=received))
+
+        assert result.created
+        message = result.message
+        assert (message.role, message.text, message.channel) == (Role.CUSTOMER, "where is my order?", "webchat")
+        assert message.external_id == "wa-1"
+        assert message.conversation_id == "conv-1"
+        assert message.created_at == received and message.created_at.tzinfo == UTC
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None
+        assert (conversation.customer_id, conversation.channel) == ("cus-1", "webchat")
+        assert conversation.status == ConversationStatus.OPEN and conversation.state == {}
+        assert store.get_customer(CustomerId("cus-1")) == Customer(id=CustomerId("cus-1"))
+        assert store.list_messages(ConversationId("conv-1")) == [message]
+        assert store.pending_messages(ConversationId("conv-1")) == [message]
+        assert store.conversations_with_pending() == ["conv-1"]
+
+    def test_duplicate_ingest_returns_the_stored_message_and_writes_nothing(self, store: Store) -> None:
+        first = store.ingest(inbound("wa-1", text="first delivery"))
+        before = store.get_conversation(ConversationId("conv-1"))
+        again = store.ingest(
+            inbound("wa-1", text="redelivered", customer=Customer(CustomerId("cus-1"), name="Changed"))
+        )
+
+        assert not again.created
+        assert again.message == first.message
+        assert store.list_messages(ConversationId("conv-1")) == [first.message]
+        assert store.get_conversation(ConversationId("conv-1")) == before
+        customer = store.get_customer(CustomerId("cus-1"))
+        assert customer is not None and customer.name == ""
+
+    def test_same_external_id_on_another_channel_is_another_message(self, store: Store) -> None:
+        store.ingest(inbound("id-1", channel="webchat"))
+        other = store.ingest(inbound("id-1", conversation="conv-2", channel="email"))
+
+        assert other.created
+        assert len(store.list_messages(ConversationId("conv-2"))) == 1
+
+    def test_messages_keep_arrival_order(self, store: Store) -> None:
+        texts = [f"message {i}" for i in range(6)]
+        # Arrival order wins over the channel's timestamps.
+        for i, text in enumerate(texts):
+            store.ingest(inbound(f"wa-{i}", text=text, received_at=T0 - timedelta(seconds=i)))
+
+        assert [m.text for m in store.list_messages(ConversationId("conv-1"))] == texts
+        assert [m.text for m in store.pending_messages(ConversationId("conv-1"))] == texts
+
+    def test_ingest_upserts_the_customer_it_carries(self, store: Store) -> None:
+        store.upsert_customers([Customer(CustomerId("cus-1"), name="Ana", plan="pro", arr=1200.0)])
+        store.ingest(inbound("wa-1"))
+        kept = store.get_customer(CustomerId("cus-1"))
+        assert kept is not None and kept.name == "Ana"  # a known customer is left alone
+
+        newer = Customer(CustomerId("cus-1"), name="Ana B", email="ana@example.com", plan="enterprise", arr=9e4)
+        store.ingest(inbound("wa-2", customer=newer))
+        assert store.get_customer(CustomerId("cus-1")) == newer
+
+    def test_message_for_a_closed_conversation_reopens_it(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id, status=ConversationStatus.CLOSED))
+        store.ingest(inbound("wa-2"))
+
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.OPEN
+
+    # ---- pending and turns -------------------------------------------------------------------------------
+
+    def test_pending_work_is_tracked_per_conversation(self, store: Store) -> None:
+        first = store.ingest(inbound("a-1", conversation="conv-a")).message
+        store.ingest(inbound("b-1", conversation="conv-b"))
+        second = store.ingest(inbound("a-2", conversation="conv-a")).message
+        assert set(store.conversations_with_pending()) == {"conv-a", "conv-b"}
+
+        store.commit_turn(make_commit("conv-a", first.id))
+        assert store.pending_messages(ConversationId("conv-a")) == [second]
+        assert set(store.conversations_with_pending()) == {"conv-a", "conv-b"}
+
+        store.commit_turn(make_commit("conv-a", second.id))
+        assert store.pending_messages(ConversationId("conv-a")) == []
+        assert store.conversations_with_pending() == ["conv-b"]
+
+    def test_commit_turn_stores_trace_reply_outbox_and_state(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        commit = make_commit("conv-1", message.id, state={"last_intent": "order_status", "slots": {"order": "A1"}})
+        store.commit_turn(commit)
+
+        assert store.list_traces(ConversationId("conv-1")) == [commit.trace]
+        assert commit.reply is not None
+        transcript = store.list_messages(ConversationId("conv-1"))
+        assert transcript == [message, commit.reply]
+        [item] = store.pending_outbox()
+        assert (item.conversation_id, item.message_id, item.channel) == ("conv-1", commit.reply.id, "webchat")
+        assert (item.text, item.attempts) == ("It ships tomorrow.", 0)
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None
+        assert conversation.state == {"last_intent": "order_status", "slots": {"order": "A1"}}
+        assert conversation.updated_at >= conversation.created_at
+        assert store.pending_messages(ConversationId("conv-1")) == []
+        assert store.list_escalations(status=None) == []
+
+    def test_commit_turn_without_reply_queues_nothing(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id, reply=None))
+
+        assert store.pending_outbox() == []
+        assert store.list_messages(ConversationId("conv-1")) == [message]
+        assert len(store.list_traces()) == 1
+
+    def test_commit_turn_twice_for_one_message_is_a_no_op(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        first = make_commit("conv-1", message.id, state={"n": 1})
+        store.commit_turn(first)
+        store.commit_turn(make_commit("conv-1", message.id, state={"n": 2}, escalation=make_packet("conv-1")))
+
+        assert store.list_traces() == [first.trace]
+        assert len(store.pending_outbox()) == 1
+        assert len(store.list_messages(ConversationId("conv-1"))) == 2
+        assert store.list_escalations(status=None) == []
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.state == {"n": 1}
+
+    def test_commit_turn_is_all_or_nothing(self, store: Store) -> None:
+        first = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", first.id, trace_id="trc-same", state={"n": 1}))
+        second = store.ingest(inbound("wa-2")).message
+        clashing = make_commit(
+            "conv-1",
+            second.id,
+            trace_id="trc-same",
+            state={"n": 2},
+            status=ConversationStatus.ESCALATED,
+            escalation=make_packet("conv-1"),
+        )
+
+        with pytest.raises(ValueError):
+            store.commit_turn(clashing)
+
+        assert store.pending_messages(ConversationId("conv-1")) == [second]
+        assert len(store.list_messages(ConversationId("conv-1"))) == 3
+        assert len(store.pending_outbox()) == 1
+        assert store.list_escalations(status=None) == []
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None
+        assert (conversation.state, conversation.status) == ({"n": 1}, ConversationStatus.OPEN)
+
+    def test_commit_turn_for_an_unknown_message_raises_key_error(self, store: Store) -> None:
+        store.ingest(inbound("wa-1"))
+        with pytest.raises(KeyError):
+            store.commit_turn(make_commit("conv-1", "msg_missing"))
+        assert store.list_traces() == []
+
+    def test_traces_round_trip_exactly(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        trace = make_trace(
+            "conv-1", message.id, created_at=datetime(2025, 3, 1, 8, 0, 0, 999, tzinfo=timezone(-timedelta(hours=5)))
+        )
+        store.commit_turn(
+            TurnCommit(ConversationId("conv-1"), message.id, trace, None, {}, ConversationStatus.OPEN)
+        )
+
+        [stored] = store.list_traces()
+        assert stored == trace
+        assert stored.created_at.tzinfo == UTC
+        assert all(isinstance(step.layer, Layer) for step in stored.steps)
+        assert isinstance(stored.decision, Decision)
+        assert stored.steps[1].output == {"intent": "order_status", "alternatives": [["refund", 0.1]]}
+
+    def test_list_traces_filters_by_conversation_and_keeps_the_newest(self, store: Store) -> None:
+        created: list[Trace] = []
+        for i in range(5):
+            conversation = "conv-a" if i % 2 == 0 else "conv-b"
+            message = store.ingest(inbound(f"wa-{i}", conversation=conversation)).message
+            trace = make_trace(conversation, message.id, created_at=T0 + timedelta(minutes=i))
+            store.commit_turn(TurnCommit(trace.conversation_id, message.id, trace, None, {}, ConversationStatus.OPEN))
+            created.append(trace)
+
+        assert store.list_traces() == created
+        assert store.list_traces(limit=2) == created[3:]
+        assert store.list_traces(ConversationId("conv-a")) == [created[0], created[2], created[4]]
+        assert store.list_traces(ConversationId("conv-missing")) == []
+
+    def test_state_is_stored_as_plain_json(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(
+            make_commit("conv-1", message.id, state={"slots": ("a", "b"), "at": T0, "status": Decision.RETRY})
+        )
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None
+        assert conversation.state == {"slots": ["a", "b"], "at": T0.isoformat(), "status": "retry"}
+
+    # ---- outbox ------------------------------------------------------------------------------------------
+
+    def test_outbox_lifecycle(self, store: Store) -> None:
+        for i in range(3):
+            message = store.ingest(inbound(f"wa-{i}", conversation=f"conv-{i}")).message
+            store.commit_turn(make_commit(f"conv-{i}", message.id, reply=f"reply {i}"))
+        items = store.pending_outbox()
+        assert [item.text for item in items] == ["reply 0", "reply 1", "reply 2"]
+        assert [item.text for item in store.pending_outbox(limit=2)] == ["reply 0", "reply 1"]
+
+        store.mark_send_failed(items[0].id, "HTTP 503")
+        store.mark_send_failed(items[0].id, "timeout")
+        store.mark_sent(items[1].id)
+        store.mark_sent(items[1].id)  # a second confirmation changes nothing
+
+        remaining = {item.id: item.attempts for item in store.pending_outbox()}
+        assert remaining == {items[0].id: 2, items[2].id: 0}
+        store.mark_send_failed(items[1].id, "late failure report")  # already sent: stays sent
+        assert items[1].id not in {item.id for item in store.pending_outbox()}
+
+    def test_outbox_item_that_keeps_failing_leaves_the_queue(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id))
+        [item] = store.pending_outbox()
+        for _ in range(100):
+            if not store.pending_outbox():
+                break
+            store.mark_send_failed(item.id, "HTTP 400")
+        assert store.pending_outbox() == []
+
+    def test_unknown_outbox_id_raises_key_error(self, store: Store) -> None:
+        with pytest.raises(KeyError):
+            store.mark_sent("out_missing")
+        with pytest.raises(KeyError):
+            store.mark_send_failed("out_missing", "boom")
+
+    # ---- escalations and humans --------------------------------------------------------------------------
+
+    def test_escalations_by_queue_status_and_priority(self, store: Store) -> None:
+        packets = {}
+        for name, queue, priority in [
+            ("a", "billing", Priority.NORMAL),
+            ("b", "billing", Priority.URGENT),
+            ("c", "tech", Priority.HIGH),
+        ]:
+            message = store.ingest(inbound(f"wa-{name}", conversation=f"conv-{name}")).message
+            packets[name] = make_packet(f"conv-{name}", queue=queue, priority=priority)
+            store.commit_turn(
+                make_commit(
+                    f"conv-{name}", message.id, status=ConversationStatus.ESCALATED, escalation=packets[name]
+                )
+            )
+
+        assert store.list_escalations(queue="billing") == [packets["b"], packets["a"]]
+        assert store.list_escalations() == [packets["b"], packets["c"], packets["a"]]
+        assert store.list_escalations(queue="tech", status="resolved") == []
+        assert store.get_escalation(packets["c"].id) == packets["c"]
+        conversation = store.get_conversation(ConversationId("conv-a"))
+        assert conversation is not None and conversation.status == ConversationStatus.ESCALATED
+
+    def test_human_reply_without_hand_back_keeps_the_escalation(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        packet = make_packet("conv-1")
+        store.commit_turn(
+            make_commit("conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet)
+        )
+        reply = store.add_human_reply(ConversationId("conv-1"), "Looking into it.", "agent-7", hand_back=False)
+
+        assert (reply.role, reply.author, reply.text, reply.channel) == (
+            Role.HUMAN_AGENT,
+            "agent-7",
+            "Looking into it.",
+            "webchat",
+        )
+        assert reply.created_at.tzinfo == UTC
+        assert store.list_messages(ConversationId("conv-1")) == [message, reply]
+        [item] = store.pending_outbox()
+        assert (item.message_id, item.text, item.channel) == (reply.id, "Looking into it.", "webchat")
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.ESCALATED
+        assert store.list_escalations() == [packet]
+
+    def test_human_hand_back_reopens_and_resolves_escalations(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        packet = make_packet("conv-1")
+        store.commit_turn(
+            make_commit("conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet)
+        )
+        store.add_human_reply(ConversationId("conv-1"), "Refunded. Anything else?", "agent-7", hand_back=True)
+
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.OPEN
+        assert store.list_escalations() == []
+        resolved = store.get_escalation(packet.id)
+        assert resolved is not None and resolved.status == "resolved"
+        assert store.list_escalations(status="resolved") == [resolved]
+
+    def test_human_reply_to_unknown_conversation_raises_key_error(self, store: Store) -> None:
+        with pytest.raises(KeyError):
+            store.add_human_reply(ConversationId("conv-missing"), "hello", "agent-7", hand_back=False)
+
+    # ---- customers, workspace versions, listings ---------------------------------------------------------
+
+    def test_upsert_customers_inserts_and_updates(self, store: Store) -> None:
+        ana = Customer(CustomerId("cus-1"), name="Ana", plan="pro", arr=1200.5, attributes={"tags": ["vip"]})
+        bo = Customer(CustomerId("cus-2"), name="Bo", segment="smb")
+        assert store.upsert_customers([ana, bo]) == 2
+        changed = Customer(CustomerId("cus-1"), name="Ana", plan="enterprise", arr=50000.0)
+        assert store.upsert_customers([changed]) == 1
+
+        assert store.get_customer(CustomerId("cus-1")) == changed
+        assert store.get_customer(CustomerId("cus-2")) == bo
+
+    def test_workspace_versions_are_stored_once_by_hash(self, store: Store) -> None:
+        content = {"intents": [{"name": "refund", "examples": ["money back"]}], "threshold": 0.7}
+        assert store.save_workspace_version(WorkspaceVersionId("sha-1"), "demo", content)
+        assert not store.save_workspace_version(WorkspaceVersionId("sha-1"), "demo", {"other": True})
+        assert store.get_workspace_version(WorkspaceVersionId("sha-1")) == content
+
+    def test_list_conversations_most_recently_updated_first(self, store: Store) -> None:
+        for name in ["a", "b", "c"]:
+            store.ingest(inbound(f"wa-{name}", conversation=f"conv-{name}"))
+        store.ingest(inbound("wa-a2", conversation="conv-a"))
+
+        assert [c.id for c in store.list_conversations()] == ["conv-a", "conv-c", "conv-b"]
+        assert [c.id for c in store.list_conversations(limit=2)] == ["conv-a", "conv-c"]
+
+    def test_unknown_ids_read_as_none_or_empty(self, store: Store) -> None:
+        assert store.get_conversation(ConversationId("nope")) is None
+        assert store.get_customer(CustomerId("nope")) is None
+        assert store.get_escalation(EscalationId("nope")) is None
+        assert store.get_workspace_version(WorkspaceVersionId("nope")) is None
+        assert store.list_messages(ConversationId("nope")) == []
+        assert store.pending_messages(ConversationId("nope")) == []
+        assert store.list_conversations() == []
+        assert store.conversations_with_pending() == []
+        assert store.pending_outbox() == []
+
+    def test_nul_characters_are_dropped(self, store: Store) -> None:
+        # PostgreSQL refuses NUL in text; every adapter drops it so that none of them accepts more.
+        message = store.ingest(inbound("wa-1", text="hel\x00lo")).message
+        assert message.text == "hello"
+        assert store.list_messages(ConversationId("conv-1"))[0].text == "hello"
+
+    # ---- concurrency -------------------------------------------------------------------------------------
+
+    def test_concurrent_duplicate_deliveries_store_one_message(self, store: Store) -> None:
+        results = run_in_threads(8, lambda i: store.ingest(inbound("wa-dup", text=f"copy {i}")))
+
+        assert sum(result.created for result in results) == 1
+        assert len({result.message.id for result in results}) == 1
+        assert len(store.list_messages(ConversationId("conv-1"))) == 1
+        assert len(store.pending_messages(ConversationId("conv-1"))) == 1
+
+    def test_concurrent_messages_to_one_new_conversation_are_all_stored(self, store: Store) -> None:
+        results = run_in_threads(8, lambda i: store.ingest(inbound(f"wa-{i}", text=f"message {i}")))
+
+        assert all(result.created for result in results)
+        stored = store.list_messages(ConversationId("conv-1"))
+        assert sorted(m.id for m in stored) == sorted(result.message.id for result in results)
+        assert len(store.pending_messages(ConversationId("conv-1"))) == 8
+        assert store.conversations_with_pending() == ["conv-1"]

@@ -1,0 +1,1061 @@
+"""Check a workspace folder and report every problem with its file, line and a suggested fix.
+
+Validation never stops at the first problem: each file is parsed on its own, schema errors are collected from
+pydantic and mapped back to the line of the offending YAML key (through the composed YAML node tree), and the
+cross-reference checks run on every item that did parse, so one typo does not hide ten other problems.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+import typing
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from types import UnionType
+from typing import Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cxstack.workspace.models import (
+    ActionCatalogue,
+    ActionConfig,
+    Condition,
+    Experiments,
+    FactConfig,
+    IntentCatalogue,
+    IntentConfig,
+    KnowledgeFile,
+    PolicyRule,
+    Rubric,
+    StrategyConfig,
+    TierConfig,
+    WorkspaceSettings,
+)
+
+DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "agent", "multi_agent")
+MIN_EXAMPLES_FOR_AUTOMATION = 5
+
+SETTINGS_FILE = "cxstack.yaml"
+STRATEGY_FILE = "strategy.yaml"
+INTENTS_FILE = "intents.yaml"
+ACTIONS_FILE = "actions.yaml"
+RUBRIC_FILE = "rubric.yaml"
+EXPERIMENTS_FILE = "experiments.yaml"
+KNOWLEDGE_DIR = "knowledge"
+# Long human-written articles are ingested into facts by a separate step; the loader does not read them.
+ARTICLES_DIR = "articles"
+KNOWN_TOP_LEVEL_FILES = (
+    SETTINGS_FILE,
+    STRATEGY_FILE,
+    INTENTS_FILE,
+    ACTIONS_FILE,
+    RUBRIC_FILE,
+    EXPERIMENTS_FILE,
+)
+
+Severity = Literal["error", "warning"]
+Loc = tuple[str | int, ...]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str  # relative to the workspace root, with forward slashes
+    line: int | None
+    column: int | None
+    message: str
+    fix: str = ""
+    severity: Severity = "error"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def format(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        label = "warning: " if self.severity == "warning" else ""
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{where}: {label}{self.message}{fix}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class WorkspaceInvalid(Exception):
+    """The workspace has errors; `problems` holds all of them (and the warnings found on the way)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        errors = [p for p in self.problems if p.is_error]
+        lines = [p.format() for p in errors] or [p.format() for p in self.problems]
+        super().__init__(f"workspace has {len(errors)} error(s):\n" + "\n".join(lines))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+
+# --- YAML documents that remember where every value came from -----------------------------------------------
+
+
+@dataclass(slots=True)
+class _Doc:
+    rel: str
+    node: yaml.Node | None
+    data: Any
+    line_offset: int = 0  # Markdown front matter starts below the opening `---`
+
+    def locate(self, loc: Loc) -> tuple[int | None, int | None, Loc]:
+        """Line and column (1-based) of the deepest node on `loc`, and the part of `loc` that names real keys.
+
+        A mapping key is reported at the key itself; a sequence item at the item. Parts of a pydantic `loc`
+        past a scalar are union member tags (`str`, `float`), not keys, and are dropped from the shown path.
+        """
+        if self.node is None:
+            return None, None, loc
+        current: yaml.Node = self.node
+        mark = current.start_mark
+        shown: list[str | int] = []
+        for index, part in enumerate(loc):
+            if isinstance(current, yaml.MappingNode) and isinstance(part, str):
+                for key_node, value_node in current.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
+                        mark = key_node.start_mark
+                        current = value_node
+                        break
+                else:
+                    shown.extend(loc[index:])  # a missing or unknown key: keep it, point at its parent
+                    break
+            elif (
+                isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value)
+            ):
+                current = current.value[part]
+                mark = current.start_mark
+            elif isinstance(current, yaml.ScalarNode):
+                break
+            else:
+                shown.extend(loc[index:])
+                break
+            shown.append(part)
+        return mark.line + 1 + self.line_offset, mark.column + 1, tuple(shown)
+
+
+def format_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+class _Parsed(typing.NamedTuple):
+    node: yaml.Node | None
+    data: Any
+
+
+def _parse_yaml(text: str) -> _Parsed:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return _Parsed(node, data)
+
+
+def _duplicate_keys(node: yaml.Node | None) -> Iterable[tuple[yaml.Node, str]]:
+    """PyYAML silently keeps the last of two equal keys; a person almost never means that."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    yield key_node, key_node.value
+                seen.add(key_node.value)
+            yield from _duplicate_keys(value_node)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+# --- schema errors ------------------------------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The type inside `X | None`, `list[X]`, `dict[str, X]`, `tuple[X, ...]`, or the annotation itself."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(members[0]) if len(members) == 1 else annotation
+    return annotation
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """Which pydantic model a `loc` path ends in, to suggest the keys it allows."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if not isinstance(part, str) or part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+            continue
+        origin = typing.get_origin(current)
+        args = typing.get_args(current)
+        if origin is list and isinstance(part, int):
+            current = args[0]
+        elif origin is dict and isinstance(part, str):
+            current = args[1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) -> list[Problem]:
+    merged: dict[Loc, tuple[int | None, int | None, list[str], str]] = {}
+    for detail in error.errors(include_url=False):
+        loc: Loc = tuple(detail["loc"])
+        line, column, shown = doc.locate(loc)
+        kind = detail["type"]
+        fix = ""
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            parent = _model_at(model, loc[:-1])
+            allowed = sorted(parent.model_fields) if parent is not None else []
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            message = f"unknown key `{key}`" + (f" in {format_loc(loc[:-1])}" if loc[:-1] else "")
+            if close:
+                fix = f"did you mean `{close[0]}`?"
+            elif allowed:
+                fix = f"remove it; allowed keys: {', '.join(allowed)}"
+        elif kind == "missing":
+            message = f"{format_loc(shown)}: required key is missing"
+            fix = f"add `{loc[-1]}:`"
+        else:
+            message = f"{format_loc(shown)}: {detail['msg']}" if shown else str(detail["msg"])
+        if shown in merged and kind != "extra_forbidden":
+            merged[shown][2].append(str(detail["msg"]))
+            continue
+        merged[shown if kind != "extra_forbidden" else loc] = (line, column, [message], fix)
+    problems = []
+    for _, (line, column, messages, fix) in merged.items():
+        message = (
+            messages[0] if len(messages) == 1 else messages[0] + " (or: " + "; ".join(messages[1:]) + ")"
+        )
+        problems.append(Problem(doc.rel, line, column, message, fix))
+    return problems
+
+
+# --- the result of checking a workspace ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced(Generic[T]):
+    """A parsed item and where it came from, so later checks can point at its line."""
+
+    item: T
+    doc: _Doc
+    loc: Loc  # path of the item inside its document
+
+
+@dataclass(slots=True)
+class WorkspaceCheck:
+    """Everything validation parsed and every problem it found. Parsed parts are None when a file failed."""
+
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    settings: WorkspaceSettings | None = None
+    strategy: StrategyConfig | None = None
+    intents: list[Sourced[IntentConfig]] = field(default_factory=list)
+    intents_file_ok: bool = False
+    facts: list[Sourced[FactConfig]] = field(default_factory=list)
+    facts_ok: bool = True
+    actions: list[Sourced[ActionConfig]] = field(default_factory=list)
+    actions_file_ok: bool = True
+    rubric: Rubric = field(default_factory=Rubric)
+    experiments: Experiments = field(default_factory=Experiments)
+    docs: dict[str, _Doc] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(
+        self,
+        doc: _Doc | str,
+        loc: Loc,
+        message: str,
+        fix: str = "",
+        severity: Severity = "error",
+    ) -> None:
+        if isinstance(doc, str):
+            self.problems.append(Problem(doc, None, None, message, fix, severity))
+            return
+        line, column, _ = doc.locate(loc)
+        self.problems.append(Problem(doc.rel, line, column, message, fix, severity))
+
+
+def _read_doc(
+    check: WorkspaceCheck, path: Path, rel: str, text: str | None = None, line_offset: int = 0
+) -> _Doc | None:
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            check.add(rel, (), f"not UTF-8 text: {exc.reason}", "save the file as UTF-8")
+            return None
+    try:
+        node, data = _parse_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 + line_offset if mark else None
+        column = mark.column + 1 if mark else None
+        what = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        check.problems.append(
+            Problem(rel, line, column, f"YAML syntax error: {what}", "fix the indentation or quoting")
+        )
+        return None
+    except yaml.YAMLError as exc:
+        check.add(rel, (), f"YAML syntax error: {exc}", "fix the YAML syntax")
+        return None
+    doc = _Doc(rel, node, data, line_offset)
+    for key_node, key in _duplicate_keys(node):
+        check.problems.append(
+            Problem(
+                rel,
+                key_node.start_mark.line + 1 + line_offset,
+                key_node.start_mark.column + 1,
+                f"key `{key}` appears twice in the same mapping; only the last one would count",
+                "remove or merge one of them",
+            )
+        )
+    check.docs[rel] = doc
+    return doc
+
+
+def _validate_model(check: WorkspaceCheck, doc: _Doc, model: type[ModelT], data: Any) -> ModelT | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        check.problems.extend(_schema_problems(doc, model, exc))
+        return None
+
+
+def _quiet(model: type[ModelT], data: Any) -> ModelT | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _mapping_doc(check: WorkspaceCheck, root: Path, name: str, *, required: bool, hint: str) -> _Doc | None:
+    path = root / name
+    if not path.is_file():
+        if required:
+            check.add(name, (), f"{name} is missing", hint)
+        return None
+    doc = _read_doc(check, path, name)
+    if doc is None:
+        return None
+    if doc.data is None:
+        check.add(doc, (), f"{name} is empty", hint)
+        return None
+    if not isinstance(doc.data, dict):
+        check.add(doc, (), f"{name} must be a mapping of keys to values", hint)
+        return None
+    return doc
+
+
+def _salvage_items(check: WorkspaceCheck, doc: _Doc, key: str, model: type[ModelT]) -> list[Sourced[ModelT]]:
+    """The items of a list that are valid on their own, so cross-references are checked even for a file
+    with a schema error somewhere else."""
+    raw = doc.data.get(key) if isinstance(doc.data, dict) else None
+    if not isinstance(raw, list):
+        return []
+    found = []
+    for index, item in enumerate(raw):
+        parsed = _quiet(model, item)
+        if parsed is not None:
+            found.append(Sourced(parsed, doc, (key, index)))
+    return found
+
+
+# --- reading each file --------------------------------------------------------------------------------------
+
+
+def _load_files(check: WorkspaceCheck) -> None:
+    root = check.root
+    doc = _mapping_doc(
+        check, root, SETTINGS_FILE, required=True, hint="create it with at least `name: my-team`"
+    )
+    if doc is not None:
+        check.settings = _validate_model(check, doc, WorkspaceSettings, doc.data)
+
+    doc = _mapping_doc(check, root, STRATEGY_FILE, required=True, hint="create it with at least `version: 1`")
+    if doc is not None:
+        check.strategy = _validate_model(check, doc, StrategyConfig, doc.data)
+
+    doc = _mapping_doc(
+        check, root, INTENTS_FILE, required=True, hint="create it with `intents:` and a list of intents"
+    )
+    if doc is not None:
+        catalogue = _validate_model(check, doc, IntentCatalogue, doc.data)
+        check.intents_file_ok = catalogue is not None
+        check.intents = _salvage_items(check, doc, "intents", IntentConfig)
+
+    doc = _mapping_doc(
+        check, root, ACTIONS_FILE, required=False, hint="add `actions:` with a list of actions"
+    )
+    if doc is not None:
+        check.actions_file_ok = _validate_model(check, doc, ActionCatalogue, doc.data) is not None
+        check.actions = _salvage_items(check, doc, "actions", ActionConfig)
+    elif (root / ACTIONS_FILE).exists():
+        check.actions_file_ok = False
+
+    doc = _mapping_doc(check, root, RUBRIC_FILE, required=False, hint="add `criteria:`")
+    if doc is not None:
+        check.rubric = _validate_model(check, doc, Rubric, doc.data) or Rubric()
+
+    doc = _mapping_doc(check, root, EXPERIMENTS_FILE, required=False, hint="add `experiments:`")
+    if doc is not None:
+        check.experiments = _validate_model(check, doc, Experiments, doc.data) or Experiments()
+
+    _load_knowledge(check)
+
+    for path in sorted(root.glob("*.y*ml")):
+        if path.name not in KNOWN_TOP_LEVEL_FILES and path.suffix in (".yaml", ".yml"):
+            close = difflib.get_close_matches(path.name, KNOWN_TOP_LEVEL_FILES, n=1, cutoff=0.6)
+            check.add(
+                path.name,
+                (),
+                "cxstack does not read this file",
+                f"rename it to {close[0]}" if close else "move it out of the workspace root",
+                "warning",
+            )
+
+
+def _knowledge_files(root: Path) -> list[Path]:
+    base = root / KNOWLEDGE_DIR
+    if not base.is_dir():
+        return []
+    found = []
+    for path in sorted(base.rglob("*")):
+        parts = path.relative_to(base).parts
+        if parts[0] == ARTICLES_DIR or any(p.startswith(".") for p in parts) or not path.is_file():
+            continue
+        if path.suffix.lower() in (".yaml", ".yml", ".md"):
+            found.append(path)
+    return found
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?$\n?(.*)\Z", re.DOTALL | re.MULTILINE)
+
+
+def _load_knowledge(check: WorkspaceCheck) -> None:
+    for path in _knowledge_files(check.root):
+        rel = path.relative_to(check.root).as_posix()
+        if path.suffix.lower() == ".md":
+            _load_markdown_fact(check, path, rel)
+            continue
+        doc = _read_doc(check, path, rel)
+        if doc is None:
+            check.facts_ok = False
+            continue
+        if doc.data is None:
+            check.add(
+                doc,
+                (),
+                "knowledge file is empty",
+                "add `facts:` with a list of facts, or delete it",
+                "warning",
+            )
+            continue
+        if not isinstance(doc.data, dict):
+            check.add(
+                doc, (), "a knowledge file must be a mapping with `facts:`", "put the facts under `facts:`"
+            )
+            check.facts_ok = False
+            continue
+        if _validate_model(check, doc, KnowledgeFile, doc.data) is None:
+            check.facts_ok = False
+        check.facts.extend(_salvage_items(check, doc, "facts", FactConfig))
+
+
+def _load_markdown_fact(check: WorkspaceCheck, path: Path, rel: str) -> None:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        check.add(rel, (), f"not UTF-8 text: {exc.reason}", "save the file as UTF-8")
+        check.facts_ok = False
+        return
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        check.add(
+            rel,
+            (),
+            "a Markdown fact needs YAML front matter between two `---` lines",
+            "start the file with `---`, then `id:` and `owner:`, then `---` and the fact text; "
+            "long articles belong in knowledge/articles/",
+        )
+        check.facts_ok = False
+        return
+    front, body = match.group(1), match.group(2).strip()
+    doc = _read_doc(check, path, rel, text=front, line_offset=1)
+    if doc is None:
+        check.facts_ok = False
+        return
+    if not isinstance(doc.data, dict):
+        check.add(doc, (), "front matter must be a mapping (id, owner, tags, ...)", "add `id:` and `owner:`")
+        check.facts_ok = False
+        return
+    data = dict(doc.data)
+    if "text" in data and body:
+        check.add(
+            doc, ("text",), "fact text is given twice: in front matter and in the body", "keep one of them"
+        )
+        check.facts_ok = False
+        return
+    if body:
+        data["text"] = body
+    fact = _validate_model(check, doc, FactConfig, data)
+    if fact is None:
+        check.facts_ok = False
+        return
+    check.facts.append(Sourced(fact, doc, ()))
+
+
+# --- cross-reference and quality checks ---------------------------------------------------------------------
+
+
+def _normalise_example(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _suggest(name: str, candidates: Iterable[str], otherwise: str) -> str:
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return otherwise + (f" (known: {', '.join(pool)})" if pool and len(pool) <= 12 else "")
+
+
+def _duplicates(
+    check: WorkspaceCheck,
+    items: Sequence[Sourced[T]],
+    key: str,
+    what: str,
+    name_of: typing.Callable[[T], str],
+) -> None:
+    first_seen: dict[str, Sourced[T]] = {}
+    for sourced in items:
+        name = name_of(sourced.item)
+        if name in first_seen:
+            earlier = first_seen[name]
+            line, _, _ = earlier.doc.locate(earlier.loc)
+            where = f"{earlier.doc.rel}:{line}" if line else earlier.doc.rel
+            check.add(
+                sourced.doc,
+                (*sourced.loc, key),
+                f"duplicate {what} `{name}` (first defined at {where})",
+                f"rename or remove one of the two {what}s",
+            )
+        else:
+            first_seen[name] = sourced
+
+
+def _known_queues(settings: WorkspaceSettings) -> set[str]:
+    return {q.name for q in settings.escalation.queues} | {settings.escalation.default_queue}
+
+
+def _check_settings(check: WorkspaceCheck) -> None:
+    settings, doc = check.settings, check.docs.get(SETTINGS_FILE)
+    if settings is None or doc is None:
+        return
+    queues = settings.escalation.queues
+    counts = Counter(q.name for q in queues)
+    for index, queue in enumerate(queues):
+        if counts[queue.name] > 1 and [q.name for q in queues].index(queue.name) != index:
+            check.add(
+                doc, ("escalation", "queues", index, "name"), f"duplicate queue `{queue.name}`", "remove one"
+            )
+    if queues and settings.escalation.default_queue not in counts:
+        check.add(
+            doc,
+            ("escalation", "default_queue"),
+            f"default queue `{settings.escalation.default_queue}` is not one of escalation.queues",
+            "add it to escalation.queues or pick one of them",
+            "warning",
+        )
+    thresholds = settings.thresholds
+    if thresholds.clarify_margin >= 1 - thresholds.route_min_confidence:
+        check.add(
+            doc,
+            ("thresholds", "clarify_margin"),
+            "clarify_margin is so wide that every confident prediction would ask a clarifying question",
+            "lower clarify_margin (0.1 is typical)",
+            "warning",
+        )
+
+
+def _check_strategy(check: WorkspaceCheck, intent_names: set[str] | None) -> None:
+    doc = check.docs.get(STRATEGY_FILE)
+    if doc is None:
+        return
+    strategy = check.strategy
+    if strategy is not None:
+        tiers = [Sourced(t, doc, ("tiers", i)) for i, t in enumerate(strategy.tiers)]
+        rules = [Sourced(r, doc, ("rules", i)) for i, r in enumerate(strategy.rules)]
+        try:
+            ZoneInfo(strategy.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            check.add(
+                doc,
+                ("timezone",),
+                f"unknown time zone `{strategy.timezone}`",
+                "use an IANA name such as Europe/Paris or America/New_York",
+            )
+    else:
+        tiers = _salvage_items(check, doc, "tiers", TierConfig)
+        rules = _salvage_items(check, doc, "rules", PolicyRule)
+    _duplicates(check, tiers, "name", "tier", lambda t: t.name)
+    _duplicates(check, rules, "id", "rule", lambda r: r.id)
+    for sourced in tiers:
+        tier = sourced.item
+        if tier.min_arr is not None and tier.max_arr is not None and tier.min_arr >= tier.max_arr:
+            check.add(
+                doc,
+                (*sourced.loc, "min_arr"),
+                f"tier `{tier.name}`: min_arr {tier.min_arr:g} is not below max_arr {tier.max_arr:g}; "
+                "no customer can match",
+                "swap or correct the bounds",
+            )
+    tier_names = {t.item.name for t in tiers}
+    default_tier = (
+        strategy.default_tier if strategy is not None else str(doc.data.get("default_tier", "standard"))
+    )
+    tier_names_with_default = tier_names | {default_tier}
+    queues = _known_queues(check.settings) if check.settings is not None else None
+    for sourced_rule in rules:
+        _check_rule(check, doc, sourced_rule, intent_names, tier_names_with_default, queues)
+
+
+def _check_names(
+    check: WorkspaceCheck,
+    doc: _Doc,
+    loc: Loc,
+    names: Sequence[str] | None,
+    known: set[str] | None,
+    what: str,
+    rule_id: str,
+) -> None:
+    if names is None or known is None:
+        return
+    for index, name in enumerate(names):
+        if name not in known:
+            check.add(
+                doc,
+                (*loc, index),
+                f"rule `{rule_id}` names unknown {what} `{name}`",
+                _suggest(name, known, f"use a {what} that exists"),
+            )
+
+
+def _check_rule(
+    check: WorkspaceCheck,
+    doc: _Doc,
+    sourced: Sourced[PolicyRule],
+    intent_names: set[str] | None,
+    tier_names: set[str],
+    queues: set[str] | None,
+) -> None:
+    rule, loc = sourced.item, sourced.loc
+    when: Condition = rule.when
+    _check_names(check, doc, (*loc, "when", "intent_in"), when.intent_in, intent_names, "intent", rule.id)
+    _check_names(
+        check, doc, (*loc, "when", "intent_not_in"), when.intent_not_in, intent_names, "intent", rule.id
+    )
+    _check_names(check, doc, (*loc, "when", "tier_in"), when.tier_in, tier_names, "tier", rule.id)
+    if queues is not None and rule.then.queue is not None and rule.then.queue not in queues:
+        check.add(
+            doc,
+            (*loc, "then", "queue"),
+            f"rule `{rule.id}` sends to unknown queue `{rule.then.queue}`",
+            _suggest(rule.then.queue, queues, "add the queue to escalation.queues in cxstack.yaml"),
+        )
+    if when.arr_gte is not None and when.arr_lt is not None and when.arr_gte >= when.arr_lt:
+        check.add(
+            doc,
+            (*loc, "when", "arr_gte"),
+            f"rule `{rule.id}` can never fire: arr_gte >= arr_lt",
+            "fix the bounds",
+            "warning",
+        )
+    if when.amount_gt is not None and when.amount_lte is not None and when.amount_gt >= when.amount_lte:
+        check.add(
+            doc,
+            (*loc, "when", "amount_gt"),
+            f"rule `{rule.id}` can never fire: amount_gt >= amount_lte",
+            "fix the bounds",
+            "warning",
+        )
+    if when.hours_between is not None:
+        start, end = when.hours_between
+        if not (0 <= start <= 23 and 0 <= end <= 24):
+            check.add(
+                doc,
+                (*loc, "when", "hours_between"),
+                f"rule `{rule.id}`: hours_between must be [start 0-23, end 0-24], got [{start}, {end}]",
+                "use local hours, e.g. [18, 8] for 18:00 to 08:00",
+            )
+        elif start == end:
+            check.add(
+                doc,
+                (*loc, "when", "hours_between"),
+                f"rule `{rule.id}` can never fire: hours_between is an empty window [{start}, {end}]",
+                "drop hours_between to match all day",
+                "warning",
+            )
+    if rule.then == rule.then.__class__():
+        check.add(
+            doc,
+            (*loc, "then"),
+            f"rule `{rule.id}` has no effect",
+            "set force_human, priority, queue, ...",
+            "warning",
+        )
+
+
+def _check_intents(check: WorkspaceCheck, known_mechanisms: Collection[str]) -> None:
+    doc = check.docs.get(INTENTS_FILE)
+    if doc is None:
+        return
+    intents = check.intents
+    _duplicates(check, intents, "name", "intent", lambda i: i.name)
+    action_names = {a.item.name for a in check.actions}
+    queues = _known_queues(check.settings) if check.settings is not None else None
+    mechanisms = set(known_mechanisms) | {"human"}
+    fact_tags = {tag for f in check.facts for tag in f.item.tags}
+    example_owner: dict[str, tuple[str, Sourced[IntentConfig], int]] = {}
+    for sourced in intents:
+        intent, loc = sourced.item, sourced.loc
+        if intent.mechanism not in mechanisms:
+            check.add(
+                doc,
+                (*loc, "mechanism"),
+                f"intent `{intent.name}`: unknown mechanism `{intent.mechanism}`",
+                _suggest(intent.mechanism, mechanisms, "use a registered mechanism"),
+            )
+        if intent.fallback is not None:
+            if intent.fallback not in mechanisms:
+                check.add(
+                    doc,
+                    (*loc, "fallback"),
+                    f"intent `{intent.name}`: fallback names unknown mechanism `{intent.fallback}`",
+                    _suggest(intent.fallback, mechanisms, "use a registered mechanism"),
+                )
+            elif intent.fallback == intent.mechanism:
+                check.add(
+                    doc,
+                    (*loc, "fallback"),
+                    f"intent `{intent.name}`: fallback is the same mechanism as the first attempt",
+                    "use `human`, or remove fallback",
+                    "warning",
+                )
+        if intent.never_automate and intent.mechanism != "human":
+            check.add(
+                doc,
+                (*loc, "mechanism"),
+                f"intent `{intent.name}` is never_automate but its mechanism is `{intent.mechanism}`",
+                "set mechanism: human",
+            )
+        if intent.never_automate and intent.fallback not in (None, "human"):
+            check.add(
+                doc,
+                (*loc, "fallback"),
+                f"intent `{intent.name}` is never_automate but falls back to `{intent.fallback}`",
+                "set fallback: human or remove it",
+            )
+        if intent.mechanism == "action" and intent.action is None:
+            check.add(
+                doc,
+                (*loc, "mechanism"),
+                f"intent `{intent.name}` uses mechanism action but names no `action`",
+                "add `action:` with the name of an action in actions.yaml",
+            )
+        if intent.action is not None and check.actions_file_ok and intent.action not in action_names:
+            check.add(
+                doc,
+                (*loc, "action"),
+                f"intent `{intent.name}` names unknown action `{intent.action}`",
+                _suggest(intent.action, action_names, "define it in actions.yaml"),
+            )
+        if intent.action is not None and intent.mechanism not in ("action", "agent", "multi_agent"):
+            check.add(
+                doc,
+                (*loc, "action"),
+                f"intent `{intent.name}` names action `{intent.action}` but its mechanism is "
+                f"`{intent.mechanism}`, which does not call actions",
+                "set mechanism: action, or remove `action`",
+                "warning",
+            )
+        if queues is not None and intent.queue is not None and intent.queue not in queues:
+            check.add(
+                doc,
+                (*loc, "queue"),
+                f"intent `{intent.name}` names unknown queue `{intent.queue}`",
+                _suggest(intent.queue, queues, "add the queue to escalation.queues in cxstack.yaml"),
+            )
+        if check.facts_ok:
+            for index, tag in enumerate(intent.fact_tags):
+                if tag not in fact_tags:
+                    check.add(
+                        doc,
+                        (*loc, "fact_tags", index),
+                        f"intent `{intent.name}`: no fact carries tag `{tag}`",
+                        _suggest(tag, fact_tags, "tag some facts with it, or remove it"),
+                        "warning",
+                    )
+        automated = intent.status == "active" and intent.mechanism != "human" and not intent.never_automate
+        if automated and len(intent.examples) < MIN_EXAMPLES_FOR_AUTOMATION:
+            check.add(
+                doc,
+                (*loc, "examples"),
+                f"intent `{intent.name}` is automated with only {len(intent.examples)} example(s); "
+                "the router will rarely recognise it",
+                f"add at least {MIN_EXAMPLES_FOR_AUTOMATION} varied examples",
+                "warning",
+            )
+        _check_examples(check, doc, sourced, example_owner)
+
+
+def _check_examples(
+    check: WorkspaceCheck,
+    doc: _Doc,
+    sourced: Sourced[IntentConfig],
+    example_owner: dict[str, tuple[str, Sourced[IntentConfig], int]],
+) -> None:
+    intent = sourced.item
+    for index, example in enumerate(intent.examples):
+        key = _normalise_example(example)
+        if not key:
+            check.add(doc, (*sourced.loc, "examples", index), "empty example", "remove it")
+            continue
+        if key not in example_owner:
+            example_owner[key] = (intent.name, sourced, index)
+            continue
+        owner, owner_sourced, owner_index = example_owner[key]
+        if owner == intent.name:
+            check.add(
+                doc,
+                (*sourced.loc, "examples", index),
+                f"intent `{intent.name}` lists the example {example!r} twice",
+                "remove the repeat",
+                "warning",
+            )
+        else:
+            line, _, _ = doc.locate((*owner_sourced.loc, "examples", owner_index))
+            check.add(
+                doc,
+                (*sourced.loc, "examples", index),
+                f"example {example!r} is under both `{owner}` (line {line}) and `{intent.name}`",
+                "keep it under the one intent it belongs to",
+            )
+
+
+def _check_facts(check: WorkspaceCheck, today: date) -> None:
+    _duplicates(check, check.facts, "id", "fact id", lambda f: f.id)
+    intent_names = {i.item.name for i in check.intents} if check.intents_file_ok else None
+    for sourced in check.facts:
+        fact, doc, loc = sourced.item, sourced.doc, sourced.loc
+        if intent_names is not None:
+            for index, name in enumerate(fact.intents):
+                if name not in intent_names:
+                    check.add(
+                        doc,
+                        (*loc, "intents", index),
+                        f"fact `{fact.id}` names unknown intent `{name}`",
+                        _suggest(name, intent_names, "use an intent from intents.yaml"),
+                    )
+        if not fact.text.strip():
+            check.add(doc, (*loc, "text"), f"fact `{fact.id}` has empty text", "write the fact, or remove it")
+        if fact.valid_from and fact.valid_to and fact.valid_from > fact.valid_to:
+            check.add(
+                doc,
+                (*loc, "valid_from"),
+                f"fact `{fact.id}`: valid_from {fact.valid_from} is after valid_to {fact.valid_to}",
+                "swap or correct the dates",
+            )
+        if fact.valid_to is not None and fact.valid_to < today:
+            check.add(
+                doc,
+                (*loc, "valid_to"),
+                f"fact `{fact.id}` expired on {fact.valid_to} and will not be used",
+                "remove the fact, or extend valid_to",
+                "warning",
+            )
+        if fact.review_by is not None and fact.review_by < today:
+            check.add(
+                doc,
+                (*loc, "review_by"),
+                f"fact `{fact.id}` was due for review on {fact.review_by}",
+                f"ask {fact.owner or 'its owner'} to review it and move review_by forward",
+                "warning",
+            )
+
+
+def _check_actions(check: WorkspaceCheck) -> None:
+    _duplicates(check, check.actions, "name", "action", lambda a: a.name)
+    connectors = set(check.settings.connectors) if check.settings is not None else None
+    for sourced in check.actions:
+        action, doc, loc = sourced.item, sourced.doc, sourced.loc
+        slot_names = [s.name for s in action.slots]
+        for index, name in enumerate(slot_names):
+            if name in slot_names[:index]:
+                check.add(
+                    doc,
+                    (*loc, "slots", index, "name"),
+                    f"action `{action.name}`: duplicate slot `{name}`",
+                    "rename or remove one",
+                )
+        try:
+            placeholders = [p[1] for p in string.Formatter().parse(action.path) if p[1] is not None]
+        except ValueError as exc:
+            check.add(
+                doc, (*loc, "path"), f"action `{action.name}`: bad path template: {exc}", "balance the braces"
+            )
+            placeholders = []
+        for placeholder in placeholders:
+            if placeholder not in slot_names:
+                check.add(
+                    doc,
+                    (*loc, "path"),
+                    f"action `{action.name}`: path placeholder `{{{placeholder}}}` is not a slot",
+                    _suggest(placeholder, slot_names, f"add a slot named `{placeholder}`"),
+                )
+        for body_field, slot in (action.body or {}).items():
+            if slot not in slot_names:
+                check.add(
+                    doc,
+                    (*loc, "body", body_field),
+                    f"action `{action.name}`: body field `{body_field}` maps to unknown slot `{slot}`",
+                    _suggest(slot, slot_names, "use one of the action's slots"),
+                )
+        if action.amount_slot is not None and action.amount_slot not in slot_names:
+            check.add(
+                doc,
+                (*loc, "amount_slot"),
+                f"action `{action.name}`: amount_slot `{action.amount_slot}` is not a slot",
+                _suggest(action.amount_slot, slot_names, "name one of the action's slots"),
+            )
+        if connectors is not None and action.connector not in connectors:
+            check.add(
+                doc,
+                (*loc, "connector"),
+                f"action `{action.name}` uses connector `{action.connector}`, not defined in cxstack.yaml",
+                _suggest(
+                    action.connector,
+                    connectors,
+                    f"add `connectors: {{{action.connector}: {{base_url: ...}}}}`",
+                ),
+            )
+        for index, slot_config in enumerate(action.slots):
+            if slot_config.pattern is None:
+                continue
+            try:
+                compiled = re.compile(slot_config.pattern)
+            except re.error as exc:
+                check.add(
+                    doc,
+                    (*loc, "slots", index, "pattern"),
+                    f"action `{action.name}`: slot `{slot_config.name}` pattern does not compile: {exc}",
+                    "fix the regular expression (in YAML, single quotes keep backslashes as written)",
+                )
+                continue
+            if compiled.groups > 1:
+                check.add(
+                    doc,
+                    (*loc, "slots", index, "pattern"),
+                    f"action `{action.name}`: slot `{slot_config.name}` pattern has {compiled.groups} "
+                    "groups; only the first is used",
+                    "make the other groups non-capturing: (?:...)",
+                    "warning",
+                )
+
+
+def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
+    doc = check.docs.get(RUBRIC_FILE)
+    if doc is not None:
+        criteria = [Sourced(c, doc, ("criteria", i)) for i, c in enumerate(check.rubric.criteria)]
+        _duplicates(check, criteria, "id", "criterion", lambda c: c.id)
+        for sourced in criteria:
+            low, high = sourced.item.scale
+            if low >= high:
+                check.add(
+                    doc, (*sourced.loc, "scale"), f"criterion `{sourced.item.id}`: empty scale", "use [1, 5]"
+                )
+    doc = check.docs.get(EXPERIMENTS_FILE)
+    if doc is not None:
+        experiments = [
+            Sourced(e, doc, ("experiments", i)) for i, e in enumerate(check.experiments.experiments)
+        ]
+        _duplicates(check, experiments, "id", "experiment", lambda e: e.id)
+        for sourced_experiment in experiments:
+            experiment = sourced_experiment.item
+            for variant in experiment.allocation:
+                if variant not in experiment.variants:
+                    check.add(
+                        doc,
+                        (*sourced_experiment.loc, "allocation", variant),
+                        f"experiment `{experiment.id}` allocates traffic to unknown variant `{variant}`",
+                        _suggest(variant, experiment.variants, "define it under variants"),
+                    )
+            total = sum(experiment.allocation.values())
+            if experiment.allocation and abs(total - 1.0) > 1e-6:
+                check.add(
+                    doc,
+                    (*sourced_experiment.loc, "allocation"),
+                    f"experiment `{experiment.id}`: allocation sums to {total:g}, not 1",
+                    "make the shares add up to 1",
+                    "warning" if experiment.status != "running" else "error",
+                )
+
+
+def check_workspace(
+    path: Path, *, known_mechanisms: Collection[str] = DEFAULT_MECHANISMS, today: date | None = None
+) -> WorkspaceCheck:
+    """Parse and check every file of a workspace. Never raises for a problem in the workspace itself."""
+    root = Path(path)
+    check = WorkspaceCheck(root=root)
+    if not root.is_dir():
+        check.add(str(root), (), "workspace folder not found", "pass the folder that holds cxstack.yaml")
+        return check
+    _load_files(check)
+    intent_names = {i.item.name for i in check.intents} if check.intents_file_ok else None
+    _check_settings(check)
+    _check_strategy(check, intent_names)
+    _check_intents(check, known_mechanisms)
+    _check_facts(check, today or date.today())
+    _check_actions(check)
+    _check_rubric_and_experiments(check)
+    order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
+    check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))
+    return check
+
+
+def validate_workspace(
+    path: Path, known_mechanisms: Collection[str] = DEFAULT_MECHANISMS, *, today: date | None = None
+) -> list[Problem]:
+    """Every problem in the workspace at `path`, errors and warnings, sorted by file and line."""
+    return check_workspace(path, known_mechanisms=known_mechanisms, today=today).problems
