@@ -35,7 +35,7 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLES = ("escalations", "outbox", "traces", "messages", "conversations", "customers", "workspace_versions")
 
 
-# ---- fixtures ---------------------------------------------------------------------------------------------
+# ---- fixtures
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def pg_engine(pg_schema_engine: Engine) -> Engine:
     return pg_schema_engine
 
 
-# ---- the contract on each adapter ---------------------------------------------------------------------------
+# ---- the contract on each adapter
 
 
 class TestInMemoryStore(StoreContract):
@@ -106,7 +106,7 @@ class TestPostgresStore(StoreContract):
         return SqlAlchemyStore(pg_engine)
 
 
-# ---- schema and migrations ------------------------------------------------------------------------------------
+# ---- schema and migrations
 
 
 def _schema_differences(engine: Engine) -> list[object]:
@@ -167,7 +167,7 @@ def test_data_survives_a_new_engine_on_the_same_file(tmp_path: Path) -> None:
     second.dispose()
 
 
-# ---- engine and URL ---------------------------------------------------------------------------------------------
+# ---- engine and URL
 
 
 def test_sqlite_engine_uses_wal_foreign_keys_and_busy_timeout(sqlite_engine: Engine) -> None:

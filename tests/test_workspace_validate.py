@@ -291,8 +291,12 @@ def test_duplicates(tmp_path: Path) -> None:
     problems = validate_workspace(root, today=TODAY)
     intent = find(problems, "duplicate intent `refund`")
     assert intent.line == line_of(intents, "- name: refund", 2)
-    assert find(problems, "duplicate rule `vip-refund-human`").line == line_of(strategy, "- id: vip-refund-human", 2)
-    assert find(problems, "duplicate action `refund_order`").line == line_of(actions, "- name: refund_order", 2)
+    assert find(problems, "duplicate rule `vip-refund-human`").line == line_of(
+        strategy, "- id: vip-refund-human", 2
+    )
+    assert find(problems, "duplicate action `refund_order`").line == line_of(
+        actions, "- name: refund_order", 2
+    )
     fact = find(problems, "duplicate fact id `hours-weekdays`")
     assert fact.file == "knowledge/weekend.md" and "knowledge/hours.yaml:2" in fact.message
 
@@ -333,7 +337,9 @@ def test_fact_dates(tmp_path: Path) -> None:
 
 
 def test_fallback_and_never_automate(tmp_path: Path) -> None:
-    intents = INTENTS.replace("    mechanism: content\n", "    mechanism: content\n    fallback: humn\n").replace(
+    intents = INTENTS.replace(
+        "    mechanism: content\n", "    mechanism: content\n    fallback: humn\n"
+    ).replace(
         "    mechanism: human\n    never_automate: true", "    mechanism: content\n    never_automate: true"
     )
     root = write_workspace(tmp_path, intents_dot_yaml=intents)
@@ -358,7 +364,9 @@ def test_several_problems_in_several_files_are_all_reported(tmp_path: Path) -> N
     root = write_workspace(
         tmp_path,
         cxstack_dot_yaml=SETTINGS.replace("name: acme", "name: acme\nlanguag: en"),
-        strategy_dot_yaml=STRATEGY.replace("Europe/Paris", "Mars/Olympus").replace("priority: high", "priority: max"),
+        strategy_dot_yaml=STRATEGY.replace("Europe/Paris", "Mars/Olympus").replace(
+            "priority: high", "priority: max"
+        ),
         intents_dot_yaml=INTENTS.replace("action: refund_order", "action: nope"),
         actions_dot_yaml=ACTIONS.replace("{order_id}", "{order}"),
         knowledge__weekend_dot_md="no front matter here\n",
@@ -386,9 +394,9 @@ def test_several_problems_in_several_files_are_all_reported(tmp_path: Path) -> N
 
 
 def test_one_bad_intent_does_not_hide_cross_reference_errors_in_others(tmp_path: Path) -> None:
-    intents = INTENTS.replace("    mechanism: content\n", "    mechanism: content\n    status: live\n").replace(
-        "action: refund_order", "action: nope"
-    )
+    intents = INTENTS.replace(
+        "    mechanism: content\n", "    mechanism: content\n    status: live\n"
+    ).replace("action: refund_order", "action: nope")
     root = write_workspace(tmp_path, intents_dot_yaml=intents)
     problems = validate_workspace(root, today=TODAY)
     find(problems, "intents[1].status")
@@ -417,7 +425,9 @@ def test_articles_are_skipped_and_unknown_top_level_file_warned(tmp_path: Path) 
 def test_version_is_stable_under_comments_and_changes_with_content(tmp_path: Path) -> None:
     base = load_workspace(write_workspace(tmp_path / "a")).version
     commented = INTENTS.replace("intents:\n", "# our intents\nintents:   # trailing\n\n")
-    with_defaults = commented.replace("    mechanism: content\n", "    mechanism: content\n    status: active\n")
+    with_defaults = commented.replace(
+        "    mechanism: content\n", "    mechanism: content\n    status: active\n"
+    )
     same = load_workspace(write_workspace(tmp_path / "b", intents_dot_yaml=with_defaults)).version
     assert same == base
     moved = load_workspace(
@@ -479,3 +489,22 @@ def test_demo_workspace_validates_without_errors() -> None:
     problems = validate_workspace(DEMO)
     assert errors(problems) == [], "\n".join(p.format() for p in errors(problems))
     load_workspace(DEMO)
+
+
+def test_reference_to_an_item_with_a_schema_error_is_not_also_unknown(tmp_path: Path) -> None:
+    actions = ACTIONS.replace("    method: POST\n", "").replace(
+        "path: /orders", "method: YEET\n    path: /orders"
+    )
+    root = write_workspace(tmp_path, actions_dot_yaml=actions)
+    problems = errors(validate_workspace(root, today=TODAY))
+    assert [p.message for p in problems] == [
+        "actions[0].method: Input should be 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'"
+    ]
+    assert problems[0].line == line_of(actions, "method: YEET")
+
+
+def test_not_a_folder(tmp_path: Path) -> None:
+    (problem,) = validate_workspace(tmp_path / "nope")
+    assert "workspace folder not found" in problem.message
+    with pytest.raises(WorkspaceInvalid, match="workspace folder not found"):
+        load_workspace(tmp_path / "nope")

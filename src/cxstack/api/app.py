@@ -1,4 +1,4 @@
-"""The HTTP entry point: REST API, the web chat page and the escalation desk. Routes only parse, call and format."""
+"""The HTTP entry point: REST API, web chat page, escalation desk. Routes only parse, call and format."""
 
 from __future__ import annotations
 
@@ -124,7 +124,9 @@ def _add_api_routes(api: FastAPI) -> None:
         response_model=MessageAccepted,
         status_code=status.HTTP_202_ACCEPTED,
         tags=["conversations"],
-        responses={200: {"model": MessageAccepted, "description": "duplicate external id: nothing was stored"}},
+        responses={
+            200: {"model": MessageAccepted, "description": "duplicate external id: nothing was stored"}
+        },
     )
     async def post_message(
         conversation_id: ConversationIdParam,
@@ -230,7 +232,12 @@ def _add_pages(api: FastAPI) -> None:
 
 def _page_context(cx: CxApp, page: str) -> dict[str, Any]:
     ws = cx.workspace
-    return {"page": page, "workspace": ws.settings.name, "version": str(ws.version)[:12], "app_version": __version__}
+    return {
+        "page": page,
+        "workspace": ws.settings.name,
+        "version": str(ws.version)[:12],
+        "app_version": __version__,
+    }
 
 
 def serve_api(app: CxApp, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:

@@ -1,4 +1,4 @@
-"""Request and response models of the REST API. Pydantic lives here, at the edge; the layers use dataclasses."""
+"""Request and response models of the REST API: pydantic at the edge; the layers use dataclasses."""
 
 from __future__ import annotations
 

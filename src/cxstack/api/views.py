@@ -142,7 +142,9 @@ def escalation_out(packet: EscalationPacket) -> EscalationOut:
         intent_confidence=packet.intent_confidence,
         customer=jsonable(packet.customer),
         fired_rules=list(packet.fired_rules),
-        facts_used=[FactCitationOut(fact_id=f.fact_id, score=f.score, text=f.text) for f in packet.facts_used],
+        facts_used=[
+            FactCitationOut(fact_id=f.fact_id, score=f.score, text=f.text) for f in packet.facts_used
+        ],
         actions_tried=[
             ActionResultOut(
                 action=a.action,
@@ -237,7 +239,7 @@ def accepted_channels(cx: CxApp) -> set[str]:
 async def post_message(
     cx: CxApp, conversation_id: str, body: PostMessage, *, wait: bool, timeout: float = WAIT_SECONDS
 ) -> MessageAccepted:
-    """Stores the message (idempotent on channel + external id); with `wait`, returns the finished turn too."""
+    """Stores the message (idempotent on channel + external id); with `wait`, returns the turn too."""
     known = accepted_channels(cx)
     if body.channel not in known:
         raise UnknownChannelError(body.channel, known)
@@ -283,7 +285,9 @@ def list_conversations(cx: CxApp, limit: int) -> list[ConversationSummary]:
     return [conversation_summary(c) for c in cx.store.list_conversations(limit=limit)]
 
 
-async def conversation_events(cx: CxApp, conversation_id: str, *, after: int, timeout: float) -> ConversationEvents:
+async def conversation_events(
+    cx: CxApp, conversation_id: str, *, after: int, timeout: float
+) -> ConversationEvents:
     """Returns as soon as the conversation has more than `after` messages, or when `timeout` runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(timeout, 0.0), EVENTS_MAX_SECONDS)
@@ -372,7 +376,9 @@ def workspace_info(cx: CxApp) -> WorkspaceOut:
             "rules": len(ws.strategy.rules),
             "queues": len(queues),
         },
-        queues=[QueueOut(name=n, description=d, open=open_by_queue.get(n, 0)) for n, d in sorted(queues.items())],
+        queues=[
+            QueueOut(name=n, description=d, open=open_by_queue.get(n, 0)) for n, d in sorted(queues.items())
+        ],
         router=_as_dict(jsonable(cx.engine.router_report)),
         load_seconds=cx.engine.load_seconds,
     )
@@ -414,7 +420,9 @@ def demo_customers(query: str | None = None, limit: int = 50) -> list[CustomerOu
             segment=row.get("segment", ""),
             attributes={k: v for k, v in row.items() if k not in known and v},
         )
-        haystack = f"{customer.id} {customer.name} {customer.email} {customer.plan} {customer.segment}".lower()
+        haystack = (
+            f"{customer.id} {customer.name} {customer.email} {customer.plan} {customer.segment}".lower()
+        )
         if needle and needle not in haystack:
             continue
         found.append(customer)

@@ -198,7 +198,11 @@ class StoreContract:
 
         assert result.created
         message = result.message
-        assert (message.role, message.text, message.channel) == (Role.CUSTOMER, "where is my order?", "webchat")
+        assert (message.role, message.text, message.channel) == (
+            Role.CUSTOMER,
+            "where is my order?",
+            "webchat",
+        )
         assert message.external_id == "wa-1"
         assert message.conversation_id == "conv-1"
         assert message.created_at == received and message.created_at.tzinfo == UTC
@@ -247,7 +251,9 @@ class StoreContract:
         kept = store.get_customer(CustomerId("cus-1"))
         assert kept is not None and kept.name == "Ana"  # a known customer is left alone
 
-        newer = Customer(CustomerId("cus-1"), name="Ana B", email="ana@example.com", plan="enterprise", arr=9e4)
+        newer = Customer(
+            CustomerId("cus-1"), name="Ana B", email="ana@example.com", plan="enterprise", arr=9e4
+        )
         store.ingest(inbound("wa-2", customer=newer))
         assert store.get_customer(CustomerId("cus-1")) == newer
 
@@ -277,7 +283,9 @@ class StoreContract:
 
     def test_commit_turn_stores_trace_reply_outbox_and_state(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
-        commit = make_commit("conv-1", message.id, state={"last_intent": "order_status", "slots": {"order": "A1"}})
+        commit = make_commit(
+            "conv-1", message.id, state={"last_intent": "order_status", "slots": {"order": "A1"}}
+        )
         store.commit_turn(commit)
 
         assert store.list_traces(ConversationId("conv-1")) == [commit.trace]
@@ -348,7 +356,9 @@ class StoreContract:
     def test_traces_round_trip_exactly(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         trace = make_trace(
-            "conv-1", message.id, created_at=datetime(2025, 3, 1, 8, 0, 0, 999, tzinfo=timezone(-timedelta(hours=5)))
+            "conv-1",
+            message.id,
+            created_at=datetime(2025, 3, 1, 8, 0, 0, 999, tzinfo=timezone(-timedelta(hours=5))),
         )
         store.commit_turn(
             TurnCommit(ConversationId("conv-1"), message.id, trace, None, {}, ConversationStatus.OPEN)
@@ -367,7 +377,9 @@ class StoreContract:
             conversation = "conv-a" if i % 2 == 0 else "conv-b"
             message = store.ingest(inbound(f"wa-{i}", conversation=conversation)).message
             trace = make_trace(conversation, message.id, created_at=T0 + timedelta(minutes=i))
-            store.commit_turn(TurnCommit(trace.conversation_id, message.id, trace, None, {}, ConversationStatus.OPEN))
+            store.commit_turn(
+                TurnCommit(trace.conversation_id, message.id, trace, None, {}, ConversationStatus.OPEN)
+            )
             created.append(trace)
 
         assert store.list_traces() == created
@@ -448,9 +460,13 @@ class StoreContract:
         message = store.ingest(inbound("wa-1")).message
         packet = make_packet("conv-1")
         store.commit_turn(
-            make_commit("conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet)
+            make_commit(
+                "conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet
+            )
         )
-        reply = store.add_human_reply(ConversationId("conv-1"), "Looking into it.", "agent-7", hand_back=False)
+        reply = store.add_human_reply(
+            ConversationId("conv-1"), "Looking into it.", "agent-7", hand_back=False
+        )
 
         assert (reply.role, reply.author, reply.text, reply.channel) == (
             Role.HUMAN_AGENT,
@@ -470,7 +486,9 @@ class StoreContract:
         message = store.ingest(inbound("wa-1")).message
         packet = make_packet("conv-1")
         store.commit_turn(
-            make_commit("conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet)
+            make_commit(
+                "conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet
+            )
         )
         store.add_human_reply(ConversationId("conv-1"), "Refunded. Anything else?", "agent-7", hand_back=True)
 

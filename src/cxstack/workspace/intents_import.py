@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from cxstack.workspace.validate import INTENTS_FILE
@@ -95,6 +97,16 @@ def read_labelled_csv(csv_path: Path) -> tuple[list[tuple[str, str]], int]:
             continue
         pairs.append((" ".join(text.split()), intent))
     return pairs, skipped
+
+
+def _scalar(text: str) -> str:
+    """`text`, quoted when PyYAML (the loader's reader, YAML 1.1) would not read it back as this string:
+    ruamel writes YAML 1.2, where `yes`, `on` and `no` are plain strings, but PyYAML reads booleans."""
+    try:
+        plain_ok = pyyaml.safe_load(text) == text
+    except pyyaml.YAMLError:
+        plain_ok = False
+    return text if plain_ok else SingleQuotedScalarString(text)
 
 
 def _yaml() -> YAML:
@@ -216,7 +228,7 @@ def import_examples(workspace_path: Path, csv_path: Path) -> ImportReport:
         if intent is None:
             intent = CommentedMap(
                 [
-                    ("name", label),
+                    ("name", _scalar(label)),
                     ("description", f"Imported from {csv_path.name}; decide a mechanism"),
                     ("mechanism", "human"),
                     ("owner", ""),
@@ -231,7 +243,7 @@ def import_examples(workspace_path: Path, csv_path: Path) -> ImportReport:
         if intent.get("examples") is None:
             intent["examples"] = CommentedSeq()
         before_append(intent["examples"])
-        intent["examples"].append(text)
+        intent["examples"].append(_scalar(text))
         owner_of[key] = label
         report.added[label] = report.added.get(label, 0) + 1
 

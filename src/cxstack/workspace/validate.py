@@ -113,18 +113,18 @@ class _Doc:
     data: Any
     line_offset: int = 0  # Markdown front matter starts below the opening `---`
 
-    def locate(self, loc: Loc) -> tuple[int | None, int | None, Loc]:
-        """Line and column (1-based) of the deepest node on `loc`, and the part of `loc` that names real keys.
+    def locate(self, loc: Loc) -> tuple[int | None, int | None, int]:
+        """Line and column (1-based) of the deepest node on `loc`, and how many parts of `loc` were found.
 
-        A mapping key is reported at the key itself; a sequence item at the item. Parts of a pydantic `loc`
-        past a scalar are union member tags (`str`, `float`), not keys, and are dropped from the shown path.
+        A mapping key is reported at the key itself; a sequence item at the item. A part that is not found
+        is a missing or unknown key (reported at its parent) or a pydantic union tag such as `str`.
         """
         if self.node is None:
-            return None, None, loc
+            return None, None, 0
         current: yaml.Node = self.node
         mark = current.start_mark
-        shown: list[str | int] = []
-        for index, part in enumerate(loc):
+        found = 0
+        for part in loc:
             if isinstance(current, yaml.MappingNode) and isinstance(part, str):
                 for key_node, value_node in current.value:
                     if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
@@ -132,20 +132,16 @@ class _Doc:
                         current = value_node
                         break
                 else:
-                    shown.extend(loc[index:])  # a missing or unknown key: keep it, point at its parent
                     break
             elif (
                 isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value)
             ):
                 current = current.value[part]
                 mark = current.start_mark
-            elif isinstance(current, yaml.ScalarNode):
-                break
             else:
-                shown.extend(loc[index:])
                 break
-            shown.append(part)
-        return mark.line + 1 + self.line_offset, mark.column + 1, tuple(shown)
+            found += 1
+        return mark.line + 1 + self.line_offset, mark.column + 1, found
 
 
 def format_loc(loc: Loc) -> str:
@@ -223,8 +219,10 @@ def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) 
     merged: dict[Loc, tuple[int | None, int | None, list[str], str]] = {}
     for detail in error.errors(include_url=False):
         loc: Loc = tuple(detail["loc"])
-        line, column, shown = doc.locate(loc)
+        line, column, found = doc.locate(loc)
         kind = detail["type"]
+        # Past the deepest node, only a missing or unknown key is a real key; anything else is a union tag.
+        shown = loc if kind in ("missing", "extra_forbidden") else loc[:found]
         fix = ""
         if kind == "extra_forbidden":
             key = str(loc[-1])
@@ -241,6 +239,9 @@ def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) 
             fix = f"add `{loc[-1]}:`"
         else:
             message = f"{format_loc(shown)}: {detail['msg']}" if shown else str(detail["msg"])
+            expected = (detail.get("ctx") or {}).get("expected")
+            if kind == "literal_error" and expected:
+                fix = f"use one of {expected}"
         if shown in merged and kind != "extra_forbidden":
             merged[shown][2].append(str(detail["msg"]))
             continue
@@ -275,11 +276,13 @@ class WorkspaceCheck:
     settings: WorkspaceSettings | None = None
     strategy: StrategyConfig | None = None
     intents: list[Sourced[IntentConfig]] = field(default_factory=list)
-    intents_file_ok: bool = False
+    # Names declared in a file even by items with schema errors, so a reference to them is not reported
+    # as unknown on top of the schema error; None when the file could not be read at all.
+    declared_intents: set[str] | None = None
     facts: list[Sourced[FactConfig]] = field(default_factory=list)
     facts_ok: bool = True
     actions: list[Sourced[ActionConfig]] = field(default_factory=list)
-    actions_file_ok: bool = True
+    declared_actions: set[str] | None = field(default_factory=set)
     rubric: Rubric = field(default_factory=Rubric)
     experiments: Experiments = field(default_factory=Experiments)
     docs: dict[str, _Doc] = field(default_factory=dict)
@@ -378,6 +381,12 @@ def _mapping_doc(check: WorkspaceCheck, root: Path, name: str, *, required: bool
     return doc
 
 
+def _raw_names(doc: _Doc, key: str, name_field: str) -> set[str]:
+    raw = doc.data.get(key) if isinstance(doc.data, dict) else None
+    items = raw if isinstance(raw, list) else []
+    return {str(item[name_field]) for item in items if isinstance(item, dict) and name_field in item}
+
+
 def _salvage_items(check: WorkspaceCheck, doc: _Doc, key: str, model: type[ModelT]) -> list[Sourced[ModelT]]:
     """The items of a list that are valid on their own, so cross-references are checked even for a file
     with a schema error somewhere else."""
@@ -412,17 +421,21 @@ def _load_files(check: WorkspaceCheck) -> None:
     )
     if doc is not None:
         catalogue = _validate_model(check, doc, IntentCatalogue, doc.data)
-        check.intents_file_ok = catalogue is not None
+        if catalogue is not None or isinstance(doc.data.get("intents"), list):
+            check.declared_intents = _raw_names(doc, "intents", "name")
         check.intents = _salvage_items(check, doc, "intents", IntentConfig)
 
     doc = _mapping_doc(
         check, root, ACTIONS_FILE, required=False, hint="add `actions:` with a list of actions"
     )
     if doc is not None:
-        check.actions_file_ok = _validate_model(check, doc, ActionCatalogue, doc.data) is not None
+        _validate_model(check, doc, ActionCatalogue, doc.data)
+        check.declared_actions = (
+            _raw_names(doc, "actions", "name") if isinstance(doc.data.get("actions"), list) else None
+        )
         check.actions = _salvage_items(check, doc, "actions", ActionConfig)
     elif (root / ACTIONS_FILE).exists():
-        check.actions_file_ok = False
+        check.declared_actions = None
 
     doc = _mapping_doc(check, root, RUBRIC_FILE, required=False, hint="add `criteria:`")
     if doc is not None:
@@ -617,18 +630,20 @@ def _check_strategy(check: WorkspaceCheck, intent_names: set[str] | None) -> Non
     if strategy is not None:
         tiers = [Sourced(t, doc, ("tiers", i)) for i, t in enumerate(strategy.tiers)]
         rules = [Sourced(r, doc, ("rules", i)) for i, r in enumerate(strategy.rules)]
-        try:
-            ZoneInfo(strategy.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            check.add(
-                doc,
-                ("timezone",),
-                f"unknown time zone `{strategy.timezone}`",
-                "use an IANA name such as Europe/Paris or America/New_York",
-            )
     else:
         tiers = _salvage_items(check, doc, "tiers", TierConfig)
         rules = _salvage_items(check, doc, "rules", PolicyRule)
+    timezone = doc.data.get("timezone") if isinstance(doc.data, dict) else None
+    if isinstance(timezone, str):
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            check.add(
+                doc,
+                ("timezone",),
+                f"unknown time zone `{timezone}`",
+                "use an IANA name such as Europe/Paris or America/New_York",
+            )
     _duplicates(check, tiers, "name", "tier", lambda t: t.name)
     _duplicates(check, rules, "id", "rule", lambda r: r.id)
     for sourced in tiers:
@@ -794,7 +809,12 @@ def _check_intents(check: WorkspaceCheck, known_mechanisms: Collection[str]) -> 
                 f"intent `{intent.name}` uses mechanism action but names no `action`",
                 "add `action:` with the name of an action in actions.yaml",
             )
-        if intent.action is not None and check.actions_file_ok and intent.action not in action_names:
+        declared_actions = check.declared_actions
+        if (
+            intent.action is not None
+            and declared_actions is not None
+            and intent.action not in declared_actions
+        ):
             check.add(
                 doc,
                 (*loc, "action"),
@@ -876,7 +896,7 @@ def _check_examples(
 
 def _check_facts(check: WorkspaceCheck, today: date) -> None:
     _duplicates(check, check.facts, "id", "fact id", lambda f: f.id)
-    intent_names = {i.item.name for i in check.intents} if check.intents_file_ok else None
+    intent_names = check.declared_intents
     for sourced in check.facts:
         fact, doc, loc = sourced.item, sourced.doc, sourced.loc
         if intent_names is not None:
@@ -1042,7 +1062,7 @@ def check_workspace(
         check.add(str(root), (), "workspace folder not found", "pass the folder that holds cxstack.yaml")
         return check
     _load_files(check)
-    intent_names = {i.item.name for i in check.intents} if check.intents_file_ok else None
+    intent_names = check.declared_intents
     _check_settings(check)
     _check_strategy(check, intent_names)
     _check_intents(check, known_mechanisms)

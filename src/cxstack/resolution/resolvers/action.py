@@ -3,7 +3,8 @@ office once (idempotently), and report the result in words.
 
 Conversation state it reads and returns in `Outcome.state_updates` (the orchestrator persists it; a None value
 clears the key):
-  pending_action: {"action": name, "slots": {...}, "awaiting": <slot name> | "confirmation"} or None
+  pending_action: {"action": name, "intent": name, "slots": {...}, "awaiting": <slot name> | "confirmation"}
+                  or None
   entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
 """
 
@@ -125,7 +126,12 @@ class ActionResolver:
                 confidence=1.0,
                 reply=reply,
                 state_updates={
-                    PENDING_KEY: {"action": action.name, "slots": values, "awaiting": slot_or_confirmation},
+                    PENDING_KEY: {
+                        "action": action.name,
+                        "intent": plan.intent,
+                        "slots": values,
+                        "awaiting": slot_or_confirmation,
+                    },
                     ENTITIES_KEY: entities,
                 },
                 detail={"action": action.name, "slots": values, "awaiting": slot_or_confirmation},

@@ -1,0 +1,167 @@
+"""Shared fixtures: a small but complete workspace (written to a tmp folder), a scripted back office."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHOP = {
+    "cxstack.yaml": """\
+version: 1
+name: Test Shop
+embedder: hashing
+thresholds:
+  route_min_confidence: 0.30
+  clarify_margin: 0.05
+  knowledge_min_score: 0.30
+  answer_min_confidence: 0.40
+escalation:
+  default_queue: general
+  queues:
+    - {name: general}
+    - {name: billing}
+    - {name: vip}
+    - {name: legal}
+connectors:
+  backoffice: {base_url: "http://127.0.0.1:9", timeout_s: 2, retries: 1, backoff_s: 0.01}
+""",
+    "strategy.yaml": """\
+version: 1
+tiers:
+  - {name: enterprise, min_arr: 20000, priority: high}
+  - {name: standard}
+default_tier: standard
+rules:
+  - id: vip-refunds-to-people
+    when: {intent_in: [refund_request], tier_in: [enterprise]}
+    then: {force_human: true, priority: urgent, queue: vip}
+  - id: refund-cap
+    when: {intent_in: [refund_request]}
+    then: {cap_amount: 100}
+  - id: big-refunds-to-people
+    when: {intent_in: [refund_request], amount_gt: 100}
+    then: {force_human: true, queue: billing}
+""",
+    "intents.yaml": """\
+version: 1
+intents:
+  - name: return_policy
+    description: ask about the return policy
+    mechanism: content
+    owner: cx@shop.test
+    queue: general
+    examples:
+      - what is your return policy
+      - how many days do I have to return something
+      - can I return an item I bought
+      - do you accept returns
+      - how long is the return window
+      - is there a time limit on returns
+  - name: order_status
+    description: check where an order is
+    mechanism: action
+    action: get_order_status
+    owner: ops@shop.test
+    examples:
+      - where is my order
+      - what's the status of my order
+      - has my package shipped yet
+      - track my order please
+      - when will my order arrive
+      - my order has not arrived
+  - name: refund_request
+    description: ask for a refund
+    mechanism: action
+    action: issue_refund
+    owner: billing@shop.test
+    queue: billing
+    examples:
+      - I want a refund
+      - please refund my order
+      - can I get my money back
+      - refund me for this purchase
+      - I'd like a refund for my order
+      - give me my money back for the order
+  - name: legal_threat
+    description: threaten legal action
+    mechanism: human
+    never_automate: true
+    owner: legal@shop.test
+    queue: legal
+    examples:
+      - I will sue you
+      - my lawyer will contact you
+      - I'm taking legal action against your company
+      - see you in court
+      - I am filing a lawsuit
+      - expect to hear from my attorney
+""",
+    "knowledge/returns.yaml": """\
+version: 1
+facts:
+  - id: return-window
+    text: You can return any item within 30 days of delivery for a full refund.
+    owner: cx@shop.test
+    review_by: 2099-01-01
+    tags: [returns]
+    intents: [return_policy]
+  - id: return-condition
+    text: Returned items must be unused and in their original packaging.
+    owner: cx@shop.test
+    review_by: 2099-01-01
+    tags: [returns]
+    intents: [return_policy]
+  - id: shipping-speed
+    text: Standard shipping takes 3 to 5 business days.
+    owner: ops@shop.test
+    review_by: 2099-01-01
+    tags: [shipping]
+""",
+    "actions.yaml": """\
+version: 1
+actions:
+  - name: get_order_status
+    method: GET
+    path: /orders/{order_id}
+    slots:
+      - {name: order_id, pattern: "(ORD-\\\\d{5})", prompt: "What is your order number (like ORD-10001)?"}
+    success_reply: "Order {order_id} is {status}."
+  - name: issue_refund
+    method: POST
+    path: /orders/{order_id}/refunds
+    amount_slot: amount
+    slots:
+      - {name: order_id, pattern: "(ORD-\\\\d{5})", prompt: "Which order (like ORD-10001)?"}
+      - {name: amount, type: number, pattern: "\\\\$(\\\\d+(?:\\\\.\\\\d{1,2})?)", prompt: "How much should we refund?"}
+    success_reply: "Refunded ${amount} for {order_id} (reference {refund_id})."
+""",
+}
+
+
+def write_workspace(root: Path, files: dict[str, str] = SHOP, **replace: str) -> Path:
+    for name, text in {**files, **replace}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def shop_path(tmp_path: Path) -> Path:
+    return write_workspace(tmp_path / "shop")
+
+
+@pytest.fixture
+def backoffice() -> Iterator[tuple[str, object]]:
+    from cxstack.testing.http_standin import Reply, ScriptedBackend
+
+    backend = ScriptedBackend()
+    backend.on("GET", "/orders/{order_id}", handler=lambda r: Reply(200, {"status": f"shipped ({r.path_params['order_id']})"}))
+    backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "RF-1"}))
+    with backend.serve() as base_url:
+        yield base_url, backend

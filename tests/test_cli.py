@@ -1,0 +1,95 @@
+"""The CLI as a person uses it: init, validate, replay, intents, customers, trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cxstack.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "demo"
+    result = runner.invoke(app, ["init", "--demo", str(target)])
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def test_init_demo_writes_a_valid_workspace(demo_dir: Path) -> None:
+    assert (demo_dir / "cxstack.yaml").exists() and (demo_dir / "samples" / "customers.csv").exists()
+    result = runner.invoke(app, ["validate", str(demo_dir)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_init_refuses_a_non_empty_folder(demo_dir: Path) -> None:
+    result = runner.invoke(app, ["init", "--demo", str(demo_dir)])
+    assert result.exit_code == 1
+
+
+def test_init_skeleton_is_valid(tmp_path: Path) -> None:
+    target = tmp_path / "new"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(target)])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_lists_every_error_with_file_and_line(shop_path: Path) -> None:
+    intents = (shop_path / "intents.yaml").read_text()
+    broken = intents.replace("mechanism: content", "mechanism: contnet").replace(
+        "action: get_order_status", "action: get_order_statuz"
+    )
+    (shop_path / "intents.yaml").write_text(broken)
+    result = runner.invoke(app, ["validate", str(shop_path)], terminal_width=200)
+    assert result.exit_code == 1
+    assert "intents.yaml:" in result.output
+    assert "contnet" in result.output and "get_order_statuz" in result.output
+
+
+def test_replay_reports_automation_with_escalation(shop_path: Path, tmp_path: Path) -> None:
+    script = tmp_path / "convs.jsonl"
+    lines = [
+        {"id": "a", "messages": ["what is your return policy?"], "expected": {"intent": "return_policy",
+                                                                            "outcome": "automated"}},
+        {"id": "b", "customer": {"id": "x", "plan": "enterprise", "arr": 50000},
+         "messages": ["I want a refund for ORD-10001 of $20"],
+         "expected": {"intent": "refund_request", "outcome": "escalated"}},
+        {"id": "c", "messages": ["I will sue you"], "expected": {"intent": "legal_threat", "outcome": "escalated"}},
+    ]
+    script.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = runner.invoke(app, ["replay", str(shop_path), str(script), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["conversations"] == 3
+    assert payload["overall"]["automated"] == 1 and payload["overall"]["escalated"] == 2
+    assert payload["routing_accuracy"] == 1.0 and payload["outcome_agreement"] == 1.0
+    by_intent = {row["key"]: row for row in payload["by_intent"]}
+    assert by_intent["legal_threat"]["escalation_rate"] == 1.0
+    assert {row["key"] for row in payload["by_mechanism"]} >= {"content", "human"}
+
+
+def test_replay_rejects_bad_lines_with_numbers(shop_path: Path, tmp_path: Path) -> None:
+    script = tmp_path / "bad.jsonl"
+    script.write_text('{"id": "a", "messages": ["hi"]}\n{not json}\n{"id": "c"}\n')
+    result = runner.invoke(app, ["replay", str(shop_path), str(script)], terminal_width=200)
+    assert result.exit_code == 1
+    assert "bad.jsonl:2" in result.output and "bad.jsonl:3" in result.output
+
+
+def test_customers_import_and_intents_registry(shop_path: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "customers.csv"
+    csv.write_text("id,name,email,plan,arr,segment,country\ncus_1,Ann,ann@x.test,pro,\"12,000\",smb,DE\n")
+    home = tmp_path / "home"
+    result = runner.invoke(app, ["customers", "import", str(csv), "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert "imported 1" in result.output
+    result = runner.invoke(app, ["intents", "-w", str(shop_path), "--home", str(home)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in ("return_policy", "order_status", "refund_request", "legal_threat"):
+        assert name in result.output
