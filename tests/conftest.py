@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["COLUMNS"] = "200"  # rich tables in CLI output keep whole names on one line
 
 SHOP = {
     "cxstack.yaml": """\
@@ -105,7 +106,7 @@ intents:
 version: 1
 facts:
   - id: return-window
-    text: You can return any item within 30 days of delivery for a full refund.
+    text: "Our return policy: you can return any item within 30 days of delivery for a full refund."
     owner: cx@shop.test
     review_by: 2099-01-01
     tags: [returns]

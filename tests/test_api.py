@@ -322,11 +322,26 @@ def test_escalation_is_queued_and_a_human_reply_hands_back(client: TestClient) -
     )
     assert reply.status_code == 201, reply.text
     assert reply.json()["status"] == "open"
+    assert client.get("/v1/escalations", params={"queue": "legal"}).json() == []
+    (resolved,) = client.get("/v1/escalations", params={"queue": "legal", "status": "all"}).json()
+    assert resolved["id"] == escalation_id and resolved["status"] == "resolved"
 
-    again = say(client, "c5", "what is your return policy")
+    again = say(client, "c5", "how long do I have to return an item?")
     assert again["trace"]["outcome"] == "automated" and "30 days" in again["reply"]
     roles = [(m["role"], m["author"]) for m in client.get("/v1/conversations/c5").json()["messages"]]
     assert ("human_agent", "ann") in roles and roles[-1][0] == "assistant"
+
+
+def test_human_reply_without_hand_back_keeps_the_person_in_charge(client: TestClient) -> None:
+    say(client, "c8", "see you in court")
+    reply = client.post(
+        "/v1/conversations/c8/human-replies",
+        json={"text": "Could you tell me more?", "author": "ann", "hand_back": False},
+    )
+    assert reply.status_code == 201 and reply.json()["status"] == "escalated"
+    assert len(client.get("/v1/escalations", params={"queue": "legal"}).json()) == 1
+    held = say(client, "c8", "how long do I have to return an item?")
+    assert held["trace"]["outcome"] == "handled_by_human" and held["reply"] is None
 
 
 def test_escalations_most_urgent_first_then_oldest(client: TestClient) -> None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -165,11 +165,22 @@ def base_url(backend: ScriptedBackend) -> Iterator[str]:
         yield url
 
 
-def action_resolver(ws: Workspace) -> ActionResolver:
-    connectors: dict[str, ActionConnector] = {
-        name: HttpActionConnector(config) for name, config in ws.settings.connectors.items()
-    }
-    return ActionResolver(ResolverDeps(connectors=connectors))
+ResolverFor = Callable[[Workspace], ActionResolver]
+
+
+@pytest.fixture
+def action_resolver(runner: asyncio.Runner) -> Iterator[ResolverFor]:
+    """An ActionResolver with a real HTTP connector per workspace connector, closed after the test."""
+    opened: list[HttpActionConnector] = []
+
+    def build(ws: Workspace) -> ActionResolver:
+        connectors = {name: HttpActionConnector(config) for name, config in ws.settings.connectors.items()}
+        opened.extend(connectors.values())
+        return ActionResolver(ResolverDeps(connectors=dict[str, ActionConnector](connectors)))
+
+    yield build
+    for connector in opened:
+        runner.run(connector.aclose())
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +245,7 @@ def test_content_without_an_index_hands_off(runner: asyncio.Runner) -> None:
 
 
 def test_order_status_asks_for_the_slot_then_calls_and_remembers_the_entity(
-    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
 ) -> None:
     backend.on("GET", "/orders/ORD-10001", Reply(200, {"status": "shipped"}))
     backend.on("GET", "/orders/ORD-10002", Reply(200, {"status": "being packed"}))
@@ -269,7 +280,7 @@ def test_order_status_asks_for_the_slot_then_calls_and_remembers_the_entity(
 
 
 def test_refund_with_confirmation_sends_one_idempotent_request(
-    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
 ) -> None:
     backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-7"}))
     ws = workspace(base_url)
@@ -302,7 +313,9 @@ def test_refund_with_confirmation_sends_one_idempotent_request(
     assert received.headers["idempotency-key"] == idempotency_key("conv_1", "msg_3", "refund_order")
 
 
-def test_no_cancels_without_calling(runner: asyncio.Runner, backend: ScriptedBackend, base_url: str) -> None:
+def test_no_cancels_without_calling(
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
+) -> None:
     ws = workspace(base_url)
     action = ws.action("refund_order")
     assert action is not None
@@ -327,7 +340,7 @@ def test_no_cancels_without_calling(runner: asyncio.Runner, backend: ScriptedBac
 
 
 def test_amount_over_cap_hands_off_and_never_calls(
-    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
 ) -> None:
     backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
     ws = workspace(base_url)
@@ -346,7 +359,7 @@ def test_amount_over_cap_hands_off_and_never_calls(
 
 
 def test_timeout_after_retries_escalates_with_the_result(
-    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
 ) -> None:
     backend.on("GET", "/orders/{order_id}", Reply(200, {"status": "late"}, delay_s=1.0))
     ws = workspace(base_url)
@@ -360,7 +373,7 @@ def test_timeout_after_retries_escalates_with_the_result(
 
 
 def test_missing_response_field_gives_a_safe_reply(
-    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
 ) -> None:
     backend.on("GET", "/orders/{order_id}", Reply(200, {"state": "shipped"}))
     ws = workspace(base_url)

@@ -19,6 +19,7 @@ class OutboxDispatcher:
         self._max_attempts = max_attempts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -27,6 +28,9 @@ class OutboxDispatcher:
         self._wake.set()
 
     async def stop(self) -> None:
+        # A flag as well as cancel(): on Python 3.11 a cancel that lands as wait_for completes can be lost.
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -53,12 +57,15 @@ class OutboxDispatcher:
 
     async def _run(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 pending = await self.flush()
                 delay = 0.5 if pending else min(delay * 2, 30.0)

@@ -23,9 +23,14 @@ class ReplyBroker:
     async def wait(self, conversation_id: ConversationId, timeout: float) -> bool:
         event = self._events[conversation_id]
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
             return True
         except TimeoutError:
+            if self._events.get(conversation_id) is event and not event.is_set():
+                # Dropped so idle conversations do not pile up; a concurrent waiter on it falls back to its
+                # own timeout and polls again.
+                del self._events[conversation_id]
             return False
 
 

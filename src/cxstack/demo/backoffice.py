@@ -330,8 +330,10 @@ def seed_database(connection: sqlite3.Connection, today: date) -> None:
             placed_on = today - timedelta(days=placed_days_ago)
             eta = placed_on + timedelta(days=rng.randint(3, 6))
             delivered_on = eta.isoformat() if status == "delivered" else None
+            # Draw unconditionally so that ids, items and amounts never depend on the date of seeding.
+            days_until_late_eta = rng.randint(1, 3)
             if status != "delivered" and eta < today:
-                eta = today + timedelta(days=rng.randint(1, 3))
+                eta = today + timedelta(days=days_until_late_eta)
             quantity_of_items = 1 if account.segment == "consumer" else rng.randint(2, 3)
             items = rng.sample(CATALOGUE, k=rng.randint(1, 3))
             lines = [

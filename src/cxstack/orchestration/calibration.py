@@ -63,7 +63,9 @@ def softmax(logits: NDArray[np.float64], temperature: float = 1.0) -> NDArray[np
 
 
 def fit_temperature(
-    logits: NDArray[np.float64], targets: Sequence[int] | NDArray[np.int64], bounds: tuple[float, float] = (0.01, 100.0)
+    logits: NDArray[np.float64],
+    targets: Sequence[int] | NDArray[np.int64],
+    bounds: tuple[float, float] = (0.01, 100.0),
 ) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017).
 

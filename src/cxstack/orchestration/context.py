@@ -7,7 +7,9 @@ from typing import Any
 
 from cxstack.domain.turn import IntentPrediction
 
-_AMOUNT = re.compile(r"(?:\$|usd\s?|€|£)\s?(\d{1,7}(?:[.,]\d{1,2})?)|(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:dollars|usd|bucks)\b", re.I)
+_AMOUNT = re.compile(
+    r"(?:\$|usd\s?|€|£)\s?(\d{1,7}(?:[.,]\d{1,2})?)|(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:dollars|usd|bucks)\b", re.I
+)
 _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
 _ORDINALS = {"first": 0, "1": 0, "one": 0, "former": 0, "second": 1, "2": 1, "two": 1, "latter": 1}
 _PERSON = re.compile(
@@ -61,9 +63,17 @@ def continues_previous(text: str, prediction: IntentPrediction, state: dict[str,
             return intent
         return None
     last = state.get("last_intent")
-    if not last:
+    if not last or prediction.intent == last:
         return None
-    unsure = prediction.out_of_scope or prediction.confidence < 0.5
-    if unsure and (_FOLLOW_UP.match(text) or len(words) <= 6):
+    # The clearer the follow-up form, the more the router must be sure of a new topic to override it.
+    if _FOLLOW_UP.match(text):
+        needed = 0.85
+    elif len(words) <= 4:
+        needed = 0.7
+    elif len(words) <= 6:
+        needed = 0.5
+    else:
+        return None
+    if prediction.out_of_scope or prediction.confidence < needed:
         return str(last)
     return None

@@ -53,8 +53,14 @@ def build_packet(
     customer = ctx.customer
     who = customer.name or str(customer.id)
     tier = business.tier if business else "unknown tier"
-    about = intent_cfg.description if intent_cfg and intent_cfg.description else (intent or "an unrecognised request")
-    parts = [f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."]
+    about = (
+        intent_cfg.description
+        if intent_cfg and intent_cfg.description
+        else (intent or "an unrecognised request")
+    )
+    parts = [
+        f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."
+    ]
     parts.append(f"Escalated because {reason_text(reason_code)}.")
     if business and business.fired_rules:
         parts.append(f"Rules fired: {', '.join(business.fired_rules)}.")

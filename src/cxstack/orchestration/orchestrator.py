@@ -64,7 +64,9 @@ class _Recorder:
 
 
 class Orchestrator:
-    def __init__(self, router: Router, resolvers: ResolverLookup, *, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self, router: Router, resolvers: ResolverLookup, *, clock: Callable[[], float] = time.perf_counter
+    ):
         self._router = router
         self._resolvers = resolvers
         self._clock = clock
@@ -87,7 +89,15 @@ class Orchestrator:
             intent_cfg = ctx.workspace.intent(prediction.intent)
             queue = business.queue or (intent_cfg.queue if intent_cfg else None)
             return self._escalate(
-                ctx, rec, state, prediction, business, "customer_requested", started, queue=queue, mechanism=None
+                ctx,
+                rec,
+                state,
+                prediction,
+                business,
+                "customer_requested",
+                started,
+                queue=queue,
+                mechanism=None,
             )
         clarify = self._maybe_clarify(ctx, rec, state, prediction, started)
         if clarify is not None:
@@ -100,7 +110,11 @@ class Orchestrator:
             s["output"] = _plan_view(plan)
 
         outcome, plan = await self._resolve_with_retry(ctx, rec, plan)
-        state.update(outcome.state_updates)
+        for key, value in outcome.state_updates.items():
+            if value is None:  # resolvers clear a key by setting it to None
+                state.pop(key, None)
+            else:
+                state[key] = value
         state["last_intent"] = plan.intent
         state.pop("clarify", None)
         if outcome.kind == "handoff":
@@ -110,7 +124,15 @@ class Orchestrator:
                 queue=plan.queue, mechanism=plan.mechanism, outcome=outcome, priority=plan.priority,
             )  # fmt: skip
         return self._finish(
-            ctx, rec, state, prediction, plan.mechanism, Decision.CONTINUE, "automated", outcome.reply, started
+            ctx,
+            rec,
+            state,
+            prediction,
+            plan.mechanism,
+            Decision.CONTINUE,
+            "automated",
+            outcome.reply,
+            started,
         )
 
     # --- steps ---------------------------------------------------------------------------------------------
@@ -121,10 +143,17 @@ class Orchestrator:
             raw = self._router.predict(ctx.message.text, oos_threshold=thresholds.route_min_confidence)
             prediction, how = raw, "router"
             clarify = state.get("clarify")
-            picked = turn_context.resolve_clarification(ctx.message.text, clarify["options"], raw) if clarify else None
+            picked = (
+                turn_context.resolve_clarification(ctx.message.text, clarify["options"], raw)
+                if clarify
+                else None
+            )
             carried = turn_context.continues_previous(ctx.message.text, raw, state)
             if picked:
-                prediction, how = IntentPrediction(picked, max(raw.confidence, 0.5), raw.alternatives), "clarified"
+                prediction, how = (
+                    IntentPrediction(picked, max(raw.confidence, 0.5), raw.alternatives),
+                    "clarified",
+                )
             elif carried:
                 prediction, how = IntentPrediction(carried, raw.confidence, raw.alternatives), "context"
             elif state.get("pending_action"):
@@ -148,7 +177,12 @@ class Orchestrator:
         with rec.step(
             Layer.STRATEGY,
             "assess",
-            {"customer": str(ctx.customer.id), "intent": intent, "channel": ctx.message.channel, "amount": amount},
+            {
+                "customer": str(ctx.customer.id),
+                "intent": intent,
+                "channel": ctx.message.channel,
+                "amount": amount,
+            },
         ) as s:
             business = assess(
                 ctx.customer,
@@ -188,7 +222,9 @@ class Orchestrator:
             return None
         options = [str(prediction.intent), runner_up]
         described = [_describe(ctx, o) for o in options]
-        reply = f"Just to be sure I help with the right thing: do you want to {described[0]}, or {described[1]}?"
+        reply = (
+            f"Just to be sure I help with the right thing: do you want to {described[0]}, or {described[1]}?"
+        )
         with rec.step(Layer.ORCHESTRATION, "decide", {"options": options}) as s:
             s["output"] = {"decision": Decision.CLARIFY.value, "reason": "close_call"}
         state["clarify"] = {"options": options}
@@ -217,7 +253,9 @@ class Orchestrator:
 
     async def _run_resolver(self, ctx: TurnContext, rec: _Recorder, plan: ResolutionPlan) -> Outcome:
         layer = Layer.KNOWLEDGE if plan.mechanism == "content" else Layer.RESOLUTION
-        with rec.step(layer, f"resolve:{plan.mechanism}", {"intent": plan.intent, "attempt": ctx.attempt}) as s:
+        with rec.step(
+            layer, f"resolve:{plan.mechanism}", {"intent": plan.intent, "attempt": ctx.attempt}
+        ) as s:
             try:
                 outcome = await self._resolvers.get(plan.mechanism).resolve(ctx, plan)
             except Exception as exc:  # a resolver bug must cost a handoff, never the message
@@ -254,7 +292,9 @@ class Orchestrator:
                 "I'm not sure I understood. Could you tell me a bit more — for example your order number, "
                 "or what you'd like to change?"
             )
-            return self._finish(ctx, rec, state, prediction, None, Decision.CLARIFY, "automated", reply, started)
+            return self._finish(
+                ctx, rec, state, prediction, None, Decision.CLARIFY, "automated", reply, started
+            )
         plan = plan_out_of_scope(settings, business)
         reason = "clarification_exhausted" if asked else "out_of_scope"
         return self._escalate(
@@ -307,7 +347,11 @@ class Orchestrator:
             actions=list(outcome.actions) if outcome else [],
         )
         with rec.step(Layer.ORCHESTRATION, "escalate", {"reason": reason}) as s:
-            s["output"] = {"queue": queue, "priority": packet.priority.name.lower(), "escalation_id": packet.id}
+            s["output"] = {
+                "queue": queue,
+                "priority": packet.priority.name.lower(),
+                "escalation_id": packet.id,
+            }
         state.pop("pending_action", None)
         reply = (
             outcome.reply
@@ -394,7 +438,13 @@ def _outcome_view(outcome: Outcome) -> dict[str, Any]:
         "confidence": round(outcome.confidence, 4),
         "facts": [{"id": f.fact_id, "score": round(f.score, 4)} for f in outcome.facts],
         "actions": [
-            {"action": a.action, "ok": a.ok, "status": a.status_code, "attempts": a.attempts, "error": a.error}
+            {
+                "action": a.action,
+                "ok": a.ok,
+                "status": a.status_code,
+                "attempts": a.attempts,
+                "error": a.error,
+            }
             for a in outcome.actions
         ],
         "handoff_reason": outcome.handoff_reason,

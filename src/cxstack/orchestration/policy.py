@@ -9,7 +9,9 @@ from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.workspace.models import Thresholds
 
 # Handoffs that a different mechanism cannot fix: policy said so, or an action already failed for real.
-_FINAL_HANDOFFS = frozenset({"never_automate", "policy", "amount_over_cap", "action_failed", "customer_declined"})
+_FINAL_HANDOFFS = frozenset(
+    {"never_automate", "policy_rule", "force_human", "amount_over_cap", "action_failed", "connector_missing"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,9 +126,6 @@ class SqlAlchemyStore:
     # ---- inbound ----------------------------------------------------------------------------------------
 
     def ingest(self, inbound: InboundMessage) -> IngestResult:
-        existing = self._message_by_external_id(inbound.channel, inbound.external_id)
-        if existing is not None:
-            return IngestResult(existing, created=False)
         for attempt in range(_INGEST_ATTEMPTS):
             try:
                 with self._write() as session:

@@ -5,6 +5,8 @@
   const { el } = cx;
   const $ = (id) => document.getElementById(id);
   const state = { conversationId: null, customers: [], messageCount: 0, pollToken: 0, sending: false };
+  // ?live=0 turns off long-polling (static snapshots, headless screenshots that wait for the network to settle).
+  const live = new URLSearchParams(location.search).get("live") !== "0";
 
   // --- customers ------------------------------------------------------------------------------------------
 
@@ -36,6 +38,22 @@
     const value = $("customer-select").value;
     localStorage.setItem("cx.customer", value);
     $("custom-customer").hidden = value !== "__custom";
+  }
+
+  function pickCustomer(customer) {
+    // Continue an opened conversation as the customer who had it.
+    if (!customer) return;
+    const select = $("customer-select");
+    if (state.customers.some((c) => c.id === customer.id)) {
+      select.value = customer.id;
+    } else {
+      select.value = "__custom";
+      $("cust-id").value = customer.id;
+      $("cust-plan").value = customer.plan;
+      $("cust-arr").value = customer.arr;
+      $("cust-segment").value = customer.segment;
+    }
+    onCustomerChange();
   }
 
   function currentCustomer() {
@@ -77,7 +95,9 @@
   async function openConversation(id) {
     setConversation(id);
     try {
-      render(await cx.api(`/v1/conversations/${encodeURIComponent(id)}`));
+      const conversation = await cx.api(`/v1/conversations/${encodeURIComponent(id)}`);
+      pickCustomer(conversation.customer);
+      render(conversation);
       poll(state.pollToken);
     } catch (error) {
       if (error.status === 404) newConversationWithId(id); else showError(error);
@@ -93,14 +113,14 @@
     const select = $("recent-select");
     try {
       const recent = await cx.api("/v1/conversations?limit=25");
-      select.replaceChildren(el("option", { value: "" }, "Recent…"),
-        recent.map((c) => el("option", { value: c.id }, `${c.id} · ${c.customer_id} · ${c.status}`)));
+      select.replaceChildren(el("option", { value: "" }, "Open recent…"),
+        ...recent.map((c) => el("option", { value: c.id }, `${c.id} · ${c.customer_id} · ${c.status}`)));
     } catch (_) { /* the list is a convenience */ }
   }
 
   async function poll(token) {
     // Long-poll for news a person (escalation desk) or a late turn adds to this conversation.
-    while (token === state.pollToken) {
+    while (live && token === state.pollToken) {
       try {
         const id = encodeURIComponent(state.conversationId);
         const events = await cx.api(`/v1/conversations/${id}/events?after=${state.messageCount}&timeout=25`);
@@ -171,8 +191,9 @@
       const meta = el("div", { class: "meta" }, cx.time(m.created_at));
       if (m.role === "customer") {
         turn = traceByMessage.get(m.id) || null;
-        if (turn) meta.append(turnLink(turn, `turn #${turn.n}`));
-        else meta.append(el("span", {}, "pending"));
+        if (!turn) meta.append(el("span", {}, "pending"));
+        else if (turn.trace.outcome === "handled_by_human") meta.append(turnLink(turn, `turn #${turn.n}`), "· waiting for a person");
+        else meta.append(turnLink(turn, `turn #${turn.n}`));
       } else if (m.role === "assistant" && turn) {
         const t = turn.trace;
         meta.append(turnLink(turn, [t.intent || "no intent", t.mechanism ? ` · ${t.mechanism}` : ""].join("")),
@@ -263,9 +284,10 @@
     }
     if (step.name === "assess") {
       return [
-        el("div", {}, kv("tier", o.tier), kv("priority", o.priority), kv("value", o.value),
-          kv("queue", o.queue), kv("tone", o.tone), kv("cap", o.cap_amount), kv("force human", o.force_human),
+        el("div", {}, kv("tier", o.tier), kv("priority", o.priority), kv("value", o.value === null || o.value === undefined ? null : Number(o.value).toLocaleString("en-US")),
+          kv("queue", o.queue), kv("cap", o.cap_amount), kv("force human", o.force_human),
           kv("confirm", o.require_confirmation)),
+        o.tone ? el("div", { class: "sub" }, `tone: ${o.tone}`) : null,
         el("div", {}, (o.fired_rules || []).length
           ? ["rules fired: ", o.fired_rules.map((r) => el("span", { class: "chip rule" }, r))]
           : el("span", { class: "sub" }, "no policy rule fired")),
@@ -326,8 +348,9 @@
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("composer").requestSubmit(); }
   });
 
-  loadCustomers();
   loadRecent();
-  const fromHash = decodeURIComponent(location.hash.slice(1));
-  if (fromHash) openConversation(fromHash); else newConversation();
+  loadCustomers().then(() => {
+    const fromHash = decodeURIComponent(location.hash.slice(1));
+    if (fromHash) openConversation(fromHash); else newConversation();
+  });
 })();

@@ -16,7 +16,7 @@
       onclick: () => { state.queue = name; loadQueues(); loadPackets(); },
     }, label, el("span", { class: "count" }, count));
     tabs.replaceChildren(tab("", "All queues", total),
-      workspace.queues.map((q) => tab(q.name, q.name.replaceAll("_", " "), q.open)));
+      ...workspace.queues.map((q) => tab(q.name, q.name.replaceAll("_", " "), q.open)));
   }
 
   async function loadPackets() {

@@ -74,7 +74,7 @@ class MiniLMOnnxEmbedder:
     name = "minilm"
     dim = 384
 
-    def __init__(self, *, intra_op_threads: int = 1, batch_size: int = 64) -> None:
+    def __init__(self, *, intra_op_threads: int = 2, batch_size: int = 64) -> None:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,29 @@ TRUNCATIONS = (64, 128, 256)  # Matryoshka-trained: a prefix of the vector is it
 def _package_dir() -> Path:
     spec = importlib.util.find_spec("wordllama")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedderUnavailableError("The wordllama embedder needs the package: pip install wordllama==0.4.0.post1")
+        raise EmbedderUnavailableError(
+            "The wordllama embedder needs the package: pip install wordllama==0.4.0.post1"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _import_wordllama() -> Any:
+    # wordllama calls logging.basicConfig(level=INFO) on import, which would reconfigure the host
+    # application's root logger; undo that.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        from wordllama import WordLlama
+    except ImportError as exc:
+        raise EmbedderUnavailableError(
+            "The wordllama embedder needs the package: pip install wordllama==0.4.0.post1"
+        ) from exc
+    finally:
+        root.setLevel(level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+    return WordLlama
 
 
 class WordLlamaEmbedder:
@@ -31,8 +53,7 @@ class WordLlamaEmbedder:
     def __init__(self, *, dim: int = SHIPPED_DIM, batch_size: int = 256) -> None:
         if dim not in TRUNCATIONS:
             raise ValueError(f"wordllama dim must be one of {TRUNCATIONS}, got {dim}")
-        from wordllama import WordLlama
-
+        WordLlama = _import_wordllama()
         package_dir = _package_dir()
         # cache_dir = the package folder: the loader finds weights/ and tokenizers/ there, and
         # disable_download turns a missing file into an error instead of a request to Hugging Face.
