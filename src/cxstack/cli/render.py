@@ -91,18 +91,35 @@ def packet_panel(packet: EscalationPacket) -> Panel:
     return Panel(table, title=f"escalation {packet.id}", border_style="red")
 
 
+def _bar(row: RateRow, width: int = 20) -> Text:
+    """Automated (green), escalated (red) and unresolved (grey) as one stacked bar: the two rates together."""
+    if not row.conversations:
+        return Text("")
+    auto = round(width * row.automated / row.conversations)
+    esc = round(width * row.escalated / row.conversations)
+    bar = Text()
+    bar.append("█" * auto, style="green")
+    bar.append("█" * esc, style="red")
+    bar.append("░" * max(0, width - auto - esc), style="dim")
+    return bar
+
+
 def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
-    table = Table(title=title)
-    for column in ("", "conversations", "automated", "automation rate", "escalated", "escalation rate"):
-        table.add_column(column, justify="left" if not column else "right")
+    table = Table(title=title, caption="bar: automated (green) · escalated (red) · unresolved (grey)")
+    table.add_column("", no_wrap=True)
+    for column in ("convs", "automated", "rate", "escalated", "rate", "unresolved"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
     for r in rows:
         table.add_row(
             r.key,
             str(r.conversations),
             str(r.automated),
-            f"{r.automation_rate:.1%}",
+            f"{r.automation_rate:.0%}",
             str(r.escalated),
-            f"{r.escalation_rate:.1%}",
+            f"{r.escalation_rate:.0%}",
+            str(r.unresolved),
+            _bar(r),
         )
     return table
 

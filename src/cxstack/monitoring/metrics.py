@@ -14,7 +14,7 @@ class ConversationOutcome:
     conversation_id: str
     intent: str | None
     mechanism: str | None
-    outcome: str  # "automated" | "escalated"
+    outcome: str  # "automated" | "escalated" | "unresolved" (ended waiting on the customer)
     reason_code: str | None = None
     expected_intent: str | None = None
     expected_outcome: str | None = None
@@ -27,6 +27,10 @@ class RateRow:
     conversations: int
     automated: int
     escalated: int
+
+    @property
+    def unresolved(self) -> int:
+        return self.conversations - self.automated - self.escalated
 
     @property
     def automation_rate(self) -> float:
@@ -42,6 +46,7 @@ class RateRow:
             "conversations": self.conversations,
             "automated": self.automated,
             "escalated": self.escalated,
+            "unresolved": self.unresolved,
             "automation_rate": round(self.automation_rate, 4),
             "escalation_rate": round(self.escalation_rate, 4),
         }

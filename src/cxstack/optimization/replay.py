@@ -20,6 +20,7 @@ from cxstack.domain.models import (
     ConversationStatus,
     Customer,
     CustomerId,
+    Decision,
     Message,
     MessageId,
     Role,
@@ -132,11 +133,17 @@ class ReplayedConversation:
         mechanism = next((t.mechanism for t in self.traces if t.intent == intent and t.mechanism), None)
         if escalated is not None and escalated.mechanism:
             mechanism = escalated.mechanism
+        if escalated is not None:
+            outcome = "escalated"
+        elif self.traces and (self.traces[-1].decision == Decision.CLARIFY or "pending_action" in self.final_state):
+            outcome = "unresolved"  # the script ended while the assistant was still asking
+        else:
+            outcome = "automated"
         return ConversationOutcome(
             conversation_id=self.script.id,
             intent=intent,
             mechanism=mechanism,
-            outcome="escalated" if escalated else "automated",
+            outcome=outcome,
             reason_code=escalated.reason_code if escalated else None,
             expected_intent=self.script.expected_intent,
             expected_outcome=self.script.expected_outcome,
