@@ -18,8 +18,8 @@ SMALL = Customer(id=CustomerId("cus_small"), name="Sam Small", plan="basic", arr
 BIG = Customer(id=CustomerId("cus_big"), name="Bea Big", plan="enterprise", arr=90_000)
 
 
-def make_app(tmp_path: Path, shop_path: Path, base_url: str) -> CxApp:
-    settings = Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=base_url)
+def make_app(tmp_path: Path, shop_path: Path, base_url: str, embedder: str = "hashing") -> CxApp:
+    settings = Settings(home=tmp_path / "home", embedder=embedder, backoffice_url=base_url)
     return build(settings, workspace=load_workspace(shop_path))
 
 
@@ -130,12 +130,24 @@ async def test_duplicate_external_id_is_one_turn(app: CxApp) -> None:
     assert [m.role.value for m in view.messages] == ["customer", "assistant"]
 
 
-async def test_out_of_scope_clarifies_then_escalates(app: CxApp) -> None:
-    view = await say(app, "c9", "zxqv blorp")
-    assert view.traces[-1].decision == Decision.CLARIFY
-    view = await say(app, "c9", "quantum chromodynamics lattice")
+async def test_out_of_scope_clarifies_then_escalates(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    # the semantic embedder: nonsense must be far from every example, whatever the softmax says
+    cx = make_app(tmp_path, shop_path, backoffice[0], embedder="minilm")
+    await cx.start()
+    try:
+        view = await say(cx, "c9", "what's the weather like in Paris tomorrow?")
+        first = view.traces[-1]
+        view = await say(cx, "c9", "can you write me a poem about cats")
+    finally:
+        await cx.stop()
+    assert first.decision == Decision.CLARIFY and first.intent is None
+    assert next(s for s in first.steps if s.name == "route").output["out_of_scope"] is True
     assert view.traces[-1].outcome == "escalated"
-    assert view.traces[-1].reason_code in {"clarification_exhausted", "out_of_scope"}
+    assert view.traces[-1].reason_code == "clarification_exhausted"
+    [packet] = cx.store.list_escalations(queue="general")
+    assert packet.intent is None and [m["role"] for m in packet.transcript] == ["customer", "assistant", "customer"]
 
 
 async def test_human_reply_hands_back(app: CxApp) -> None:

@@ -149,13 +149,11 @@ class Orchestrator:
                 else None
             )
             carried = turn_context.continues_previous(ctx.message.text, raw, state)
+            # Alternatives are the router's view of the message alone; once context decided, they are moot.
             if picked:
-                prediction, how = (
-                    IntentPrediction(picked, max(raw.confidence, 0.5), raw.alternatives),
-                    "clarified",
-                )
+                prediction, how = IntentPrediction(picked, max(raw.confidence, 0.5)), "clarified"
             elif carried:
-                prediction, how = IntentPrediction(carried, raw.confidence, raw.alternatives), "context"
+                prediction, how = IntentPrediction(carried, raw.confidence), "context"
             elif state.get("pending_action"):
                 state.pop("pending_action")  # the customer moved on to something else
                 how = "router (pending action dropped)"
