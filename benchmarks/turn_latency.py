@@ -60,7 +60,7 @@ def demo_messages() -> list[tuple[str, str]]:
     """(customer id, text) pairs from the demo's scripted conversations, first messages and follow-ups."""
     from cxstack.demo import demo_conversations_path
 
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for line in demo_conversations_path().read_text(encoding="utf-8").splitlines():
         if line.strip():
             item = json.loads(line)
@@ -72,7 +72,15 @@ def demo_messages() -> list[tuple[str, str]]:
 async def in_process(turns: int, embedder: str) -> dict[str, Any]:
     from cxstack.app import CxApp, Settings, build_engine, open_store
     from cxstack.demo import demo_customers_csv, demo_workspace_path
-    from cxstack.domain.models import Conversation, ConversationId, CustomerId, Message, MessageId, Role, utcnow
+    from cxstack.domain.models import (
+        Conversation,
+        ConversationId,
+        CustomerId,
+        Message,
+        MessageId,
+        Role,
+        utcnow,
+    )
     from cxstack.resolution.models import TurnContext
     from cxstack.strategy.customers import parse_customers_csv
     from cxstack.workspace.loader import load_workspace
@@ -198,13 +206,29 @@ def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
         finally:
             proc.terminate()
             proc.wait()
-        results["echo"] = {"msgs_per_s": round(n / wall, 1), "p50_ms": round(percentile(lat, 50), 2),
-                           "p99_ms": round(percentile(lat, 99), 2), "failed": failed}
+        results["echo"] = {
+            "msgs_per_s": round(n / wall, 1),
+            "p50_ms": round(percentile(lat, 50), 2),
+            "p99_ms": round(percentile(lat, 99), 2),
+            "failed": failed,
+        }
 
         home = Path(tmp) / "home"
         port = free_port()
-        cmd = [sys.executable, "-m", "cxstack.cli.main", "serve", str(demo_workspace_path()), "--port", str(port),
-               "--no-backoffice", "--home", str(home), "--embedder", embedder]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cxstack.cli.main",
+            "serve",
+            str(demo_workspace_path()),
+            "--port",
+            str(port),
+            "--no-backoffice",
+            "--home",
+            str(home),
+            "--embedder",
+            embedder,
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:
             wait_up(f"http://127.0.0.1:{port}/health")
@@ -217,14 +241,21 @@ def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
             sum(1 for m in store.list_messages(ConversationId(f"ingest_{c}")) if m.role.value == "customer")
             for c in range(min(n, 500))
         )
-        results["cxstack"] = {"msgs_per_s": round(n / wall, 1), "p50_ms": round(percentile(lat, 50), 2),
-                              "p99_ms": round(percentile(lat, 99), 2), "failed": failed,
-                              "stored": stored, "lost": n - failed - stored}
+        results["cxstack"] = {
+            "msgs_per_s": round(n / wall, 1),
+            "p50_ms": round(percentile(lat, 50), 2),
+            "p99_ms": round(percentile(lat, 99), 2),
+            "failed": failed,
+            "stored": stored,
+            "lost": n - failed - stored,
+        }
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--turns", type=int, default=2000)
     parser.add_argument("--ingest", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -233,24 +264,52 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     turn = asyncio.run(in_process(args.turns, args.embedder))
-    table = Table(title=f"In-process turn latency, demo workspace, no LLM ({turn['turns']} turns, {args.embedder})")
+    table = Table(
+        title=f"In-process turn latency, demo workspace, no LLM ({turn['turns']} turns, {args.embedder})"
+    )
     for column in ("measure", "p50 ms", "p99 ms", "turns/s", "aim"):
         table.add_column(column)
-    table.add_row("orchestrator only (ceiling: no store)", str(turn["orchestrator_p50_ms"]),
-                  str(turn["orchestrator_p99_ms"]), "", "")
-    table.add_row("full turn: ingest + worker + commit (SQLite)", str(turn["turn_p50_ms"]), str(turn["turn_p99_ms"]),
-                  str(turn["turns_per_s"]), "p50 ≤ 5, p99 ≤ 25")
+    table.add_row(
+        "orchestrator only (ceiling: no store)",
+        str(turn["orchestrator_p50_ms"]),
+        str(turn["orchestrator_p99_ms"]),
+        "",
+        "",
+    )
+    table.add_row(
+        "full turn: ingest + worker + commit (SQLite)",
+        str(turn["turn_p50_ms"]),
+        str(turn["turn_p99_ms"]),
+        str(turn["turns_per_s"]),
+        "p50 ≤ 5, p99 ≤ 25",
+    )
     console.print(table)
 
     ingest = http_ingest(args.ingest, args.concurrency, args.embedder)
-    table = Table(title=f"HTTP ingest through uvicorn ({args.ingest} messages, concurrency {args.concurrency})")
+    table = Table(
+        title=f"HTTP ingest through uvicorn ({args.ingest} messages, concurrency {args.concurrency})"
+    )
     for column in ("endpoint", "msgs/s", "p50 ms", "p99 ms", "failed", "lost", "aim"):
         table.add_column(column)
     e, c = ingest["echo"], ingest["cxstack"]
-    table.add_row("FastAPI echo (ceiling)", str(e["msgs_per_s"]), str(e["p50_ms"]), str(e["p99_ms"]),
-                  str(e["failed"]), "—", "")
-    table.add_row("cxstack POST /v1/conversations/{id}/messages", str(c["msgs_per_s"]), str(c["p50_ms"]),
-                  str(c["p99_ms"]), str(c["failed"]), str(c["lost"]), "≥ 1000/s, 0 lost")
+    table.add_row(
+        "FastAPI echo (ceiling)",
+        str(e["msgs_per_s"]),
+        str(e["p50_ms"]),
+        str(e["p99_ms"]),
+        str(e["failed"]),
+        "—",
+        "",
+    )
+    table.add_row(
+        "cxstack POST /v1/conversations/{id}/messages",
+        str(c["msgs_per_s"]),
+        str(c["p50_ms"]),
+        str(c["p99_ms"]),
+        str(c["failed"]),
+        str(c["lost"]),
+        "≥ 1000/s, 0 lost",
+    )
     console.print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,7 @@ actions:
     amount_slot: amount
     slots:
       - {name: order_id, pattern: "(ORD-\\\\d{5})", prompt: "Which order (like ORD-10001)?"}
-      - {name: amount, type: number, pattern: "\\\\$(\\\\d+(?:\\\\.\\\\d{1,2})?)", prompt: "How much should we refund?"}
+      - {name: amount, type: number, pattern: "\\\\$(\\\\d+(?:\\\\.\\\\d{1,2})?)", prompt: "How much?"}
     success_reply: "Refunded ${amount} for {order_id} (reference {refund_id})."
 """,
 }
@@ -162,7 +162,11 @@ def backoffice() -> Iterator[tuple[str, object]]:
     from cxstack.testing.http_standin import Reply, ScriptedBackend
 
     backend = ScriptedBackend()
-    backend.on("GET", "/orders/{order_id}", handler=lambda r: Reply(200, {"status": f"shipped ({r.path_params['order_id']})"}))
+    backend.on(
+        "GET",
+        "/orders/{order_id}",
+        handler=lambda r: Reply(200, {"status": f"shipped ({r.path_params['order_id']})"}),
+    )
     backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "RF-1"}))
     with backend.serve() as base_url:
         yield base_url, backend

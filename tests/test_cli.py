@@ -55,12 +55,22 @@ def test_validate_lists_every_error_with_file_and_line(shop_path: Path) -> None:
 def test_replay_reports_automation_with_escalation(shop_path: Path, tmp_path: Path) -> None:
     script = tmp_path / "convs.jsonl"
     lines = [
-        {"id": "a", "messages": ["what is your return policy?"], "expected": {"intent": "return_policy",
-                                                                            "outcome": "automated"}},
-        {"id": "b", "customer": {"id": "x", "plan": "enterprise", "arr": 50000},
-         "messages": ["I want a refund for ORD-10001 of $20"],
-         "expected": {"intent": "refund_request", "outcome": "escalated"}},
-        {"id": "c", "messages": ["I will sue you"], "expected": {"intent": "legal_threat", "outcome": "escalated"}},
+        {
+            "id": "a",
+            "messages": ["what is your return policy?"],
+            "expected": {"intent": "return_policy", "outcome": "automated"},
+        },
+        {
+            "id": "b",
+            "customer": {"id": "x", "plan": "enterprise", "arr": 50000},
+            "messages": ["I want a refund for ORD-10001 of $20"],
+            "expected": {"intent": "refund_request", "outcome": "escalated"},
+        },
+        {
+            "id": "c",
+            "messages": ["I will sue you"],
+            "expected": {"intent": "legal_threat", "outcome": "escalated"},
+        },
     ]
     script.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     result = runner.invoke(app, ["replay", str(shop_path), str(script), "--json"])
@@ -84,7 +94,7 @@ def test_replay_rejects_bad_lines_with_numbers(shop_path: Path, tmp_path: Path) 
 
 def test_customers_import_and_intents_registry(shop_path: Path, tmp_path: Path) -> None:
     csv = tmp_path / "customers.csv"
-    csv.write_text("id,name,email,plan,arr,segment,country\ncus_1,Ann,ann@x.test,pro,\"12,000\",smb,DE\n")
+    csv.write_text('id,name,email,plan,arr,segment,country\ncus_1,Ann,ann@x.test,pro,"12,000",smb,DE\n')
     home = tmp_path / "home"
     result = runner.invoke(app, ["customers", "import", str(csv), "--home", str(home)])
     assert result.exit_code == 0, result.output

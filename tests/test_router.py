@@ -158,7 +158,10 @@ def test_similarity_gate_stops_nonsense_the_softmax_would_route(
     clinc: dict[str, list[tuple[str, str]]], embedder: CachedEmbedder
 ) -> None:
     texts, labels = [t for t, _ in clinc["train"]], [lab for _, lab in clinc["train"]]
-    gated, plain = IntentRouter(embedder, seed=0), IntentRouter(embedder, seed=0, similarity_gate_quantile=None)
+    gated, plain = (
+        IntentRouter(embedder, seed=0),
+        IntentRouter(embedder, seed=0, similarity_gate_quantile=None),
+    )
     report = gated.fit(texts, labels)
     plain.fit(texts, labels)
     assert report.similarity_floor is not None and 0.0 < report.similarity_floor < 1.0

@@ -92,7 +92,9 @@ async def test_never_automate_escalates_with_full_packet(app: CxApp) -> None:
     assert "sue" in packet.summary
 
 
-async def test_refund_top_tier_goes_to_person_low_tier_is_automated(app: CxApp, backoffice: tuple[str, Any]) -> None:
+async def test_refund_top_tier_goes_to_person_low_tier_is_automated(
+    app: CxApp, backoffice: tuple[str, Any]
+) -> None:
     _, backend = backoffice
     big = await say(app, "c5", "I want a refund of $40 for order ORD-10004", BIG)
     trace = big.traces[-1]
@@ -120,8 +122,12 @@ async def test_refund_over_cap_never_calls_the_back_office(app: CxApp, backoffic
 
 
 async def test_duplicate_external_id_is_one_turn(app: CxApp) -> None:
-    first = await app.post_message("c8", "what is your return policy", external_id="wa-1", customer_id="cus_small")
-    again = await app.post_message("c8", "what is your return policy", external_id="wa-1", customer_id="cus_small")
+    first = await app.post_message(
+        "c8", "what is your return policy", external_id="wa-1", customer_id="cus_small"
+    )
+    again = await app.post_message(
+        "c8", "what is your return policy", external_id="wa-1", customer_id="cus_small"
+    )
     await app.wait_idle("c8")
     assert first.created and not again.created
     assert again.message.id == first.message.id
@@ -147,7 +153,11 @@ async def test_out_of_scope_clarifies_then_escalates(
     assert view.traces[-1].outcome == "escalated"
     assert view.traces[-1].reason_code == "clarification_exhausted"
     [packet] = cx.store.list_escalations(queue="general")
-    assert packet.intent is None and [m["role"] for m in packet.transcript] == ["customer", "assistant", "customer"]
+    assert packet.intent is None and [m["role"] for m in packet.transcript] == [
+        "customer",
+        "assistant",
+        "customer",
+    ]
 
 
 async def test_human_reply_hands_back(app: CxApp) -> None:
@@ -194,7 +204,9 @@ async def test_back_office_failure_retries_once_then_escalates(tmp_path: Path, s
     assert packet.actions_tried and packet.actions_tried[0].status_code == 503
 
 
-async def test_pending_messages_survive_a_restart(tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]) -> None:
+async def test_pending_messages_survive_a_restart(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
     crashed = make_app(tmp_path, shop_path, backoffice[0])
     # ingested and acknowledged, but the process dies before any worker runs
     crashed.store.ingest  # noqa: B018 - the store is the only thing that survives

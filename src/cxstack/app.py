@@ -1,4 +1,4 @@
-"""Composition root: wires adapters into the layers. Used by the API, the CLI, the runtime and the benchmarks."""
+"""Composition root: wires adapters into the layers. Used by the API, the CLI, the runtime, benchmarks."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ class CxApp:
         self.engine = engine
         self.broker = ReplyBroker()
         channels: dict[str, Channel] = {
-            name: RestChannel(name, self.broker) for name in {"api", "webchat", *engine.workspace.settings.channels}
+            name: RestChannel(name, self.broker)
+            for name in {"api", "webchat", *engine.workspace.settings.channels}
         }
         self.outbox = OutboxDispatcher(store, channels)
         self.worker = TurnWorker(store, engine.orchestrator, engine.workspace, on_commit=self._committed)

@@ -34,10 +34,12 @@ err = Console(stderr=True)
 
 WorkspaceArg = Annotated[Path, typer.Argument(help="Workspace folder.", show_default=False)]
 HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="State folder (SQLite database); default $CXSTACK_HOME or ~/.cxstack.")
+    Path | None,
+    typer.Option("--home", help="State folder (SQLite database); default $CXSTACK_HOME or ~/.cxstack."),
 ]
 EmbedderOpt = Annotated[
-    str | None, typer.Option("--embedder", help="Override the workspace's embedder: minilm, wordllama, hashing.")
+    str | None,
+    typer.Option("--embedder", help="Override the workspace's embedder: minilm, wordllama, hashing."),
 ]
 
 
@@ -82,8 +84,10 @@ def init(
     if demo:
         copy_demo_workspace(directory)
         copy_demo_samples(directory)
-        console.print(f"[green]Demo workspace written to {directory}[/] (sample customers and conversations in "
-                      f"{directory}/samples/)")
+        console.print(
+            f"[green]Demo workspace written to {directory}[/] (sample customers and conversations in "
+            f"{directory}/samples/)"
+        )
     else:
         new_workspace_skeleton(directory)
         console.print(f"[green]Workspace skeleton written to {directory}[/]")
@@ -110,7 +114,8 @@ def validate(workspace: WorkspaceArg) -> None:
         raise typer.Exit(1)
     ws = _load_or_exit(workspace)
     console.print(
-        f"[green]valid[/] {ws.settings.name} version {ws.version}: {len(ws.intents)} intents, {len(ws.facts)} facts, "
+        f"[green]valid[/] {ws.settings.name} version {ws.version}: {len(ws.intents)} intents, "
+        f"{len(ws.facts)} facts, "
         f"{len(ws.actions)} actions, {len(ws.strategy.rules)} rules, {len(ws.strategy.tiers)} tiers"
     )
 
@@ -121,9 +126,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and web chat.")] = 8000,
     backoffice: Annotated[
-        bool, typer.Option(help="Start the demo back office if the workspace points at it and it is not running.")
+        bool,
+        typer.Option(help="Start the demo back office if the workspace points at it and it is not running."),
     ] = True,
-    customers: Annotated[Path | None, typer.Option(help="Import customer profiles from this CSV first.")] = None,
+    customers: Annotated[
+        Path | None, typer.Option(help="Import customer profiles from this CSV first.")
+    ] = None,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -141,7 +149,8 @@ def serve(
         console.print(f"imported {import_customers_file(cx.store, customers)} customers from {customers}")
     report = cx.engine.router_report
     console.print(
-        f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / {report.n_intents} intents, "
+        f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / "
+        f"{report.n_intents} intents, "
         f"cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}; "
         f"loaded in {cx.engine.load_seconds:.1f}s"
     )
@@ -152,12 +161,14 @@ def serve(
 @app.command()
 def chat(
     workspace: WorkspaceArg,
-    customer: Annotated[str, typer.Option(help="Customer id to chat as (see customers import).")] = "cus_1001",
+    customer: Annotated[
+        str, typer.Option(help="Customer id to chat as (see customers import).")
+    ] = "cus_1001",
     backoffice: Annotated[bool, typer.Option(help="Start the demo back office if needed.")] = True,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
-    """Chat in the terminal; each reply shows which layer decided what. /customer ID switches, /new restarts."""
+    """Chat in the terminal; each reply shows which layer decided what (/customer ID switches, /new)."""
     from cxstack.app import build
 
     ws = _load_or_exit(workspace)
@@ -178,7 +189,11 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
     await cx.start()
     conversation = new_id("chat")
     known = cx.store.get_customer(customer_id)
-    who = f"{customer_id} ({known.plan}, ARR ${known.arr:,.0f})" if known else f"{customer_id} (unknown profile)"
+    who = (
+        f"{customer_id} ({known.plan}, ARR ${known.arr:,.0f})"
+        if known
+        else f"{customer_id} (unknown profile)"
+    )
     console.print(f"[bold]{cx.workspace.settings.name}[/] — chatting as {who}. Type /quit to leave.")
     try:
         while True:
@@ -219,7 +234,9 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
 def replay(
     workspace: WorkspaceArg,
     file: Annotated[Path, typer.Argument(help="JSONL: one conversation per line.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+    ] = False,
     live_actions: Annotated[
         bool, typer.Option(help="Call the real back office instead of the dry-run connector.")
     ] = False,
@@ -298,8 +315,10 @@ def trace(
         conversation = store.get_conversation(traces[0].conversation_id)
     assert conversation is not None
     by_message = {t.message_id: t for t in traces}
-    console.print(f"[bold]conversation {conversation.id}[/] customer {conversation.customer_id} "
-                  f"status {conversation.status.value}")
+    console.print(
+        f"[bold]conversation {conversation.id}[/] customer {conversation.customer_id} "
+        f"status {conversation.status.value}"
+    )
     for message in store.list_messages(conversation.id):
         console.print(f"[bold]{message.role.value}>[/] {message.text}")
         if message.id in by_message:
@@ -330,18 +349,33 @@ def intents(
             if t.intent:
                 traffic.setdefault(t.intent, Counter())[t.outcome] += 1
     table = Table(title=f"{ws.settings.name} intents ({len(ws.intents)})")
-    for column in ("intent", "status", "mechanism", "owner", "queue", "examples", "turns", "automated", "escalated"):
-        table.add_column(column, justify="right" if column in {"examples", "turns", "automated", "escalated"} else "left")
+    for column in (
+        "intent",
+        "status",
+        "mechanism",
+        "owner",
+        "queue",
+        "examples",
+        "turns",
+        "automated",
+        "escalated",
+    ):
+        table.add_column(
+            column, justify="right" if column in {"examples", "turns", "automated", "escalated"} else "left"
+        )
     for i in ws.intents:
         counts = traffic.get(i.name, Counter())
         turns = sum(counts.values())
-        rate = (lambda n: f"{n / turns:.0%}" if turns else "—")  # noqa: E731
         mechanism = f"{i.mechanism} (never automate)" if i.never_automate else i.mechanism
         table.add_row(
             i.name, i.status, mechanism, i.owner or "—", i.queue or "—", str(len(i.examples)), str(turns),
-            rate(counts["automated"]), rate(counts["escalated"]),
+            _share(counts["automated"], turns), _share(counts["escalated"], turns),
         )  # fmt: skip
     console.print(table)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "—"
 
 
 @intents_app.command("import")

@@ -42,12 +42,15 @@ def step_line(step: TraceStep) -> Text:
     elif step.name == "assess":
         rules = out.get("fired_rules") or []
         body = f"tier={out.get('tier')} priority={out.get('priority')} rules={', '.join(rules) or '—'}"
-        extra = {k: out.get(k) for k in ("force_human", "require_confirmation", "cap_amount", "queue", "tone")}
+        extra = {
+            k: out.get(k) for k in ("force_human", "require_confirmation", "cap_amount", "queue", "tone")
+        }
         body += ("  " + _fmt(extra)) if _fmt(extra) else ""
     elif step.name.startswith("resolve:"):
         facts = ", ".join(f"{f['id']} ({f['score']:.2f})" for f in out.get("facts", []))
         acts = ", ".join(
-            f"{a['action']} {'ok' if a['ok'] else 'FAILED'} {a.get('status') or ''}".strip() for a in out.get("actions", [])
+            f"{a['action']} {'ok' if a['ok'] else 'FAILED'} {a.get('status') or ''}".strip()
+            for a in out.get("actions", [])
         )
         body = f"{out.get('kind')} confidence={out.get('confidence')}"
         body += f"  facts: {facts}" if facts else ""
@@ -71,12 +74,16 @@ def trace_panel(trace: Trace, *, title: str | None = None) -> Panel:
         + f"  workspace {trace.workspace_version}  {trace.duration_ms:.1f} ms",
         style="bold",
     )
-    return Panel(Group(header, *[step_line(s) for s in trace.steps]), title=title or trace.id, border_style="dim")
+    return Panel(
+        Group(header, *[step_line(s) for s in trace.steps]), title=title or trace.id, border_style="dim"
+    )
 
 
 def packet_panel(packet: EscalationPacket) -> Panel:
     table = Table.grid(padding=(0, 1))
-    table.add_row("queue", f"{packet.queue}  priority {packet.priority.name.lower()}  reason {packet.reason_code}")
+    table.add_row(
+        "queue", f"{packet.queue}  priority {packet.priority.name.lower()}  reason {packet.reason_code}"
+    )
     table.add_row("summary", packet.summary)
     conf = f" ({packet.intent_confidence:.2f})" if packet.intent_confidence is not None else ""
     table.add_row("intent", f"{packet.intent}{conf}")
@@ -85,7 +92,8 @@ def packet_panel(packet: EscalationPacket) -> Panel:
     table.add_row("facts", ", ".join(f.fact_id for f in packet.facts_used) or "—")
     table.add_row(
         "actions",
-        ", ".join(f"{a.action}: {'ok' if a.ok else a.error or a.status_code}" for a in packet.actions_tried) or "—",
+        ", ".join(f"{a.action}: {'ok' if a.ok else a.error or a.status_code}" for a in packet.actions_tried)
+        or "—",
     )
     table.add_row("transcript", f"{len(packet.transcript)} messages")
     return Panel(table, title=f"escalation {packet.id}", border_style="red")
@@ -126,9 +134,13 @@ def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
 
 def agreement_report(console: Console, result: Agreement) -> None:
     if result.routing_accuracy is not None:
-        console.print(f"routing accuracy: {result.routing_accuracy:.1%} on {result.labelled_intents} labelled")
+        console.print(
+            f"routing accuracy: {result.routing_accuracy:.1%} on {result.labelled_intents} labelled"
+        )
     if result.outcome_agreement is not None:
-        console.print(f"outcome agreement: {result.outcome_agreement:.1%} on {result.labelled_outcomes} labelled")
+        console.print(
+            f"outcome agreement: {result.outcome_agreement:.1%} on {result.labelled_outcomes} labelled"
+        )
     if result.worst_intents:
         table = Table(title="worst intents (recall)")
         table.add_column("expected intent")

@@ -50,7 +50,9 @@ def ensure_backoffice(workspace: Workspace, home: Path, console: Console) -> str
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not _answers(connector.base_url):
         time.sleep(0.05)
-    console.print(f"[dim]demo back office running at {connector.base_url} (data in {home / 'backoffice.db'})[/]")
+    console.print(
+        f"[dim]demo back office running at {connector.base_url} (data in {home / 'backoffice.db'})[/]"
+    )
     return connector.base_url
 
 

@@ -1,4 +1,4 @@
-"""Automation and escalation rates, always together, by intent and by mechanism. Pure functions over results."""
+"""Automation and escalation rates, always together, by intent and by mechanism. Pure functions."""
 
 from __future__ import annotations
 
@@ -58,9 +58,7 @@ def rates_by(outcomes: Iterable[ConversationOutcome], key: str) -> list[RateRow]
     for o in outcomes:
         value = getattr(o, key) or "(none)"
         counts[value][o.outcome] += 1
-    rows = [
-        RateRow(k, sum(c.values()), c["automated"], c["escalated"]) for k, c in counts.items()
-    ]
+    rows = [RateRow(k, sum(c.values()), c["automated"], c["escalated"]) for k, c in counts.items()]
     return sorted(rows, key=lambda r: (-r.conversations, r.key))
 
 
@@ -90,7 +88,9 @@ def agreement(outcomes: Sequence[ConversationOutcome], *, worst: int = 8) -> Agr
     with_outcome = [o for o in outcomes if o.expected_outcome]
     correct = sum(o.intent == o.expected_intent for o in with_intent)
     confusion: Counter[tuple[str, str]] = Counter(
-        (str(o.expected_intent), o.intent or "(out of scope)") for o in with_intent if o.intent != o.expected_intent
+        (str(o.expected_intent), o.intent or "(out of scope)")
+        for o in with_intent
+        if o.intent != o.expected_intent
     )
     support: Counter[str] = Counter(str(o.expected_intent) for o in with_intent)
     hits: Counter[str] = Counter(str(o.expected_intent) for o in with_intent if o.intent == o.expected_intent)
@@ -100,7 +100,9 @@ def agreement(outcomes: Sequence[ConversationOutcome], *, worst: int = 8) -> Agr
         routing_accuracy=correct / len(with_intent) if with_intent else None,
         labelled_outcomes=len(with_outcome),
         outcome_agreement=(
-            sum(o.outcome == o.expected_outcome for o in with_outcome) / len(with_outcome) if with_outcome else None
+            sum(o.outcome == o.expected_outcome for o in with_outcome) / len(with_outcome)
+            if with_outcome
+            else None
         ),
         confusions=[(e, p, n) for (e, p), n in confusion.most_common(worst)],
         worst_intents=[r for r in recalls if r[2] < 1.0][:worst],

@@ -1,7 +1,7 @@
 """Replay: run scripted or stored conversations through the orchestrator without side effects.
 
-Each conversation gets its own in-memory state; back-office actions go to whatever connectors the engine was built
-with (a dry-run connector by default in the CLI), so a replay can run against any workspace version.
+Each conversation gets its own in-memory state; back-office actions go to whatever connectors the engine was
+built with (a dry-run connector by default in the CLI), so a replay can run against any workspace version.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ class ReplayedConversation:
             mechanism = escalated.mechanism
         if escalated is not None:
             outcome = "escalated"
-        elif self.traces and (self.traces[-1].decision == Decision.CLARIFY or "pending_action" in self.final_state):
+        elif self.traces and (
+            self.traces[-1].decision == Decision.CLARIFY or "pending_action" in self.final_state
+        ):
             outcome = "unresolved"  # the script ended while the assistant was still asking
         else:
             outcome = "automated"

@@ -52,8 +52,8 @@ def resolve_clarification(text: str, options: list[str], prediction: IntentPredi
 def continues_previous(text: str, prediction: IntentPrediction, state: dict[str, Any]) -> str | None:
     """The intent a message carries on from, when it is a follow-up rather than a new request.
 
-    A pending action (waiting for a slot or a confirmation) keeps its intent unless the customer clearly moved to
-    a new topic; a short or "and ..." message that the router cannot place keeps the last intent.
+    A pending action (waiting for a slot or a confirmation) keeps its intent unless the customer clearly
+    moved to a new topic; a short or "and ..." message that the router cannot place keeps the last intent.
     """
     words = text.split()
     pending = state.get("pending_action")

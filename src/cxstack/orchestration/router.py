@@ -235,7 +235,9 @@ class IntentRouter:
             np.fill_diagonal(block[:, start : start + 2048], -1.0)
             nearest[start : start + 2048] = block.max(axis=1)
         self._examples = examples
-        self._similarity_floor = float(np.quantile(nearest, self.similarity_gate_quantile)) * self.similarity_gate_margin
+        self._similarity_floor = (
+            float(np.quantile(nearest, self.similarity_gate_quantile)) * self.similarity_gate_margin
+        )
 
     def nearest_example_similarity(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64] | None:
         if self._examples is None:

@@ -105,7 +105,9 @@ class TurnWorker:
         ctx = self._context(conversation_id, message)
         try:
             result = await self._orchestrator.handle_turn(ctx)
-        except Exception as exc:  # orchestration itself failed: the customer still gets a person, with context
+        except (
+            Exception
+        ) as exc:  # orchestration itself failed: the customer still gets a person, with context
             log.exception("turn failed for conversation %s", conversation_id)
             result = self._internal_error(ctx, exc)
         reply = None
@@ -150,7 +152,9 @@ class TurnWorker:
         if conversation is None:
             raise LookupError(f"conversation {conversation_id} has a pending message but no row")
         customer = self._store.get_customer(conversation.customer_id) or Customer(id=conversation.customer_id)
-        history = [m for m in self._store.list_messages(conversation_id) if m.created_at <= message.created_at]
+        history = [
+            m for m in self._store.list_messages(conversation_id) if m.created_at <= message.created_at
+        ]
         history = [m for m in history if m.id != message.id]
         return TurnContext(
             workspace=self._workspace,
@@ -189,7 +193,7 @@ class TurnWorker:
             mechanism=None,
             decision=Decision.ESCALATE,
             outcome="escalated",
-            reply="Something went wrong on our side, so I'm passing you to a colleague who can see this chat.",
+            reply="Something went wrong on our side, so I'm passing you to a colleague who sees this chat.",
             reason_code="internal_error",
         )
         return TurnResult(

@@ -1,6 +1,6 @@
-"""The typed form of a workspace folder ("CX as code"). Pydantic, because this is an edge: YAML written by people.
+"""The typed form of a workspace folder ("CX as code"). Pydantic: this is an edge, YAML written by people.
 
-Every model forbids unknown keys so that a typo is an error with a line number, never a silently ignored setting.
+Every model forbids unknown keys so that a typo is an error with a line number, never an ignored setting.
 """
 
 from __future__ import annotations

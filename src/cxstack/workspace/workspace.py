@@ -8,12 +8,12 @@ from pathlib import Path
 from cxstack.domain.models import WorkspaceVersionId
 from cxstack.workspace.models import (
     ActionConfig,
+    Experiments,
     FactConfig,
     IntentConfig,
     Rubric,
     StrategyConfig,
     WorkspaceSettings,
-    Experiments,
 )
 
 
@@ -27,7 +27,7 @@ class Workspace:
     rubric: Rubric = field(default_factory=Rubric)
     experiments: Experiments = field(default_factory=Experiments)
     # sha256 over the canonical content of every file: the workspace version every trace records.
-    version: WorkspaceVersionId = WorkspaceVersionId("")
+    version: WorkspaceVersionId = field(default_factory=lambda: WorkspaceVersionId(""))
     root: Path | None = None
 
     def intent(self, name: str) -> IntentConfig | None:
