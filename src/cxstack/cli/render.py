@@ -60,7 +60,7 @@ def step_line(step: TraceStep) -> Text:
         body = _fmt(out)
     style = LAYER_STYLE.get(step.layer.value, "white")
     line = Text()
-    line.append(f"{step.layer.value:<13}", style=f"bold {style}")
+    line.append(f"{step.layer.value:<14}", style=f"bold {style}")
     line.append(f"{step.name:<18}", style=style)
     line.append(body)
     line.append(f"  {step.duration_ms:.1f} ms", style="dim")

@@ -53,11 +53,8 @@ def build_packet(
     customer = ctx.customer
     who = customer.name or str(customer.id)
     tier = business.tier if business else "unknown tier"
-    about = (
-        intent_cfg.description
-        if intent_cfg and intent_cfg.description
-        else (intent or "an unrecognised request")
-    )
+    described = intent_cfg.description.rstrip(". ") if intent_cfg and intent_cfg.description else ""
+    about = described[:1].lower() + described[1:] if described else (intent or "an unrecognised request")
     parts = [
         f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."
     ]
