@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,7 +34,8 @@ from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
-from cxstack.runtime.worker import TurnWorker
+from cxstack.runtime.embedded import EmbeddedRuntime
+from cxstack.runtime.process import ProcessRuntime
 from cxstack.store.db import create_engine_for, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
 from cxstack.workspace.loader import load_workspace
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     embedder: str | None = None  # overrides the workspace's choice (e.g. "hashing" in tests)
     backoffice_url: str | None = None  # overrides connectors.backoffice.base_url
     dry_run_actions: bool = False
+    # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
+    # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses).
+    runtime: Literal["thread", "process"] = "thread"
 
     def resolved_database_url(self) -> str:
         return self.database_url or database_url(self.home)
@@ -147,8 +151,13 @@ class CxApp:
             for name in {"api", "webchat", *engine.workspace.settings.channels}
         }
         self.outbox = OutboxDispatcher(store, channels)
-        self.worker = TurnWorker(store, engine.orchestrator, engine.workspace, on_commit=self._committed)
-        self._started = False
+        self.runtime: EmbeddedRuntime | ProcessRuntime
+        if settings.runtime == "process":
+            options = {"settings": settings.model_dump(), "workspace": engine.workspace}
+            self.runtime = ProcessRuntime(store, worker_components, options, on_commit=self._committed)
+        else:
+            self.runtime = EmbeddedRuntime(store, engine.orchestrator, engine.workspace, on_commit=self._committed)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -158,16 +167,20 @@ class CxApp:
         """Records the workspace version, starts the outbox and resumes every pending conversation."""
         ws = self.engine.workspace
         self.store.save_workspace_version(ws.version, ws.settings.name, _workspace_content(ws))
+        self._loop = asyncio.get_running_loop()
         self.outbox.start()
-        self._started = True
-        return await self.worker.recover()
+        return await self.runtime.start()
 
     async def stop(self) -> None:
-        await self.worker.stop()
+        await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()
-        await self.engine.aclose()
 
-    async def _committed(self, conversation_id: ConversationId) -> None:
+    def _committed(self, conversation_id: ConversationId) -> None:
+        """Called on the runtime thread after a turn committed: wake the outbox and waiting clients here."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake, conversation_id)
+
+    def _wake(self, conversation_id: ConversationId) -> None:
         self.outbox.wake()
         self.broker.publish(conversation_id)
 
@@ -184,8 +197,7 @@ class CxApp:
         """Stores the message (idempotent on channel + external id) and schedules its turn."""
         cid = ConversationId(conversation_id)
         if customer is None and customer_id is None:
-            existing = self.store.get_conversation(cid)
-            customer_id = str(existing.customer_id) if existing else f"anon_{conversation_id}"
+            customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
         inbound = InboundMessage(
             channel=channel,
             external_id=external_id or f"auto_{time.time_ns()}",
@@ -196,11 +208,11 @@ class CxApp:
         )
         result = self.store.ingest(inbound)
         if result.created:
-            self.worker.notify(cid)
+            self.runtime.notify(cid)
         return result
 
     async def wait_idle(self, conversation_id: str | None = None) -> None:
-        await self.worker.wait_idle(ConversationId(conversation_id) if conversation_id else None)
+        await self.runtime.wait_idle(ConversationId(conversation_id) if conversation_id else None)
 
     def conversation_view(self, conversation_id: str) -> ConversationView | None:
         cid = ConversationId(conversation_id)
@@ -221,6 +233,19 @@ class CxApp:
         self.outbox.wake()
         self.broker.publish(ConversationId(conversation_id))
         return message
+
+
+def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Workspace, Any]:
+    """What the worker process builds for itself: its own store connection and engine."""
+    settings = Settings(**options["settings"])
+    workspace: Workspace = options["workspace"]
+    engine = build_engine(
+        workspace,
+        embedder_name=settings.embedder,
+        backoffice_url=settings.backoffice_url,
+        dry_run_actions=settings.dry_run_actions,
+    )
+    return open_store(settings), engine.orchestrator, workspace, engine.aclose
 
 
 def _workspace_content(ws: Workspace) -> dict[str, Any]:

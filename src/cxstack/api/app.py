@@ -240,11 +240,14 @@ def _page_context(cx: CxApp, page: str) -> dict[str, Any]:
     }
 
 
-def serve_api(app: CxApp, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
-    """Runs the API with uvicorn until interrupted (used by `cxstack serve`)."""
+def serve_api(
+    app: CxApp, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info", access_log: bool = False
+) -> None:
+    """Runs the API with uvicorn until interrupted (used by `cxstack serve`). Every turn is traced in the
+    store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput."""
     import uvicorn
 
-    uvicorn.run(create_api(app), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_api(app), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 def app_factory() -> FastAPI:  # pragma: no cover - for `uvicorn cxstack.api.app:app_factory --factory`

@@ -132,15 +132,22 @@ def serve(
     customers: Annotated[
         Path | None, typer.Option(help="Import customer profiles from this CSV first.")
     ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="process: turns in a worker process (default); thread: in this process.")
+    ] = "process",
+    access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
-    """Run the API, the webhooks and the web chat on one process (uvicorn), with the in-process worker."""
+    """Run the API, the webhooks and the web chat (uvicorn) with the turn worker beside it."""
     from cxstack.api.app import serve_api
     from cxstack.app import build
 
     ws = _load_or_exit(workspace)
-    settings = _settings(home, workspace, embedder)
+    if runtime not in ("process", "thread"):
+        err.print("[red]--runtime is process or thread[/]")
+        raise typer.Exit(2)
+    settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
     if backoffice:
         ensure_backoffice(ws, settings.home, console)
     with console.status("training the router and indexing knowledge…"):
@@ -155,7 +162,7 @@ def serve(
         f"loaded in {cx.engine.load_seconds:.1f}s"
     )
     console.print(f"web chat: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    serve_api(cx, host=host, port=port)
+    serve_api(cx, host=host, port=port, access_log=access_log)
 
 
 @app.command()

@@ -67,6 +67,9 @@ class CachedEmbedder:
                 self._remember(text, vector)
         return result
 
+    def clear(self) -> None:
+        self._cache.clear()
+
     def _remember(self, text: str, vector: NDArray[np.float32]) -> None:
         self._cache[text] = vector.copy()
         if len(self._cache) > self.maxsize:
