@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -217,8 +217,8 @@ class SqlAlchemyStore:
         commit (trace, reply, escalation) is already stored.
         """
         try:
-            with self._write() as session:
-                _commit_turn(session, commit)
+            with self._write_engine.begin() as connection:
+                _commit_turn_core(connection, commit)
         except IntegrityError as error:
             raise ValueError(
                 f"turn for message {commit.message_id} conflicts with stored rows: {error}"
@@ -520,67 +520,113 @@ def _ingest(session: Session, inbound: InboundMessage) -> Message:
     return _message(row)
 
 
-def _commit_turn(session: Session, commit: TurnCommit) -> None:
-    inbound = session.get(MessageRow, commit.message_id)
-    if inbound is None or inbound.conversation_id != commit.conversation_id:
-        raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
-    # The guard that makes a repeated commit a no-op; on PostgreSQL a concurrent second commit waits on this
-    # row and then matches nothing.
-    claimed = session.execute(
-        update(MessageRow)
-        .where(MessageRow.id == commit.message_id, MessageRow.processed.is_(False))
-        .values(processed=True)
-        .execution_options(synchronize_session=False)
+_OUTBOX = _table(OutboxRow)
+_FIND_INBOUND = select(_MESSAGES.c.conversation_id).where(_MESSAGES.c.id == bindparam("message_id"))
+# The guard that makes a repeated commit a no-op: on PostgreSQL a concurrent second commit waits on this row
+# and then matches nothing; on SQLite the IMMEDIATE transaction serialises them.
+_CLAIM_INBOUND = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.processed.is_(False))
+    .values(processed=True)
+)
+_NEXT_SEQ = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .values(last_seq=_CONVERSATIONS.c.last_seq + 1)
+    .returning(_CONVERSATIONS.c.last_seq, _CONVERSATIONS.c.channel)
+)
+_FINISH_CONVERSATION = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .values(
+        state=bindparam("state", type_=_CONVERSATIONS.c.state.type),
+        status=bindparam("status"),
+        updated_at=bindparam("now"),
+        pending_count=(
+            select(func.count())
+            .select_from(_MESSAGES)
+            .where(
+                _MESSAGES.c.conversation_id == bindparam("conversation_id"),
+                _MESSAGES.c.role == Role.CUSTOMER.value,
+                _MESSAGES.c.processed.is_(False),
+            )
+            .scalar_subquery()
+        ),
     )
-    if getattr(claimed, "rowcount", 0) == 0:
+)
+_INSERT_TRACE = _table(TraceRow).insert()
+_INSERT_ESCALATION = _table(EscalationRow).insert()
+_INSERT_OUTBOX = _OUTBOX.insert()
+
+
+def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
+    """`_commit_turn` in prebuilt Core statements: this runs once per turn, on the hot path."""
+    owner = connection.execute(_FIND_INBOUND, {"message_id": commit.message_id}).scalar()
+    if owner is None or owner != commit.conversation_id:
+        raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
+    claimed = connection.execute(_CLAIM_INBOUND, {"message_id": commit.message_id})
+    if claimed.rowcount == 0:
         return
-    conversation = session.get(ConversationRow, commit.conversation_id, with_for_update=True)
-    assert conversation is not None  # the message's foreign key guarantees it
     now = utcnow()
     if commit.reply is not None:
-        _append_outbound(
-            session,
-            conversation,
-            commit.reply.id,
-            commit.reply.role,
-            commit.reply.text,
-            author=commit.reply.author,
-            channel=commit.reply.channel,
-            created_at=as_utc(commit.reply.created_at),
+        bumped = connection.execute(_NEXT_SEQ, {"conversation_id": commit.conversation_id}).one()
+        created_at = as_utc(commit.reply.created_at)
+        text = clean_text(commit.reply.text)
+        connection.execute(
+            _INSERT_MESSAGE,
+            {
+                "id": commit.reply.id,
+                "conversation_id": commit.conversation_id,
+                "seq": int(bumped.last_seq),
+                "role": Role(commit.reply.role).value,
+                "text": text,
+                "channel": commit.reply.channel,
+                "external_id": None,
+                "author": commit.reply.author,
+                "created_at": created_at,
+                "processed": True,
+            },
         )
-    conversation.state = json_object(commit.state)
-    conversation.status = ConversationStatus(commit.status).value
-    conversation.updated_at = now
-    conversation.pending_count = (
-        session.scalar(
-            select(func.count())
-            .select_from(MessageRow)
-            .where(
-                and_(
-                    MessageRow.conversation_id == commit.conversation_id,
-                    MessageRow.role == Role.CUSTOMER.value,
-                    MessageRow.processed.is_(False),
-                )
-            )
+        connection.execute(
+            _INSERT_OUTBOX,
+            {
+                "id": new_id("out"),
+                "conversation_id": commit.conversation_id,
+                "message_id": commit.reply.id,
+                "channel": bumped.channel,
+                "text": text,
+                "status": OUTBOX_PENDING,
+                "attempts": 0,
+                "last_error": None,
+                "created_at": created_at,
+                "sent_at": None,
+            },
         )
-        or 0
+    connection.execute(
+        _FINISH_CONVERSATION,
+        {
+            "conversation_id": commit.conversation_id,
+            "state": json_object(commit.state),
+            "status": ConversationStatus(commit.status).value,
+            "now": now,
+        },
     )
     if commit.escalation is not None:
         packet = commit.escalation
-        session.add(
-            EscalationRow(
-                id=packet.id,
-                conversation_id=commit.conversation_id,
-                queue=clean_text(packet.queue),
-                priority=int(packet.priority),
-                reason_code=clean_text(packet.reason_code),
-                status=packet.status,
-                packet=packet_to_json(packet),
-                created_at=as_utc(packet.created_at),
-            )
+        connection.execute(
+            _INSERT_ESCALATION,
+            {
+                "id": packet.id,
+                "conversation_id": commit.conversation_id,
+                "queue": clean_text(packet.queue),
+                "priority": int(packet.priority),
+                "reason_code": clean_text(packet.reason_code),
+                "status": packet.status,
+                "packet": packet_to_json(packet),
+                "created_at": as_utc(packet.created_at),
+            },
         )
-    session.add(TraceRow(**trace_fields(commit.trace)))
-    session.flush()
+    connection.execute(_INSERT_TRACE, trace_fields(commit.trace))
 
 
 def _append_outbound(
