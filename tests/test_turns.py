@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cxstack.app import CxApp, Settings, build
-from cxstack.domain.models import ConversationStatus, Customer, CustomerId, Decision, Priority
+from cxstack.domain.models import ConversationId, ConversationStatus, Customer, CustomerId, Decision, Priority
 from cxstack.testing.http_standin import Reply, ScriptedBackend
 from cxstack.workspace.loader import load_workspace
 
@@ -226,3 +226,31 @@ async def test_pending_messages_survive_a_restart(
         view = restarted.conversation_view(f"r{i}")
         assert view is not None and len(view.traces) == 1 and view.traces[0].outcome == "automated"
     assert restarted.store.conversations_with_pending() == []
+
+
+async def test_process_runtime_turns_and_a_killed_worker_loses_nothing(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0], runtime="process"
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    await cx.start()
+    view = await say(cx, "p1", "where is my order ORD-10001?")
+    assert view.traces[-1].outcome == "automated" and "ORD-10001" in (view.traces[-1].reply or "")
+
+    worker = cx.runtime._process  # type: ignore[union-attr]
+    assert worker is not None
+    worker.kill()
+    worker.join(5)
+    accepted = await cx.post_message("p2", "what is your return policy", customer_id="cus_small")
+    assert accepted.created  # acknowledged and stored with no worker alive
+    assert [m.text for m in cx.store.pending_messages(ConversationId("p2"))] == ["what is your return policy"]
+    await cx.stop()
+
+    restarted = build(settings, workspace=load_workspace(shop_path))
+    assert await restarted.start() == 1
+    await restarted.wait_idle("p2")
+    await restarted.stop()
+    view2 = restarted.conversation_view("p2")
+    assert view2 is not None and [t.outcome for t in view2.traces] == ["automated"]

@@ -156,7 +156,9 @@ class CxApp:
             options = {"settings": settings.model_dump(), "workspace": engine.workspace}
             self.runtime = ProcessRuntime(store, worker_components, options, on_commit=self._committed)
         else:
-            self.runtime = EmbeddedRuntime(store, engine.orchestrator, engine.workspace, on_commit=self._committed)
+            self.runtime = EmbeddedRuntime(
+                store, engine.orchestrator, engine.workspace, on_commit=self._committed
+            )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property

@@ -241,7 +241,12 @@ def _page_context(cx: CxApp, page: str) -> dict[str, Any]:
 
 
 def serve_api(
-    app: CxApp, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info", access_log: bool = False
+    app: CxApp,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
 ) -> None:
     """Runs the API with uvicorn until interrupted (used by `cxstack serve`). Every turn is traced in the
     store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput."""

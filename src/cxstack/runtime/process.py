@@ -97,6 +97,8 @@ class ProcessRuntime:
         self._send_lock = threading.Lock()
 
     async def start(self) -> int:
+        """Starts the worker, which first resumes every conversation left pending; returns how many."""
+        resumed = len(self._store.conversations_with_pending())
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         self._conn = parent
@@ -112,7 +114,7 @@ class ProcessRuntime:
             if time.monotonic() - started > self._start_timeout_s:
                 raise RuntimeError("the worker process did not become ready")
             await asyncio.sleep(0.05)
-        return len(self._store.conversations_with_pending())
+        return resumed
 
     def _read_pipe(self) -> None:
         assert self._conn is not None
