@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,6 +76,13 @@ class Engine:
     embedder: Embedder
     load_seconds: float
 
+    def with_connectors(self, connectors: Mapping[str, ActionConnector]) -> Engine:
+        """The same trained router and knowledge index, wired to other connectors (e.g. a dry run)."""
+        registry = ResolverRegistry.from_entry_points(
+            ResolverDeps(knowledge=self.knowledge, connectors=connectors)
+        )
+        return replace(self, orchestrator=Orchestrator(self.router, registry), connectors=connectors)
+
     async def aclose(self) -> None:
         for connector in self.connectors.values():
             close = getattr(connector, "aclose", None)
@@ -100,12 +107,7 @@ def build_engine(
     report = router.fit([text for text, _ in examples], [label for _, label in examples])
     knowledge = KnowledgeIndex(workspace.facts, embedder)
     if connectors is None:
-        built: dict[str, ActionConnector] = {}
-        for name, config in workspace.settings.connectors.items():
-            if name == "backoffice" and backoffice_url:
-                config = config.model_copy(update={"base_url": backoffice_url})
-            built[name] = HttpActionConnector(config, dry_run=dry_run_actions)
-        connectors = built
+        connectors = http_connectors(workspace, backoffice_url=backoffice_url, dry_run=dry_run_actions)
     registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
     orchestrator = Orchestrator(router, registry)
     return Engine(
@@ -118,6 +120,17 @@ def build_engine(
         embedder=embedder,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def http_connectors(
+    workspace: Workspace, *, backoffice_url: str | None = None, dry_run: bool = False
+) -> dict[str, ActionConnector]:
+    built: dict[str, ActionConnector] = {}
+    for name, config in workspace.settings.connectors.items():
+        if name == "backoffice" and backoffice_url:
+            config = config.model_copy(update={"base_url": backoffice_url})
+        built[name] = HttpActionConnector(config, dry_run=dry_run)
+    return built
 
 
 def open_store(settings: Settings) -> Store:
