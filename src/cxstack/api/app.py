@@ -12,6 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -66,13 +67,31 @@ def create_api(app: CxApp) -> FastAPI:
         description="AI customer support as an engineered system. Every reply carries the trace of the layer "
         "decisions that produced it.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, works offline
     )
     api.state.cx = app
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    _add_offline_docs(api)
     _add_error_handlers(api)
     _add_api_routes(api)
     _add_pages(api)
     return api
+
+
+def _add_offline_docs(api: FastAPI) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    api.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=api.openapi_url or "/openapi.json",
+            title="cxstack API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _not_found(message: str) -> JSONResponse:
