@@ -43,8 +43,11 @@ def test_never_automate_forces_a_human() -> None:
     assert result.fallback is None
 
 
-def test_force_human_names_the_rules_that_fired() -> None:
-    result = plan(REFUND, business(force_human=True, fired_rules=("vip-refund-human",)), SETTINGS)
+def test_force_human_names_the_rules_that_forced_it() -> None:
+    context = business(
+        force_human=True, fired_rules=("vip-refund-human", "formal-tone"), forced_by=("vip-refund-human",)
+    )
+    result = plan(REFUND, context, SETTINGS)
     assert result.mechanism == "human"
     assert result.reason == "policy_rule:vip-refund-human"
     assert result.fallback is None
@@ -82,6 +85,8 @@ def test_out_of_scope_tries_knowledge_then_a_human() -> None:
 
 
 def test_out_of_scope_respects_force_human() -> None:
-    result = plan_out_of_scope(SETTINGS, business(force_human=True, fired_rules=("after-hours",)))
+    result = plan_out_of_scope(
+        SETTINGS, business(force_human=True, fired_rules=("after-hours",), forced_by=("after-hours",))
+    )
     assert result.mechanism == "human"
     assert result.reason == "policy_rule:after-hours"

@@ -395,7 +395,12 @@ def test_missing_connector_hands_off(runner: asyncio.Runner) -> None:
 def test_human_resolver_hands_off_with_the_plan_reason(runner: asyncio.Runner) -> None:
     ws = workspace()
     forced = BusinessContext(
-        tier="vip", value=9, priority=Priority.HIGH, force_human=True, fired_rules=("vip-refund-human",)
+        tier="vip",
+        value=9,
+        priority=Priority.HIGH,
+        force_human=True,
+        fired_rules=("vip-refund-human",),
+        forced_by=("vip-refund-human",),
     )
     outcome = Chat(runner, ws).say(
         HumanResolver(ResolverDeps()), "refund_request", "refund please", business=forced

@@ -300,6 +300,7 @@ def test_top_tier_refund_goes_to_a_human_in_the_vip_queue(amount: float | None) 
     assert context.priority >= Priority.HIGH
     assert context.queue == "vip"
     assert context.fired_rules == ("top-refund-human",)
+    assert context.forced_by == ("top-refund-human",)
 
 
 def test_low_tier_refund_under_cap_is_not_forced() -> None:

@@ -17,6 +17,7 @@ class BusinessContext:
     priority: Priority
     fired_rules: tuple[str, ...] = ()
     force_human: bool = False
+    forced_by: tuple[str, ...] = ()  # the fired rules whose effect forces a human
     require_confirmation: bool = False
     cap_amount: float | None = None
     queue: str | None = None

@@ -22,7 +22,7 @@ def _queue(business: BusinessContext, intent: IntentConfig | None, settings: Wor
 
 
 def _force_human_reason(business: BusinessContext) -> str:
-    return f"policy_rule:{','.join(business.fired_rules)}" if business.fired_rules else "force_human"
+    return f"policy_rule:{','.join(business.forced_by)}" if business.forced_by else "force_human"
 
 
 def plan(intent: IntentConfig, business: BusinessContext, settings: WorkspaceSettings) -> ResolutionPlan:

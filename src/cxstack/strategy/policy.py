@@ -225,6 +225,7 @@ def explain(
         priority=priority,
         fired_rules=tuple(rule.id for rule in fired),
         force_human=force_human,
+        forced_by=tuple(rule.id for rule in fired if rule.then.force_human),
         require_confirmation=require_confirmation,
         cap_amount=cap_amount,
         queue=queue,
