@@ -11,7 +11,8 @@ _AMOUNT = re.compile(
     r"(?:\$|usd\s?|€|£)\s?(\d{1,7}(?:[.,]\d{1,2})?)|(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:dollars|usd|bucks)\b", re.I
 )
 _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
-_ORDINALS = {"first": 0, "1": 0, "one": 0, "former": 0, "second": 1, "2": 1, "two": 1, "latter": 1}
+# Not "one"/"two": "the second one" must not read as the first option.
+_ORDINALS = {"first": 0, "1": 0, "former": 0, "second": 1, "2": 1, "latter": 1}
 _PERSON = re.compile(
     r"\b(talk|speak|chat)\s+(to|with)\s+(a\s+)?(human|person|agent|someone|representative|manager)\b|"
     r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b",

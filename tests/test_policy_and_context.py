@@ -1,0 +1,111 @@
+"""The confidence policy and the multi-turn context rules: pure functions, decided here case by case."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxstack.domain.models import Decision, Priority
+from cxstack.domain.turn import IntentPrediction, Outcome, ResolutionPlan
+from cxstack.orchestration.context import (
+    amount_in,
+    asks_for_person,
+    continues_previous,
+    resolve_clarification,
+)
+from cxstack.orchestration.policy import decide, should_clarify
+from cxstack.workspace.models import Thresholds
+
+THRESHOLDS = Thresholds(answer_min_confidence=0.5, clarify_margin=0.1, route_min_confidence=0.4)
+
+
+def plan(mechanism: str = "content", fallback: str | None = "action") -> ResolutionPlan:
+    return ResolutionPlan(
+        intent="x", mechanism=mechanism, queue="general", priority=Priority.NORMAL, fallback=fallback
+    )
+
+
+def test_confident_reply_continues() -> None:
+    verdict = decide(Outcome(kind="reply", confidence=0.9, reply="hi"), plan(), THRESHOLDS, attempt=0)
+    assert verdict.decision == Decision.CONTINUE
+
+
+def test_unsure_reply_retries_once_with_the_fallback_then_escalates() -> None:
+    unsure = Outcome(kind="reply", confidence=0.2, reply="maybe")
+    first = decide(unsure, plan(), THRESHOLDS, attempt=0)
+    assert (first.decision, first.retry_mechanism, first.reason) == (
+        Decision.RETRY,
+        "action",
+        "low_confidence",
+    )
+    assert decide(unsure, plan(), THRESHOLDS, attempt=1).decision == Decision.ESCALATE
+
+
+def test_no_retry_to_a_human_fallback_it_is_an_escalation() -> None:
+    verdict = decide(Outcome(kind="reply", confidence=0.2), plan(fallback="human"), THRESHOLDS, attempt=0)
+    assert verdict.decision == Decision.ESCALATE
+
+
+@pytest.mark.parametrize(
+    "reason", ["never_automate", "policy_rule:vip", "amount_over_cap", "action_failed", "connector_missing"]
+)
+def test_final_handoffs_are_not_retried(reason: str) -> None:
+    outcome = Outcome(kind="handoff", confidence=0.0, handoff_reason=reason)
+    verdict = decide(outcome, plan(), THRESHOLDS, attempt=0)
+    assert verdict.decision == Decision.ESCALATE and verdict.reason == reason
+
+
+def test_no_grounded_answer_is_retried_with_the_fallback() -> None:
+    outcome = Outcome(kind="handoff", confidence=0.0, handoff_reason="no_grounded_answer")
+    assert decide(outcome, plan(), THRESHOLDS, attempt=0).decision == Decision.RETRY
+
+
+def test_asking_the_customer_continues() -> None:
+    verdict = decide(Outcome(kind="ask", confidence=1.0, reply="Which order?"), plan(), THRESHOLDS, attempt=0)
+    assert verdict.decision == Decision.CONTINUE
+
+
+def test_clarify_only_close_plausible_calls_and_only_so_often() -> None:
+    assert should_clarify(0.45, 0.40, THRESHOLDS, clarifications_so_far=0)
+    assert not should_clarify(0.80, 0.15, THRESHOLDS, clarifications_so_far=0)  # clear winner
+    assert not should_clarify(0.45, 0.40, THRESHOLDS, clarifications_so_far=1)  # asked once already
+
+
+def test_amount_from_the_message_or_the_pending_action() -> None:
+    assert amount_in("refund $49.90 please", {}) == 49.90
+    assert amount_in("it was 30 dollars", {}) == 30.0
+    assert amount_in("yes", {"pending_action": {"slots": {"amount": "25"}}}) == 25.0
+    assert amount_in("order ORD-10001 please", {}) is None
+
+
+def test_asks_for_person() -> None:
+    assert asks_for_person("can I talk to a human please")
+    assert asks_for_person("I want a real person")
+    assert not asks_for_person("a person ordered this for me")
+
+
+PREDICTION = IntentPrediction("legal_threat", 0.45, (("order_status", 0.3), ("refund_request", 0.1)))
+
+
+def test_follow_ups_keep_the_last_intent_unless_the_router_is_sure() -> None:
+    state = {"last_intent": "order_status"}
+    assert continues_previous("and ORD-10002?", PREDICTION, state) == "order_status"
+    sure = IntentPrediction("refund_request", 0.95)
+    assert continues_previous("and I want a refund for it", sure, state) is None
+    long_new_topic = "I would like to know more about your membership tiers and what they include"
+    assert continues_previous(long_new_topic, PREDICTION, state) is None
+    assert continues_previous("and ORD-10002?", PREDICTION, {}) is None
+
+
+def test_pending_action_keeps_its_intent_for_short_answers() -> None:
+    state = {"pending_action": {"intent": "refund_request", "slots": {}}}
+    assert continues_previous("ORD-10001", IntentPrediction("order_status", 0.9), state) == "refund_request"
+    moved_on = IntentPrediction("store_hours", 0.95)
+    assert continues_previous("actually what time do your stores open on sunday", moved_on, state) is None
+
+
+def test_clarification_answers_by_ordinal_or_by_meaning() -> None:
+    options = ["refund_status", "refund_request"]
+    assert resolve_clarification("the second one", options, PREDICTION) == "refund_request"
+    by_meaning = IntentPrediction("refund_status", 0.7)
+    assert resolve_clarification("where is my refund", options, by_meaning) == "refund_status"
+    assert resolve_clarification("neither", options, IntentPrediction("store_hours", 0.9)) is None
