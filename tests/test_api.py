@@ -448,3 +448,14 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text  # offline: assets come from this server
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_customer_profiles_are_upserted_and_read_back(client: TestClient) -> None:
+    body = {"name": "Ada", "plan": "enterprise", "arr": 90000, "segment": "corporate", "attributes": {"csm": "jo"}}
+    put = client.put("/v1/customers/cus_api", json=body)
+    assert put.status_code == 200 and put.json()["arr"] == 90000
+    got = client.get("/v1/customers/cus_api").json()
+    assert got["plan"] == "enterprise" and got["attributes"] == {"csm": "jo"}
+    assert client.get("/v1/customers/nobody").status_code == 404
+    bad = client.put("/v1/customers/cus_api", json={"arr": -5})
+    assert bad.status_code == 422 and "arr" in bad.json()["message"]

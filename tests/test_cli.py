@@ -103,3 +103,12 @@ def test_customers_import_and_intents_registry(shop_path: Path, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     for name in ("return_policy", "order_status", "refund_request", "legal_threat"):
         assert name in result.output
+
+
+def test_serve_refuses_an_invalid_workspace_with_the_same_list(shop_path: Path, tmp_path: Path) -> None:
+    intents = (shop_path / "intents.yaml").read_text()
+    (shop_path / "intents.yaml").write_text(intents.replace("mechanism: content", "mechanism: contnet"))
+    validate = runner.invoke(app, ["validate", str(shop_path)])
+    serve = runner.invoke(app, ["serve", str(shop_path), "--home", str(tmp_path / "h"), "--no-backoffice"])
+    assert validate.exit_code == 1 and serve.exit_code == 1
+    assert "contnet" in serve.output and "intents.yaml:" in serve.output

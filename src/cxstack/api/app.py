@@ -11,8 +11,8 @@ from fastapi import Depends, FastAPI, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -23,6 +23,7 @@ from cxstack.api.schemas import (
     ConversationOut,
     ConversationSummary,
     CustomerOut,
+    CustomerProfile,
     EscalationOut,
     HealthOut,
     HumanReply,
@@ -230,6 +231,21 @@ def _add_api_routes(api: FastAPI) -> None:
         q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[CustomerOut]:
         return views.demo_customers(q, limit)
+
+    @api.put("/v1/customers/{customer_id}", response_model=CustomerOut, tags=["customers"])
+    async def put_customer(customer_id: str, body: CustomerProfile, cx: Cx) -> CustomerOut:
+        """Create or update a customer profile (plan, ARR, segment, attributes) for the strategy layer."""
+        return views.upsert_customer(cx, customer_id, body)
+
+    @api.get(
+        "/v1/customers/{customer_id}",
+        response_model=CustomerOut,
+        tags=["customers"],
+        responses={404: {"description": "unknown customer"}},
+    )
+    async def get_customer(customer_id: str, cx: Cx) -> CustomerOut | JSONResponse:
+        found = views.get_customer(cx, customer_id)
+        return found if found is not None else _not_found(f"customer {customer_id} not found")
 
     @api.get("/health", response_model=HealthOut, tags=["service"])
     async def health(cx: Cx, response: Response) -> HealthOut:

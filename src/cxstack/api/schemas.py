@@ -60,6 +60,17 @@ class HumanReply(BaseModel):
 # --- responses ----------------------------------------------------------------------------------------------
 
 
+class CustomerProfile(BaseModel):
+    """A customer profile as a CRM or billing system exports it; the id comes from the URL."""
+
+    name: str = ""
+    email: str = ""
+    plan: str = ""
+    arr: float = Field(0.0, ge=0)
+    segment: str = ""
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
 class CustomerOut(BaseModel):
     id: str
     name: str

@@ -21,6 +21,7 @@ from cxstack.api.schemas import (
     ConversationOut,
     ConversationSummary,
     CustomerOut,
+    CustomerProfile,
     EscalationOut,
     FactCitationOut,
     HealthOut,
@@ -40,6 +41,7 @@ from cxstack.domain.models import (
     Conversation,
     ConversationId,
     Customer,
+    CustomerId,
     EscalationId,
     EscalationPacket,
     Message,
@@ -399,6 +401,17 @@ def health(cx: CxApp) -> HealthOut:
         pending=pending,
         db_error=db_error,
     )
+
+
+def upsert_customer(cx: CxApp, customer_id: str, body: CustomerProfile) -> CustomerOut:
+    customer = Customer(id=CustomerId(customer_id), **body.model_dump())
+    cx.store.upsert_customers([customer])
+    return customer_out(customer)
+
+
+def get_customer(cx: CxApp, customer_id: str) -> CustomerOut | None:
+    customer = cx.store.get_customer(CustomerId(customer_id))
+    return customer_out(customer) if customer is not None else None
 
 
 def demo_customers(query: str | None = None, limit: int = 50) -> list[CustomerOut]:
