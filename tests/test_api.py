@@ -451,7 +451,13 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
 
 
 def test_customer_profiles_are_upserted_and_read_back(client: TestClient) -> None:
-    body = {"name": "Ada", "plan": "enterprise", "arr": 90000, "segment": "corporate", "attributes": {"csm": "jo"}}
+    body = {
+        "name": "Ada",
+        "plan": "enterprise",
+        "arr": 90000,
+        "segment": "corporate",
+        "attributes": {"csm": "jo"},
+    }
     put = client.put("/v1/customers/cus_api", json=body)
     assert put.status_code == 200 and put.json()["arr"] == 90000
     got = client.get("/v1/customers/cus_api").json()
