@@ -112,3 +112,9 @@ def test_serve_refuses_an_invalid_workspace_with_the_same_list(shop_path: Path, 
     serve = runner.invoke(app, ["serve", str(shop_path), "--home", str(tmp_path / "h"), "--no-backoffice"])
     assert validate.exit_code == 1 and serve.exit_code == 1
     assert "contnet" in serve.output and "intents.yaml:" in serve.output
+
+
+def test_router_command_shows_calibration(shop_path: Path) -> None:
+    result = runner.invoke(app, ["router", str(shop_path), "--embedder", "hashing"])
+    assert result.exit_code == 0, result.output
+    assert "expected calibration error" in result.output and "reliability diagram" in result.output

@@ -303,6 +303,32 @@ def replay(
 
 
 @app.command()
+def router(workspace: WorkspaceArg, embedder: EmbedderOpt = None) -> None:
+    """Train the router on the workspace's examples and show how well its confidence is calibrated."""
+    from cxstack.integrations.embedders.registry import load_embedder
+    from cxstack.orchestration.router import IntentRouter
+
+    ws = _load_or_exit(workspace)
+    texts = [example for intent in ws.active_intents for example in intent.examples]
+    labels = [intent.name for intent in ws.active_intents for _ in intent.examples]
+    with console.status("training the router…"):
+        report = IntentRouter(load_embedder(embedder or ws.settings.embedder)).fit(texts, labels)
+    console.print(
+        f"{report.n_intents} intents, {report.n_examples} examples, {report.cv_folds}-fold CV, "
+        f"fit in {report.fit_seconds:.1f}s, temperature {report.temperature:.3f}, "
+        f"out-of-scope similarity floor {report.similarity_floor or 0:.3f}"
+    )
+    if report.cv_accuracy is None or report.expected_calibration_error is None:
+        console.print("[yellow]too few examples per intent for cross-validation[/]")
+        return
+    console.print(
+        f"held-out accuracy {report.cv_accuracy:.1%}, expected calibration error "
+        f"{report.expected_calibration_error:.3f}"
+    )
+    console.print(render.reliability_table(report.reliability))
+
+
+@app.command()
 def trace(
     identifier: Annotated[str, typer.Argument(help="A conversation id (every turn) or a trace id.")],
     home: HomeOpt = None,

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from cxstack.domain.models import EscalationPacket, Trace, TraceStep
 from cxstack.monitoring.metrics import Agreement, RateRow
+from cxstack.orchestration.calibration import ReliabilityBin
 
 LAYER_STYLE = {
     "strategy": "magenta",
@@ -128,6 +129,30 @@ def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
             f"{r.escalation_rate:.0%}",
             str(r.unresolved),
             _bar(r),
+        )
+    return table
+
+
+def reliability_table(bins: Sequence[ReliabilityBin], *, width: int = 30) -> Table:
+    """A reliability diagram as a table: a calibrated router's accuracy bar ends at its confidence (│)."""
+    table = Table(title="reliability diagram (cross-validated held-out predictions)")
+    for column in ("confidence", "n", "mean conf", "accuracy", ""):
+        table.add_column(
+            column, justify="right" if column not in ("", "confidence") else "left", no_wrap=True
+        )
+    for b in bins:
+        if not b.count:
+            continue
+        filled = round(width * b.accuracy)
+        mark = min(width - 1, round(width * b.mean_confidence))
+        bar = Text()
+        for i in range(width):
+            if i == mark:
+                bar.append("│", style="bold yellow")
+            else:
+                bar.append("█" if i < filled else "·", style="green" if i < filled else "dim")
+        table.add_row(
+            f"{b.lower:.2f}–{b.upper:.2f}", str(b.count), f"{b.mean_confidence:.3f}", f"{b.accuracy:.3f}", bar
         )
     return table
 
