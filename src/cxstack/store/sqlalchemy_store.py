@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -122,9 +122,9 @@ class SqlAlchemyStore:
         return len(customers)
 
     def get_customer(self, customer_id: CustomerId) -> Customer | None:
-        with self._read() as session:
-            row = session.get(CustomerRow, customer_id)
-            return None if row is None else _customer(row)
+        with self._engine.connect() as connection:
+            row = connection.execute(_GET_CUSTOMER, {"id": customer_id}).first()
+            return None if row is None else _customer(cast(Any, row))
 
     # ---- inbound ----------------------------------------------------------------------------------------
 
@@ -162,9 +162,9 @@ class SqlAlchemyStore:
             return None if row is None else _message(row)
 
     def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
-        with self._read() as session:
-            row = session.get(ConversationRow, conversation_id)
-            return None if row is None else _conversation(row)
+        with self._engine.connect() as connection:
+            row = connection.execute(_GET_CONVERSATION, {"id": conversation_id}).first()
+            return None if row is None else _conversation(cast(Any, row))
 
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
         """Most recently updated first."""
@@ -177,13 +177,9 @@ class SqlAlchemyStore:
             return [_conversation(row) for row in rows]
 
     def list_messages(self, conversation_id: ConversationId) -> list[Message]:
-        with self._read() as session:
-            rows = session.scalars(
-                select(MessageRow)
-                .where(MessageRow.conversation_id == conversation_id)
-                .order_by(MessageRow.seq)
-            )
-            return [_message(row) for row in rows]
+        with self._engine.connect() as connection:
+            rows = connection.execute(_LIST_MESSAGES, {"conversation_id": conversation_id})
+            return [_message(cast(Any, row)) for row in rows]
 
     def conversations_with_pending(self) -> list[ConversationId]:
         """Least recently updated first: a conversation that keeps receiving messages cannot starve others."""
@@ -196,17 +192,9 @@ class SqlAlchemyStore:
             return [ConversationId(i) for i in ids]
 
     def pending_messages(self, conversation_id: ConversationId) -> list[Message]:
-        with self._read() as session:
-            rows = session.scalars(
-                select(MessageRow)
-                .where(
-                    MessageRow.conversation_id == conversation_id,
-                    MessageRow.role == Role.CUSTOMER.value,
-                    MessageRow.processed.is_(False),
-                )
-                .order_by(MessageRow.seq)
-            )
-            return [_message(row) for row in rows]
+        with self._engine.connect() as connection:
+            rows = connection.execute(_PENDING_MESSAGES, {"conversation_id": conversation_id})
+            return [_message(cast(Any, row)) for row in rows]
 
     # ---- turns ------------------------------------------------------------------------------------------
 
@@ -238,13 +226,8 @@ class SqlAlchemyStore:
     # ---- outbox -----------------------------------------------------------------------------------------
 
     def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
-        with self._read() as session:
-            rows = session.scalars(
-                select(OutboxRow)
-                .where(OutboxRow.status == OUTBOX_PENDING)
-                .order_by(OutboxRow.created_at, OutboxRow.id)
-                .limit(limit)
-            )
+        with self._engine.connect() as connection:
+            rows = connection.execute(_PENDING_OUTBOX, {"limit": limit})
             return [
                 OutboxItem(
                     id=row.id,
@@ -259,12 +242,10 @@ class SqlAlchemyStore:
 
     def mark_sent(self, outbox_id: str) -> None:
         """Idempotent; the first confirmation's time is kept."""
-        with self._write() as session:
-            row = _outbox_row(session, outbox_id)
-            if row.status != OUTBOX_SENT:
-                row.status = OUTBOX_SENT
-                row.sent_at = utcnow()
-                row.last_error = None
+        with self._write_engine.begin() as connection:
+            marked = connection.execute(_MARK_SENT, {"outbox_id": outbox_id, "now": utcnow()}).first()
+        if marked is None:
+            raise KeyError(f"unknown outbox item {outbox_id}")
 
     def mark_send_failed(self, outbox_id: str, error: str) -> None:
         with self._write() as session:
@@ -377,7 +358,7 @@ _BUMP_CONVERSATION = (
     .values(
         last_seq=_CONVERSATIONS.c.last_seq + 1,
         pending_count=_CONVERSATIONS.c.pending_count + 1,
-        updated_at=bindparam("now"),
+        updated_at=bindparam("now", type_=_CONVERSATIONS.c.updated_at.type),
         status=case(
             (_CONVERSATIONS.c.status == ConversationStatus.CLOSED.value, ConversationStatus.OPEN.value),
             else_=_CONVERSATIONS.c.status,
@@ -521,6 +502,40 @@ def _ingest(session: Session, inbound: InboundMessage) -> Message:
 
 
 _OUTBOX = _table(OutboxRow)
+_CUSTOMERS = _table(CustomerRow)
+# Reads on every turn and every reply, as prebuilt Core statements (an ORM session costs more than the query).
+_GET_CUSTOMER = select(_CUSTOMERS).where(_CUSTOMERS.c.id == bindparam("id"))
+_GET_CONVERSATION = select(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("id"))
+_LIST_MESSAGES = (
+    select(_MESSAGES)
+    .where(_MESSAGES.c.conversation_id == bindparam("conversation_id"))
+    .order_by(_MESSAGES.c.seq)
+)
+_PENDING_MESSAGES = (
+    select(_MESSAGES)
+    .where(
+        _MESSAGES.c.conversation_id == bindparam("conversation_id"),
+        _MESSAGES.c.role == Role.CUSTOMER.value,
+        _MESSAGES.c.processed.is_(False),
+    )
+    .order_by(_MESSAGES.c.seq)
+)
+_PENDING_OUTBOX = (
+    select(_OUTBOX)
+    .where(_OUTBOX.c.status == OUTBOX_PENDING)
+    .order_by(_OUTBOX.c.created_at, _OUTBOX.c.id)
+    .limit(bindparam("limit"))
+)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("outbox_id"))
+    .values(
+        status=OUTBOX_SENT,
+        sent_at=func.coalesce(_OUTBOX.c.sent_at, bindparam("now", type_=_OUTBOX.c.sent_at.type)),
+        last_error=None,
+    )
+    .returning(_OUTBOX.c.id)
+)
 _FIND_INBOUND = select(_MESSAGES.c.conversation_id).where(_MESSAGES.c.id == bindparam("message_id"))
 # The guard that makes a repeated commit a no-op: on PostgreSQL a concurrent second commit waits on this row
 # and then matches nothing; on SQLite the IMMEDIATE transaction serialises them.
@@ -541,7 +556,7 @@ _FINISH_CONVERSATION = (
     .values(
         state=bindparam("state", type_=_CONVERSATIONS.c.state.type),
         status=bindparam("status"),
-        updated_at=bindparam("now"),
+        updated_at=bindparam("now", type_=_CONVERSATIONS.c.updated_at.type),
         pending_count=(
             select(func.count())
             .select_from(_MESSAGES)
