@@ -30,7 +30,7 @@ WorkerFactory = Callable[[dict[str, Any]], Any]
 
 def _child_main(factory: WorkerFactory, options: dict[str, Any], conn: Connection) -> None:
     # Acknowledging a webhook is what a channel times out on; a turn can wait a few milliseconds more.
-    os.nice(int(options.get("niceness", 5)))
+    os.nice(int(options.get("niceness", 10)))
     asyncio.run(_child(factory, options, conn))
 
 
