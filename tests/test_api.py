@@ -465,3 +465,18 @@ def test_customer_profiles_are_upserted_and_read_back(client: TestClient) -> Non
     assert client.get("/v1/customers/nobody").status_code == 404
     bad = client.put("/v1/customers/cus_api", json={"arr": -5})
     assert bad.status_code == 422 and "arr" in bad.json()["message"]
+
+
+def test_a_message_with_only_the_customer_id_keeps_the_stored_profile(client: TestClient) -> None:
+    client.put("/v1/customers/cus_keep", json={"name": "Kim", "plan": "enterprise", "arr": 50000})
+    sent = client.post(
+        "/v1/conversations/keep-1/messages?wait=true", json={"text": "hello", "customer": {"id": "cus_keep"}}
+    )
+    assert sent.status_code == 202
+    assert client.get("/v1/customers/cus_keep").json()["arr"] == 50000
+    client.post(
+        "/v1/conversations/keep-2/messages",
+        json={"text": "hi", "customer": {"id": "cus_keep", "plan": "pro"}},
+    )
+    profile = client.get("/v1/customers/cus_keep").json()
+    assert (profile["plan"], profile["arr"], profile["name"]) == ("pro", 50000, "Kim")  # only what was sent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -28,7 +30,12 @@ class CustomerIn(BaseModel):
     segment: str = ""
     attributes: dict[str, Any] = Field(default_factory=dict)
 
-    def to_domain(self) -> Customer:
+    def to_domain(self, existing: Customer | None = None) -> Customer:
+        """This profile; over an `existing` one only the fields the caller actually sent are changed, so a
+        message carrying just `{"id": ...}` never wipes the plan and ARR imported from the CRM."""
+        if existing is not None:
+            sent = {name: getattr(self, name) for name in self.model_fields_set if name != "id"}
+            return replace(existing, **sent)
         return Customer(
             id=CustomerId(self.id),
             name=self.name,

@@ -245,13 +245,19 @@ async def post_message(
     known = accepted_channels(cx)
     if body.channel not in known:
         raise UnknownChannelError(body.channel, known)
+    customer, customer_id = None, body.customer_id
+    if body.customer is not None and body.customer.model_fields_set - {"id"}:
+        stored = cx.store.get_customer(CustomerId(body.customer.id))
+        customer = body.customer.to_domain(stored)
+    elif body.customer is not None:
+        customer_id = body.customer.id  # just who they are: keep the stored profile as it is
     result = await cx.post_message(
         conversation_id,
         body.text,
         external_id=body.external_id,
         channel=body.channel,
-        customer=body.customer.to_domain() if body.customer else None,
-        customer_id=None if body.customer else body.customer_id,
+        customer=customer,
+        customer_id=customer_id,
     )
     accepted = MessageAccepted(
         conversation_id=conversation_id, message_id=str(result.message.id), duplicate=not result.created

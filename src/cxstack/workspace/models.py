@@ -201,6 +201,9 @@ class ActionConfig(_Strict):
     scope: str = ""
     idempotent: bool = True
     success_reply: str  # Jinja2-free str.format template over slots and the JSON response
+    # str.format over the filled slots, asked before an action that needs a confirmation; a generic
+    # "I'll <action>: <slots>. Shall I go ahead?" when empty.
+    confirmation_prompt: str = ""
     failure_reply: str = "I couldn't complete that just now, so I'm passing you to a colleague."
 
 

@@ -56,7 +56,8 @@ def render_reply(template: str, values: Mapping[str, Any]) -> str | None:
 
 
 def _label(action: ActionConfig) -> str:
-    return (action.description or action.name.replace("_", " ")).rstrip(".")
+    # The name, not the description: descriptions are written for the CX team, not for customers.
+    return action.name.replace("_", " ")
 
 
 def _wire(values: Mapping[str, SlotValue]) -> dict[str, Any]:
@@ -160,12 +161,13 @@ class ActionResolver:
             return waiting_on(first, prefix + (fill.prompt or ""))
 
         if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
-            summary = ", ".join(f"{k.replace('_', ' ')} {display(v)}" for k, v in values.items())
             again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
-            return waiting_on(
-                CONFIRMATION,
-                f"{again}Just to confirm: {_label(action)} ({summary}). Shall I go ahead? (yes/no)",
-            )
+            shown = {k: display(v) for k, v in values.items()}
+            question = render_reply(action.confirmation_prompt, shown) if action.confirmation_prompt else None
+            if question is None:
+                summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items())
+                question = f"Just to confirm: I'll {_label(action)} ({summary}). Shall I go ahead? (yes/no)"
+            return waiting_on(CONFIRMATION, again + question)
 
         connector = self.connectors.get(action.connector)
         if connector is None:
