@@ -125,3 +125,9 @@ def test_parse_number(text: str, value: float | None) -> None:
 )
 def test_parse_yes_no(text: str, answer: bool | None) -> None:
     assert parse_yes_no(text) is answer
+
+
+def test_an_answer_that_starts_with_yes_or_no_decides() -> None:
+    assert parse_yes_no("yes cancel it") is True
+    assert parse_yes_no("no, keep it") is False
+    assert parse_yes_no("yes... actually never mind") is None

@@ -264,6 +264,8 @@ def replay(
         err.print(f"[red]{file} not found[/]")
         raise typer.Exit(1) from None
     quiet = Console(stderr=True, quiet=as_json)
+    if live_actions:
+        ensure_backoffice(ws, _settings(None).home, quiet)
     with quiet.status("training the router and indexing knowledge…"):
         engine = build_engine(ws, embedder_name=embedder, dry_run_actions=not live_actions)
     with Progress(

@@ -194,7 +194,19 @@ _NO_PHRASES = ("never mind", "nevermind", "do not", "changed my mind", "forget i
 def parse_yes_no(text: str) -> bool | None:
     """True for a clear yes, False for a clear no, None when the message is neither (or both)."""
     lowered = text.lower().strip()
-    words = set(re.findall(r"[a-z']+", lowered))
+    tokens = re.findall(r"[a-z']+", lowered)
+    # An answer that starts with yes or no says so, whatever follows ("yes cancel it", "no, keep it").
+    bare_no = {"no", "nope", "nah", "n"}
+    if (
+        tokens
+        and tokens[0] in _YES
+        and not bare_no & set(tokens)
+        and not any(p in lowered for p in _NO_PHRASES)
+    ):
+        return True
+    if tokens and tokens[0] in bare_no and not _YES & set(tokens[1:]):
+        return False
+    words = set(tokens)
     yes = bool(words & _YES) or any(p in lowered for p in _YES_PHRASES)
     no = bool(words & _NO) or any(p in lowered for p in _NO_PHRASES)
     if yes == no:
