@@ -118,3 +118,22 @@ def test_router_command_shows_calibration(shop_path: Path) -> None:
     result = runner.invoke(app, ["router", str(shop_path), "--embedder", "hashing"])
     assert result.exit_code == 0, result.output
     assert "expected calibration error" in result.output and "reliability diagram" in result.output
+
+
+async def test_intents_registry_shows_traffic_once_there_is_some(shop_path: Path, tmp_path: Path) -> None:
+    from cxstack.app import Settings, build
+    from cxstack.workspace.loader import load_workspace
+
+    home = tmp_path / "home"
+    cx = build(Settings(home=home, embedder="hashing"), workspace=load_workspace(shop_path))
+    await cx.start()
+    for conversation, text in [("a", "what is your return policy"), ("b", "I will sue you")]:
+        await cx.post_message(conversation, text, customer_id="cus_x")
+        await cx.wait_idle(conversation)
+    await cx.stop()
+    result = runner.invoke(app, ["intents", "-w", str(shop_path), "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    assert "100%" in rows["return_policy"] and "0%" in rows["return_policy"]  # automated 100%, escalated 0%
+    assert rows["legal_threat"].rstrip("│ ").endswith("100%")  # escalated
+    assert "—" in rows["order_status"]  # no traffic yet

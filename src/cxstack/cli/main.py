@@ -228,10 +228,10 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
             console.print(render.trace_panel(trace, title="decisions"))
             if trace.reply:
                 console.print(f"[bold green]bot>[/] {trace.reply}")
+            escalated = {s.output.get("escalation_id") for s in trace.steps if s.name == "escalate"}
             for packet in view.escalations:
-                if packet.created_at >= trace.created_at.replace(microsecond=0) or packet.status == "open":
+                if packet.id in escalated:
                     console.print(render.packet_panel(packet))
-                    break
     finally:
         await cx.stop()
         console.print(f"[dim]conversation {conversation}: cxstack trace {conversation}[/]")
@@ -375,14 +375,13 @@ def intents(
     if ctx.invoked_subcommand is not None:
         return
     from cxstack.app import open_store
+    from cxstack.monitoring.metrics import RateRow, turn_rates_by_intent
 
     ws = _load_or_exit(workspace)
     settings = _settings(home)
-    traffic: dict[str, Counter[str]] = {}
+    traffic: dict[str, RateRow] = {}
     if Path(settings.resolved_database_url().removeprefix("sqlite:///")).exists() or settings.database_url:
-        for t in open_store(settings).list_traces(None, limit=1_000_000):
-            if t.intent:
-                traffic.setdefault(t.intent, Counter())[t.outcome] += 1
+        traffic = turn_rates_by_intent(open_store(settings).list_traces(None, limit=1_000_000))
     table = Table(title=f"{ws.settings.name} intents ({len(ws.intents)})")
     for column in (
         "intent",
@@ -399,12 +398,12 @@ def intents(
             column, justify="right" if column in {"examples", "turns", "automated", "escalated"} else "left"
         )
     for i in ws.intents:
-        counts = traffic.get(i.name, Counter())
-        turns = sum(counts.values())
+        row = traffic.get(i.name, RateRow(i.name, 0, 0, 0))
         mechanism = f"{i.mechanism} (never automate)" if i.never_automate else i.mechanism
         table.add_row(
-            i.name, i.status, mechanism, i.owner or "—", i.queue or "—", str(len(i.examples)), str(turns),
-            _share(counts["automated"], turns), _share(counts["escalated"], turns),
+            i.name, i.status, mechanism, i.owner or "—", i.queue or "—", str(len(i.examples)),
+            str(row.conversations), _share(row.automated, row.conversations),
+            _share(row.escalated, row.conversations),
         )  # fmt: skip
     console.print(table)
 
