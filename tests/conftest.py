@@ -15,6 +15,7 @@ SHOP = {
     "cxstack.yaml": """\
 version: 1
 name: Test Shop
+scope: orders, returns and refunds
 embedder: hashing
 thresholds:
   route_min_confidence: 0.30

@@ -149,6 +149,7 @@ async def test_out_of_scope_clarifies_then_escalates(
     finally:
         await cx.stop()
     assert first.decision == Decision.CLARIFY and first.intent is None
+    assert "I can help with orders, returns and refunds" in (first.reply or "")
     assert next(s for s in first.steps if s.name == "route").output["out_of_scope"] is True
     assert view.traces[-1].outcome == "escalated"
     assert view.traces[-1].reason_code == "clarification_exhausted"

@@ -286,10 +286,8 @@ class Orchestrator:
             state["clarifications"] = asked + 1
             with rec.step(Layer.ORCHESTRATION, "decide", {"intent": None}) as s:
                 s["output"] = {"decision": Decision.CLARIFY.value, "reason": "out_of_scope"}
-            reply = (
-                "I'm not sure I understood. Could you tell me a bit more — for example your order number, "
-                "or what you'd like to change?"
-            )
+            offer = f" I can help with {settings.scope}." if settings.scope else ""
+            reply = f"I'm not sure I understood.{offer} Could you tell me a bit more about what you need?"
             return self._finish(
                 ctx, rec, state, prediction, None, Decision.CLARIFY, "automated", reply, started
             )

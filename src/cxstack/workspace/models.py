@@ -60,6 +60,8 @@ class WorkspaceSettings(_Strict):
     name: str
     language: str = "en"
     description: str = ""
+    # What the assistant helps with, in the customer's words; said when a message is out of scope.
+    scope: str = ""
     channels: list[str] = Field(default_factory=lambda: ["api", "webchat"])
     embedder: str = "minilm"
     thresholds: Thresholds = Field(default_factory=Thresholds)
