@@ -255,3 +255,46 @@ async def test_process_runtime_turns_and_a_killed_worker_loses_nothing(
     await restarted.stop()
     view2 = restarted.conversation_view("p2")
     assert view2 is not None and [t.outcome for t in view2.traces] == ["automated"]
+
+
+@pytest.mark.postgres
+async def test_the_same_engine_runs_on_postgresql(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    import os
+    import uuid
+
+    from sqlalchemy import text
+
+    from cxstack.store.db import create_engine_for
+
+    if os.environ.get("CXSTACK_SKIP_PG") == "1":
+        pytest.skip("CXSTACK_SKIP_PG=1")
+    url = os.environ.get("CXSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"cxstack_e2e_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        settings = Settings(
+            home=tmp_path / "home",
+            embedder="hashing",
+            backoffice_url=backoffice[0],
+            database_url=f"{url}?options=-csearch_path%3D{schema}",
+        )
+        cx = build(settings, workspace=load_workspace(shop_path))
+        await cx.start()
+        try:
+            view = await say(cx, "pg1", "where is my order ORD-10001?")
+            again = await cx.post_message("pg1", "x", external_id=view.messages[0].external_id or "")
+        finally:
+            await cx.stop()
+        assert view.traces[-1].outcome == "automated" and "ORD-10001" in (view.traces[-1].reply or "")
+        assert not again.created
+        with admin.connect() as connection:
+            stored = connection.execute(text(f'SELECT count(*) FROM "{schema}".traces')).scalar()
+        assert stored == 1
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
