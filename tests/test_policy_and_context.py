@@ -96,6 +96,14 @@ def test_follow_ups_keep_the_last_intent_unless_the_router_is_sure() -> None:
     assert continues_previous("and ORD-10002?", PREDICTION, {}) is None
 
 
+def test_an_and_follow_up_stays_when_the_last_intent_is_still_a_candidate() -> None:
+    state = {"last_intent": "order_status"}
+    confident_elsewhere = IntentPrediction("modify_order_items", 0.93, (("order_status", 0.05),))
+    assert continues_previous("and for my other order?", confident_elsewhere, state) == "order_status"
+    new_topic = IntentPrediction("cancel_subscription", 0.99, (("renew_subscription", 0.004),))
+    assert continues_previous("and I also want to cancel my subscription", new_topic, state) is None
+
+
 def test_pending_action_keeps_its_intent_for_short_answers() -> None:
     state = {"pending_action": {"intent": "refund_request", "slots": {}}}
     assert continues_previous("ORD-10001", IntentPrediction("order_status", 0.9), state) == "refund_request"

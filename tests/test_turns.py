@@ -298,3 +298,16 @@ async def test_the_same_engine_runs_on_postgresql(
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+async def test_my_other_order_asks_which_one_instead_of_reusing_the_last(
+    app: CxApp, backoffice: tuple[str, Any]
+) -> None:
+    _, backend = backoffice
+    await say(app, "c13", "where is my order ORD-10001?")
+    view = await say(app, "c13", "and for my other order?")
+    assert view.traces[-1].intent == "order_status"
+    assert "order number" in (view.traces[-1].reply or "").lower()
+    assert len(backend.requests_to("GET", "/orders/ORD-10001")) == 1
+    view = await say(app, "c13", "ORD-10002")
+    assert "shipped (ORD-10002)" in (view.traces[-1].reply or "")

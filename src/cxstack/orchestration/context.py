@@ -68,6 +68,8 @@ def continues_previous(text: str, prediction: IntentPrediction, state: dict[str,
         return None
     # The clearer the follow-up form, the more the router must be sure of a new topic to override it.
     if _FOLLOW_UP.match(text):
+        if last in {name for name, _ in prediction.alternatives}:
+            return str(last)  # "and for my other order?": the previous topic is still a candidate
         needed = 0.85
     elif len(words) <= 4:
         needed = 0.7

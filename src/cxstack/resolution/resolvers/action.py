@@ -11,6 +11,7 @@ clears the key):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from cxstack.workspace.models import ActionConfig
 PENDING_KEY = "pending_action"
 ENTITIES_KEY = "entities"
 CONFIRMATION = "confirmation"
+_OTHER = re.compile(r"\b(other|another|different|second)\b", re.IGNORECASE)
 
 CANCELLED_REPLY = "No problem, I haven't changed anything. Is there anything else I can help with?"
 OVER_CAP_REPLY = "That needs a colleague's approval, so I'm passing you to a colleague who can help."
@@ -107,11 +109,14 @@ class ActionResolver:
 
         reusable = {s.name for s in action.slots if s.type == "string" and not s.from_customer}
         earlier = [m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id]
+        remembered = {k: v for k, v in entities.items() if k in reusable}
+        if not pending and _OTHER.search(text):
+            earlier, remembered = [], {}  # "my other order": not the one we just talked about
         fill = fill_slots(
             action.slots,
             text,
             customer=ctx.customer,
-            known={**{k: v for k, v in entities.items() if k in reusable}, **pending_slots},
+            known={**remembered, **pending_slots},
             earlier_texts=earlier,
             awaiting=awaiting if awaiting != CONFIRMATION else None,
         )
