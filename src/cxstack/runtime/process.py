@@ -93,12 +93,14 @@ class ProcessRuntime:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._ready = threading.Event()
-        self._committed = threading.Condition()
         self._send_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_seen = asyncio.Event()
 
     async def start(self) -> int:
         """Starts the worker, which first resumes every conversation left pending; returns how many."""
         resumed = len(self._store.conversations_with_pending())
+        self._loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         self._conn = parent
@@ -126,10 +128,15 @@ class ProcessRuntime:
             if kind == "ready":
                 self._ready.set()
             elif kind == "committed":
-                with self._committed:
-                    self._committed.notify_all()
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.call_soon_threadsafe(self._announce_commit)
                 if self._on_commit is not None:
                     self._on_commit(ConversationId(value))
+
+    def _announce_commit(self) -> None:
+        # A fresh event per commit: every waiter holding the old one wakes, none can clear it for the others.
+        seen, self._commit_seen = self._commit_seen, asyncio.Event()
+        seen.set()
 
     def notify(self, conversation_id: ConversationId) -> None:
         if self._conn is None:
@@ -146,12 +153,16 @@ class ProcessRuntime:
                 return bool(self._store.conversations_with_pending())
             return bool(self._store.pending_messages(conversation_id))
 
-        while pending():
-            await asyncio.to_thread(self._wait_commit, 0.2)
-
-    def _wait_commit(self, timeout: float) -> None:
-        with self._committed:
-            self._committed.wait(timeout)
+        while True:
+            next_commit = self._commit_seen  # taken before looking: a commit right after still wakes us
+            if not pending():
+                return
+            # The timeout covers a notice lost with a crashed worker.
+            try:
+                async with asyncio.timeout(0.2):
+                    await next_commit.wait()
+            except TimeoutError:
+                pass
 
     async def stop(self, *, on_runtime_loop: Callable[[], Awaitable[None]] | None = None) -> None:
         if on_runtime_loop is not None:
