@@ -227,10 +227,10 @@ def _add_api_routes(api: FastAPI) -> None:
         return views.workspace_info(cx)
 
     @api.get("/v1/customers", response_model=list[CustomerOut], tags=["workspace"])
-    async def demo_customers(
-        q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    async def list_customers(
+        cx: Cx, q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[CustomerOut]:
-        return views.demo_customers(q, limit)
+        return views.list_customers(cx, q, limit)
 
     @api.put("/v1/customers/{customer_id}", response_model=CustomerOut, tags=["customers"])
     async def put_customer(customer_id: str, body: CustomerProfile, cx: Cx) -> CustomerOut:

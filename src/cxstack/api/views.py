@@ -6,13 +6,10 @@ Kept out of the route handlers so that they only parse, call and format.
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
 import enum
-import io
 from collections.abc import Iterable
 from datetime import date, datetime
-from importlib import resources
 from typing import Any
 
 from cxstack.api.schemas import (
@@ -420,34 +417,11 @@ def get_customer(cx: CxApp, customer_id: str) -> CustomerOut | None:
     return customer_out(customer) if customer is not None else None
 
 
-def demo_customers(query: str | None = None, limit: int = 50) -> list[CustomerOut]:
-    """The demo customers shipped with the package, for the chat page's picker."""
-    try:
-        raw = resources.files("cxstack.demo").joinpath("customers.csv").read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError):
-        return []
-    found: list[CustomerOut] = []
-    needle = (query or "").strip().lower()
-    for row in csv.DictReader(io.StringIO(raw)):
-        known = {"id", "name", "email", "plan", "arr", "segment"}
-        customer = CustomerOut(
-            id=row["id"],
-            name=row.get("name", ""),
-            email=row.get("email", ""),
-            plan=row.get("plan", ""),
-            arr=float(row.get("arr") or 0),
-            segment=row.get("segment", ""),
-            attributes={k: v for k, v in row.items() if k not in known and v},
-        )
-        haystack = (
-            f"{customer.id} {customer.name} {customer.email} {customer.plan} {customer.segment}".lower()
-        )
-        if needle and needle not in haystack:
-            continue
-        found.append(customer)
-        if len(found) >= limit:
-            break
-    return found
+def list_customers(cx: CxApp, query: str | None = None, limit: int = 50) -> list[CustomerOut]:
+    """Stored customer profiles (imported from CSV or the API), for the chat page's picker and lookups.
+    Profiles the system created itself for unknown senders (no name, no plan) are left out."""
+    found = cx.store.list_customers(query, limit=limit * 2)
+    return [customer_out(c) for c in found if c.name or c.plan][:limit]
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -121,6 +121,21 @@ class SqlAlchemyStore:
                 _upsert_customer(session, customer)
         return len(customers)
 
+    def list_customers(self, query: str | None = None, limit: int = 100) -> list[Customer]:
+        """By name then id; `query` matches id, name, email or plan, ignoring case."""
+        statement = select(_CUSTOMERS).order_by(_CUSTOMERS.c.name, _CUSTOMERS.c.id).limit(limit)
+        needle = (query or "").strip().lower()
+        if needle:
+            pattern = f"%{needle}%"
+            statement = statement.where(
+                func.lower(_CUSTOMERS.c.id).like(pattern)
+                | func.lower(_CUSTOMERS.c.name).like(pattern)
+                | func.lower(_CUSTOMERS.c.email).like(pattern)
+                | func.lower(_CUSTOMERS.c.plan).like(pattern)
+            )
+        with self._engine.connect() as connection:
+            return [_customer(cast(Any, row)) for row in connection.execute(statement)]
+
     def get_customer(self, customer_id: CustomerId) -> Customer | None:
         with self._engine.connect() as connection:
             row = connection.execute(_GET_CUSTOMER, {"id": customer_id}).first()

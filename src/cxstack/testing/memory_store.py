@@ -150,6 +150,17 @@ class InMemoryStore:
                 self._customers[customer.id] = _normalized_customer(customer)
             return len(customers)
 
+    def list_customers(self, query: str | None = None, limit: int = 100) -> list[Customer]:
+        """By name then id; `query` matches id, name, email or plan, ignoring case."""
+        needle = (query or "").strip().lower()
+        with self._lock:
+            found = [
+                replace(c, attributes=json_object(c.attributes))
+                for c in self._customers.values()
+                if not needle or any(needle in field.lower() for field in (c.id, c.name, c.email, c.plan))
+            ]
+        return sorted(found, key=lambda c: (c.name, c.id))[:limit]
+
     def get_customer(self, customer_id: CustomerId) -> Customer | None:
         with self._lock:
             customer = self._customers.get(customer_id)

@@ -515,6 +515,20 @@ class StoreContract:
         assert store.get_customer(CustomerId("cus-1")) == changed
         assert store.get_customer(CustomerId("cus-2")) == bo
 
+    def test_list_customers_by_name_with_a_search(self, store: Store) -> None:
+        store.upsert_customers(
+            [
+                Customer(CustomerId("cus-2"), name="Bo", email="bo@shop.test", plan="basic"),
+                Customer(CustomerId("cus-1"), name="Ana", email="ana@corp.test", plan="Enterprise"),
+                Customer(CustomerId("cus-3"), name="Cy", plan="pro"),
+            ]
+        )
+        assert [c.id for c in store.list_customers()] == ["cus-1", "cus-2", "cus-3"]
+        assert [c.id for c in store.list_customers("ENTER")] == ["cus-1"]
+        assert [c.id for c in store.list_customers("shop.test")] == ["cus-2"]
+        assert [c.id for c in store.list_customers(limit=2)] == ["cus-1", "cus-2"]
+        assert store.list_customers("nobody") == []
+
     def test_workspace_versions_are_stored_once_by_hash(self, store: Store) -> None:
         content = {"intents": [{"name": "refund", "examples": ["money back"]}], "threshold": 0.7}
         assert store.save_workspace_version(WorkspaceVersionId("sha-1"), "demo", content)
