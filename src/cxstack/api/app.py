@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -79,10 +80,16 @@ def create_api(app: CxApp) -> FastAPI:
     return api
 
 
-def _add_offline_docs(api: FastAPI) -> None:
-    from swagger_ui_bundle import swagger_ui_path
+def _swagger_ui_static() -> Path:
+    """Swagger UI 5's files from the swagger-ui-py package, found without importing its web-framework glue."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed: pip install swagger-ui-py==25.7.1")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
 
-    api.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+def _add_offline_docs(api: FastAPI) -> None:
+    api.mount("/docs-assets", StaticFiles(directory=str(_swagger_ui_static())), name="docs-assets")
 
     @api.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -226,7 +233,7 @@ def _add_api_routes(api: FastAPI) -> None:
     async def workspace(cx: Cx) -> WorkspaceOut:
         return views.workspace_info(cx)
 
-    @api.get("/v1/customers", response_model=list[CustomerOut], tags=["workspace"])
+    @api.get("/v1/customers", response_model=list[CustomerOut], tags=["customers"])
     async def list_customers(
         cx: Cx, q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[CustomerOut]:
