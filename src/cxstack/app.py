@@ -38,7 +38,7 @@ from cxstack.runtime.embedded import EmbeddedRuntime
 from cxstack.runtime.process import ProcessRuntime
 from cxstack.store.db import create_engine_for, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
-from cxstack.workspace.loader import load_workspace
+from cxstack.workspace.loader import canonical_content, load_workspace
 from cxstack.workspace.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -108,11 +108,9 @@ def build_engine(
     knowledge = KnowledgeIndex(workspace.facts, embedder)
     if connectors is None:
         connectors = http_connectors(workspace, backoffice_url=backoffice_url, dry_run=dry_run_actions)
-    registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
-    orchestrator = Orchestrator(router, registry)
     return Engine(
         workspace=workspace,
-        orchestrator=orchestrator,
+        orchestrator=_orchestrator(router, knowledge, connectors),
         router=router,
         router_report=report,
         knowledge=knowledge,
@@ -120,6 +118,13 @@ def build_engine(
         embedder=embedder,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def _orchestrator(
+    router: IntentRouter, knowledge: KnowledgeIndex, connectors: Mapping[str, ActionConnector]
+) -> Orchestrator:
+    registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
+    return Orchestrator(router, registry)
 
 
 def http_connectors(
@@ -181,7 +186,7 @@ class CxApp:
     async def start(self) -> int:
         """Records the workspace version, starts the outbox and resumes every pending conversation."""
         ws = self.engine.workspace
-        self.store.save_workspace_version(ws.version, ws.settings.name, _workspace_content(ws))
+        self.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
         return await self.runtime.start()
@@ -263,16 +268,6 @@ def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Wor
     return open_store(settings), engine.orchestrator, workspace, engine.aclose
 
 
-def _workspace_content(ws: Workspace) -> dict[str, Any]:
-    return {
-        "settings": ws.settings.model_dump(mode="json"),
-        "strategy": ws.strategy.model_dump(mode="json"),
-        "intents": [i.model_dump(mode="json") for i in ws.intents],
-        "facts": [f.model_dump(mode="json") for f in ws.facts],
-        "actions": [a.model_dump(mode="json") for a in ws.actions],
-    }
-
-
 def build(settings: Settings, *, workspace: Workspace | None = None, engine: Engine | None = None) -> CxApp:
     """The one way to assemble a running service from settings."""
     if engine is None:
@@ -287,11 +282,3 @@ def build(settings: Settings, *, workspace: Workspace | None = None, engine: Eng
             dry_run_actions=settings.dry_run_actions,
         )
     return CxApp(settings, open_store(settings), engine)
-
-
-async def run_forever(app: CxApp) -> None:  # pragma: no cover - used by `serve` without uvicorn in tests
-    await app.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await app.stop()

@@ -21,7 +21,7 @@ from cxstack.domain.models import (
 )
 from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration import context as turn_context
-from cxstack.orchestration.handoff import build_packet, reason_text
+from cxstack.orchestration.handoff import build_packet
 from cxstack.orchestration.policy import decide, should_clarify
 from cxstack.orchestration.ports import ResolverLookup, Router
 from cxstack.resolution.models import TurnContext
@@ -446,6 +446,3 @@ def _outcome_view(outcome: Outcome) -> dict[str, Any]:
         "handoff_reason": outcome.handoff_reason,
         **({"detail": outcome.detail} if outcome.detail else {}),
     }
-
-
-__all__ = ["Orchestrator", "TurnResult", "reason_text"]
