@@ -149,9 +149,11 @@ class SqlAlchemyStore:
                 if inbound.customer is None:
                     with self._write_engine.begin() as connection:
                         message = _ingest_core(connection, inbound)
-                else:
+                else:  # the profile it carries is upserted in the same transaction
                     with self._write() as session:
-                        message = _ingest(session, inbound)
+                        _upsert_customer(session, inbound.customer)
+                        session.flush()
+                        message = _ingest_core(session.connection(), inbound)
             except _DuplicateMessageError:
                 # Found under the conversation's lock; raising rolled back the customer upsert as well.
                 existing = self._message_by_external_id(inbound.channel, inbound.external_id)
@@ -389,9 +391,9 @@ _INSERT_MESSAGE = _MESSAGES.insert()
 
 
 def _ingest_core(connection: Connection, inbound: InboundMessage) -> Message:
-    """The hot path of every webhook (no customer profile to upsert), in three or four statements.
+    """The message appended and the conversation marked pending, in three or four prebuilt statements.
 
-    Same effect as `_ingest`: the UPDATE takes the conversation's write lock (PostgreSQL row lock; SQLite's
+    The UPDATE takes the conversation's write lock (PostgreSQL row lock; SQLite's
     IMMEDIATE transaction) before the duplicate check, so a racing redelivery waits and then finds the first.
     """
     now = utcnow()
@@ -461,59 +463,6 @@ def _ingest_core(connection: Connection, inbound: InboundMessage) -> Message:
         },
     )
     return message
-
-
-def _ingest(session: Session, inbound: InboundMessage) -> Message:
-    """The message appended and the conversation marked pending."""
-    now = utcnow()
-    if inbound.customer is not None:
-        _upsert_customer(session, inbound.customer)
-    if session.get(CustomerRow, inbound.customer_id) is None:
-        _upsert_customer(session, Customer(id=inbound.customer_id))
-    conversation = session.get(ConversationRow, inbound.conversation_id, with_for_update=True)
-    if conversation is None:
-        conversation = ConversationRow(
-            id=inbound.conversation_id,
-            customer_id=inbound.customer_id,
-            channel=inbound.channel,
-            status=ConversationStatus.OPEN.value,
-            state={},
-            created_at=now,
-            updated_at=now,
-            last_seq=0,
-            pending_count=0,
-        )
-        session.add(conversation)
-        session.flush()
-    # Checked again under the conversation's row lock: the usual race (a webhook retried while the first
-    # delivery is being stored) ends here instead of in a unique violation.
-    duplicate = session.scalar(
-        select(MessageRow.id).where(
-            MessageRow.channel == inbound.channel, MessageRow.external_id == inbound.external_id
-        )
-    )
-    if duplicate is not None:
-        raise _DuplicateMessageError(duplicate)
-    if conversation.status == ConversationStatus.CLOSED.value:
-        conversation.status = ConversationStatus.OPEN.value  # the customer wrote again
-    conversation.last_seq += 1
-    conversation.pending_count += 1
-    conversation.updated_at = now
-    row = MessageRow(
-        id=new_id("msg"),
-        conversation_id=inbound.conversation_id,
-        seq=conversation.last_seq,
-        role=Role.CUSTOMER.value,
-        text=clean_text(inbound.text),
-        channel=inbound.channel,
-        external_id=inbound.external_id,
-        author=inbound.customer_id,
-        created_at=as_utc(inbound.received_at),
-        processed=False,
-    )
-    session.add(row)
-    session.flush()
-    return _message(row)
 
 
 _OUTBOX = _table(OutboxRow)
@@ -590,7 +539,7 @@ _INSERT_OUTBOX = _OUTBOX.insert()
 
 
 def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
-    """`_commit_turn` in prebuilt Core statements: this runs once per turn, on the hot path."""
+    """Everything a turn writes, in prebuilt Core statements: this runs once per turn, on the hot path."""
     owner = connection.execute(_FIND_INBOUND, {"message_id": commit.message_id}).scalar()
     if owner is None or owner != commit.conversation_id:
         raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
