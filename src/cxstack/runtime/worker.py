@@ -10,9 +10,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from cxstack.domain.conversation_state import escalate_from
 from cxstack.domain.models import (
     ConversationId,
-    ConversationStatus,
     Customer,
     Decision,
     Layer,
@@ -126,8 +126,10 @@ class TurnWorker:
             trace=result.trace,
             reply=reply,
             state=result.state,
-            status=result.status,
+            transitions=result.transitions,
             escalation=result.escalation,
+            attach_to_escalation=result.attach_to_escalation,
+            cause=result.trace.reason_code or "",
         )
         await self._commit(commit)
         if self._on_commit is not None:
@@ -200,6 +202,6 @@ class TurnWorker:
             trace=trace,
             reply=trace.reply,
             state=dict(ctx.conversation.state),
-            status=ConversationStatus.ESCALATED,
+            transitions=escalate_from(ctx.conversation.status),
             escalation=packet,
         )
