@@ -77,6 +77,10 @@ class TurnCommit:
         return self.message_ids or (self.message_id,)
 
 
+class CustomerDirectory(Protocol):
+    def get_customer(self, customer_id: CustomerId) -> Customer | None: ...
+
+
 class Store(Protocol):
     # workspace versions
     def save_workspace_version(

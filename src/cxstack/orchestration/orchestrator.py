@@ -11,7 +11,9 @@ from typing import Any
 from cxstack.domain.conversation_state import Transition
 from cxstack.domain.models import (
     ConversationStatus,
+    CustomerId,
     Decision,
+    EscalationId,
     EscalationPacket,
     Layer,
     Priority,
@@ -41,6 +43,10 @@ class TurnResult:
     escalation: EscalationPacket | None = None
     # The customer's messages join the open escalation packet (a person has, or is about to get, them).
     attach_to_escalation: bool = False
+    # Reopen this packet instead of creating a new one (the bot escalates again soon after a hand-back).
+    reopen_escalation: EscalationId | None = None
+    # A verification step proved who the customer is: the conversation is bound to this customer.
+    verified_customer: CustomerId | None = None
 
 
 @dataclass(slots=True)

@@ -743,7 +743,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
             "now": now,
         },
     )
-    for transition, before, after in steps:
+    for index, (transition, before, after) in enumerate(steps):
         connection.execute(
             _INSERT_EVENT,
             {
@@ -755,7 +755,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
                 "actor": "bot",
                 "cause": clean_text(commit.cause),
                 "trace_id": commit.trace.id,
-                "at": now,
+                "at": now + timedelta(microseconds=index),
             },
         )
     if commit.attach_to_escalation:
@@ -818,7 +818,8 @@ def _transition(
 ) -> None:
     """Applies `transitions` to a locked conversation row and records each; a hand-back or close also
     resolves the conversation's open escalations."""
-    for transition, before, after in apply_all(ConversationStatus(conversation.status), transitions):
+    steps = apply_all(ConversationStatus(conversation.status), transitions)
+    for index, (transition, before, after) in enumerate(steps):
         session.add(
             ConversationEventRow(
                 id=new_id("evt"),
@@ -829,7 +830,7 @@ def _transition(
                 actor=clean_text(actor),
                 cause=clean_text(cause),
                 trace_id=None,
-                at=at,
+                at=at + timedelta(microseconds=index),  # keeps the order of one call's transitions
             )
         )
         conversation.status = after.value
