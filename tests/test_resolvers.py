@@ -407,7 +407,9 @@ def test_human_resolver_hands_off_with_the_plan_reason(runner: asyncio.Runner) -
     )
     assert outcome.kind == "handoff"
     assert outcome.handoff_reason == "policy_rule:vip-refund-human"
-    assert outcome.reply is not None and "billing team" in outcome.reply and "shortly" in outcome.reply
+    # internal queue names never reach customers; the workspace names teams for them
+    assert outcome.reply is not None and "billing" not in outcome.reply and "shortly" in outcome.reply
+    assert "a colleague" in outcome.reply
 
 
 def test_human_reply_promises_no_time_at_normal_priority(runner: asyncio.Runner) -> None:
@@ -416,7 +418,10 @@ def test_human_reply_promises_no_time_at_normal_priority(runner: asyncio.Runner)
     )
     assert outcome.kind == "handoff"
     assert outcome.handoff_reason == "human_mechanism"
-    assert outcome.reply == "I'm passing this to our support team, and a person will follow up here."
+    assert outcome.reply == (
+        "I've passed this to a colleague, who can see everything we've discussed, so you won't need to "
+        "repeat yourself. They'll reply here."
+    )
 
 
 # --- registry -----------------------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ REASON_TEXT = {
     "internal_error": "an internal error interrupted the turn",
     "customer_requested": "the customer asked for a person",
     "clarification_exhausted": "the request stayed unclear after a clarifying question",
+    "unsupported_language": "the customer wrote in a language the assistant does not support",
+    "identity_required": "the request needs a verified customer",
+    "identity_mismatch": "the customer asked about something that is not theirs",
 }
 
 
@@ -47,6 +50,8 @@ def build_packet(
     business: BusinessContext | None,
     facts: list[FactCitation],
     actions: list[ActionResult],
+    draft_reply: str | None = None,
+    note: str | None = None,
 ) -> EscalationPacket:
     intent = prediction.intent if prediction else None
     intent_cfg = ctx.workspace.intent(intent) if intent else None
@@ -59,6 +64,13 @@ def build_packet(
         f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."
     ]
     parts.append(f"Escalated because {reason_text(reason_code)}.")
+    if note:
+        parts.append(note)
+    if customer.attributes:
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(customer.attributes.items()))
+        parts.append(f"Customer attributes: {shown}.")
+    if draft_reply:
+        parts.append("A draft answer was withheld because the assistant was not confident; see the draft.")
     if business and business.fired_rules:
         parts.append(f"Rules fired: {', '.join(business.fired_rules)}.")
     failed = [a for a in actions if not a.ok]
@@ -85,9 +97,12 @@ def build_packet(
             "segment": customer.segment,
             "tier": business.tier if business else None,
             "value": business.value if business else customer.arr,
+            "verified": ctx.conversation.verified,
+            "attributes": dict(customer.attributes),
         },
         fired_rules=list(business.fired_rules) if business else [],
         facts_used=facts,
         actions_tried=actions,
         transcript=transcript_of(ctx.history, ctx.message),
+        draft_reply=draft_reply,
     )

@@ -30,16 +30,74 @@ class Thresholds(_Strict):
     # Minimum resolver confidence to send a reply without a retry or escalation.
     answer_min_confidence: float = Field(0.45, ge=0, le=1)
     max_clarifications: int = Field(1, ge=0, le=5)
+    human_min_confidence: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Router confidence needed to send a message straight to a person because its intent's "
+        "mechanism is human or never automated; below it the assistant asks first. A wrong (often urgent) "
+        "escalation costs a person's time, so this is higher than route_min_confidence.",
+    )
 
 
 class QueueConfig(_Strict):
     name: str
     description: str = ""
+    customer_label: str = Field(
+        "",
+        description="How the team is named to customers ('our billing team'). Empty: 'a colleague'; "
+        "internal queue names are never shown to customers.",
+    )
 
 
 class EscalationConfig(_Strict):
     default_queue: str = "general"
     queues: list[QueueConfig] = Field(default_factory=list)
+    language_queues: dict[str, str] = Field(
+        default_factory=dict,
+        description="Language code (ISO 639-1) to queue, for messages in a language the assistant does not "
+        "support; others go to default_queue.",
+    )
+
+
+class Replies(_Strict):
+    """What the assistant says in the everyday situations no intent covers. {scope} is the workspace's
+    scope, {name} its name."""
+
+    greeting: str = "Hi! How can I help you today?"
+    thanks: str = "You're welcome! Is there anything else I can help with?"
+    goodbye: str = "Thanks for getting in touch. Have a great day!"
+    small_talk: str = (
+        "I'm the {name} assistant, so I can only help with support questions. What can I do for you?"
+    )
+    not_understood: str = "I'm not sure I understood. Could you tell me a bit more about what you need?"
+    handoff: str = (
+        "I've passed this to {team}, who can see everything we've discussed, so you won't need to repeat "
+        "yourself. They'll reply here."
+    )
+    low_confidence: str = (
+        "I want to get this right, so I've asked {team} to look at your message. They'll follow up here."
+    )
+    waiting: str = "Thanks, I've added this to your conversation. {team_cap} has it and will reply here."
+    confirm_handoff: str = (
+        "Just to be sure I understood: would you like me to pass this to a colleague? (yes/no)"
+    )
+    declined_handoff: str = "No problem. What can I help you with?"
+
+
+class HandoffSettings(_Strict):
+    ack_interval_minutes: int = Field(
+        10,
+        ge=0,
+        description="While a person has not yet answered, further customer messages are acknowledged at most "
+        "this often (0: every message).",
+    )
+    reescalation_window_minutes: int = Field(
+        60,
+        ge=0,
+        description="After a person hands a conversation back, an escalation to the same queue within this "
+        "window reopens the same packet instead of creating another one.",
+    )
 
 
 class ConnectorConfig(_Strict):
@@ -59,6 +117,11 @@ class WorkspaceSettings(_Strict):
     version: Literal[1] = 1
     name: str
     language: str = "en"
+    languages: list[str] = Field(
+        default_factory=list,
+        description="Languages the assistant answers in (ISO 639-1); empty: just `language`. A message "
+        "confidently detected in another language is handed to a person with a reply in that language.",
+    )
     description: str = ""
     # What the assistant helps with, in the customer's words; said when a message is out of scope.
     scope: str = ""
@@ -68,6 +131,8 @@ class WorkspaceSettings(_Strict):
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     review_sampling: ReviewSampling = Field(default_factory=ReviewSampling)
+    replies: Replies = Field(default_factory=Replies)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     burst_window_ms: dict[str, int] = Field(
         default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},
         description="Per channel: messages that arrive within this many milliseconds of each other are "
@@ -153,6 +218,7 @@ class IntentConfig(_Strict):
     fact_tags: list[str] = Field(default_factory=list)  # for mechanism "content": restrict retrieval
     fallback: str | None = None  # mechanism to retry with when the first one is not confident
     examples: list[str] = Field(default_factory=list)
+    builtin: bool = Field(False, description="Shipped with cxstack (greeting, thanks, goodbye, small_talk).")
 
 
 class IntentCatalogue(_Strict):

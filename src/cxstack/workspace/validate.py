@@ -39,7 +39,7 @@ from cxstack.workspace.models import (
     WorkspaceSettings,
 )
 
-DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "agent", "multi_agent")
+DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "conversational", "agent", "multi_agent")
 MIN_EXAMPLES_FOR_AUTOMATION = 5
 
 SETTINGS_FILE = "cxstack.yaml"

@@ -93,7 +93,7 @@ class ActionResolver:
         awaiting = pending.get("awaiting")
         entities: dict[str, Any] = dict(state.get(ENTITIES_KEY) or {})
 
-        text = ctx.message.text
+        text = ctx.request_text or ctx.message.text
         confirmed = False
         if awaiting == CONFIRMATION:
             answer = parse_yes_no(text)
