@@ -171,7 +171,7 @@ class Orchestrator:
     def _assess(
         self, ctx: TurnContext, rec: _Recorder, intent: str | None, state: dict[str, Any]
     ) -> BusinessContext:
-        amount = turn_context.amount_in(ctx.message.text, state)
+        amount = turn_context.amount_in(ctx.message.text, state, ctx.workspace.settings)
         with rec.step(
             Layer.STRATEGY,
             "assess",
@@ -179,7 +179,7 @@ class Orchestrator:
                 "customer": str(ctx.customer.id),
                 "intent": intent,
                 "channel": ctx.message.channel,
-                "amount": amount,
+                "amount": turn_context.amount_view(amount),
             },
         ) as s:
             business = assess(
