@@ -59,6 +59,14 @@ def test_a_refused_amount_is_reported_with_its_reason_and_replaces_the_carried_o
     assert fill.refusals["amount"].refusal == Refusal.RANGE
 
 
+def test_two_different_amounts_for_one_slot_are_refused_not_guessed() -> None:
+    fill = fill_slots([ORDER, AMOUNT], "I paid $80 for ORD-10001, refund $20 of it", customer=CUSTOMER)
+    assert "amount" not in fill.values
+    assert fill.refusals["amount"].refusal == Refusal.SEVERAL_AMOUNTS
+    same = fill_slots([AMOUNT], "refund $20, yes $20.00", customer=CUSTOMER)
+    assert same.values["amount"] == usd("20", said="$20")
+
+
 def test_a_money_slot_never_takes_a_default_the_profile_or_a_pattern() -> None:
     slot = SlotConfig(name="amount", type="money", default="40", from_customer="arr", pattern=r"(\d+)")
     fill = fill_slots([slot], "refund 25 please", customer=CUSTOMER)

@@ -20,6 +20,7 @@ Whatever could be read two ways is refused with a reason (`Refusal`), never gues
   "-$5", "minus 5 euros"                              negative
   "€50" in a USD workspace, "₽500"                    other_currency
   "$50 EUR"                                           conflicting_currency
+  "I paid $80, refund $20" for one amount slot        several_amounts
   a slot answer that is not one number                not_an_amount
 
 How the digits are read (`read_number`, shared by money, counts and CSV figures): separators are `.`, `,`,
@@ -103,6 +104,7 @@ class Refusal(enum.StrEnum):
     NEGATIVE = "negative"
     OTHER_CURRENCY = "other_currency"
     CONFLICTING_CURRENCY = "conflicting_currency"
+    SEVERAL_AMOUNTS = "several_amounts"
     NOT_AN_AMOUNT = "not_an_amount"
 
 
@@ -473,14 +475,15 @@ def _markers(norm: str, terms: _Terms) -> list[_Marker]:
 
 # Digits with separators, not inside an identifier ("ORD-10001"). Letters glued to either side are allowed
 # here and checked in `_numbers`: only a currency marker may touch a number ("1500CHF", not "3rd" or "5kg").
+# Nor a part of a fraction, a date or a time ("1/2 dollar", "12/05", "10:30").
 _NUMBER = re.compile(
-    r"(?<![\d.,'_])(?<![^\W\d_]-)"
+    r"(?<![\d.,'_])(?<![^\W\d_]-)(?<!\d[/:])"
     r"(?P<num>(?>\d+(?:(?:[.,']|[ ](?=\d{3}(?!\d)))\d+)*))"
     r"(?P<suffix>(?:bn|mn|[kKmM])(?![^\W\d_]))?"
-    r"(?![\d_])"
+    r"(?![\d_]|[/:]\d)"
 )
 _MULTIPLIER_AFTER = re.compile(rf" {{0,2}}(?i:{_MULTIPLIERS})(?![^\W\d_])")
-_RANGE_GAP = re.compile(r" *(?i:-|to|or|and|till|until|through|thru) *")
+_RANGE_GAP = re.compile(r" *(?i:-|~|to|or|and|till|until|through|thru) *")
 _BETWEEN_BEFORE = re.compile(r"(?i:between) *$")
 _NEGATIVE_BEFORE = re.compile(r"(?:(?<![\w.,])- ?|(?i:\bminus|\bnegative) +)$")
 _WORDS_BEFORE = re.compile(
@@ -610,17 +613,15 @@ def _mention(
     return MoneyMention(said, span, money=Money(result, terms.currency), currency=currency)
 
 
-def _read(
-    number: _Number, norm: str, currency: str | None, terms: _Terms, *, start: int
-) -> Decimal | Refusal:
-    if _NEGATIVE_BEFORE.search(norm, 0, start) or (
+def _read(number: _Number, norm: str, terms: _Terms) -> Decimal | Refusal:
+    """The amount of a marked number in the workspace currency, or why it cannot be read."""
+    if _NEGATIVE_BEFORE.search(norm, 0, _edges(number)[0]) or (
         number.before is not None and "-" in norm[number.before.end : number.start]
     ):
         return Refusal.NEGATIVE
     if number.shorthand:
         return Refusal.SHORTHAND
-    precision = get_currency_precision(currency) if currency else terms.precision
-    return read_number(number.digits, locale=terms.locale, max_decimals=precision, spaces_group=False)
+    return read_number(number.digits, locale=terms.locale, max_decimals=terms.precision, spaces_group=False)
 
 
 def find_money(text: str, *, currency: str, locale: str) -> list[MoneyMention]:
@@ -659,7 +660,7 @@ def find_money(text: str, *, currency: str, locale: str) -> list[MoneyMention]:
         named_currency, refusal = _currency_of(number)
         if refusal is None and named_currency != terms.currency:
             refusal = Refusal.OTHER_CURRENCY  # said first: however the digits read, they are not ours
-        result = refusal or _read(number, norm, named_currency, terms, start=_edges(number)[0])
+        result = refusal or _read(number, norm, terms)
         mentions.append(_mention(text, (start, end), result, named_currency, terms))
     mentions.extend(_amounts_in_words(text, norm, markers))
     return sorted(mentions, key=lambda m: m.span)

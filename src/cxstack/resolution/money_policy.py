@@ -7,7 +7,7 @@ the strategy rule cap of this turn (`cap_amount`, in the workspace currency). Ot
   cap missing (no max_amount)                   hand off   amount_cap_missing
   rule cap in another currency than the action  hand off   cap_currency_mismatch
   amount missing                                ask        amount_missing
-  amount refused (range, words, shorthand, ...) ask        amount_refused
+  amount refused (range, words, several, ...)   ask        amount_refused
   amount zero                                   ask        amount_not_positive
   another currency                              ask once, then hand off   amount_currency_mismatch
   amount above the effective cap                hand off   amount_over_cap
@@ -129,6 +129,8 @@ def ask_again(check: AmountCheck, *, currency: str, locale: str) -> str:
         return f"Could you write the full amount, for example {example} rather than 1.5k?"
     if why == Refusal.RANGE:
         return "I need one exact amount rather than a range."
+    if why == Refusal.SEVERAL_AMOUNTS:
+        return "I see more than one amount there, so I need just the one this is for."
     if why == Refusal.TOO_MANY_DECIMALS:
         return f"That has more decimals than {name} have; could you write it like {example}?"
     if why in (Refusal.AMBIGUOUS_SEPARATOR, Refusal.MALFORMED) and check.refusal is not None:

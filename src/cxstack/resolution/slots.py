@@ -28,6 +28,7 @@ from typing import Any
 from cxstack.domain.models import Customer
 from cxstack.domain.money import (
     MoneyMention,
+    Refusal,
     find_money,
     find_numbers,
     money_from_json,
@@ -117,12 +118,16 @@ def _extract(
 
 
 def _money_mention(text: str, *, asked_for_it: bool, currency: str, locale: str) -> MoneyMention | None:
-    """The amount the customer wrote in this message for a money slot: the first one read, else (when the
-    slot was just asked for) a bare number, else the first refused mention."""
+    """The amount the customer wrote in this message for a money slot: the one amount read, else (when the
+    slot was just asked for) a bare number, else the first refused mention. Two different amounts in one
+    message ("I paid $80, refund $20") are refused: which one is meant is a guess."""
     mentions = find_money(text, currency=currency, locale=locale)
-    read = next((m for m in mentions if m.ok), None)
-    if read is not None:
-        return read
+    read = [m for m in mentions if m.money is not None]
+    if len({m.money for m in read}) > 1:
+        span = (read[0].span[0], read[-1].span[1])
+        return MoneyMention(text[span[0] : span[1]], span, refusal=Refusal.SEVERAL_AMOUNTS, currency=currency)
+    if read:
+        return read[0]
     if asked_for_it:
         return parse_money_answer(text, currency=currency, locale=locale)
     return mentions[0] if mentions else None
