@@ -34,6 +34,10 @@ digits (or follow the locale's grouping, e.g. "1,50,000" in en_IN). In free text
 are one number only when the locale groups with spaces or the number ends in a decimal part ("1 500,00"),
 since "$20 100 days" is not twenty thousand one hundred dollars.
 
+Why not price-parser: it guesses separators for one price string scraped from a web page, and reads "$1.500"
+in en_US as 1500, "$5.123" as 5123, "-$5" as 5, "1,5k" as 1.5 and "$10-20" as 10 — each a misreading this
+module must refuse. The rules above run on Babel's CLDR data (symbols, grouping, currency precision) instead.
+
 In conversation state a money value is JSON: `{"amount": "1500.00", "currency": "USD", "said": "$1,500"}` —
 the amount as a decimal string at the currency's precision, the ISO code, and the customer's own words it was
 read from (`money_to_json` / `money_from_json`).
@@ -65,6 +69,7 @@ from babel.numbers import (
 __all__ = [
     "Money",
     "MoneyMention",
+    "NumberMention",
     "Refusal",
     "find_money",
     "find_numbers",
