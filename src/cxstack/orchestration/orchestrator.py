@@ -412,7 +412,7 @@ class Orchestrator:
 
     def _assess(self, turn: _Turn, intent: str | None) -> BusinessContext:
         ctx = turn.ctx
-        amount = turn_context.amount_in(turn.text, turn.state)
+        amount = turn_context.amount_in(turn.text, turn.state, ctx.workspace.settings)
         with turn.rec.step(
             Layer.STRATEGY,
             "assess",
@@ -421,7 +421,7 @@ class Orchestrator:
                 "verified": ctx.conversation.verified,
                 "intent": intent,
                 "channel": ctx.message.channel,
-                "amount": amount,
+                "amount": turn_context.amount_view(amount),
                 "now": ctx.now.isoformat(),
             },
         ) as s:

@@ -6,15 +6,38 @@ Every model forbids unknown keys so that a typo is an error with a line number, 
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from cxstack.domain.money import invalid_currency, invalid_locale
 
 SCHEMA_VERSION = 1
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_currency(code: str) -> str:
+    problem = invalid_currency(code)
+    if problem:
+        # `fix` travels in the error context: `cxstack validate` prints it next to the line.
+        raise PydanticCustomError(
+            "currency", problem, {"fix": "use an ISO 4217 code such as USD, EUR or GBP"}
+        )
+    return code
+
+
+def _check_locale(name: str) -> str:
+    problem = invalid_locale(name)
+    if problem:
+        raise PydanticCustomError(
+            "locale", problem, {"fix": "use a language and territory such as en_US, en_GB or de_DE"}
+        )
+    return name
 
 
 # --- cxstack.yaml -------------------------------------------------------------------------------------------
@@ -139,6 +162,27 @@ class WorkspaceSettings(_Strict):
         "answered as one turn (people often send a request in several short messages). Channels not "
         "listed: 0, every message is its own turn.",
     )
+    currency: str = Field(
+        "USD",
+        description="The workspace's currency (ISO 4217 code, e.g. USD, EUR, GBP). Amounts customers write "
+        "are read in it, and amounts in another currency are refused; rule caps and amount conditions are "
+        "in it.",
+    )
+    locale: str = Field(
+        "en_US",
+        description="How customers write numbers and money (a Babel locale such as en_US, en_GB, de_DE): "
+        "decides whether 1,500 is fifteen hundred, and how amounts are shown to customers and colleagues.",
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_known(cls, code: str) -> str:
+        return _check_currency(code)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale_known(cls, name: str) -> str:
+        return _check_locale(name)
 
 
 # --- strategy.yaml ------------------------------------------------------------------------------------------
@@ -256,7 +300,12 @@ class SlotConfig(_Strict):
     pattern: str | None = None
     # Fill from the customer profile instead of asking ("id", "email", or an attribute name).
     from_customer: str | None = None
-    type: Literal["string", "number"] = "string"
+    type: Literal["string", "number", "money"] = Field(
+        "string",
+        description="string: text; number: a count such as months; money: an amount read only from the "
+        "customer's own words (this message, or a bare number when this slot was just asked for) in the "
+        "action's currency, never from a pattern, the profile or a default.",
+    )
     required: bool = True
     default: str | float | None = None
     prompt: str = ""
@@ -270,7 +319,24 @@ class ActionConfig(_Strict):
     path: str  # template, e.g. /orders/{order_id}/refunds
     slots: list[SlotConfig] = Field(default_factory=list)
     body: dict[str, str] | None = None  # body field -> slot name; default: all slots not used in the path
-    amount_slot: str | None = None  # which slot a cap_amount rule limits
+    amount_slot: str | None = Field(
+        None,
+        description="The money slot this action moves (a slot with type: money). An action with one is a "
+        "money action: it must declare max_amount, and its amount is checked against the cap in code right "
+        "before the back office is called.",
+    )
+    max_amount: Decimal | None = Field(
+        None,
+        ge=0,
+        description="The most a money action may move without a person, in the action's currency. The "
+        "effective cap is the lower of this and any strategy rule's cap_amount; above it the conversation is "
+        "handed off (amount_over_cap). A money action without it is never automated.",
+    )
+    currency: str | None = Field(
+        None,
+        description="ISO 4217 currency the back office takes for this action's amount; default: the "
+        "workspace's currency.",
+    )
     requires_confirmation: bool = False
     scope: str = ""
     idempotent: bool = True
@@ -279,6 +345,21 @@ class ActionConfig(_Strict):
     # "I'll <action>: <slots>. Shall I go ahead?" when empty.
     confirmation_prompt: str = ""
     failure_reply: str = "I couldn't complete that just now, so I'm passing you to a colleague."
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_known(cls, code: str | None) -> str | None:
+        return None if code is None else _check_currency(code)
+
+    @property
+    def money_slot(self) -> SlotConfig | None:
+        """The slot whose amount this action moves: `amount_slot`, else its first money slot."""
+        name = self.amount_slot or next((s.name for s in self.slots if s.type == "money"), None)
+        return next((s for s in self.slots if s.name == name), None) if name else None
+
+    @property
+    def moves_money(self) -> bool:
+        return self.amount_slot is not None or any(s.type == "money" for s in self.slots)
 
 
 class ActionCatalogue(_Strict):
