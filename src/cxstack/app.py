@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxstack.channels.base import Channel
@@ -36,7 +37,7 @@ from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
 from cxstack.runtime.embedded import EmbeddedRuntime
 from cxstack.runtime.process import ProcessRuntime
-from cxstack.store.db import create_engine_for, database_url, migrate
+from cxstack.store.db import create_engine_for, cxstack_home, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
 from cxstack.workspace.loader import canonical_content, load_workspace
 from cxstack.workspace.workspace import Workspace
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CXSTACK_", extra="ignore")
 
-    home: Path = Path.home() / ".cxstack"
+    home: Path = Field(default_factory=cxstack_home)
     database_url: str | None = None
     workspace: Path | None = None
     embedder: str | None = None  # overrides the workspace's choice (e.g. "hashing" in tests)

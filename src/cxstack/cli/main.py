@@ -29,13 +29,18 @@ intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, q
 customers_app = typer.Typer(help="Customer profiles (plan, ARR, segment) for the strategy layer.")
 app.add_typer(intents_app, name="intents")
 app.add_typer(customers_app, name="customers")
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 WorkspaceArg = Annotated[Path, typer.Argument(help="Workspace folder.", show_default=False)]
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="State folder (SQLite database); default $CXSTACK_HOME or ~/.cxstack."),
+    typer.Option(
+        "--home",
+        help="State folder (SQLite database); default $CXSTACK_HOME, else a .cxstack folder here or in a "
+        "parent folder (make run creates one in the project), else ~/.cxstack.",
+    ),
 ]
 EmbedderOpt = Annotated[
     str | None,
@@ -101,10 +106,15 @@ def validate(workspace: WorkspaceArg) -> None:
 
     problems = validate_workspace(workspace)
     errors = [p for p in problems if p.severity == "error"]
-    if problems:
+    if problems and not console.is_terminal:
+        # Piped or redirected: one whole line per problem, never cut to a terminal's width.
+        for p in problems:
+            sys.stdout.write(p.format() + "\n")
+        sys.stdout.write(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)\n")
+    elif problems:
         table = Table(title=f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
         for column in ("where", "severity", "problem", "fix"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for p in problems:
             where = f"{p.file}:{p.line}" if p.line else p.file
             style = "red" if p.severity == "error" else "yellow"
@@ -154,11 +164,8 @@ def serve(
         cx = build(settings, workspace=ws)
     if customers is not None:
         console.print(f"imported {import_customers_file(cx.store, customers, ws)} customers from {customers}")
-    report = cx.engine.router_report
     console.print(
-        f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / "
-        f"{report.n_intents} intents, "
-        f"cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}; "
+        f"{ws.settings.name} [dim]{ws.version}[/]: {render.router_summary(cx.engine.router_report)}; "
         f"loaded in {cx.engine.load_seconds:.1f}s"
     )
     console.print(f"web chat: http://{host}:{port}/   API docs: http://{host}:{port}/docs")

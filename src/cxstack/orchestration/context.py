@@ -14,7 +14,9 @@ _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|bu
 _ORDINALS = {"first": 0, "1": 0, "former": 0, "second": 1, "2": 1, "latter": 1}
 _PERSON = re.compile(
     r"\b(talk|speak|chat)\s+(to|with)\s+(a\s+)?(human|person|agent|someone|representative|manager)\b|"
-    r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b",
+    r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b|"
+    r"\b(pass|put|transfer|connect|escalate)\s+(me\s+)?(through\s+)?(to|with)\s+(a\s+|an\s+)?"
+    r"(human|person|agent|someone|somebody|representative|manager|colleague)\b",
     re.I,
 )
 

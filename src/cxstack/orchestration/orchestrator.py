@@ -64,7 +64,7 @@ PHATIC = BUILTIN_NAMES
 LONG_MESSAGE_CHARS = 500
 LONG_MESSAGE_SEGMENTS = 4
 # A second request in one message is acted on only when the router is this sure of it.
-SECOND_REQUEST_MIN_CONFIDENCE = 0.5
+SECOND_REQUEST_MIN_CONFIDENCE = 0.7
 # Reasons for which the assistant itself decided a person is needed (vs. the customer or a policy asking).
 _UNCERTAIN_REASONS = frozenset(
     {"low_confidence", "no_grounded_answer", "out_of_scope", "clarification_exhausted", "internal_error"}

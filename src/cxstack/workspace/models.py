@@ -54,7 +54,7 @@ class Thresholds(_Strict):
     answer_min_confidence: float = Field(0.45, ge=0, le=1)
     max_clarifications: int = Field(1, ge=0, le=5)
     human_min_confidence: float = Field(
-        0.75,
+        0.6,
         ge=0,
         le=1,
         description="Router confidence needed to send a message straight to a person because its intent's "

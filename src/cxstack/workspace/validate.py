@@ -216,6 +216,36 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+# How to fix the common type errors, by pydantic error type.
+_TYPE_FIXES = {
+    "int_parsing": "write a whole number, e.g. 3",
+    "int_type": "write a whole number, e.g. 3",
+    "int_from_float": "write a whole number, e.g. 3",
+    "float_parsing": "write a number, e.g. 0.5",
+    "float_type": "write a number, e.g. 0.5",
+    "decimal_parsing": "write a number, e.g. 500",
+    "decimal_type": "write a number, e.g. 500",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write text; quote it if YAML reads it as a number, date or boolean ('yes', '2024-01-01')",
+    "list_type": "write a list: [a, b] or one `- item` per line",
+    "dict_type": "write a mapping: `key: value` lines indented under the key",
+    "model_type": "write a mapping of the keys this section takes",
+    "date_from_datetime_parsing": "write a date as YYYY-MM-DD",
+    "date_parsing": "write a date as YYYY-MM-DD",
+    "date_type": "write a date as YYYY-MM-DD",
+    "tuple_type": "write a list of two items, e.g. [9, 17]",
+    "too_short": "add at least one item",
+    "string_too_short": "write a non-empty value",
+}
+_BOUND_WORDS = {
+    "greater_than_equal": "at least",
+    "less_than_equal": "at most",
+    "greater_than": "above",
+    "less_than": "below",
+}
+
+
 def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) -> list[Problem]:
     merged: dict[Loc, tuple[int | None, int | None, list[str], str]] = {}
     for detail in error.errors(include_url=False):
@@ -246,6 +276,11 @@ def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) 
                 fix = f"use one of {expected}"
             elif isinstance(context.get("fix"), str):
                 fix = context["fix"]  # a model's own validator says how to fix it
+            else:
+                fix = _TYPE_FIXES.get(kind, "")
+                if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+                    bound = next(iter(context.values()), None)
+                    fix = f"use a number {_BOUND_WORDS[kind]} {bound}"
         if shown in merged and kind != "extra_forbidden":
             merged[shown][2].append(str(detail["msg"]))
             continue
@@ -1195,8 +1230,9 @@ def _check_identity(check: WorkspaceCheck) -> None:
             )
         owner = action.owner
         if owner is None:
+            in_path = {p[1] for p in string.Formatter().parse(action.path) if p[1]}
             asks_for_object = any(
-                s.type == "string" and not s.from_customer and s.name in action.path for s in action.slots
+                s.type == "string" and not s.from_customer and s.name in in_path for s in action.slots
             )
             if asks_for_object and not action.public:
                 check.add(
