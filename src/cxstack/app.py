@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -13,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cxstack import __version__
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
@@ -68,6 +72,10 @@ class Settings(BaseSettings):
             return windows
         return {channel: self.burst_window_ms for channel in {*windows, *workspace.settings.channels}}
 
+    def cache_dir(self) -> Path:
+        """Trained routers, by workspace version and embedder (safe to delete)."""
+        return self.home / "cache"
+
     def resolved_database_url(self) -> str:
         return self.database_url or database_url(self.home)
 
@@ -107,13 +115,16 @@ def build_engine(
     backoffice_url: str | None = None,
     dry_run_actions: bool = False,
     connectors: Mapping[str, ActionConnector] | None = None,
+    cache_dir: Path | None = None,
 ) -> Engine:
+    """Trains the router and indexes knowledge for `workspace`. With `cache_dir`, a router trained before for
+    the same workspace version and embedder is loaded instead (serve's worker process, a restarted worker
+    and a restarted serve then start in seconds, not minutes)."""
     started = time.perf_counter()
+    name = embedder_name or workspace.settings.embedder
     if embedder is None:
-        embedder = CachedEmbedder(load_embedder(embedder_name or workspace.settings.embedder))
-    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
-    router = IntentRouter(embedder)
-    report = router.fit([text for text, _ in examples], [label for _, label in examples])
+        embedder = CachedEmbedder(load_embedder(name))
+    router, report = _trained_router(workspace, embedder, name, cache_dir)
     knowledge = KnowledgeIndex(workspace.facts, embedder)
     if connectors is None:
         connectors = http_connectors(workspace, backoffice_url=backoffice_url, dry_run=dry_run_actions)
@@ -127,6 +138,33 @@ def build_engine(
         embedder=embedder,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def _trained_router(
+    workspace: Workspace, embedder: Embedder, embedder_name: str, cache_dir: Path | None
+) -> tuple[IntentRouter, RouterFitReport]:
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha256(f"{workspace.version}|{embedder_name}|{__version__}".encode()).hexdigest()[:20]
+        path = cache_dir / f"router-{key}.pickle"
+        try:
+            with path.open("rb") as handle:
+                cached_router, cached_report = pickle.load(handle)  # our own file, in our own state folder
+            return cached_router.with_embedder(embedder), cached_report
+        except FileNotFoundError:
+            pass
+        except Exception:  # a stale or broken cache is rebuilt, never trusted
+            log.warning("router cache %s unreadable; training again", path, exc_info=True)
+    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
+    router = IntentRouter(embedder)
+    report = router.fit([text for text, _ in examples], [label for _, label in examples])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        with partial.open("wb") as handle:
+            pickle.dump((router, report), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    return router, report
 
 
 def _orchestrator(
@@ -286,6 +324,7 @@ def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Wor
         embedder_name=settings.embedder,
         backoffice_url=settings.backoffice_url,
         dry_run_actions=settings.dry_run_actions,
+        cache_dir=settings.cache_dir(),
     )
     return open_store(settings), engine.orchestrator, workspace, engine.aclose
 
@@ -302,5 +341,6 @@ def build(settings: Settings, *, workspace: Workspace | None = None, engine: Eng
             embedder_name=settings.embedder,
             backoffice_url=settings.backoffice_url,
             dry_run_actions=settings.dry_run_actions,
+            cache_dir=settings.cache_dir(),
         )
     return CxApp(settings, open_store(settings), engine)
