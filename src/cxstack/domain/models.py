@@ -93,6 +93,7 @@ class InboundMessage:
     text: str
     received_at: datetime = field(default_factory=utcnow)
     customer: Customer | None = None
+    verified: bool = False  # the channel vouched for customer_id (integration key, signed session)
 
 
 @dataclass(frozen=True, slots=True)
