@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cxstack.api.app import create_api
@@ -17,6 +18,7 @@ from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
+from cxstack.testing.authz import make_role_keys
 from cxstack.testing.http_standin import Reply, ScriptedBackend
 from cxstack.workspace.loader import DEFAULT_MECHANISMS, load_workspace
 
@@ -174,8 +176,20 @@ def cx(tmp_path: Path, workspace_path: Path, backend: tuple[str, ScriptedBackend
 
 
 @pytest.fixture
-def client(cx: CxApp) -> Iterator[TestClient]:
-    with TestClient(create_api(cx)) as test_client:
+def keys(cx: CxApp) -> dict[str, str]:
+    """A key per role (admin, agent, integration, viewer), created through the store as the CLI does."""
+    return make_role_keys(cx.store)
+
+
+@pytest.fixture
+def api(cx: CxApp) -> FastAPI:
+    return create_api(cx)
+
+
+@pytest.fixture
+def client(api: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
+    """Calls as admin unless a request says otherwise (see cxstack.testing.authz.send_as)."""
+    with TestClient(api, headers={"Authorization": f"Bearer {keys['admin']}"}) as test_client:
         yield test_client
 
 

@@ -10,7 +10,9 @@ from datetime import datetime
 class ApiRole(enum.StrEnum):
     ADMIN = "admin"  # workspace, customers, keys — and everything else
     AGENT = "agent"  # escalations, human replies, hand-back, reading conversations
-    INTEGRATION = "integration"  # posts messages and customer profiles for its channel, mints web-chat sessions
+    INTEGRATION = (
+        "integration"  # posts messages and customer profiles for its channel, mints web-chat sessions
+    )
     VIEWER = "viewer"  # reads conversations, traces, intents, the workspace
 
 
