@@ -17,10 +17,10 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from cxstack import __version__
 from cxstack.api import views
+from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.keys import ApiKeys
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
@@ -106,7 +106,7 @@ def create_api(app: CxApp, *, auth: Auth | None = None) -> FastAPI:
     api.state.cx = app
     api.state.auth = auth or build_auth(app)
     # Past the limit the body is not read further and the answer (413) never echoes it.
-    api.add_middleware(RequestBodyLimitMiddleware, max_body_size=app.settings.max_body_bytes)
+    api.add_middleware(BodyLimitMiddleware, max_body_bytes=app.settings.max_body_bytes)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_offline_docs(api)
     _add_error_handlers(api, app.settings.max_body_bytes)
@@ -161,7 +161,7 @@ def _add_error_handlers(api: FastAPI, max_body_bytes: int) -> None:
     async def too_large(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-            content={"detail": f"request body over the limit of {max_body_bytes} bytes; nothing was stored"},
+            content={"detail": too_large_detail(max_body_bytes)},
         )
 
     @api.exception_handler(views.ConversationNotFoundError)

@@ -71,7 +71,7 @@ class WebchatSessions:
         started_at: datetime | None = None,
     ) -> tuple[str, WebchatSession]:
         now = now or utcnow()
-        started = started_at or now
+        started = _whole_seconds(started_at or now)
         expires = min(now + self.ttl, started + self.max_age)
         session = WebchatSession(conversation_id, customer_id, verified, _whole_seconds(expires), started)
         claims = {

@@ -135,7 +135,9 @@ def api_routes(api: FastAPI) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for route in api.routes:
         if isinstance(route, APIRoute) and route.path.startswith("/v1/"):
-            found.extend((method, route.path) for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"}))
+            found.extend(
+                (method, route.path) for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"})
+            )
     return sorted(found)
 
 
