@@ -548,8 +548,21 @@ def serve_api(
     on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Runs the API with uvicorn until interrupted (used by `cxstack serve`). Every turn is traced in the
-    store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput.
-    `on_listening` runs once the socket accepts connections (not before: the service starts first)."""
+    store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput."""
+    api_server(app, host, port, log_level=log_level, access_log=access_log, on_listening=on_listening).run()
+
+
+def api_server(
+    app: CxApp,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> Any:
+    """A uvicorn server for the API; `on_listening` runs once its socket accepts connections (after the
+    service started), so whatever it prints is true when printed."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -559,7 +572,7 @@ def serve_api(
                 on_listening()
 
     config = uvicorn.Config(create_api(app), host=host, port=port, log_level=log_level, access_log=access_log)
-    Server(config).run()
+    return Server(config)
 
 
 def app_factory() -> FastAPI:  # pragma: no cover - for `uvicorn cxstack.api.app:app_factory --factory`
