@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 from typer.testing import CliRunner
 
 from cxstack.api.app import api_server
