@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import stat
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from argon2 import PasswordHasher
 
 from cxstack.api.keys import DEFAULT_HASHER, ApiKeys, key_id_of, parse_key
 from cxstack.api.sessions import (
@@ -19,6 +22,7 @@ from cxstack.domain.auth import ApiRole
 from cxstack.domain.models import utcnow
 from cxstack.testing.authz import TEST_HASHER
 from cxstack.testing.memory_store import InMemoryStore
+from cxstack.testing.store_contract import run_in_threads
 
 SECRET = "s" * 48
 
@@ -77,6 +81,26 @@ def test_a_revoke_in_this_process_drops_the_cached_entry_at_once() -> None:
     assert keys.verify(created.secret) is not None
     keys.revoke(f"cxk_{created.key.id}")
     assert keys.cached(created.secret) is None and keys.verify(created.secret) is None
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verified = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified += 1
+        time.sleep(0.05)  # long enough for every thread to arrive while the first one hashes
+        return super().verify(hash, password)
+
+
+def test_concurrent_first_uses_of_a_key_hash_it_once() -> None:
+    hasher = CountingHasher()
+    keys = ApiKeys(InMemoryStore(), hasher=hasher)
+    created = keys.create("ingest", "integration")
+    results = run_in_threads(16, lambda _: keys.verify(created.secret))
+    assert all(r is not None and r.id == created.key.id for r in results)
+    assert hasher.verified == 1
 
 
 def test_the_cache_is_bounded() -> None:

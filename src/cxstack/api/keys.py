@@ -86,6 +86,9 @@ class ApiKeys:
         # sha256(key) -> (key, valid until): the raw key is not kept in memory longer than the request.
         self._cache: OrderedDict[bytes, tuple[ApiKey, float]] = OrderedDict()
         self._revocations = 0  # a check that raced a revoke in this process is not cached
+        # One hash per key at a time: 32 connections opening with the same new key must not each spend
+        # ~40 ms of CPU on it (the first check fills the cache, the others wait for it).
+        self._checking: dict[bytes, threading.Lock] = {}
 
     def create(self, name: str, role: ApiRole | str, *, channel: str | None = None) -> CreatedKey:
         name = name.strip()
@@ -148,6 +151,19 @@ class ApiKeys:
         found = self.cached(token)
         if found is not None:
             return found
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            checking = self._checking.setdefault(digest, threading.Lock())
+        try:
+            with checking:
+                found = self.cached(token)
+                return found if found is not None else self._check(token, digest)
+        finally:
+            with self._lock:
+                if self._checking.get(digest) is checking:
+                    del self._checking[digest]
+
+    def _check(self, token: str, digest: bytes) -> ApiKey | None:
         parsed = parse_key(token)
         if parsed is None:
             return None
@@ -161,7 +177,6 @@ class ApiKeys:
             self._hasher.verify(stored.secret_hash, secret)
         except (VerificationError, InvalidHashError):
             return None
-        digest = hashlib.sha256(token.encode()).digest()
         with self._lock:
             if revocations != self._revocations:
                 return stored  # valid when read; not remembered, so a revoke that raced it holds
