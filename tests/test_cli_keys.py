@@ -90,7 +90,8 @@ def test_serve_bootstrap_admin_prints_a_working_key_and_desk_link_once_listening
     ]  # fmt: skip
     keys = []
     for _ in range(2):  # a second start replaces the first key
-        env = {**os.environ, "COLUMNS": "300", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "COLUMNS": "300", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             lines = []
@@ -100,6 +101,7 @@ def test_serve_bootstrap_admin_prints_a_working_key_and_desk_link_once_listening
                 if "escalation desk" in line:
                     break
             output = "".join(lines)
+            assert "web chat:" in output, output
             assert "Uvicorn running on" in output[: output.index("web chat:")]  # printed once listening
             desk = re.search(r"http://127\.0\.0\.1:\d+/escalations#key=(cxk_\S+)", output)
             assert desk is not None, output
