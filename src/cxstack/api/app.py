@@ -55,12 +55,13 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
-def _cx(request: Request) -> CxApp:
+# `async` though they do no I/O: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def _cx(request: Request) -> CxApp:
     cx: CxApp = request.app.state.cx
     return cx
 
 
-def _auth(request: Request) -> Auth:
+async def _auth(request: Request) -> Auth:
     auth: Auth = request.app.state.auth
     return auth
 
