@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -54,6 +55,8 @@ def run(embedder: str) -> dict[str, Any]:
     from cxstack.workspace.loader import load_workspace
 
     started = time.perf_counter()
+    # Each refusal is logged as a warning (the trace line a real attack leaves); here they are the point.
+    logging.getLogger("cxstack.api.security").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         engine = build_engine(
             load_workspace(demo_workspace_path()), embedder_name=embedder, dry_run_actions=True
