@@ -132,5 +132,9 @@ const cx = {
 };
 
 cx.takeKeyFromFragment();
+// The log-in link opened in a tab already on this page only changes the fragment: take it and start over.
+window.addEventListener("hashchange", () => {
+  if (location.hash.startsWith("#key=")) { cx.takeKeyFromFragment(); location.reload(); }
+});
 cx.checkHealth();
 setInterval(cx.checkHealth, 30000);
