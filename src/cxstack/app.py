@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxstack import __version__
@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Trained routers, by workspace version and embedder (safe to delete)."""
         return self.home / "cache"
+
+    # Signs web-chat session tokens; every API process of a deployment needs the same one. Unset: a secret is
+    # created once in `home` (file `secret_key`, mode 0600).
+    secret_key: SecretStr | None = None
+    session_minutes: float = 30.0  # a web-chat session token's lifetime; the page refreshes it while open
+    max_body_bytes: int = 64 * 1024  # larger request bodies get 413, never read further
+    # A verified API key is remembered this long: a key revoked in another process works here until then.
+    api_key_cache_seconds: float = 30.0
 
     def resolved_database_url(self) -> str:
         return self.database_url or database_url(self.home)
@@ -196,6 +204,15 @@ def open_store(settings: Settings) -> Store:
     return SqlAlchemyStore(engine)
 
 
+class ExternalIdConflictError(ValueError):
+    """The message's (channel, external id) is already stored in another conversation; nothing was stored."""
+
+    def __init__(self, channel: str, external_id: str) -> None:
+        self.channel = channel
+        self.external_id = external_id
+        super().__init__("external_id already used in another conversation")
+
+
 @dataclass
 class ConversationView:
     conversation: Conversation
@@ -272,8 +289,34 @@ class CxApp:
         customer_id: str | None = None,
         verified: bool = False,
     ) -> IngestResult:
-        """Stores the message (idempotent on channel + external id) and schedules its turn. `verified`: the
-        channel vouched for the customer (an integration's key, a signed session); never from message text."""
+        """Stores the message (idempotent on channel + external id) and schedules its turn. The store is
+        synchronous: it runs on a worker thread so that the event loop keeps serving.
+
+        `verified`: the channel vouched for the customer (an integration's key, a signed session).
+        Raises ExternalIdConflictError if the external id is already stored in another conversation."""
+        return await asyncio.to_thread(
+            self.ingest_message,
+            conversation_id,
+            text,
+            external_id=external_id,
+            channel=channel,
+            customer=customer,
+            customer_id=customer_id,
+            verified=verified,
+        )
+
+    def ingest_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        channel: str = "api",
+        customer: Customer | None = None,
+        customer_id: str | None = None,
+        verified: bool = False,
+    ) -> IngestResult:
+        """`post_message` for a caller already off the event loop (thread-safe)."""
         cid = ConversationId(conversation_id)
         if customer is None and customer_id is None:
             customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
@@ -287,6 +330,8 @@ class CxApp:
             verified=verified,
         )
         result = self.store.ingest(inbound)
+        if not result.created and result.message.conversation_id != cid:
+            raise ExternalIdConflictError(channel, inbound.external_id)
         if result.created:
             self.runtime.notify(cid)
         return result
@@ -309,7 +354,9 @@ class CxApp:
         )
 
     async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:
-        message = self.store.add_human_reply(ConversationId(conversation_id), text, author, hand_back)
+        message = await asyncio.to_thread(
+            self.store.add_human_reply, ConversationId(conversation_id), text, author, hand_back
+        )
         self.outbox.wake()
         self.broker.publish(ConversationId(conversation_id))
         return message
