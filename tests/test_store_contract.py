@@ -130,7 +130,7 @@ def _schema_differences(engine: Engine) -> list[object]:
 
 def test_sqlite_migrations_produce_exactly_the_orm_schema(sqlite_engine: Engine) -> None:
     assert _schema_differences(sqlite_engine) == []
-    assert current_revision(sqlite_engine) == head_revision() == "0001"
+    assert current_revision(sqlite_engine) == head_revision() == "0002_outbox_delivery"
     assert is_up_to_date(sqlite_engine)
 
 

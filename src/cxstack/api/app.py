@@ -31,10 +31,12 @@ from cxstack.api.schemas import (
     HumanReplyOut,
     IntentOut,
     MessageAccepted,
+    OutboxItemOut,
     PostMessage,
     WorkspaceOut,
 )
 from cxstack.app import CxApp
+from cxstack.domain.ports import OutboxStatus
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -254,8 +256,31 @@ def _add_api_routes(api: FastAPI) -> None:
         found = views.get_customer(cx, customer_id)
         return found if found is not None else _not_found(f"customer {customer_id} not found")
 
-    @api.get("/health", response_model=HealthOut, tags=["service"])
+    @api.get(
+        "/v1/outbox",
+        response_model=list[OutboxItemOut],
+        tags=["service"],
+        summary="Replies in the outbox by status (dead: failed every send attempt)",
+    )
+    async def list_outbox(
+        cx: Cx,
+        status: Annotated[OutboxStatus, Query(description="dead, pending or sent")] = OutboxStatus.DEAD,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[OutboxItemOut]:
+        """Oldest first. A dead reply never reached the customer; requeueing it is a store operation
+        (`Store.requeue_outbox`)."""
+        return views.list_outbox(cx, status, limit)
+
+    @api.get(
+        "/health",
+        response_model=HealthOut,
+        tags=["service"],
+        responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
+    )
     async def health(cx: Cx, response: Response) -> HealthOut:
+        """`ok`, or `degraded` with `reasons` (database unreachable, turn worker down or restarting).
+        503 only when the database is unreachable; a restarting worker answers 200 because messages are
+        still stored and will be answered (see `HealthOut`)."""
         report = views.health(cx)
         if not report.db_ok:
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

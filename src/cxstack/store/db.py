@@ -17,6 +17,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 DATABASE_URL_ENV = "CXSTACK_DATABASE_URL"
 HOME_ENV = "CXSTACK_HOME"
+SQLITE_SYNCHRONOUS_ENV = "CXSTACK_SQLITE_SYNCHRONOUS"
+SQLITE_SYNCHRONOUS_LEVELS = ("FULL", "EXTRA", "NORMAL")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Several API or worker processes may start at once against one PostgreSQL; only one may run migrations.
@@ -50,8 +52,29 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def create_engine_for(url: str, **engine_options: Any) -> Engine:
-    """An engine configured for cxstack. Extra keyword arguments go to `sqlalchemy.create_engine`."""
+def sqlite_synchronous(level: str | None = None) -> str:
+    """The SQLite `synchronous` level: `level`, else `CXSTACK_SQLITE_SYNCHRONOUS`, else FULL.
+
+    FULL (the default) syncs the write-ahead log on every commit, so a message acknowledged to a channel
+    survives a power cut or a kernel crash, not only a crash of cxstack. NORMAL syncs only at checkpoints:
+    still safe when a process is killed, but an OS crash can lose the last commits. SQLITE_SYNC_COST has the
+    price measured on this project's machine.
+    """
+    chosen = (level or os.environ.get(SQLITE_SYNCHRONOUS_ENV) or "FULL").strip().upper()
+    if chosen not in SQLITE_SYNCHRONOUS_LEVELS:
+        raise ValueError(
+            f"{SQLITE_SYNCHRONOUS_ENV}={chosen!r} is not a synchronous level cxstack supports; "
+            f"use one of {', '.join(SQLITE_SYNCHRONOUS_LEVELS)}"
+        )
+    return chosen
+
+
+def create_engine_for(
+    url: str, *, sqlite_synchronous_level: str | None = None, **engine_options: Any
+) -> Engine:
+    """An engine configured for cxstack. Extra keyword arguments go to `sqlalchemy.create_engine`.
+
+    `sqlite_synchronous_level` overrides `CXSTACK_SQLITE_SYNCHRONOUS` (see `sqlite_synchronous`)."""
     url = normalize_url(url)
     parsed = make_url(url)
     options: dict[str, Any] = {"json_serializer": _json_dumps}
@@ -68,14 +91,14 @@ def create_engine_for(url: str, **engine_options: Any) -> Engine:
         options["connect_args"].update(connect_args)
         options.update(engine_options)
         engine = create_engine(url, **options)
-        _configure_sqlite(engine, wal=not in_memory)
+        _configure_sqlite(engine, wal=not in_memory, synchronous=sqlite_synchronous(sqlite_synchronous_level))
         return engine
     options["pool_pre_ping"] = True
     options.update(engine_options)
     return create_engine(url, **options)
 
 
-def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+def _configure_sqlite(engine: Engine, *, wal: bool, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Take transaction control away from the sqlite3 module so "begin" below decides (SQLAlchemy's
@@ -87,7 +110,8 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
             cursor.execute("PRAGMA foreign_keys = ON")
             if wal:
                 cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")
+                # See sqlite_synchronous() and SQLITE_SYNC_COST for why FULL is the default.
+                cursor.execute(f"PRAGMA synchronous = {synchronous}")
         finally:
             cursor.close()
 
