@@ -41,7 +41,14 @@ WorkerFactory = Callable[[dict[str, Any]], Any]
 HEARTBEAT_S = 1.0
 
 
-def _child_main(factory: WorkerFactory, options: dict[str, Any], conn: Connection) -> None:
+def _child_main(factory: WorkerFactory, conn: Connection) -> None:
+    # The options (with the whole workspace) come over the pipe, not as Process arguments: those are written
+    # to the new process before start() returns, and if it died while reading them the writer would block
+    # for good. A send over the pipe fails instead (see ProcessRuntime._spawn).
+    try:
+        options: dict[str, Any] = conn.recv()
+    except (EOFError, OSError):
+        return
     # Acknowledging a webhook is what a channel times out on; a turn can wait a few milliseconds more.
     os.nice(int(options.get("niceness", 10)))
     asyncio.run(_child(factory, options, conn))
@@ -103,7 +110,7 @@ class _Worker:
 
 
 def restart_delay(failures_in_a_row: int, first_s: float, max_s: float) -> float:
-    """Seconds to wait before starting a worker again: `first_s`, doubling with each failure in a row, capped."""
+    """Seconds to wait before starting a worker again: `first_s`, doubled per failure in a row, capped."""
     return float(min(max_s, first_s * 2 ** min(max(failures_in_a_row, 1) - 1, 30)))
 
 
@@ -171,7 +178,13 @@ class ProcessRuntime:
         self._stopping = False
         self._health = WorkerHealth("starting", reason="turn worker starting")
         worker = self._spawn()
-        await self._until_ready(worker)
+        try:
+            await self._hand_over_options(worker)
+            await self._until_ready(worker)
+        except RuntimeError:
+            if worker.process.is_alive():
+                worker.process.kill()
+            raise
         self._health = WorkerHealth("running", pid=worker.process.pid)
         self._supervisor = asyncio.create_task(self._supervise(), name="cxstack-worker-supervisor")
         return resumed
@@ -180,7 +193,7 @@ class ProcessRuntime:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(
-            target=_child_main, args=(self._factory, self._options, child), name="cxstack-worker", daemon=True
+            target=_child_main, args=(self._factory, child), name="cxstack-worker", daemon=True
         )
         process.start()
         # Only the worker holds its end now: when it dies, reads here end and sends fail instead of blocking.
@@ -192,6 +205,20 @@ class ProcessRuntime:
             target=self._read_pipe, args=(worker,), name="cxstack-runtime-pipe", daemon=True
         ).start()
         return worker
+
+    async def _hand_over_options(self, worker: _Worker) -> None:
+        """Sends the worker its options (the workspace is ~100 KB) off the event loop; the worker reads them
+        first thing. Raises RuntimeError if it died before reading them."""
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                await asyncio.to_thread(worker.conn.send, self._options)
+        except TimeoutError:
+            worker.process.kill()  # which also ends the blocked send
+            raise RuntimeError("the worker process did not read its options") from None
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+            raise RuntimeError(
+                f"the worker process ended before it read its options ({type(exc).__name__})"
+            ) from exc
 
     async def _until_ready(self, worker: _Worker) -> None:
         while not worker.ready.is_set():
@@ -230,6 +257,7 @@ class ProcessRuntime:
                 "restarting", self._restarts, replacement.process.pid, worker.process.exitcode, reason
             )
             try:
+                await self._hand_over_options(replacement)
                 await self._until_ready(replacement)
             except RuntimeError as exc:
                 log.error("turn worker restart %d failed: %s", self._restarts, exc)
