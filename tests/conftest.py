@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["COLUMNS"] = "200"  # rich tables in CLI output keep whole names on one line
+# Every message its own turn unless a test asks for burst merging (tests/test_bursts.py sets its own windows).
+os.environ.setdefault("CXSTACK_BURST_WINDOW_MS", "0")
 
 SHOP = {
     "cxstack.yaml": """\

@@ -202,7 +202,7 @@ def step(trace: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_post_with_wait_returns_reply_and_layer_trace(client: TestClient) -> None:
     body = say(client, "c1", "how long do I have to return an item?")
-    assert body["duplicate"] is False and body["status"] == "open"
+    assert body["duplicate"] is False and body["status"] == "bot"
     assert "30 days" in body["reply"]
     trace = body["trace"]
     assert trace["intent"] == "return_policy" and trace["decision"] == "continue"
@@ -300,7 +300,7 @@ def test_unknown_conversation_and_escalation_are_404(client: TestClient) -> None
 
 def test_escalation_is_queued_and_a_human_reply_hands_back(client: TestClient) -> None:
     body = say(client, "c5", "I will sue you, my lawyer will contact you")
-    assert body["trace"]["decision"] == "escalate" and body["status"] == "escalated"
+    assert body["trace"]["decision"] == "escalate" and body["status"] == "waiting_for_person"
     escalation_id = step(body["trace"], "escalate")["output"]["escalation_id"]
 
     legal = client.get("/v1/escalations", params={"queue": "legal"}).json()
@@ -321,7 +321,7 @@ def test_escalation_is_queued_and_a_human_reply_hands_back(client: TestClient) -
         json={"text": "We are on it.", "author": "ann", "hand_back": True},
     )
     assert reply.status_code == 201, reply.text
-    assert reply.json()["status"] == "open"
+    assert reply.json()["status"] == "bot"
     assert client.get("/v1/escalations", params={"queue": "legal"}).json() == []
     (resolved,) = client.get("/v1/escalations", params={"queue": "legal", "status": "all"}).json()
     assert resolved["id"] == escalation_id and resolved["status"] == "resolved"
@@ -338,7 +338,7 @@ def test_human_reply_without_hand_back_keeps_the_person_in_charge(client: TestCl
         "/v1/conversations/c8/human-replies",
         json={"text": "Could you tell me more?", "author": "ann", "hand_back": False},
     )
-    assert reply.status_code == 201 and reply.json()["status"] == "escalated"
+    assert reply.status_code == 201 and reply.json()["status"] == "person"
     assert len(client.get("/v1/escalations", params={"queue": "legal"}).json()) == 1
     held = say(client, "c8", "how long do I have to return an item?")
     assert held["trace"]["outcome"] == "handled_by_human" and held["reply"] is None
@@ -364,7 +364,7 @@ def test_resolver_exception_escalates_and_keeps_the_message(client: TestClient) 
     assert "misconfigured" in step(trace, "resolve:exploding")["output"]["detail"]["error"]
     conversation = client.get("/v1/conversations/c6").json()
     assert conversation["messages"][0]["text"] == "can you gift wrap my present please"
-    assert conversation["status"] == "escalated"
+    assert conversation["status"] == "waiting_for_person"
     (packet,) = client.get("/v1/escalations", params={"queue": "engineering"}).json()
     assert packet["reason_code"] == "internal_error" and packet["conversation_id"] == "c6"
     assert client.get("/health").json()["pending"] == 0

@@ -62,7 +62,7 @@ def reply_in(store: Store, conversation: str, text: str, n: int = 0) -> None:
     store.commit_turn(make_commit(conversation, message.id, reply=text))
 
 
-# ---- the dispatcher -----------------------------------------------------------------------------------------
+# ---- the dispatcher ----------------------------------------------------------------------------------------
 
 
 async def test_150_stuck_replies_never_delay_a_new_one(store_kind: str, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ async def test_an_unknown_channel_counts_as_a_failed_send(tmp_path: Path) -> Non
     assert item.attempts == 1 and item.last_error == "no channel named 'webchat'"
 
 
-# ---- the migration ------------------------------------------------------------------------------------------
+# ---- the migration -----------------------------------------------------------------------------------------
 
 
 def _rows_before_0002(connection: object, created: datetime) -> None:
@@ -187,7 +187,7 @@ def _check_upgrade_from_0001(engine: Engine) -> None:
 
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0001")
+        command.downgrade(config, "-1")  # this revision only
         statuses = dict(connection.execute(text("SELECT id, status FROM outbox")).all())
     assert statuses == {"out-pending": "pending", "out-failed": "failed", "out-sent": "sent"}
 
@@ -223,7 +223,7 @@ def test_the_outbox_migration_keeps_existing_rows_on_postgresql(pg_fresh_schema:
     _check_upgrade_from_0001(pg_fresh_schema)
 
 
-# ---- SQLite durability --------------------------------------------------------------------------------------
+# ---- SQLite durability -------------------------------------------------------------------------------------
 
 
 def test_sqlite_commits_are_synced_in_full_unless_configured(
@@ -247,7 +247,7 @@ def test_sqlite_commits_are_synced_in_full_unless_configured(
         sqlite_synchronous()
 
 
-# ---- the API ------------------------------------------------------------------------------------------------
+# ---- the API -----------------------------------------------------------------------------------------------
 
 
 def test_dead_replies_are_listed_and_counted_in_health(tmp_path: Path, shop_path: Path) -> None:

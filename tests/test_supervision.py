@@ -97,7 +97,7 @@ async def test_a_worker_that_keeps_failing_to_start_is_retried_until_it_starts(t
     runtime = ProcessRuntime(
         InMemoryStore(),
         flaky_worker,
-        {"broken": str(broken)},
+        {"broken": str(broken), "burst_window_ms": {}},
         restart_first_delay_s=0.05,
         restart_max_delay_s=0.2,
     )
@@ -126,7 +126,7 @@ async def test_a_worker_that_stops_sending_heartbeats_is_replaced(tmp_path: Path
     runtime = ProcessRuntime(
         InMemoryStore(),
         flaky_worker,
-        {"broken": str(tmp_path / "never")},
+        {"broken": str(tmp_path / "never"), "burst_window_ms": {}},
         unresponsive_after_s=0.3,
         restart_first_delay_s=30.0,
     )

@@ -81,7 +81,7 @@ async def test_never_automate_escalates_with_full_packet(app: CxApp) -> None:
     view = await say(app, "c4", "this is unacceptable, I will sue you and my lawyer will contact you")
     trace = view.traces[-1]
     assert trace.intent == "legal_threat" and trace.outcome == "escalated"
-    assert view.conversation.status == ConversationStatus.ESCALATED
+    assert view.conversation.status == ConversationStatus.WAITING
     [packet] = app.store.list_escalations(queue="legal")
     assert packet.conversation_id == "c4"
     assert packet.reason_code.startswith("never_automate")

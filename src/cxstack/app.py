@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
     # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses).
     runtime: Literal["thread", "process"] = "thread"
+    # Overrides the workspace's per-channel burst windows (0: every message is its own turn; tests, tools).
+    burst_window_ms: int | None = None
+
+    def burst_windows(self, workspace: Workspace) -> dict[str, int]:
+        windows = dict(workspace.settings.burst_window_ms)
+        if self.burst_window_ms is None:
+            return windows
+        return {channel: self.burst_window_ms for channel in {*windows, *workspace.settings.channels}}
 
     def resolved_database_url(self) -> str:
         return self.database_url or database_url(self.home)
@@ -171,11 +179,19 @@ class CxApp:
         self.outbox = OutboxDispatcher(store, channels)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
-            options = {"settings": settings.model_dump(), "workspace": engine.workspace}
+            options = {
+                "settings": settings.model_dump(),
+                "workspace": engine.workspace,
+                "burst_window_ms": settings.burst_windows(engine.workspace),
+            }
             self.runtime = ProcessRuntime(store, worker_components, options, on_commit=self._committed)
         else:
             self.runtime = EmbeddedRuntime(
-                store, engine.orchestrator, engine.workspace, on_commit=self._committed
+                store,
+                engine.orchestrator,
+                engine.workspace,
+                on_commit=self._committed,
+                burst_window_ms=settings.burst_windows(engine.workspace),
             )
         self._loop: asyncio.AbstractEventLoop | None = None
 

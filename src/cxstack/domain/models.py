@@ -34,8 +34,11 @@ class Role(enum.StrEnum):
 
 
 class ConversationStatus(enum.StrEnum):
-    OPEN = "open"
-    ESCALATED = "escalated"
+    """Who owns the conversation. Changed only through `cxstack.domain.conversation_state` transitions."""
+
+    BOT = "bot"
+    WAITING = "waiting_for_person"  # escalated; no person has answered yet
+    PERSON = "person"  # a person answered and has the conversation
     CLOSED = "closed"
 
 
@@ -93,6 +96,7 @@ class InboundMessage:
     text: str
     received_at: datetime = field(default_factory=utcnow)
     customer: Customer | None = None
+    verified: bool = False  # the channel vouched for customer_id (integration key, signed session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +116,15 @@ class Conversation:
     id: ConversationId
     customer_id: CustomerId
     channel: str
-    status: ConversationStatus = ConversationStatus.OPEN
+    status: ConversationStatus = ConversationStatus.BOT
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     # Carried between turns: last intent, pending action and its filled slots, entities seen so far.
     state: JSON = field(default_factory=dict)
+    # True when the channel (or a verification step) proved who the customer is; anonymous otherwise.
+    verified: bool = False
+    # Bumped by every write of state or status; a writer that read an older version is refused.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +175,10 @@ class EscalationPacket:
     transcript: list[JSON]
     created_at: datetime = field(default_factory=utcnow)
     status: str = "open"
+    # The reply the assistant drafted but did not send because it was not confident enough.
+    draft_reply: str | None = None
+    # Customer messages received after the escalation, while a person was on the way.
+    followups: list[JSON] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +200,5 @@ class Trace:
     variant: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     duration_ms: float = 0.0
+    # The turn's clock: the moment rules, hours and fact validity were evaluated at.
+    turn_at: datetime | None = None

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cxstack.domain.conversation_state import apply_all
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -192,9 +193,10 @@ async def replay_conversation(
                 )
             )
         conversation.state = result.state
-        conversation.status = result.status
+        for _, _, after in apply_all(conversation.status, result.transitions):
+            conversation.status = after
     replayed.final_state = conversation.state
-    if conversation.status == ConversationStatus.ESCALATED:
+    if conversation.status in (ConversationStatus.WAITING, ConversationStatus.PERSON):
         replayed.final_state = {**conversation.state, "status": "escalated"}
     return replayed
 

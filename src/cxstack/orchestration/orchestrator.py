@@ -8,9 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cxstack.domain.conversation_state import Transition
 from cxstack.domain.models import (
     ConversationStatus,
+    CustomerId,
     Decision,
+    EscalationId,
     EscalationPacket,
     Layer,
     Priority,
@@ -35,8 +38,15 @@ class TurnResult:
     trace: Trace
     reply: str | None
     state: dict[str, Any]
-    status: ConversationStatus
+    # Ownership changes this turn makes, applied by the store through the state machine.
+    transitions: tuple[Transition, ...] = ()
     escalation: EscalationPacket | None = None
+    # The customer's messages join the open escalation packet (a person has, or is about to get, them).
+    attach_to_escalation: bool = False
+    # Reopen this packet instead of creating a new one (the bot escalates again soon after a hand-back).
+    reopen_escalation: EscalationId | None = None
+    # A verification step proved who the customer is: the conversation is bound to this customer.
+    verified_customer: CustomerId | None = None
 
 
 @dataclass(slots=True)
@@ -75,7 +85,7 @@ class Orchestrator:
         started = self._clock()
         rec = _Recorder()
         state = dict(ctx.conversation.state)
-        if ctx.conversation.status == ConversationStatus.ESCALATED:
+        if ctx.conversation.status in (ConversationStatus.WAITING, ConversationStatus.PERSON):
             return self._with_human(ctx, rec, state, started)
 
         prediction = self._route(ctx, rec, state)
@@ -312,7 +322,7 @@ class Orchestrator:
             "handled_by_human",
             None,
             started,
-            status=ConversationStatus.ESCALATED,
+            attach_to_escalation=True,
         )
 
     def _escalate(
@@ -366,7 +376,7 @@ class Orchestrator:
             reply,
             started,
             reason=reason,
-            status=ConversationStatus.ESCALATED,
+            transitions=(Transition.ESCALATE,),
             escalation=packet,
         )
 
@@ -383,8 +393,9 @@ class Orchestrator:
         started: float,
         *,
         reason: str | None = None,
-        status: ConversationStatus = ConversationStatus.OPEN,
+        transitions: tuple[Transition, ...] = (),
         escalation: EscalationPacket | None = None,
+        attach_to_escalation: bool = False,
     ) -> TurnResult:
         trace = Trace(
             id=TraceId(new_id("trc")),
@@ -400,8 +411,18 @@ class Orchestrator:
             reply=reply,
             reason_code=reason,
             duration_ms=(self._clock() - started) * 1000,
+            turn_at=ctx.now,
         )
-        return TurnResult(trace=trace, reply=reply, state=state, status=status, escalation=escalation)
+        if ctx.conversation.status == ConversationStatus.CLOSED:
+            transitions = (Transition.REOPEN, *transitions)  # the customer wrote again
+        return TurnResult(
+            trace=trace,
+            reply=reply,
+            state=state,
+            transitions=transitions,
+            escalation=escalation,
+            attach_to_escalation=attach_to_escalation,
+        )
 
 
 def _describe(ctx: TurnContext, intent: str) -> str:

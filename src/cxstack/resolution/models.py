@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cxstack.domain.models import Conversation, Customer, Message, utcnow
+from cxstack.domain.ports import CustomerDirectory
 from cxstack.domain.turn import BusinessContext, IntentPrediction
 from cxstack.workspace.workspace import Workspace
 
@@ -21,3 +22,7 @@ class TurnContext:
     business: BusinessContext | None = None
     now: datetime = field(default_factory=utcnow)
     attempt: int = 0  # 0 for the first resolver, 1 for the retry with the fallback
+    # The messages this turn answers when several arrived as a burst (`message` then joins their texts).
+    burst: tuple[Message, ...] = ()
+    # Looks up stored customer profiles (a verification step binds the conversation to one of them).
+    customers: CustomerDirectory | None = None

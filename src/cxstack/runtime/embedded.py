@@ -8,8 +8,9 @@ the embedding model (which releases the GIL) uses the second core.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from cxstack.domain.models import ConversationId
@@ -20,6 +21,8 @@ from cxstack.runtime.worker import TurnWorker
 from cxstack.workspace.workspace import Workspace
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+RECOVER_EVERY_S = 1.0
 
 
 async def _call(factory: Callable[[], Awaitable[None]]) -> None:
@@ -34,11 +37,14 @@ class EmbeddedRuntime:
         workspace: Workspace,
         *,
         on_commit: Callable[[ConversationId], None] | None = None,
+        burst_window_ms: Mapping[str, int] | None = None,
     ) -> None:
         self._on_commit = on_commit
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="cxstack-runtime", daemon=True)
-        self.worker = TurnWorker(store, orchestrator, workspace, on_commit=self._committed)
+        self.worker = TurnWorker(
+            store, orchestrator, workspace, on_commit=self._committed, burst_window_ms=burst_window_ms
+        )
         self._started = False
 
     def _run(self) -> None:
@@ -57,7 +63,20 @@ class EmbeddedRuntime:
         if not self._started:
             self._thread.start()
             self._started = True
+            self._loop.call_soon_threadsafe(self._start_ticker)
         return await self._submit(self.worker.recover())
+
+    def _start_ticker(self) -> None:
+        self._ticker = self._loop.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        # Picks up what no notice announced: a turn whose failure back-off ended, a lease that expired.
+        while True:
+            await asyncio.sleep(RECOVER_EVERY_S)
+            try:
+                await self.worker.recover()
+            except Exception:
+                log.exception("recovering pending conversations failed")
 
     def notify(self, conversation_id: ConversationId) -> None:
         self._loop.call_soon_threadsafe(self.worker.notify, conversation_id)
@@ -72,6 +91,12 @@ class EmbeddedRuntime:
     async def wait_idle(self, conversation_id: ConversationId | None = None) -> None:
         await self._submit(self._settled(conversation_id))
 
+    async def _stop_ticker(self) -> None:
+        ticker = getattr(self, "_ticker", None)
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+
     async def _settled(self, conversation_id: ConversationId | None) -> None:
         # A notice sent with call_soon_threadsafe is queued on this loop; yield once so it has been handled.
         await asyncio.sleep(0)
@@ -82,6 +107,7 @@ class EmbeddedRuntime:
         if not self._started:
             self._loop.close()
             return
+        await self._submit(self._stop_ticker())
         await self._submit(self.worker.stop())
         if on_runtime_loop is not None:
             await self._submit(_call(on_runtime_loop))

@@ -69,7 +69,9 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
     async def committed(conversation_id: ConversationId) -> None:
         send(("committed", str(conversation_id)))
 
-    worker = TurnWorker(store, orchestrator, workspace, on_commit=committed)
+    worker = TurnWorker(
+        store, orchestrator, workspace, on_commit=committed, burst_window_ms=options.get("burst_window_ms")
+    )
 
     def read_pipe() -> None:
         while True:

@@ -132,6 +132,7 @@ def trace_fields(trace: Trace) -> dict[str, Any]:
         "steps": steps_to_json(trace.steps),
         "duration_ms": optional_float(trace.duration_ms) or 0.0,
         "created_at": as_utc(trace.created_at),
+        "turn_at": None if trace.turn_at is None else as_utc(trace.turn_at),
     }
 
 
@@ -152,6 +153,7 @@ def trace_from_fields(fields: Mapping[str, Any]) -> Trace:
         variant=fields["variant"],
         created_at=as_utc(fields["created_at"]),
         duration_ms=float(fields["duration_ms"]),
+        turn_at=None if fields.get("turn_at") is None else as_utc(fields["turn_at"]),
     )
 
 
@@ -174,6 +176,8 @@ def packet_to_json(packet: EscalationPacket) -> dict[str, Any]:
         "facts_used": [jsonable(fact) for fact in packet.facts_used],
         "actions_tried": [jsonable(action) for action in packet.actions_tried],
         "transcript": [json_object(line) for line in packet.transcript],
+        "draft_reply": None if packet.draft_reply is None else clean_text(packet.draft_reply),
+        "followups": [json_object(line) for line in packet.followups],
     }
 
 
@@ -194,4 +198,6 @@ def packet_from_json(raw: Mapping[str, Any], *, status: str, created_at: datetim
         transcript=list(raw["transcript"]),
         created_at=as_utc(created_at),
         status=status,
+        draft_reply=raw.get("draft_reply"),
+        followups=list(raw.get("followups") or []),
     )

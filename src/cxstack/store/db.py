@@ -132,14 +132,34 @@ def alembic_config() -> Config:
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest schema (alembic upgrade head), in one transaction."""
     config = alembic_config()
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
+        raw: Any = None
+        if sqlite:
             connection = connection.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
-        with connection.begin():
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            # SQLite changes a column by copying the table and dropping the old one, and with foreign keys
+            # enforced that DROP fails as soon as other rows point at the table (SQLite's documented
+            # procedure). Enforcement can only be switched outside a transaction; the check below stands in.
+            raw = connection.connection.driver_connection
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                if engine.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite:
+                    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if dangling:
+                        raise RuntimeError(
+                            f"migrating left {len(dangling)} row(s) whose foreign keys point nowhere, "
+                            f"e.g. {[tuple(row) for row in dangling[:3]]}; nothing was changed"
+                        )
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys = ON")
 
 
 def head_revision() -> str | None:

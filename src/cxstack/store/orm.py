@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,6 +85,7 @@ class ConversationRow(Base):
     __table_args__ = (
         Index(None, "updated_at"),
         Index(None, "pending_count"),
+        Index(None, "retry_at"),
     )
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
@@ -97,6 +99,13 @@ class ConversationRow(Base):
     last_seq: Mapped[int] = mapped_column(Integer, nullable=False)
     # Customer messages stored but not yet processed by a committed turn.
     pending_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    # Bumped by every change of state or status (optimistic concurrency).
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # After a failed turn, the conversation is not picked up again before this time.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class MessageRow(Base):
@@ -117,6 +126,8 @@ class MessageRow(Base):
     author: Mapped[str | None] = mapped_column(String, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     processed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    turn_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TraceRow(Base):
@@ -142,6 +153,7 @@ class TraceRow(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False)
     duration_ms: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    turn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutboxRow(Base):
@@ -178,3 +190,20 @@ class EscalationRow(Base):
     status: Mapped[str] = mapped_column(String, nullable=False)  # open | resolved
     packet: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ConversationEventRow(Base):
+    """A status transition of a conversation (see domain/conversation_state.py)."""
+
+    __tablename__ = "conversation_events"
+    __table_args__ = (Index(None, "conversation_id"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    transition: Mapped[str] = mapped_column(String, nullable=False)
+    from_status: Mapped[str] = mapped_column(String, nullable=False)
+    to_status: Mapped[str] = mapped_column(String, nullable=False)
+    actor: Mapped[str] = mapped_column(String, nullable=False)
+    cause: Mapped[str] = mapped_column(Text, nullable=False)
+    trace_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -31,7 +32,15 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import IngestResult, OutboxItem, OutboxStatus, SendRetryPolicy, TurnCommit
+from cxstack.domain.ports import (
+    IngestResult,
+    LeaseLostError,
+    OutboxItem,
+    OutboxStatus,
+    SendRetryPolicy,
+    StaleStateError,
+    TurnCommit,
+)
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -45,6 +54,7 @@ from cxstack.store.codec import (
 from cxstack.store.db import BEGIN_MODE_OPTION
 from cxstack.store.orm import (
     Base,
+    ConversationEventRow,
     ConversationRow,
     CustomerRow,
     EscalationRow,
@@ -206,11 +216,15 @@ class SqlAlchemyStore:
             return [_message(cast(Any, row)) for row in rows]
 
     def conversations_with_pending(self) -> list[ConversationId]:
-        """Least recently updated first: a conversation that keeps receiving messages cannot starve others."""
+        """Least recently updated first: a conversation that keeps receiving messages cannot starve others.
+        A conversation backing off after a failed turn is left out until its `retry_at`."""
         with self._read() as session:
             ids = session.scalars(
                 select(ConversationRow.id)
-                .where(ConversationRow.pending_count > 0)
+                .where(
+                    ConversationRow.pending_count > 0,
+                    or_(ConversationRow.retry_at.is_(None), ConversationRow.retry_at <= utcnow()),
+                )
                 .order_by(ConversationRow.updated_at, ConversationRow.id)
             )
             return [ConversationId(i) for i in ids]
@@ -220,13 +234,57 @@ class SqlAlchemyStore:
             rows = connection.execute(_PENDING_MESSAGES, {"conversation_id": conversation_id})
             return [_message(cast(Any, row)) for row in rows]
 
+    # ---- leases and failures ----------------------------------------------------------------------------
+
+    def claim_conversation(self, conversation_id: ConversationId, owner: str, ttl_seconds: float) -> bool:
+        """True if `owner` now holds the conversation's lease (it was free, expired, or already its own).
+        One conditional UPDATE: PostgreSQL's row lock and SQLite's write lock make it atomic."""
+        now = utcnow()
+        with self._write_engine.begin() as connection:
+            claimed = connection.execute(
+                _CLAIM_LEASE,
+                {
+                    "conversation_id": conversation_id,
+                    "owner": owner,
+                    "now": now,
+                    "until": now + timedelta(seconds=ttl_seconds),
+                },
+            )
+            return claimed.rowcount == 1
+
+    def release_conversation(self, conversation_id: ConversationId, owner: str) -> None:
+        with self._write_engine.begin() as connection:
+            connection.execute(_RELEASE_LEASE, {"conversation_id": conversation_id, "owner": owner})
+
+    def record_turn_failure(
+        self, conversation_id: ConversationId, message_ids: Sequence[str], error: str, retry_at: datetime
+    ) -> int:
+        """Counts a failed turn on each message and backs the conversation off until `retry_at`; returns the
+        highest failure count among the messages."""
+        with self._write() as session:
+            rows = list(
+                session.scalars(
+                    select(MessageRow).where(
+                        MessageRow.id.in_(list(message_ids)), MessageRow.conversation_id == conversation_id
+                    )
+                )
+            )
+            for row in rows:
+                row.turn_failures += 1
+                row.last_error = clean_text(error)[:2000]
+            conversation = session.get(ConversationRow, conversation_id)
+            if conversation is not None:
+                conversation.retry_at = retry_at
+            return max((row.turn_failures for row in rows), default=0)
+
     # ---- turns ------------------------------------------------------------------------------------------
 
     def commit_turn(self, commit: TurnCommit) -> None:
         """Everything the turn wrote, or nothing. A second commit for the same inbound message is a no-op.
 
         Raises KeyError if the inbound message is not in this conversation, ValueError if an id in the
-        commit (trace, reply, escalation) is already stored.
+        commit (trace, reply, escalation) is already stored or a transition is illegal, StaleStateError if
+        the conversation changed since the turn read it, LeaseLostError if another worker holds its lease.
         """
         try:
             with self._write_engine.begin() as connection:
@@ -320,8 +378,9 @@ class SqlAlchemyStore:
     def add_human_reply(
         self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
     ) -> Message:
-        """Stores the reply and queues it for sending. `hand_back` returns the conversation to automation
-        and resolves its open escalations. Raises KeyError for an unknown conversation."""
+        """Stores the reply and queues it for sending; the person now owns the conversation. `hand_back`
+        returns it to automation and resolves its open escalations. Raises KeyError for an unknown
+        conversation."""
         now = utcnow()
         with self._write() as session:
             conversation = session.get(ConversationRow, conversation_id, with_for_update=True)
@@ -337,18 +396,38 @@ class SqlAlchemyStore:
                 channel=conversation.channel,
                 created_at=now,
             )
-            conversation.updated_at = now
+            transitions: list[Transition] = []
+            if conversation.status == ConversationStatus.CLOSED.value:
+                transitions.append(Transition.REOPEN)
+            transitions.append(Transition.PERSON_REPLIED)
             if hand_back:
-                conversation.status = ConversationStatus.OPEN.value
-                session.execute(
-                    update(EscalationRow)
-                    .where(
-                        EscalationRow.conversation_id == conversation_id,
-                        EscalationRow.status == ESCALATION_OPEN,
-                    )
-                    .values(status=ESCALATION_RESOLVED)
-                )
+                transitions.append(Transition.HAND_BACK)
+            _transition(session, conversation, tuple(transitions), actor=f"agent:{author}", at=now)
             return _message(row)
+
+    def change_status(
+        self, conversation_id: ConversationId, transition: Transition, *, actor: str, cause: str = ""
+    ) -> Conversation:
+        """A status change outside a turn: a person closes a conversation or hands it back unanswered.
+        Raises KeyError for an unknown conversation, IllegalTransitionError (a ValueError) if not allowed."""
+        with self._write() as session:
+            conversation = session.get(ConversationRow, conversation_id, with_for_update=True)
+            if conversation is None:
+                raise KeyError(f"unknown conversation {conversation_id}")
+            _transition(
+                session, conversation, (Transition(transition),), actor=actor, cause=cause, at=utcnow()
+            )
+            session.flush()
+            return _conversation(conversation)
+
+    def list_status_changes(self, conversation_id: ConversationId) -> list[StatusChange]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(ConversationEventRow)
+                .where(ConversationEventRow.conversation_id == conversation_id)
+                .order_by(ConversationEventRow.at, ConversationEventRow.id)
+            )
+            return [_status_change(row) for row in rows]
 
 
 # ---- transaction bodies -----------------------------------------------------------------------------------
@@ -399,10 +478,6 @@ _BUMP_CONVERSATION = (
         last_seq=_CONVERSATIONS.c.last_seq + 1,
         pending_count=_CONVERSATIONS.c.pending_count + 1,
         updated_at=bindparam("now", type_=_CONVERSATIONS.c.updated_at.type),
-        status=case(
-            (_CONVERSATIONS.c.status == ConversationStatus.CLOSED.value, ConversationStatus.OPEN.value),
-            else_=_CONVERSATIONS.c.status,
-        ),
     )
     .returning(_CONVERSATIONS.c.last_seq, _CONVERSATIONS.c.customer_id)
 )
@@ -449,12 +524,14 @@ def _ingest_core(connection: Connection, inbound: InboundMessage) -> Message:
                 "id": inbound.conversation_id,
                 "customer_id": inbound.customer_id,
                 "channel": inbound.channel,
-                "status": ConversationStatus.OPEN.value,
+                "status": ConversationStatus.BOT.value,
                 "state": {},
                 "created_at": now,
                 "updated_at": now,
                 "last_seq": 1,
                 "pending_count": 1,
+                "verified": inbound.verified,
+                "version": 0,
             },
         )
         seq, author = 1, str(inbound.customer_id)
@@ -541,6 +618,28 @@ _CLAIM_INBOUND = (
     .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.processed.is_(False))
     .values(processed=True)
 )
+# The other messages of a burst answered by the same turn.
+_CLAIM_ANSWERED = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("message_ids", expanding=True)),
+        _MESSAGES.c.conversation_id == bindparam("in_conversation"),
+        _MESSAGES.c.role == Role.CUSTOMER.value,
+    )
+    .values(processed=True)
+)
+# Read under the row lock (PostgreSQL) or the IMMEDIATE transaction (SQLite) that the commit holds.
+_LOCK_CONVERSATION = (
+    select(
+        _CONVERSATIONS.c.status,
+        _CONVERSATIONS.c.version,
+        _CONVERSATIONS.c.lease_owner,
+        _CONVERSATIONS.c.customer_id,
+        _CONVERSATIONS.c.verified,
+    )
+    .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
+    .with_for_update()
+)
 _NEXT_SEQ = (
     update(_CONVERSATIONS)
     .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
@@ -553,6 +652,10 @@ _FINISH_CONVERSATION = (
     .values(
         state=bindparam("state", type_=_CONVERSATIONS.c.state.type),
         status=bindparam("status"),
+        customer_id=bindparam("customer_id"),
+        verified=bindparam("verified"),
+        version=_CONVERSATIONS.c.version + 1,
+        retry_at=None,
         updated_at=bindparam("now", type_=_CONVERSATIONS.c.updated_at.type),
         pending_count=(
             select(func.count())
@@ -566,9 +669,47 @@ _FINISH_CONVERSATION = (
         ),
     )
 )
+_CLAIM_LEASE = (
+    update(_CONVERSATIONS)
+    .where(
+        _CONVERSATIONS.c.id == bindparam("conversation_id"),
+        or_(
+            _CONVERSATIONS.c.lease_owner.is_(None),
+            _CONVERSATIONS.c.lease_owner == bindparam("owner"),
+            _CONVERSATIONS.c.lease_until < bindparam("now", type_=_CONVERSATIONS.c.lease_until.type),
+        ),
+    )
+    .values(
+        lease_owner=bindparam("owner"),
+        lease_until=bindparam("until", type_=_CONVERSATIONS.c.lease_until.type),
+    )
+)
+_RELEASE_LEASE = (
+    update(_CONVERSATIONS)
+    .where(
+        _CONVERSATIONS.c.id == bindparam("conversation_id"),
+        _CONVERSATIONS.c.lease_owner == bindparam("owner"),
+    )
+    .values(lease_owner=None, lease_until=None)
+)
 _INSERT_TRACE = _table(TraceRow).insert()
-_INSERT_ESCALATION = _table(EscalationRow).insert()
+_ESCALATIONS = _table(EscalationRow)
+_INSERT_ESCALATION = _ESCALATIONS.insert()
 _INSERT_OUTBOX = _OUTBOX.insert()
+_EVENTS = _table(ConversationEventRow)
+_INSERT_EVENT = _EVENTS.insert()
+_NEWEST_OPEN_ESCALATION = (
+    select(_ESCALATIONS.c.id, _ESCALATIONS.c.packet)
+    .where(
+        _ESCALATIONS.c.conversation_id == bindparam("conversation_id"),
+        _ESCALATIONS.c.status == ESCALATION_OPEN,
+    )
+    .order_by(_ESCALATIONS.c.created_at.desc(), _ESCALATIONS.c.id.desc())
+    .limit(1)
+)
+_MESSAGE_TEXTS = select(_MESSAGES.c.id, _MESSAGES.c.text, _MESSAGES.c.created_at).where(
+    _MESSAGES.c.id.in_(bindparam("message_ids", expanding=True))
+)
 
 
 def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
@@ -579,6 +720,23 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
     claimed = connection.execute(_CLAIM_INBOUND, {"message_id": commit.message_id})
     if claimed.rowcount == 0:
         return
+    current = connection.execute(_LOCK_CONVERSATION, {"conversation_id": commit.conversation_id}).one()
+    if commit.lease_owner is not None and current.lease_owner != commit.lease_owner:
+        raise LeaseLostError(
+            f"conversation {commit.conversation_id} is leased to {current.lease_owner!r}, "
+            f"not {commit.lease_owner!r}"
+        )
+    if commit.expected_version is not None and current.version != commit.expected_version:
+        raise StaleStateError(
+            f"conversation {commit.conversation_id} is at version {current.version}, "
+            f"the turn read version {commit.expected_version}"
+        )
+    steps = apply_all(ConversationStatus(current.status), commit.transitions)
+    others = [m for m in commit.answered if m != commit.message_id]
+    if others:
+        connection.execute(
+            _CLAIM_ANSWERED, {"message_ids": others, "in_conversation": commit.conversation_id}
+        )
     now = utcnow()
     if commit.reply is not None:
         bumped = connection.execute(_NEXT_SEQ, {"conversation_id": commit.conversation_id}).one()
@@ -615,15 +773,44 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
                 "sent_at": None,
             },
         )
+    verified_customer = commit.verified_customer
     connection.execute(
         _FINISH_CONVERSATION,
         {
             "conversation_id": commit.conversation_id,
             "state": json_object(commit.state),
-            "status": ConversationStatus(commit.status).value,
+            "status": (steps[-1][2] if steps else ConversationStatus(current.status)).value,
+            "customer_id": verified_customer or current.customer_id,
+            "verified": True if verified_customer else bool(current.verified),
             "now": now,
         },
     )
+    for index, (transition, before, after) in enumerate(steps):
+        connection.execute(
+            _INSERT_EVENT,
+            {
+                "id": new_id("evt"),
+                "conversation_id": commit.conversation_id,
+                "transition": transition.value,
+                "from_status": before.value,
+                "to_status": after.value,
+                "actor": "bot",
+                "cause": clean_text(commit.cause),
+                "trace_id": commit.trace.id,
+                "at": now + timedelta(microseconds=index),
+            },
+        )
+    if commit.attach_to_escalation:
+        _attach_followups(connection, commit)
+    if commit.reopen_escalation is not None:
+        connection.execute(
+            update(_ESCALATIONS)
+            .where(
+                _ESCALATIONS.c.id == commit.reopen_escalation,
+                _ESCALATIONS.c.conversation_id == commit.conversation_id,
+            )
+            .values(status=ESCALATION_OPEN)
+        )
     if commit.escalation is not None:
         packet = commit.escalation
         connection.execute(
@@ -640,6 +827,66 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
             },
         )
     connection.execute(_INSERT_TRACE, trace_fields(commit.trace))
+
+
+def _attach_followups(connection: Connection, commit: TurnCommit) -> None:
+    """The turn's customer messages join the newest open packet, so the person sees them with it."""
+    found = connection.execute(_NEWEST_OPEN_ESCALATION, {"conversation_id": commit.conversation_id}).first()
+    if found is None:
+        return
+    rows = connection.execute(_MESSAGE_TEXTS, {"message_ids": list(commit.answered)}).all()
+    packet = dict(found.packet)
+    known = {f.get("message_id") for f in packet.get("followups") or []}
+    followups = list(packet.get("followups") or [])
+    for row in sorted(rows, key=lambda r: (as_utc(r.created_at), r.id)):
+        if row.id not in known:
+            followups.append(
+                {"message_id": row.id, "text": row.text, "at": as_utc(row.created_at).isoformat()}
+            )
+    packet["followups"] = followups
+    connection.execute(
+        update(_ESCALATIONS).where(_ESCALATIONS.c.id == found.id).values(packet=json_object(packet))
+    )
+
+
+def _transition(
+    session: Session,
+    conversation: ConversationRow,
+    transitions: tuple[Transition, ...],
+    *,
+    actor: str,
+    at: datetime,
+    cause: str = "",
+) -> None:
+    """Applies `transitions` to a locked conversation row and records each; a hand-back or close also
+    resolves the conversation's open escalations."""
+    steps = apply_all(ConversationStatus(conversation.status), transitions)
+    for index, (transition, before, after) in enumerate(steps):
+        session.add(
+            ConversationEventRow(
+                id=new_id("evt"),
+                conversation_id=conversation.id,
+                transition=transition.value,
+                from_status=before.value,
+                to_status=after.value,
+                actor=clean_text(actor),
+                cause=clean_text(cause),
+                trace_id=None,
+                at=at + timedelta(microseconds=index),  # keeps the order of one call's transitions
+            )
+        )
+        conversation.status = after.value
+        if transition in (Transition.HAND_BACK, Transition.CLOSE):
+            session.execute(
+                update(EscalationRow)
+                .where(
+                    EscalationRow.conversation_id == conversation.id,
+                    EscalationRow.status == ESCALATION_OPEN,
+                )
+                .values(status=ESCALATION_RESOLVED)
+            )
+    conversation.version += 1
+    conversation.updated_at = at
 
 
 def _append_outbound(
@@ -717,6 +964,21 @@ def _conversation(row: ConversationRow) -> Conversation:
         created_at=row.created_at,
         updated_at=row.updated_at,
         state=row.state,
+        verified=bool(row.verified),
+        version=int(row.version),
+    )
+
+
+def _status_change(row: ConversationEventRow) -> StatusChange:
+    return StatusChange(
+        conversation_id=row.conversation_id,
+        transition=Transition(row.transition),
+        from_status=ConversationStatus(row.from_status),
+        to_status=ConversationStatus(row.to_status),
+        actor=row.actor,
+        cause=row.cause,
+        trace_id=row.trace_id,
+        at=row.at,
     )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -30,7 +31,15 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import IngestResult, OutboxItem, OutboxStatus, SendRetryPolicy, TurnCommit
+from cxstack.domain.ports import (
+    IngestResult,
+    LeaseLostError,
+    OutboxItem,
+    OutboxStatus,
+    SendRetryPolicy,
+    StaleStateError,
+    TurnCommit,
+)
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -57,6 +66,12 @@ class _ConversationRecord:
     updated_at: datetime
     message_ids: list[MessageId]
     pending_count: int = 0
+    verified: bool = False
+    version: int = 0
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    retry_at: datetime | None = None
+    events: list[StatusChange] = field(default_factory=list)
 
     def to_domain(self) -> Conversation:
         return Conversation(
@@ -67,6 +82,8 @@ class _ConversationRecord:
             created_at=self.created_at,
             updated_at=self.updated_at,
             state=json_object(self.state),
+            verified=self.verified,
+            version=self.version,
         )
 
 
@@ -74,6 +91,8 @@ class _ConversationRecord:
 class _MessageRecord:
     message: Message
     processed: bool
+    turn_failures: int = 0
+    last_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -201,15 +220,14 @@ class InMemoryStore:
                     id=inbound.conversation_id,
                     customer_id=inbound.customer_id,
                     channel=inbound.channel,
-                    status=ConversationStatus.OPEN,
+                    status=ConversationStatus.BOT,
                     state={},
                     created_at=now,
                     updated_at=now,
                     message_ids=[],
+                    verified=inbound.verified,
                 )
                 self._conversations[conversation.id] = conversation
-            if conversation.status == ConversationStatus.CLOSED:
-                conversation.status = ConversationStatus.OPEN
             conversation.pending_count += 1
             conversation.updated_at = now
             message = Message(
@@ -246,8 +264,13 @@ class InMemoryStore:
 
     def conversations_with_pending(self) -> list[ConversationId]:
         with self._lock:
+            now = utcnow()
             records = sorted(
-                (c for c in self._conversations.values() if c.pending_count > 0),
+                (
+                    c
+                    for c in self._conversations.values()
+                    if c.pending_count > 0 and (c.retry_at is None or c.retry_at <= now)
+                ),
                 key=lambda c: (c.updated_at, c.id),
             )
             return [record.id for record in records]
@@ -266,14 +289,64 @@ class InMemoryStore:
 
     # ---- turns ------------------------------------------------------------------------------------------
 
+    # ---- leases and failures ----------------------------------------------------------------------------
+
+    def claim_conversation(self, conversation_id: ConversationId, owner: str, ttl_seconds: float) -> bool:
+        with self._lock:
+            record = self._conversations.get(conversation_id)
+            if record is None:
+                return False
+            now = utcnow()
+            free = record.lease_owner is None or record.lease_until is None or record.lease_until < now
+            if not free and record.lease_owner != owner:
+                return False
+            record.lease_owner, record.lease_until = owner, now + timedelta(seconds=ttl_seconds)
+            return True
+
+    def release_conversation(self, conversation_id: ConversationId, owner: str) -> None:
+        with self._lock:
+            record = self._conversations.get(conversation_id)
+            if record is not None and record.lease_owner == owner:
+                record.lease_owner, record.lease_until = None, None
+
+    def record_turn_failure(
+        self, conversation_id: ConversationId, message_ids: Sequence[str], error: str, retry_at: datetime
+    ) -> int:
+        with self._lock:
+            counts = []
+            for message_id in message_ids:
+                record = self._messages.get(MessageId(message_id))
+                if record is None or record.message.conversation_id != conversation_id:
+                    continue
+                record.turn_failures += 1
+                record.last_error = clean_text(error)[:2000]
+                counts.append(record.turn_failures)
+            conversation = self._conversations.get(conversation_id)
+            if conversation is not None:
+                conversation.retry_at = as_utc(retry_at)
+            return max(counts, default=0)
+
+    # ---- turns ------------------------------------------------------------------------------------------
+
     def commit_turn(self, commit: TurnCommit) -> None:
         with self._lock:
-            inbound = self._messages.get(commit.message_id)
+            inbound = self._messages.get(MessageId(commit.message_id))
             if inbound is None or inbound.message.conversation_id != commit.conversation_id:
                 raise KeyError(f"message {commit.message_id} is not in conversation {commit.conversation_id}")
             if inbound.processed:
                 return
+            conversation = self._conversations[commit.conversation_id]
             # Everything is validated before anything changes, which is this adapter's transaction.
+            if commit.lease_owner is not None and conversation.lease_owner != commit.lease_owner:
+                raise LeaseLostError(
+                    f"conversation {commit.conversation_id} is leased to {conversation.lease_owner!r}"
+                )
+            if commit.expected_version is not None and conversation.version != commit.expected_version:
+                raise StaleStateError(
+                    f"conversation {commit.conversation_id} is at version {conversation.version}, "
+                    f"the turn read version {commit.expected_version}"
+                )
+            steps = apply_all(conversation.status, commit.transitions)
             if commit.trace.id in self._traces:
                 raise ValueError(f"turn for message {commit.message_id}: trace {commit.trace.id} exists")
             if commit.reply is not None and commit.reply.id in self._messages:
@@ -282,7 +355,6 @@ class InMemoryStore:
                 raise ValueError(f"turn for message {commit.message_id}: escalation exists")
             trace = trace_fields(commit.trace)
             state = json_object(commit.state)
-            status = ConversationStatus(commit.status)
             escalation = None
             if commit.escalation is not None:
                 packet = commit.escalation
@@ -296,8 +368,14 @@ class InMemoryStore:
                     created_at=as_utc(packet.created_at),
                 )
 
-            conversation = self._conversations[commit.conversation_id]
-            inbound.processed = True
+            for message_id in commit.answered:
+                record = self._messages.get(MessageId(message_id))
+                if (
+                    record is not None
+                    and record.message.conversation_id == commit.conversation_id
+                    and record.message.role == Role.CUSTOMER
+                ):
+                    record.processed = True
             if commit.reply is not None:
                 self._append_outbound(
                     conversation,
@@ -308,18 +386,110 @@ class InMemoryStore:
                     channel=commit.reply.channel,
                     created_at=as_utc(commit.reply.created_at),
                 )
+            now = self._now()
             conversation.state = state
-            conversation.status = status
-            conversation.updated_at = self._now()
+            for transition, before, after in steps:
+                conversation.events.append(
+                    StatusChange(
+                        conversation_id=conversation.id,
+                        transition=transition,
+                        from_status=before,
+                        to_status=after,
+                        actor="bot",
+                        cause=clean_text(commit.cause),
+                        trace_id=commit.trace.id,
+                        at=now,
+                    )
+                )
+                conversation.status = after
+            if commit.verified_customer is not None:
+                conversation.customer_id = commit.verified_customer
+                conversation.verified = True
+            conversation.version += 1
+            conversation.retry_at = None
+            conversation.updated_at = now
             conversation.pending_count = sum(
                 1
                 for message_id in conversation.message_ids
                 if self._messages[message_id].message.role == Role.CUSTOMER
                 and not self._messages[message_id].processed
             )
+            if commit.attach_to_escalation:
+                self._attach_followups(conversation, commit.answered)
+            if commit.reopen_escalation is not None:
+                reopened = self._escalations.get(commit.reopen_escalation)
+                if reopened is not None and reopened.conversation_id == conversation.id:
+                    reopened.status = ESCALATION_OPEN
             if escalation is not None:
                 self._escalations[escalation.id] = escalation
             self._traces[commit.trace.id] = trace
+
+    def _attach_followups(self, conversation: _ConversationRecord, message_ids: Sequence[str]) -> None:
+        open_records = [
+            r
+            for r in self._escalations.values()
+            if r.conversation_id == conversation.id and r.status == ESCALATION_OPEN
+        ]
+        if not open_records:
+            return
+        newest = max(open_records, key=lambda r: (r.created_at, r.id))
+        followups = list(newest.packet.get("followups") or [])
+        known = {f.get("message_id") for f in followups}
+        messages = sorted(
+            (self._messages[MessageId(m)].message for m in message_ids if MessageId(m) in self._messages),
+            key=lambda m: (m.created_at, m.id),
+        )
+        for message in messages:
+            if message.id not in known:
+                followups.append(
+                    {"message_id": message.id, "text": message.text, "at": message.created_at.isoformat()}
+                )
+        newest.packet = {**newest.packet, "followups": followups}
+
+    def change_status(
+        self, conversation_id: ConversationId, transition: Transition, *, actor: str, cause: str = ""
+    ) -> Conversation:
+        with self._lock:
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                raise KeyError(f"unknown conversation {conversation_id}")
+            self._transition(conversation, (Transition(transition),), actor=actor, cause=cause)
+            return conversation.to_domain()
+
+    def list_status_changes(self, conversation_id: ConversationId) -> list[StatusChange]:
+        with self._lock:
+            conversation = self._conversations.get(conversation_id)
+            return [] if conversation is None else list(conversation.events)
+
+    def _transition(
+        self,
+        conversation: _ConversationRecord,
+        transitions: tuple[Transition, ...],
+        *,
+        actor: str,
+        cause: str = "",
+    ) -> None:
+        now = self._now()
+        steps = apply_all(conversation.status, transitions)  # raises before anything changes
+        for transition, before, after in steps:
+            conversation.events.append(
+                StatusChange(
+                    conversation_id=conversation.id,
+                    transition=transition,
+                    from_status=before,
+                    to_status=after,
+                    actor=clean_text(actor),
+                    cause=clean_text(cause),
+                    at=now,
+                )
+            )
+            conversation.status = after
+            if transition in (Transition.HAND_BACK, Transition.CLOSE):
+                for record in self._escalations.values():
+                    if record.conversation_id == conversation.id and record.status == ESCALATION_OPEN:
+                        record.status = ESCALATION_RESOLVED
+        conversation.version += 1
+        conversation.updated_at = now
 
     def list_traces(self, conversation_id: ConversationId | None = None, limit: int = 1000) -> list[Trace]:
         with self._lock:
@@ -432,12 +602,13 @@ class InMemoryStore:
                 channel=conversation.channel,
                 created_at=now,
             )
-            conversation.updated_at = now
+            transitions: list[Transition] = []
+            if conversation.status == ConversationStatus.CLOSED:
+                transitions.append(Transition.REOPEN)
+            transitions.append(Transition.PERSON_REPLIED)
             if hand_back:
-                conversation.status = ConversationStatus.OPEN
-                for record in self._escalations.values():
-                    if record.conversation_id == conversation_id and record.status == ESCALATION_OPEN:
-                        record.status = ESCALATION_RESOLVED
+                transitions.append(Transition.HAND_BACK)
+            self._transition(conversation, tuple(transitions), actor=f"agent:{author}")
             return message
 
     def _append_outbound(

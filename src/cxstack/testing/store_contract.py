@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from cxstack.domain.conversation_state import IllegalTransitionError, Transition
 from cxstack.domain.models import (
     ActionResult,
     ConversationId,
@@ -40,7 +42,7 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import OutboxStatus, Store, TurnCommit
+from cxstack.domain.ports import LeaseLostError, OutboxStatus, StaleStateError, Store, TurnCommit
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -145,9 +147,10 @@ def make_commit(
     *,
     reply: str | None = "It ships tomorrow.",
     state: dict[str, Any] | None = None,
-    status: ConversationStatus = ConversationStatus.OPEN,
+    transitions: tuple[Transition, ...] = (),
     escalation: EscalationPacket | None = None,
     trace_id: str | None = None,
+    **extra: Any,
 ) -> TurnCommit:
     return TurnCommit(
         conversation_id=ConversationId(conversation_id),
@@ -155,8 +158,9 @@ def make_commit(
         trace=make_trace(conversation_id, message_id, trace_id=trace_id, reply=reply),
         reply=None if reply is None else make_reply(conversation_id, reply),
         state=state if state is not None else {"last_intent": "order_status"},
-        status=status,
+        transitions=transitions,
         escalation=escalation,
+        **extra,
     )
 
 
@@ -209,7 +213,7 @@ class StoreContract:
         conversation = store.get_conversation(ConversationId("conv-1"))
         assert conversation is not None
         assert (conversation.customer_id, conversation.channel) == ("cus-1", "webchat")
-        assert conversation.status == ConversationStatus.OPEN and conversation.state == {}
+        assert conversation.status == ConversationStatus.BOT and conversation.state == {}
         assert store.get_customer(CustomerId("cus-1")) == Customer(id=CustomerId("cus-1"))
         assert store.list_messages(ConversationId("conv-1")) == [message]
         assert store.pending_messages(ConversationId("conv-1")) == [message]
@@ -257,13 +261,21 @@ class StoreContract:
         store.ingest(inbound("wa-2", customer=newer))
         assert store.get_customer(CustomerId("cus-1")) == newer
 
-    def test_message_for_a_closed_conversation_reopens_it(self, store: Store) -> None:
+    def test_a_closed_conversation_is_reopened_by_the_turn_that_answers_it(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
-        store.commit_turn(make_commit("conv-1", message.id, status=ConversationStatus.CLOSED))
-        store.ingest(inbound("wa-2"))
-
+        store.commit_turn(make_commit("conv-1", message.id, transitions=(Transition.CLOSE,)))
+        again = store.ingest(inbound("wa-2")).message
         conversation = store.get_conversation(ConversationId("conv-1"))
-        assert conversation is not None and conversation.status == ConversationStatus.OPEN
+        assert conversation is not None and conversation.status == ConversationStatus.CLOSED
+
+        store.commit_turn(make_commit("conv-1", again.id, transitions=(Transition.REOPEN,)))
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.BOT
+        changes = store.list_status_changes(ConversationId("conv-1"))
+        assert [(c.transition, c.from_status, c.to_status, c.actor) for c in changes] == [
+            (Transition.CLOSE, ConversationStatus.BOT, ConversationStatus.CLOSED, "bot"),
+            (Transition.REOPEN, ConversationStatus.CLOSED, ConversationStatus.BOT, "bot"),
+        ]
 
     # ---- pending and turns -------------------------------------------------------------------------------
 
@@ -332,7 +344,7 @@ class StoreContract:
             second.id,
             trace_id="trc-same",
             state={"n": 2},
-            status=ConversationStatus.ESCALATED,
+            transitions=(Transition.ESCALATE,),
             escalation=make_packet("conv-1"),
         )
 
@@ -345,7 +357,7 @@ class StoreContract:
         assert store.list_escalations(status=None) == []
         conversation = store.get_conversation(ConversationId("conv-1"))
         assert conversation is not None
-        assert (conversation.state, conversation.status) == ({"n": 1}, ConversationStatus.OPEN)
+        assert (conversation.state, conversation.status) == ({"n": 1}, ConversationStatus.BOT)
 
     def test_commit_turn_for_an_unknown_message_raises_key_error(self, store: Store) -> None:
         store.ingest(inbound("wa-1"))
@@ -360,9 +372,7 @@ class StoreContract:
             message.id,
             created_at=datetime(2025, 3, 1, 8, 0, 0, 999, tzinfo=timezone(-timedelta(hours=5))),
         )
-        store.commit_turn(
-            TurnCommit(ConversationId("conv-1"), message.id, trace, None, {}, ConversationStatus.OPEN)
-        )
+        store.commit_turn(TurnCommit(ConversationId("conv-1"), message.id, trace, None, {}))
 
         [stored] = store.list_traces()
         assert stored == trace
@@ -377,9 +387,7 @@ class StoreContract:
             conversation = "conv-a" if i % 2 == 0 else "conv-b"
             message = store.ingest(inbound(f"wa-{i}", conversation=conversation)).message
             trace = make_trace(conversation, message.id, created_at=T0 + timedelta(minutes=i))
-            store.commit_turn(
-                TurnCommit(trace.conversation_id, message.id, trace, None, {}, ConversationStatus.OPEN)
-            )
+            store.commit_turn(TurnCommit(trace.conversation_id, message.id, trace, None, {}))
             created.append(trace)
 
         assert store.list_traces() == created
@@ -524,7 +532,7 @@ class StoreContract:
             packets[name] = make_packet(f"conv-{name}", queue=queue, priority=priority)
             store.commit_turn(
                 make_commit(
-                    f"conv-{name}", message.id, status=ConversationStatus.ESCALATED, escalation=packets[name]
+                    f"conv-{name}", message.id, transitions=(Transition.ESCALATE,), escalation=packets[name]
                 )
             )
 
@@ -533,14 +541,14 @@ class StoreContract:
         assert store.list_escalations(queue="tech", status="resolved") == []
         assert store.get_escalation(packets["c"].id) == packets["c"]
         conversation = store.get_conversation(ConversationId("conv-a"))
-        assert conversation is not None and conversation.status == ConversationStatus.ESCALATED
+        assert conversation is not None and conversation.status == ConversationStatus.WAITING
 
     def test_human_reply_without_hand_back_keeps_the_escalation(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         packet = make_packet("conv-1")
         store.commit_turn(
             make_commit(
-                "conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet
+                "conv-1", message.id, reply=None, transitions=(Transition.ESCALATE,), escalation=packet
             )
         )
         reply = store.add_human_reply(
@@ -558,25 +566,167 @@ class StoreContract:
         [item] = store.pending_outbox()
         assert (item.message_id, item.text, item.channel) == (reply.id, "Looking into it.", "webchat")
         conversation = store.get_conversation(ConversationId("conv-1"))
-        assert conversation is not None and conversation.status == ConversationStatus.ESCALATED
+        assert conversation is not None and conversation.status == ConversationStatus.PERSON
         assert store.list_escalations() == [packet]
+
+    def test_human_reply_gives_the_person_the_conversation(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id, reply=None, transitions=(Transition.ESCALATE,)))
+        store.add_human_reply(ConversationId("conv-1"), "On it.", "agent-7", hand_back=False)
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.PERSON
+        changes = store.list_status_changes(ConversationId("conv-1"))
+        assert [(c.transition, c.actor) for c in changes] == [
+            (Transition.ESCALATE, "bot"),
+            (Transition.PERSON_REPLIED, "agent:agent-7"),
+        ]
 
     def test_human_hand_back_reopens_and_resolves_escalations(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         packet = make_packet("conv-1")
         store.commit_turn(
             make_commit(
-                "conv-1", message.id, reply=None, status=ConversationStatus.ESCALATED, escalation=packet
+                "conv-1", message.id, reply=None, transitions=(Transition.ESCALATE,), escalation=packet
             )
         )
         store.add_human_reply(ConversationId("conv-1"), "Refunded. Anything else?", "agent-7", hand_back=True)
 
         conversation = store.get_conversation(ConversationId("conv-1"))
-        assert conversation is not None and conversation.status == ConversationStatus.OPEN
+        assert conversation is not None and conversation.status == ConversationStatus.BOT
         assert store.list_escalations() == []
         resolved = store.get_escalation(packet.id)
         assert resolved is not None and resolved.status == "resolved"
         assert store.list_escalations(status="resolved") == [resolved]
+
+    def test_illegal_transitions_are_refused_and_change_nothing(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id, reply=None))
+        with pytest.raises(IllegalTransitionError):
+            store.change_status(ConversationId("conv-1"), Transition.HAND_BACK, actor="agent:x")
+        second = store.ingest(inbound("wa-2")).message
+        with pytest.raises(ValueError):  # the bot cannot reopen what is not closed
+            store.commit_turn(make_commit("conv-1", second.id, transitions=(Transition.REOPEN,)))
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and conversation.status == ConversationStatus.BOT
+        assert store.pending_messages(ConversationId("conv-1")) == [second]
+        assert store.list_status_changes(ConversationId("conv-1")) == []
+
+    def test_close_resolves_open_escalations(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        packet = make_packet("conv-1")
+        store.commit_turn(
+            make_commit("conv-1", message.id, transitions=(Transition.ESCALATE,), escalation=packet)
+        )
+        closed = store.change_status(
+            ConversationId("conv-1"), Transition.CLOSE, actor="agent:ana", cause="resolved by phone"
+        )
+        assert closed.status == ConversationStatus.CLOSED
+        assert store.list_escalations() == []
+        assert store.list_status_changes(ConversationId("conv-1"))[-1].cause == "resolved by phone"
+
+    def test_followups_are_attached_to_the_open_packet(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        packet = make_packet("conv-1")
+        store.commit_turn(
+            make_commit("conv-1", message.id, transitions=(Transition.ESCALATE,), escalation=packet)
+        )
+        later = [store.ingest(inbound(f"wa-{i}", text=f"also {i}")).message for i in (2, 3)]
+        store.commit_turn(
+            make_commit(
+                "conv-1",
+                later[1].id,
+                reply=None,
+                message_ids=(later[0].id, later[1].id),
+                attach_to_escalation=True,
+            )
+        )
+        [stored] = store.list_escalations()
+        assert [f["text"] for f in stored.followups] == ["also 2", "also 3"]
+        assert store.pending_messages(ConversationId("conv-1")) == []
+
+    def test_a_burst_is_answered_by_one_turn(self, store: Store) -> None:
+        burst = [store.ingest(inbound(f"wa-{i}", text=f"part {i}")).message for i in range(3)]
+        store.commit_turn(
+            make_commit("conv-1", burst[-1].id, message_ids=tuple(m.id for m in burst), reply="One answer.")
+        )
+        assert store.pending_messages(ConversationId("conv-1")) == []
+        assert store.conversations_with_pending() == []
+        assert [m.text for m in store.list_messages(ConversationId("conv-1"))][-1] == "One answer."
+        assert len(store.pending_outbox()) == 1
+
+    def test_a_turn_that_read_an_old_version_is_refused(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        read = store.get_conversation(ConversationId("conv-1"))
+        assert read is not None
+        store.commit_turn(make_commit("conv-1", message.id, reply=None, transitions=(Transition.ESCALATE,)))
+        store.add_human_reply(ConversationId("conv-1"), "Back to the bot.", "agent-1", hand_back=True)
+        second = store.ingest(inbound("wa-2")).message
+        stale = make_commit("conv-1", second.id, state={"old": True}, expected_version=read.version)
+        with pytest.raises(StaleStateError):
+            store.commit_turn(stale)
+        assert store.pending_messages(ConversationId("conv-1")) == [second]
+        current = store.get_conversation(ConversationId("conv-1"))
+        assert current is not None and current.version > read.version
+        store.commit_turn(make_commit("conv-1", second.id, expected_version=current.version))
+        assert store.pending_messages(ConversationId("conv-1")) == []
+
+    def test_one_lease_holder_at_a_time(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        cid = ConversationId("conv-1")
+        assert store.claim_conversation(cid, "worker-a", ttl_seconds=30)
+        assert store.claim_conversation(cid, "worker-a", ttl_seconds=30)  # renewal
+        assert not store.claim_conversation(cid, "worker-b", ttl_seconds=30)
+        with pytest.raises(LeaseLostError):
+            store.commit_turn(make_commit("conv-1", message.id, lease_owner="worker-b"))
+        assert store.pending_messages(cid) == [message]
+        store.commit_turn(make_commit("conv-1", message.id, lease_owner="worker-a"))
+        store.release_conversation(cid, "worker-a")
+        assert store.claim_conversation(cid, "worker-b", ttl_seconds=30)
+
+    def test_an_expired_lease_can_be_taken_over(self, store: Store) -> None:
+        store.ingest(inbound("wa-1"))
+        cid = ConversationId("conv-1")
+        assert store.claim_conversation(cid, "dead-worker", ttl_seconds=-1)
+        assert store.claim_conversation(cid, "worker-b", ttl_seconds=30)
+        assert not store.claim_conversation(cid, "dead-worker", ttl_seconds=30)
+
+    def test_concurrent_claims_give_the_lease_to_one(self, store: Store) -> None:
+        store.ingest(inbound("wa-1"))
+        results = run_in_threads(
+            8, lambda i: store.claim_conversation(ConversationId("conv-1"), f"w{i}", ttl_seconds=30)
+        )
+        assert sum(results) == 1
+
+    def test_failed_turns_back_off_and_are_counted(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        cid = ConversationId("conv-1")
+        later = utcnow() + timedelta(hours=1)
+        assert store.record_turn_failure(cid, [message.id], "boom", later) == 1
+        assert store.conversations_with_pending() == []  # backing off
+        assert (
+            store.record_turn_failure(cid, [message.id], "boom again", utcnow() - timedelta(seconds=1)) == 2
+        )
+        assert store.conversations_with_pending() == [cid]
+        store.commit_turn(make_commit("conv-1", message.id))
+        assert store.conversations_with_pending() == []
+
+    def test_verification_binds_the_conversation_to_the_customer(self, store: Store) -> None:
+        store.upsert_customers([Customer(CustomerId("cus-real"), name="Ana")])
+        message = store.ingest(inbound("wa-1", customer_id="anon-1")).message
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None and not conversation.verified
+        store.commit_turn(make_commit("conv-1", message.id, verified_customer=CustomerId("cus-real")))
+        conversation = store.get_conversation(ConversationId("conv-1"))
+        assert conversation is not None
+        assert (conversation.customer_id, conversation.verified) == ("cus-real", True)
+
+    def test_the_channel_decides_whether_the_customer_is_verified(self, store: Store) -> None:
+        store.ingest(inbound("wa-1", conversation="conv-anon"))
+        store.ingest(replace(inbound("wa-2", conversation="conv-known"), verified=True))
+        anon = store.get_conversation(ConversationId("conv-anon"))
+        known = store.get_conversation(ConversationId("conv-known"))
+        assert anon is not None and known is not None
+        assert (anon.verified, known.verified) == (False, True)
 
     def test_human_reply_to_unknown_conversation_raises_key_error(self, store: Store) -> None:
         with pytest.raises(KeyError):

@@ -68,6 +68,12 @@ class WorkspaceSettings(_Strict):
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     review_sampling: ReviewSampling = Field(default_factory=ReviewSampling)
+    burst_window_ms: dict[str, int] = Field(
+        default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},
+        description="Per channel: messages that arrive within this many milliseconds of each other are "
+        "answered as one turn (people often send a request in several short messages). Channels not "
+        "listed: 0, every message is its own turn.",
+    )
 
 
 # --- strategy.yaml ------------------------------------------------------------------------------------------

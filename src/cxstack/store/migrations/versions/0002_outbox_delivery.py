@@ -4,7 +4,7 @@ Existing rows are due at their creation time; items the old code marked `failed`
 send queue, listed by the API and counted by /health).
 
 Revision ID: 0002_outbox_delivery
-Revises: 0001
+Revises: 0002_conversation_state
 Create Date: 2025-06-01
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_outbox_delivery"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_conversation_state"
 branch_labels: str | None = None
 depends_on: str | None = None
 
