@@ -18,6 +18,7 @@ from cxstack.api.app import create_api
 from cxstack.app import Settings, build
 from cxstack.domain.models import ConversationId, Role
 from cxstack.runtime.process import ProcessRuntime, describe_exit, restart_delay
+from cxstack.testing.http_standin import Reply
 from cxstack.testing.memory_store import InMemoryStore
 from cxstack.workspace.loader import load_workspace
 from worker_stubs import flaky_worker
@@ -49,12 +50,21 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
         assert before["status"] == "ok" and before["worker"]["state"] == "running"
         pid = before["worker"]["pid"]
 
+        # Killed in the middle of a turn: it holds k0's lease and waits for the back office.
+        backend = backoffice[1]
+        order = {"status": "packed (ORD-10009)"}
+        backend.on("GET", "/orders/ORD-10009", Reply(200, order, delay_s=1.5), Reply(200, order))
+        client.post("/v1/conversations/k0/messages", json={"text": "where is my order ORD-10009?"})
+        wait_for(
+            lambda: backend.requests_to("GET", "/orders/ORD-10009"), 30, "the turn to call the back office"
+        )
         os.kill(pid, signal.SIGKILL)
         down = wait_for(
             lambda: (h := client.get("/health").json())["status"] == "degraded" and h,
             timeout=10,
             what="/health to notice the dead worker",
         )
+        assert not cx.store.claim_conversation(ConversationId("k0"), "another-worker", 60)  # still leased
         # Posted while the worker is down: acknowledged and stored, nothing lost.
         posted = client.post("/v1/conversations/k2/messages", json={"text": "what is your return policy"})
         assert posted.status_code == 202
@@ -78,6 +88,16 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
         assert [t["message_id"] for t in conversation["traces"]] == [message_id]  # processed exactly once
         replies = [m for m in conversation["messages"] if m["role"] == Role.ASSISTANT.value]
         assert len(replies) == 1 and "30 days" in replies[0]["text"]
+
+        # The interrupted turn ran again under the same worker id, so the dead worker's lease did not
+        # hold k0 back for its 60 s; the back office saw the same idempotency key both times.
+        wait_for(lambda: not cx.store.pending_messages(ConversationId("k0")), 20, "the interrupted turn")
+        interrupted = client.get("/v1/conversations/k0").json()
+        assert len(interrupted["traces"]) == 1
+        [reply] = [m for m in interrupted["messages"] if m["role"] == Role.ASSISTANT.value]
+        assert "packed (ORD-10009)" in reply["text"]
+        calls = backend.requests_to("GET", "/orders/ORD-10009")
+        assert len(calls) == 2 and len({c.headers["idempotency-key"] for c in calls}) == 1
         assert client.get("/health").json()["status"] == "ok"
 
 

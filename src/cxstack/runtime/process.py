@@ -20,8 +20,10 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -70,7 +72,12 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
         send(("committed", str(conversation_id)))
 
     worker = TurnWorker(
-        store, orchestrator, workspace, on_commit=committed, burst_window_ms=options.get("burst_window_ms")
+        store,
+        orchestrator,
+        workspace,
+        on_commit=committed,
+        burst_window_ms=options.get("burst_window_ms"),
+        worker_id=options.get("worker_id"),
     )
 
     def read_pipe() -> None:
@@ -158,6 +165,10 @@ class ProcessRuntime:
         self._stopping = False
         self._restarts = 0
         self._health = WorkerHealth("stopped", reason="turn worker not started")
+        # Every incarnation of the worker works under this one id, and a new one starts only once the old
+        # one has exited: so it takes over the conversation leases its predecessor held when it died,
+        # instead of waiting for them to expire.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:worker-{uuid.uuid4().hex[:8]}"
 
     @property
     def _process(self) -> BaseProcess | None:
@@ -213,7 +224,7 @@ class ProcessRuntime:
         first thing. Raises RuntimeError if it died before reading them."""
         try:
             async with asyncio.timeout(self._start_timeout_s):
-                await asyncio.to_thread(worker.conn.send, self._options)
+                await asyncio.to_thread(worker.conn.send, {**self._options, "worker_id": self.worker_id})
         except TimeoutError:
             worker.process.kill()  # which also ends the blocked send
             raise RuntimeError("the worker process did not read its options") from None
@@ -264,8 +275,7 @@ class ProcessRuntime:
             except RuntimeError as exc:
                 log.error("turn worker restart %d failed: %s", self._restarts, exc)
                 if replacement.process.is_alive():
-                    replacement.process.kill()
-                    await asyncio.to_thread(replacement.process.join, 5)
+                    await self._kill(replacement)
                 continue  # the watch sees it has exited and schedules the next try, later
             self._health = WorkerHealth(
                 "running", self._restarts, replacement.process.pid, worker.process.exitcode
@@ -285,11 +295,18 @@ class ProcessRuntime:
                 log.error(
                     "turn worker %s sent no heartbeat for %.0f s; killing it", worker.process.pid, silent_for
                 )
-                worker.process.kill()
-                await asyncio.to_thread(worker.process.join, 5)
+                await self._kill(worker)
                 return f"no heartbeat for {silent_for:.0f} s"
             await asyncio.sleep(0.1)
         return "stop"
+
+    async def _kill(self, worker: _Worker) -> None:
+        """SIGKILL, then wait until it has exited: a successor takes over its id and leases."""
+        worker.process.kill()
+        while worker.process.exitcode is None:
+            await asyncio.to_thread(worker.process.join, 5)
+            if worker.process.exitcode is None:
+                log.error("turn worker %s has not exited 5 s after SIGKILL", worker.process.pid)
 
     def _read_pipe(self, worker: _Worker) -> None:
         while True:
