@@ -51,8 +51,6 @@ def _child_main(factory: WorkerFactory, conn: Connection) -> None:
         options: dict[str, Any] = conn.recv()
     except (EOFError, OSError):
         return
-    # Acknowledging a webhook is what a channel times out on; a turn can wait a few milliseconds more.
-    os.nice(int(options.get("niceness", 10)))
     asyncio.run(_child(factory, options, conn))
 
 
@@ -60,6 +58,9 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
     from cxstack.runtime.worker import TurnWorker
 
     store, orchestrator, workspace, close = factory(options)
+    # Acknowledging a webhook is what a channel times out on; a turn can wait a few milliseconds more. Only
+    # once built: a restart (training the router) at low priority on a busy machine takes minutes.
+    os.nice(int(options.get("niceness", 10)))
     loop = asyncio.get_running_loop()
     send_lock = threading.Lock()
     stopped = asyncio.Event()
@@ -99,7 +100,10 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
             async with asyncio.timeout(HEARTBEAT_S):
                 await stopped.wait()
         except TimeoutError:
-            await worker.recover()  # a notice lost in a crash of the API still gets processed
+            try:
+                await worker.recover()  # a notice lost in a crash of the API still gets processed
+            except Exception:  # the database is away for a moment: try again next beat, alive all the same
+                log.exception("recovering pending conversations failed")
             send(("alive", ""))  # a loop stuck in a turn sends nothing, and the supervisor replaces it
     await worker.stop()
     await close()
@@ -370,12 +374,13 @@ class ProcessRuntime:
             await on_runtime_loop()  # this side's clients (the child closes its own)
         worker = self._worker
         if worker is not None:
-            try:
-                with self._send_lock:
-                    worker.conn.send(("stop", ""))
-            except (BrokenPipeError, OSError):
-                pass
-            await asyncio.to_thread(worker.process.join, 15)
+            if worker.ready.is_set():  # a worker still starting has nothing to finish (and may be reading)
+                try:
+                    with self._send_lock:
+                        worker.conn.send(("stop", ""))
+                except (BrokenPipeError, OSError):
+                    pass
+                await asyncio.to_thread(worker.process.join, 15)
             if worker.process.is_alive():
                 worker.process.terminate()
                 await asyncio.to_thread(worker.process.join, 5)
