@@ -393,13 +393,15 @@ def test_long_poll_wakes_on_a_human_reply(client: TestClient) -> None:
 
 def test_intents_workspace_health_and_customers(client: TestClient, cx: CxApp) -> None:
     intents = {i["name"]: i for i in client.get("/v1/intents").json()}
-    assert set(intents) == {"return_policy", "order_status", "legal_threat", "gift_wrap"}
+    own = {name for name, i in intents.items() if not i["builtin"]}
+    assert own == {"return_policy", "order_status", "legal_threat", "gift_wrap"}
+    assert set(intents) - own == {"greeting", "thanks", "goodbye", "small_talk"}
     assert intents["legal_threat"]["queue"] == "legal" and intents["legal_threat"]["never_automate"] is True
     assert intents["return_policy"]["queue"] == "general" and intents["return_policy"]["examples"] == 5
 
     workspace = client.get("/v1/workspace").json()
     assert workspace["name"] == "Api Shop" and workspace["version"] == str(cx.workspace.version)
-    assert workspace["counts"]["intents"] == 4 and workspace["counts"]["facts"] == 2
+    assert workspace["counts"]["intents"] == 8 and workspace["counts"]["facts"] == 2
 
     health = client.get("/health")
     assert health.status_code == 200

@@ -143,9 +143,9 @@ async def test_out_of_scope_clarifies_then_escalates(
     cx = make_app(tmp_path, shop_path, backoffice[0], embedder="minilm")
     await cx.start()
     try:
-        view = await say(cx, "c9", "what's the weather like in Paris tomorrow?")
+        view = await say(cx, "c9", "my spaceship's flux capacitor needs recalibrating")
         first = view.traces[-1]
-        view = await say(cx, "c9", "can you write me a poem about cats")
+        view = await say(cx, "c9", "the quantum gearbox on my submarine is leaking plasma")
     finally:
         await cx.stop()
     assert first.decision == Decision.CLARIFY and first.intent is None
@@ -159,6 +159,25 @@ async def test_out_of_scope_clarifies_then_escalates(
         "assistant",
         "customer",
     ]
+
+
+async def test_small_talk_is_answered_politely_never_escalated(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    cx = make_app(tmp_path, shop_path, backoffice[0], embedder="minilm")
+    await cx.start()
+    try:
+        for text in ["what's the weather like in Paris tomorrow?", "hi", "thank you, bye"]:
+            await say(cx, f"talk-{text[:5]}", text)
+        traces = [t for c in cx.store.list_conversations() for t in cx.store.list_traces(c.id)]
+    finally:
+        await cx.stop()
+    by_text = {t.steps[0].input.get("text") or "": t for t in traces}
+    assert {t.intent for t in traces} == {"small_talk", "greeting", "goodbye"} or {
+        t.intent for t in traces
+    } == {"small_talk", "greeting", "thanks"}
+    assert all(t.outcome == "automated" and t.reply for t in traces), by_text
+    assert cx.store.list_escalations(status=None) == []
 
 
 async def test_human_reply_hands_back(app: CxApp) -> None:

@@ -81,9 +81,10 @@ actions:
       - name: order_id
         pattern: '#?(\\d{5})'
       - name: amount
-        type: number
+        type: money
         required: false
     amount_slot: amount
+    max_amount: 100
     success_reply: Refund for order {order_id} started.
 """
 
@@ -154,7 +155,15 @@ def test_valid_workspace_loads(tmp_path: Path) -> None:
     problems = validate_workspace(root, today=TODAY)
     assert errors(problems) == []
     workspace = load_workspace(root)
-    assert [i.name for i in workspace.intents] == ["refund", "opening_hours", "legal_threat"]
+    assert [i.name for i in workspace.intents] == [
+        "refund",
+        "opening_hours",
+        "legal_threat",
+        "greeting",
+        "thanks",
+        "goodbye",
+        "small_talk",
+    ]
     assert {f.id for f in workspace.facts} == {"hours-weekdays", "hours-weekend"}
     assert workspace.fact("hours-weekend") is not None
     assert workspace.fact("hours-weekend").text == "We are closed on weekends."  # type: ignore[union-attr]

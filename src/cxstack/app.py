@@ -229,8 +229,10 @@ class CxApp:
         channel: str = "api",
         customer: Customer | None = None,
         customer_id: str | None = None,
+        verified: bool = False,
     ) -> IngestResult:
-        """Stores the message (idempotent on channel + external id) and schedules its turn."""
+        """Stores the message (idempotent on channel + external id) and schedules its turn. `verified`: the
+        channel vouched for the customer (an integration's key, a signed session); never from message text."""
         cid = ConversationId(conversation_id)
         if customer is None and customer_id is None:
             customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
@@ -241,6 +243,7 @@ class CxApp:
             customer_id=customer.id if customer else CustomerId(str(customer_id)),
             text=text,
             customer=customer,
+            verified=verified,
         )
         result = self.store.ingest(inbound)
         if result.created:

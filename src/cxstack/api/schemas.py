@@ -219,6 +219,7 @@ class IntentOut(BaseModel):
     action: str | None
     fallback: str | None
     examples: int
+    builtin: bool = False
 
 
 class QueueOut(BaseModel):

@@ -350,6 +350,7 @@ def intents(workspace: Workspace) -> list[IntentOut]:
             action=i.action,
             fallback=i.fallback,
             examples=len(i.examples),
+            builtin=i.builtin,
         )
         for i in workspace.intents
     ]

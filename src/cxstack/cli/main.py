@@ -192,12 +192,13 @@ def chat(
 
 async def _chat_loop(cx: Any, customer_id: str) -> None:
     from cxstack.domain.models import new_id
+    from cxstack.orchestration.handoff import arr_text
 
     await cx.start()
     conversation = new_id("chat")
     known = cx.store.get_customer(customer_id)
     who = (
-        f"{customer_id} ({known.plan}, ARR ${known.arr:,.0f})"
+        f"{customer_id} ({known.plan}, ARR {arr_text(known.arr, cx.workspace.settings)})"
         if known
         else f"{customer_id} (unknown profile)"
     )

@@ -156,8 +156,10 @@ class _BM25:
 
 
 class KnowledgeIndex:
-    """Facts valid today, indexed once: embeddings (one batch) and BM25 weights. A search is one query
-    embedding plus a sparse and a dense matrix-vector product."""
+    """Every fact, indexed once: embeddings (one batch) and BM25 weights. A search is one query embedding plus
+    a sparse and a dense matrix-vector product, over the facts valid on the day it asks about (the turn's
+    day, not the day the engine was built: a long-running service must not keep answering with a fact that
+    expired at midnight)."""
 
     def __init__(
         self,
@@ -171,13 +173,13 @@ class KnowledgeIndex:
     ) -> None:
         if not 0.0 <= lexical_weight <= 1.0:
             raise ValueError("lexical_weight must be in [0, 1]")
-        self.today = today or date.today()
+        self.today = today  # None: each search uses its own `on` day, else the current date
         self.embedder = embedder
         self.lexical_weight = lexical_weight
         self.intent_boost = intent_boost
         self.tag_boost = tag_boost
-        self.facts: tuple[FactConfig, ...] = tuple(f for f in facts if is_valid_on(f, self.today))
-        self.excluded: tuple[FactConfig, ...] = tuple(f for f in facts if not is_valid_on(f, self.today))
+        self.facts: tuple[FactConfig, ...] = tuple(facts)
+        self._dated = np.array([f.valid_from is not None or f.valid_to is not None for f in self.facts], bool)
         self._position = {f.id: i for i, f in enumerate(self.facts)}
         self._bm25 = _BM25([tokenize(f.text) for f in self.facts])
         self._embeddings: NDArray[np.float32] = (
@@ -200,10 +202,29 @@ class KnowledgeIndex:
             return 0.0
         return float(self._embeddings[a] @ self._embeddings[b])
 
+    def valid_mask(self, on: date | None = None) -> NDArray[np.bool_]:
+        day = on or self.today or date.today()
+        mask = np.ones(len(self.facts), dtype=bool)
+        for i in np.flatnonzero(self._dated):
+            mask[i] = is_valid_on(self.facts[i], day)
+        return mask
+
+    def excluded(self, on: date | None = None) -> tuple[FactConfig, ...]:
+        """Facts not valid on `on` (not yet or no longer)."""
+        mask = self.valid_mask(on)
+        return tuple(f for f, valid in zip(self.facts, mask, strict=True) if not valid)
+
     def search(
-        self, query: str, *, k: int = 5, intent: str | None = None, tags: Sequence[str] = ()
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        intent: str | None = None,
+        tags: Sequence[str] = (),
+        on: date | None = None,
     ) -> list[ScoredFact]:
-        """The k best facts for `query`, best first, each with its fused score in [0, 1]."""
+        """The k best facts for `query` among those valid on `on`, best first, each with its fused score in
+        [0, 1]."""
         if not self.facts or not query.strip() or k <= 0:
             return []
         lexical = self._bm25.normalised_scores(tokenize(query))
@@ -212,7 +233,9 @@ class KnowledgeIndex:
         fused = self.lexical_weight * lexical + (1.0 - self.lexical_weight) * semantic
         boosts = self._boosts(intent, tags)
         scores = np.clip(fused * (1.0 + boosts), 0.0, 1.0)
-        top = np.argsort(-scores, kind="stable")[:k]
+        valid = self.valid_mask(on)
+        scores = np.where(valid, scores, -1.0)
+        top = [i for i in np.argsort(-scores, kind="stable")[:k] if valid[i]]
         return [
             ScoredFact(
                 fact=self.facts[i],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 from cxstack.domain.models import (
     ActionResult,
     EscalationId,
@@ -11,8 +14,10 @@ from cxstack.domain.models import (
     Priority,
     new_id,
 )
+from cxstack.domain.money import Money, format_money
 from cxstack.domain.turn import BusinessContext, IntentPrediction
 from cxstack.resolution.models import TurnContext
+from cxstack.workspace.models import WorkspaceSettings
 
 REASON_TEXT = {
     "never_automate": "this intent is never automated",
@@ -21,15 +26,29 @@ REASON_TEXT = {
     "low_confidence": "the assistant was not confident enough to answer",
     "no_grounded_answer": "no knowledge fact answers this",
     "amount_over_cap": "the amount is over the automated cap",
+    "amount_cap_missing": "the action moves money but has no cap (max_amount), so it is never automated",
+    "amount_currency_mismatch": "the customer gave the amount in another currency",
+    "cap_currency_mismatch": "the rule cap and the action are in different currencies",
+    "amount_not_money": "the action's amount slot does not hold money",
     "action_failed": "a back-office action failed",
     "internal_error": "an internal error interrupted the turn",
     "customer_requested": "the customer asked for a person",
     "clarification_exhausted": "the request stayed unclear after a clarifying question",
+    "unsupported_language": "the customer wrote in a language the assistant does not support",
+    "identity_required": "the request needs a verified customer",
+    "identity_mismatch": "the customer asked about something that is not theirs",
 }
 
 
 def reason_text(reason_code: str) -> str:
     return REASON_TEXT.get(reason_code.split(":")[0], reason_code.replace("_", " "))
+
+
+def arr_text(arr: float, settings: WorkspaceSettings) -> str:
+    """A customer's ARR in the workspace currency and locale, in whole units ("£12,000", "12.000 €")."""
+    if not math.isfinite(arr):
+        return "unknown"
+    return format_money(Money(Decimal(str(arr)), settings.currency), settings.locale, whole_units=True)
 
 
 def transcript_of(history: list[Message], current: Message) -> list[dict[str, str]]:
@@ -47,6 +66,8 @@ def build_packet(
     business: BusinessContext | None,
     facts: list[FactCitation],
     actions: list[ActionResult],
+    draft_reply: str | None = None,
+    note: str | None = None,
 ) -> EscalationPacket:
     intent = prediction.intent if prediction else None
     intent_cfg = ctx.workspace.intent(intent) if intent else None
@@ -56,9 +77,17 @@ def build_packet(
     described = intent_cfg.description.rstrip(". ") if intent_cfg and intent_cfg.description else ""
     about = described[:1].lower() + described[1:] if described else (intent or "an unrecognised request")
     parts = [
-        f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."
+        f"{who} ({tier}, ARR {arr_text(customer.arr, ctx.workspace.settings)}) wrote about {about}: "
+        f"“{ctx.message.text.strip()[:280]}”."
     ]
     parts.append(f"Escalated because {reason_text(reason_code)}.")
+    if note:
+        parts.append(note)
+    if customer.attributes:
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(customer.attributes.items()))
+        parts.append(f"Customer attributes: {shown}.")
+    if draft_reply:
+        parts.append("A draft answer was withheld because the assistant was not confident; see the draft.")
     if business and business.fired_rules:
         parts.append(f"Rules fired: {', '.join(business.fired_rules)}.")
     failed = [a for a in actions if not a.ok]
@@ -85,9 +114,12 @@ def build_packet(
             "segment": customer.segment,
             "tier": business.tier if business else None,
             "value": business.value if business else customer.arr,
+            "verified": ctx.conversation.verified,
+            "attributes": dict(customer.attributes),
         },
         fired_rules=list(business.fired_rules) if business else [],
         facts_used=facts,
         actions_tried=actions,
         transcript=transcript_of(ctx.history, ctx.message),
+        draft_reply=draft_reply,
     )

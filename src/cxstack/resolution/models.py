@@ -24,5 +24,9 @@ class TurnContext:
     attempt: int = 0  # 0 for the first resolver, 1 for the retry with the fallback
     # The messages this turn answers when several arrived as a burst (`message` then joins their texts).
     burst: tuple[Message, ...] = ()
+    # The sentence(s) of the message this request is about, when the message says more (retrieval query).
+    focus: str | None = None
+    # The text this request's slots are read from, when another request in the same message shares it.
+    request_text: str | None = None
     # Looks up stored customer profiles (a verification step binds the conversation to one of them).
     customers: CustomerDirectory | None = None

@@ -10,14 +10,18 @@ import csv
 import io
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from cxstack.domain.models import Customer, CustomerId
+from cxstack.domain.money import Refusal, read_number
 
 KNOWN_COLUMNS = ("id", "name", "email", "plan", "arr", "segment")
-_MULTIPLIERS = {"k": 1_000.0, "m": 1_000_000.0}
-_CURRENCY = re.compile(r"[\s$€£¥,_]")
+# CRM exports write "12k" and "1.5M"; customers' messages never get this shorthand (see domain.money).
+_MULTIPLIERS = {"k": Decimal(1_000), "m": Decimal(1_000_000)}
+# A currency sign or code around the figure ("$1200", "€ 3 500", "1200 USD"): ARR is a size, not a payment.
+_CURRENCY_EDGES = re.compile(r"^(?:[^\w\s.,'-]|[A-Z]{3}\b|\s)+|(?:[^\w\s.,']|\b[A-Z]{3}|\s)+$")
 
 
 class CustomerDataError(ValueError):
@@ -28,8 +32,10 @@ class CustomerDataError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def parse_arr(value: Any) -> float:
-    """An ARR from a number or text such as "12,000", "$1200", "€ 3 500", "12k" (empty means 0)."""
+def parse_arr(value: Any, *, locale: str = "en_US") -> float:
+    """An ARR from a number or text such as "12,000", "$1200", "€ 3 500", "12k" (empty means 0). The digits
+    are read by the one number reader (`cxstack.domain.money.read_number`): "1.500" in en_US is refused as
+    ambiguous rather than read as 1.5."""
     if value is None:
         return 0.0
     if isinstance(value, bool):
@@ -37,16 +43,16 @@ def parse_arr(value: Any) -> float:
     if isinstance(value, int | float):
         amount = float(value)
     else:
-        text = _CURRENCY.sub("", str(value)).lower()
+        text = _CURRENCY_EDGES.sub("", str(value))
         if not text:
             return 0.0
-        multiplier = _MULTIPLIERS.get(text[-1], 1.0)
-        if multiplier != 1.0:
-            text = text[:-1]
-        try:
-            amount = float(text) * multiplier
-        except ValueError:
-            raise ValueError(f"not an amount: {value!r}") from None
+        multiplier = _MULTIPLIERS.get(text[-1].lower(), Decimal(1))
+        if multiplier != 1:
+            text = text[:-1].rstrip()
+        number = read_number(text, locale=locale)
+        if isinstance(number, Refusal):
+            raise ValueError(f"not an amount: {value!r}")
+        amount = float(number * multiplier)
     if amount < 0 or amount != amount:
         raise ValueError(f"not a valid amount: {value!r}")
     return amount

@@ -6,16 +6,23 @@ decision exactly and a test can pin any hour of any weekday.
 How effects of several fired rules combine: `force_human` and `require_confirmation` are OR-ed (one rule is
 enough to protect), `cap_amount` takes the lowest cap, `priority` the highest (the tier's priority is the
 floor), and `queue` / `tone` come from the first fired rule, in file order, that sets them.
+
+Amounts are exact: the request's amount is `Money` (a Decimal, in the workspace currency, read by
+`cxstack.domain.money`), and the figures of `amount_gt`, `amount_lte` and `cap_amount` become Decimals
+through their text (`Decimal(str(100.1))` is 100.1, not 100.0999...), so "above 100" never depends on float
+rounding.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo
 
 from cxstack.domain.models import Customer, Priority
+from cxstack.domain.money import Money
 from cxstack.domain.turn import BusinessContext
 from cxstack.workspace.models import Condition, PolicyRule, StrategyConfig, TierConfig
 
@@ -86,8 +93,15 @@ def _loosely_equal(actual: Any, expected: Any) -> bool:
     return str(actual).strip().casefold() == str(expected).strip().casefold()
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | Decimal) -> str:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}" if value == value.to_integral_value() else f"{value:f}"
     return f"{value:g}"
+
+
+def exact(figure: float) -> Decimal:
+    """A figure from YAML as the Decimal its text says (100.1 -> Decimal("100.1"))."""
+    return Decimal(str(figure))
 
 
 def condition_failures(
@@ -97,7 +111,7 @@ def condition_failures(
     tier: str,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     local_time: datetime,
 ) -> tuple[str, ...]:
     """Every part of `condition` that does not hold (none: the condition holds). All parts are AND-ed."""
@@ -119,12 +133,12 @@ def condition_failures(
     if condition.arr_lt is not None and not customer.arr < condition.arr_lt:
         failed.append(f"arr_lt: arr {_fmt(customer.arr)} >= {_fmt(condition.arr_lt)}")
     # A condition on the amount cannot hold for a request that has no amount.
-    if condition.amount_gt is not None and (amount is None or not amount > condition.amount_gt):
-        shown = "none" if amount is None else _fmt(amount)
-        failed.append(f"amount_gt: amount {shown} is not above {_fmt(condition.amount_gt)}")
-    if condition.amount_lte is not None and (amount is None or not amount <= condition.amount_lte):
-        shown = "none" if amount is None else _fmt(amount)
-        failed.append(f"amount_lte: amount {shown} is not at most {_fmt(condition.amount_lte)}")
+    value = amount.amount if amount is not None else None
+    shown = "none" if value is None else _fmt(value)
+    if condition.amount_gt is not None and (value is None or not value > exact(condition.amount_gt)):
+        failed.append(f"amount_gt: amount {shown} is not above {_fmt(exact(condition.amount_gt))}")
+    if condition.amount_lte is not None and (value is None or not value <= exact(condition.amount_lte)):
+        failed.append(f"amount_lte: amount {shown} is not at most {_fmt(exact(condition.amount_lte))}")
     if condition.hours_between is not None:
         start, end = condition.hours_between
         if not in_hours(local_time.hour, start, end):
@@ -161,7 +175,7 @@ def evaluate_rule(
     tier: str,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     local_now: datetime,
 ) -> RuleEvaluation:
     failed = condition_failures(
@@ -181,7 +195,7 @@ def explain(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
 ) -> Assessment:
@@ -205,7 +219,7 @@ def explain(
     priority = Priority.parse(tier.priority) if tier is not None else Priority.NORMAL
     force_human = False
     require_confirmation = False
-    cap_amount: float | None = None
+    cap_amount: Decimal | None = None
     queue: str | None = None
     tone: str | None = None
     for rule in fired:
@@ -213,7 +227,8 @@ def explain(
         force_human = force_human or bool(effect.force_human)
         require_confirmation = require_confirmation or bool(effect.require_confirmation)
         if effect.cap_amount is not None:
-            cap_amount = effect.cap_amount if cap_amount is None else min(cap_amount, effect.cap_amount)
+            cap = exact(effect.cap_amount)
+            cap_amount = cap if cap_amount is None else min(cap_amount, cap)
         if effect.priority is not None:
             priority = max(priority, Priority.parse(effect.priority))
         queue = queue if queue is not None else effect.queue
@@ -240,7 +255,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: Literal[False] = False,
@@ -253,7 +268,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: Literal[True],
@@ -265,7 +280,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: bool = False,

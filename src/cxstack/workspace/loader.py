@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cxstack.domain.models import WorkspaceVersionId
+from cxstack.workspace.builtin import with_builtin_intents
 from cxstack.workspace.models import (
     SCHEMA_VERSION,
     ActionConfig,
@@ -53,7 +54,7 @@ def load_workspace(path: Path, *, known_mechanisms: Collection[str] = DEFAULT_ME
     workspace = Workspace(
         settings=check.settings,
         strategy=check.strategy,
-        intents=tuple(s.item for s in check.intents),
+        intents=with_builtin_intents(tuple(s.item for s in check.intents)),
         facts=tuple(s.item for s in check.facts),
         actions=tuple(s.item for s in check.actions),
         rubric=check.rubric,

@@ -6,15 +6,38 @@ Every model forbids unknown keys so that a typo is an error with a line number, 
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from cxstack.domain.money import invalid_currency, invalid_locale
 
 SCHEMA_VERSION = 1
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_currency(code: str) -> str:
+    problem = invalid_currency(code)
+    if problem:
+        # `fix` travels in the error context: `cxstack validate` prints it next to the line.
+        raise PydanticCustomError(
+            "currency", problem, {"fix": "use an ISO 4217 code such as USD, EUR or GBP"}
+        )
+    return code
+
+
+def _check_locale(name: str) -> str:
+    problem = invalid_locale(name)
+    if problem:
+        raise PydanticCustomError(
+            "locale", problem, {"fix": "use a language and territory such as en_US, en_GB or de_DE"}
+        )
+    return name
 
 
 # --- cxstack.yaml -------------------------------------------------------------------------------------------
@@ -30,16 +53,74 @@ class Thresholds(_Strict):
     # Minimum resolver confidence to send a reply without a retry or escalation.
     answer_min_confidence: float = Field(0.45, ge=0, le=1)
     max_clarifications: int = Field(1, ge=0, le=5)
+    human_min_confidence: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Router confidence needed to send a message straight to a person because its intent's "
+        "mechanism is human or never automated; below it the assistant asks first. A wrong (often urgent) "
+        "escalation costs a person's time, so this is higher than route_min_confidence.",
+    )
 
 
 class QueueConfig(_Strict):
     name: str
     description: str = ""
+    customer_label: str = Field(
+        "",
+        description="How the team is named to customers ('our billing team'). Empty: 'a colleague'; "
+        "internal queue names are never shown to customers.",
+    )
 
 
 class EscalationConfig(_Strict):
     default_queue: str = "general"
     queues: list[QueueConfig] = Field(default_factory=list)
+    language_queues: dict[str, str] = Field(
+        default_factory=dict,
+        description="Language code (ISO 639-1) to queue, for messages in a language the assistant does not "
+        "support; others go to default_queue.",
+    )
+
+
+class Replies(_Strict):
+    """What the assistant says in the everyday situations no intent covers. {scope} is the workspace's
+    scope, {name} its name."""
+
+    greeting: str = "Hi! How can I help you today?"
+    thanks: str = "You're welcome! Is there anything else I can help with?"
+    goodbye: str = "Thanks for getting in touch. Have a great day!"
+    small_talk: str = (
+        "I'm the {name} assistant, so I can only help with support questions. What can I do for you?"
+    )
+    not_understood: str = "I'm not sure I understood. Could you tell me a bit more about what you need?"
+    handoff: str = (
+        "I've passed this to {team}, who can see everything we've discussed, so you won't need to repeat "
+        "yourself. They'll reply here."
+    )
+    low_confidence: str = (
+        "I want to get this right, so I've asked {team} to look at your message. They'll follow up here."
+    )
+    waiting: str = "Thanks, I've added this to your conversation. {team_cap} has it and will reply here."
+    confirm_handoff: str = (
+        "Just to be sure I understood: would you like me to pass this to a colleague? (yes/no)"
+    )
+    declined_handoff: str = "No problem. What can I help you with?"
+
+
+class HandoffSettings(_Strict):
+    ack_interval_minutes: int = Field(
+        10,
+        ge=0,
+        description="While a person has not yet answered, further customer messages are acknowledged at most "
+        "this often (0: every message).",
+    )
+    reescalation_window_minutes: int = Field(
+        60,
+        ge=0,
+        description="After a person hands a conversation back, an escalation to the same queue within this "
+        "window reopens the same packet instead of creating another one.",
+    )
 
 
 class ConnectorConfig(_Strict):
@@ -59,6 +140,11 @@ class WorkspaceSettings(_Strict):
     version: Literal[1] = 1
     name: str
     language: str = "en"
+    languages: list[str] = Field(
+        default_factory=list,
+        description="Languages the assistant answers in (ISO 639-1); empty: just `language`. A message "
+        "confidently detected in another language is handed to a person with a reply in that language.",
+    )
     description: str = ""
     # What the assistant helps with, in the customer's words; said when a message is out of scope.
     scope: str = ""
@@ -68,12 +154,35 @@ class WorkspaceSettings(_Strict):
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     review_sampling: ReviewSampling = Field(default_factory=ReviewSampling)
+    replies: Replies = Field(default_factory=Replies)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     burst_window_ms: dict[str, int] = Field(
         default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},
         description="Per channel: messages that arrive within this many milliseconds of each other are "
         "answered as one turn (people often send a request in several short messages). Channels not "
         "listed: 0, every message is its own turn.",
     )
+    currency: str = Field(
+        "USD",
+        description="The workspace's currency (ISO 4217 code, e.g. USD, EUR, GBP). Amounts customers write "
+        "are read in it, and amounts in another currency are refused; rule caps and amount conditions are "
+        "in it.",
+    )
+    locale: str = Field(
+        "en_US",
+        description="How customers write numbers and money (a Babel locale such as en_US, en_GB, de_DE): "
+        "decides whether 1,500 is fifteen hundred, and how amounts are shown to customers and colleagues.",
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_known(cls, code: str) -> str:
+        return _check_currency(code)
+
+    @field_validator("locale")
+    @classmethod
+    def _locale_known(cls, name: str) -> str:
+        return _check_locale(name)
 
 
 # --- strategy.yaml ------------------------------------------------------------------------------------------
@@ -153,6 +262,7 @@ class IntentConfig(_Strict):
     fact_tags: list[str] = Field(default_factory=list)  # for mechanism "content": restrict retrieval
     fallback: str | None = None  # mechanism to retry with when the first one is not confident
     examples: list[str] = Field(default_factory=list)
+    builtin: bool = Field(False, description="Shipped with cxstack (greeting, thanks, goodbye, small_talk).")
 
 
 class IntentCatalogue(_Strict):
@@ -190,7 +300,12 @@ class SlotConfig(_Strict):
     pattern: str | None = None
     # Fill from the customer profile instead of asking ("id", "email", or an attribute name).
     from_customer: str | None = None
-    type: Literal["string", "number"] = "string"
+    type: Literal["string", "number", "money"] = Field(
+        "string",
+        description="string: text; number: a count such as months; money: an amount read only from the "
+        "customer's own words (this message, or a bare number when this slot was just asked for) in the "
+        "action's currency, never from a pattern, the profile or a default.",
+    )
     required: bool = True
     default: str | float | None = None
     prompt: str = ""
@@ -204,7 +319,24 @@ class ActionConfig(_Strict):
     path: str  # template, e.g. /orders/{order_id}/refunds
     slots: list[SlotConfig] = Field(default_factory=list)
     body: dict[str, str] | None = None  # body field -> slot name; default: all slots not used in the path
-    amount_slot: str | None = None  # which slot a cap_amount rule limits
+    amount_slot: str | None = Field(
+        None,
+        description="The money slot this action moves (a slot with type: money). An action with one is a "
+        "money action: it must declare max_amount, and its amount is checked against the cap in code right "
+        "before the back office is called.",
+    )
+    max_amount: Decimal | None = Field(
+        None,
+        ge=0,
+        description="The most a money action may move without a person, in the action's currency. The "
+        "effective cap is the lower of this and any strategy rule's cap_amount; above it the conversation is "
+        "handed off (amount_over_cap). A money action without it is never automated.",
+    )
+    currency: str | None = Field(
+        None,
+        description="ISO 4217 currency the back office takes for this action's amount; default: the "
+        "workspace's currency.",
+    )
     requires_confirmation: bool = False
     scope: str = ""
     idempotent: bool = True
@@ -213,6 +345,21 @@ class ActionConfig(_Strict):
     # "I'll <action>: <slots>. Shall I go ahead?" when empty.
     confirmation_prompt: str = ""
     failure_reply: str = "I couldn't complete that just now, so I'm passing you to a colleague."
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_known(cls, code: str | None) -> str | None:
+        return None if code is None else _check_currency(code)
+
+    @property
+    def money_slot(self) -> SlotConfig | None:
+        """The slot whose amount this action moves: `amount_slot`, else its first money slot."""
+        name = self.amount_slot or next((s.name for s in self.slots if s.type == "money"), None)
+        return next((s for s in self.slots if s.name == name), None) if name else None
+
+    @property
+    def moves_money(self) -> bool:
+        return self.amount_slot is not None or any(s.type == "money" for s in self.slots)
 
 
 class ActionCatalogue(_Strict):

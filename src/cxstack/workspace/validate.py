@@ -39,7 +39,7 @@ from cxstack.workspace.models import (
     WorkspaceSettings,
 )
 
-DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "agent", "multi_agent")
+DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "conversational", "agent", "multi_agent")
 MIN_EXAMPLES_FOR_AUTOMATION = 5
 
 SETTINGS_FILE = "cxstack.yaml"
@@ -239,9 +239,12 @@ def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) 
             fix = f"add `{loc[-1]}:`"
         else:
             message = f"{format_loc(shown)}: {detail['msg']}" if shown else str(detail["msg"])
-            expected = (detail.get("ctx") or {}).get("expected")
+            context = detail.get("ctx") or {}
+            expected = context.get("expected")
             if kind == "literal_error" and expected:
                 fix = f"use one of {expected}"
+            elif isinstance(context.get("fix"), str):
+                fix = context["fix"]  # a model's own validator says how to fix it
         if shown in merged and kind != "extra_forbidden":
             merged[shown][2].append(str(detail["msg"]))
             continue
@@ -1014,6 +1017,111 @@ def _check_actions(check: WorkspaceCheck) -> None:
                 )
 
 
+def _check_money_actions(check: WorkspaceCheck) -> None:
+    """A money action declares its cap, and its amount comes only from the customer's words."""
+    workspace_currency = check.settings.currency if check.settings is not None else None
+    for sourced in check.actions:
+        action, doc, loc = sourced.item, sourced.doc, sourced.loc
+        money_slots = [(i, s) for i, s in enumerate(action.slots) if s.type == "money"]
+        amount_slot = next((s for s in action.slots if s.name == action.amount_slot), None)
+        if amount_slot is not None and amount_slot.type != "money":
+            index = action.slots.index(amount_slot)
+            check.add(
+                doc,
+                (*loc, "slots", index, "type"),
+                f"action `{action.name}`: amount_slot `{amount_slot.name}` is a {amount_slot.type} slot, "
+                "so its amount would not be read as money",
+                "set `type: money` on it (and drop its pattern)",
+            )
+        for index, slot in money_slots:
+            if action.amount_slot is not None and slot.name != action.amount_slot:
+                check.add(
+                    doc,
+                    (*loc, "slots", index, "type"),
+                    f"action `{action.name}`: money slot `{slot.name}` is not the action's amount_slot, "
+                    "so no cap would apply to it",
+                    "make it the amount_slot, or give it another type",
+                )
+            for key, value, why in (
+                ("default", slot.default, "a default is an amount the customer never wrote"),
+                ("from_customer", slot.from_customer, "an amount is never taken from the profile"),
+                ("pattern", slot.pattern, "money is read by cxstack's one money parser"),
+            ):
+                if value is not None:
+                    check.add(
+                        doc,
+                        (*loc, "slots", index, key),
+                        f"action `{action.name}`: money slot `{slot.name}` has `{key}`; {why}",
+                        f"remove `{key}`",
+                    )
+        if len(money_slots) > 1 and action.amount_slot is None:
+            check.add(
+                doc,
+                (*loc, "slots"),
+                f"action `{action.name}` has {len(money_slots)} money slots and no amount_slot",
+                "keep one money slot and name it in `amount_slot:`",
+            )
+        if action.moves_money and action.max_amount is None:
+            check.add(
+                doc,
+                (*loc, "amount_slot") if action.amount_slot else (*loc, "name"),
+                f"action `{action.name}` moves money but declares no max_amount; it would never run "
+                "without a person",
+                "add `max_amount:` with the most it may move without a person (e.g. `max_amount: 100`)",
+            )
+        if action.max_amount is not None and not action.moves_money:
+            check.add(
+                doc,
+                (*loc, "max_amount"),
+                f"action `{action.name}` has max_amount but no money slot, so there is nothing to cap",
+                "add a `type: money` slot and name it in `amount_slot:`, or remove max_amount",
+                "warning",
+            )
+        if action.currency and workspace_currency and action.currency != workspace_currency:
+            check.add(
+                doc,
+                (*loc, "currency"),
+                f"action `{action.name}` takes {action.currency} but the workspace is in "
+                f"{workspace_currency}; rule caps (cap_amount) are in the workspace currency, so a rule "
+                "cap on it hands off instead",
+                "use the workspace currency, or rely on max_amount alone",
+                "warning",
+            )
+
+
+def _check_unreachable_caps(check: WorkspaceCheck) -> None:
+    """A rule's cap_amount only limits money actions; a cap no money action can meet protects nothing."""
+    doc = check.docs.get(STRATEGY_FILE)
+    if doc is None or check.declared_intents is None or check.declared_actions is None:
+        return
+    if check.strategy is not None:
+        rules = [Sourced(r, doc, ("rules", i)) for i, r in enumerate(check.strategy.rules)]
+    else:
+        rules = _salvage_items(check, doc, "rules", PolicyRule)
+    money_actions = {a.item.name for a in check.actions if a.item.moves_money}
+    intent_action = {i.item.name: i.item.action for i in check.intents}
+    money_intents = {name for name, action in intent_action.items() if action in money_actions}
+    for sourced in rules:
+        rule = sourced.item
+        if rule.then.cap_amount is None:
+            continue
+        when = rule.when
+        if when.intent_in is not None:
+            reachable = money_intents & set(when.intent_in)
+            where = f"none of its intents ({', '.join(when.intent_in)}) runs a money action"
+        else:
+            reachable = money_intents - set(when.intent_not_in or ())
+            where = "no intent it can match runs a money action"
+        if not reachable:
+            check.add(
+                doc,
+                (*sourced.loc, "then", "cap_amount"),
+                f"rule `{rule.id}` caps amounts but {where}, so the cap never limits anything",
+                "list an intent whose action has an amount_slot in `when.intent_in`, or set `max_amount` "
+                "on the action itself and remove this rule",
+            )
+
+
 def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
     doc = check.docs.get(RUBRIC_FILE)
     if doc is not None:
@@ -1068,6 +1176,8 @@ def check_workspace(
     _check_intents(check, known_mechanisms)
     _check_facts(check, today or date.today())
     _check_actions(check)
+    _check_money_actions(check)
+    _check_unreachable_caps(check)
     _check_rubric_and_experiments(check)
     order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
     check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))

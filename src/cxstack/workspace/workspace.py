@@ -42,3 +42,28 @@ class Workspace:
     @property
     def active_intents(self) -> tuple[IntentConfig, ...]:
         return tuple(i for i in self.intents if i.status == "active")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.settings.languages) or [self.settings.language]
+
+    def team_label(self, queue: str) -> str:
+        """How a queue is named to customers: its customer_label, else 'a colleague'."""
+        configured = next((q for q in self.settings.escalation.queues if q.name == queue), None)
+        return configured.customer_label if configured and configured.customer_label else "a colleague"
+
+    def reply(self, name: str, **values: str) -> str:
+        """One of the workspace's `replies`, with {scope}, {name}, {team} and {team_cap} filled in."""
+        template: str = getattr(self.settings.replies, name)
+        team = values.get("team", "a colleague")
+        fields = {
+            "scope": self.settings.scope or "your questions",
+            "name": self.settings.name,
+            "team": team,
+            "team_cap": team[:1].upper() + team[1:],
+            **values,
+        }
+        try:
+            return template.format_map(fields)
+        except (KeyError, IndexError, ValueError):
+            return template  # validate reports unknown placeholders; never fail a turn over one

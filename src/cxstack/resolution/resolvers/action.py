@@ -3,9 +3,14 @@ office once (idempotently), and report the result in words.
 
 Conversation state it reads and returns in `Outcome.state_updates` (the orchestrator persists it; a None value
 clears the key):
-  pending_action: {"action": name, "intent": name, "slots": {...}, "awaiting": <slot name> | "confirmation"}
+  pending_action: {"action": name, "intent": name, "slots": {...}, "awaiting": <slot name> | "confirmation",
+                   "currency_retries": n (money actions, after an amount in another currency)}
                   or None
   entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
+
+A money action (one with a money slot) runs `money_policy.check_amount` once the amount is known (to ask again
+or hand off before asking for a confirmation) and again immediately before the connector call, which is the
+gate: nothing reaches the back office that it did not allow. Money is shown in the workspace locale.
 """
 
 from __future__ import annotations
@@ -13,14 +18,25 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from cxstack.domain.models import ActionResult, Role
+from cxstack.domain.money import format_money, money_from_json
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.resolution.models import TurnContext
+from cxstack.resolution.money_policy import (
+    AMOUNT_CURRENCY_MISMATCH,
+    AMOUNT_MISSING,
+    AMOUNT_NOT_MONEY,
+    AMOUNT_OVER_CAP,
+    AmountCheck,
+    ask_again,
+    check_amount,
+)
 from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps
-from cxstack.resolution.slots import SlotValue, fill_slots, parse_number, parse_yes_no, prompt_for
+from cxstack.resolution.slots import SlotValue, fill_slots, parse_yes_no, prompt_for
 from cxstack.workspace.models import ActionConfig
 
 PENDING_KEY = "pending_action"
@@ -38,7 +54,10 @@ def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
     return hashlib.sha256(f"{conversation_id}:{message_id}:{action}".encode()).hexdigest()[:32]
 
 
-def display(value: Any) -> str:
+def display(value: Any, locale: str = "en_US") -> str:
+    money = money_from_json(value)
+    if money is not None:
+        return format_money(money, locale)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.2f}"
     return str(value)
@@ -63,8 +82,27 @@ def _label(action: ActionConfig) -> str:
 
 
 def _wire(values: Mapping[str, SlotValue]) -> dict[str, Any]:
-    """Slot values as the back office should see them: 25.0 is sent as 25."""
-    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}
+    """Slot values as the back office should see them: 25.0 is sent as 25, and an amount as a JSON number
+    whose text is its exact decimal (1500.5: a float prints the shortest text that reads back as itself)."""
+    return {k: _wire_value(v) for k, v in values.items()}
+
+
+def _wire_value(value: SlotValue) -> Any:
+    money = money_from_json(value)
+    amount = money.amount if money is not None else value
+    if isinstance(amount, Decimal):
+        return int(amount) if amount == amount.to_integral_value() else float(amount)
+    if isinstance(amount, float) and amount.is_integer():
+        return int(amount)
+    return amount
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Two slot values say the same thing (an amount is the same amount, whatever words it came from)."""
+    money_left, money_right = money_from_json(left), money_from_json(right)
+    if money_left is not None or money_right is not None:
+        return money_left == money_right
+    return bool(left == right)
 
 
 class ActionResolver:
@@ -93,7 +131,7 @@ class ActionResolver:
         awaiting = pending.get("awaiting")
         entities: dict[str, Any] = dict(state.get(ENTITIES_KEY) or {})
 
-        text = ctx.message.text
+        text = ctx.request_text or ctx.message.text
         confirmed = False
         if awaiting == CONFIRMATION:
             answer = parse_yes_no(text)
@@ -112,6 +150,8 @@ class ActionResolver:
         remembered = {k: v for k, v in entities.items() if k in reusable}
         if not pending and _OTHER.search(text):
             earlier, remembered = [], {}  # "my other order": not the one we just talked about
+        settings = ctx.workspace.settings
+        currency = action.currency or settings.currency
         fill = fill_slots(
             action.slots,
             text,
@@ -119,14 +159,17 @@ class ActionResolver:
             known={**remembered, **pending_slots},
             earlier_texts=earlier,
             awaiting=awaiting if awaiting != CONFIRMATION else None,
+            currency=currency,
+            locale=settings.locale,
         )
         values = dict(fill.values)
         entities.update({k: v for k, v in values.items() if k in reusable})
         # A value changed while we waited for a yes is a new request: it needs a new yes.
-        if confirmed and any(pending_slots.get(k) != v for k, v in values.items()):
+        if confirmed and any(not _same(pending_slots.get(k), v) for k, v in values.items()):
             confirmed = False
+        currency_retries = int(pending.get("currency_retries") or 0)
 
-        def waiting_on(slot_or_confirmation: str, reply: str) -> Outcome:
+        def waiting_on(slot_or_confirmation: str, reply: str, **extra: Any) -> Outcome:
             return Outcome(
                 kind="ask",
                 confidence=1.0,
@@ -137,28 +180,52 @@ class ActionResolver:
                         "intent": plan.intent,
                         "slots": values,
                         "awaiting": slot_or_confirmation,
+                        **({"currency_retries": currency_retries} if currency_retries else {}),
+                        **extra,
                     },
                     ENTITIES_KEY: entities,
                 },
                 detail={"action": action.name, "slots": values, "awaiting": slot_or_confirmation},
             )
 
-        if action.amount_slot and action.amount_slot in values:
-            amount = parse_number(str(values[action.amount_slot]))
-            if amount is None or amount <= 0:
-                values.pop(action.amount_slot)
-                slot = next(s for s in action.slots if s.name == action.amount_slot)
-                return waiting_on(slot.name, f"Sorry, I didn't catch the amount. {prompt_for(slot)}")
-            values[action.amount_slot] = amount
-            if plan.cap_amount is not None and amount > plan.cap_amount:
+        money_slot = action.money_slot
+
+        def amount_gate() -> AmountCheck | None:
+            if not action.moves_money:
+                return None
+            if money_slot is None:  # amount_slot names no slot: nothing safe to check, so nothing runs
+                return AmountCheck("handoff", AMOUNT_NOT_MONEY)
+            return check_amount(
+                values.get(money_slot.name),
+                refusal=fill.refusals.get(money_slot.name),
+                max_amount=action.max_amount,
+                rule_cap=plan.cap_amount,
+                currency=currency,
+                rule_currency=settings.currency,
+                currency_retries=currency_retries,
+            )
+
+        def refuse_amount(check: AmountCheck) -> Outcome:
+            """Ask for the amount again (saying why), or hand off: the back office is never called."""
+            if check.decision == "handoff" or money_slot is None:
                 return Outcome(
                     kind="handoff",
                     confidence=0.0,
-                    reply=OVER_CAP_REPLY,
-                    handoff_reason="amount_over_cap",
+                    reply=OVER_CAP_REPLY if check.reason == AMOUNT_OVER_CAP else NOT_CONFIGURED_REPLY,
+                    handoff_reason=check.reason,
                     state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
-                    detail={"action": action.name, "slots": values, "cap_amount": plan.cap_amount},
+                    detail={"action": action.name, "slots": values, "amount_check": check.as_detail()},
                 )
+            values.pop(money_slot.name, None)
+            retries = currency_retries + (1 if check.reason == AMOUNT_CURRENCY_MISMATCH else 0)
+            why = ask_again(check, currency=currency, locale=settings.locale)
+            outcome = waiting_on(money_slot.name, f"{why} {prompt_for(money_slot)}", currency_retries=retries)
+            outcome.detail["amount_check"] = check.as_detail()
+            return outcome
+
+        early = amount_gate()
+        if early is not None and not early.allowed and early.reason != AMOUNT_MISSING:
+            return refuse_amount(early)
 
         if not fill.complete:
             first = fill.missing[0]
@@ -167,7 +234,7 @@ class ActionResolver:
 
         if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
             again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
-            shown = {k: display(v) for k, v in values.items()}
+            shown = {k: display(v, settings.locale) for k, v in values.items()}
             question = render_reply(action.confirmation_prompt, shown) if action.confirmation_prompt else None
             if question is None:
                 summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items())
@@ -184,6 +251,9 @@ class ActionResolver:
                 state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
                 detail={"action": action.name, "connector": action.connector},
             )
+        gate = amount_gate()  # the gate: immediately before the back office, whatever happened above
+        if gate is not None and not gate.allowed:
+            return refuse_amount(gate)
         result: ActionResult = await connector.call(
             action, _wire(values), idempotency_key(ctx.conversation.id, ctx.message.id, action.name)
         )
@@ -198,7 +268,7 @@ class ActionResolver:
                 state_updates=done_state,
                 detail={"action": action.name, "status_code": result.status_code, "error": result.error},
             )
-        fields = {**{k: display(v) for k, v in values.items()}, **result.response}
+        fields = {**{k: display(v, settings.locale) for k, v in values.items()}, **result.response}
         reply = render_reply(action.success_reply, fields)
         return Outcome(
             kind="reply",
@@ -206,5 +276,10 @@ class ActionResolver:
             reply=reply if reply is not None else f"Done: {_label(action)}.",
             actions=[result],
             state_updates=done_state,
-            detail={"action": action.name, "slots": values, "reply_template_ok": reply is not None},
+            detail={
+                "action": action.name,
+                "slots": values,
+                "reply_template_ok": reply is not None,
+                **({"amount_check": gate.as_detail()} if gate is not None else {}),
+            },
         )

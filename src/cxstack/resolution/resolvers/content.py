@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from cxstack.domain.models import Role
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.knowledge.compose import compose_answer
@@ -29,24 +31,28 @@ class ContentResolver:
         self.knowledge: KnowledgeIndex | None = deps.knowledge
         self.candidates = candidates
 
-    def _search(self, query: str, plan: ResolutionPlan) -> list[ScoredFact]:
+    def _search(self, query: str, plan: ResolutionPlan, ctx: TurnContext) -> list[ScoredFact]:
         assert self.knowledge is not None
-        return self.knowledge.search(query, k=self.candidates, intent=plan.intent, tags=plan.fact_tags)
+        day = ctx.now.astimezone(ZoneInfo(ctx.workspace.strategy.timezone)).date()
+        return self.knowledge.search(
+            query, k=self.candidates, intent=plan.intent, tags=plan.fact_tags, on=day
+        )
 
     async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
-        text = ctx.message.text.strip()
+        text = (ctx.focus or ctx.message.text).strip()
         if self.knowledge is None or not text:
             return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER)
         query = text
-        results = self._search(text, plan)
+        results = self._search(text, plan, ctx)
         previous = previous_customer_text(ctx)
         if previous and len(text.split()) <= FOLLOW_UP_MAX_WORDS:
             combined_query = f"{previous} {text}"
-            combined = self._search(combined_query, plan)
+            combined = self._search(combined_query, plan, ctx)
             if combined and (not results or combined[0].score > results[0].score):
                 query, results = combined_query, combined
         detail = {
             "query": query,
+            "on": ctx.now.isoformat(),
             "candidates": [
                 {
                     "fact_id": r.fact.id,

@@ -7,15 +7,10 @@ from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps
 
-_GENERIC_QUEUES = frozenset({"", "general", "default", "support"})
 
-
-def team_label(queue: str) -> str:
-    return "support" if queue.lower() in _GENERIC_QUEUES else queue.replace("_", " ").replace("-", " ")
-
-
-def handoff_reply(queue: str, priority: Priority) -> str:
-    reply = f"I'm passing this to our {team_label(queue)} team, and a person will follow up here."
+def handoff_reply(ctx: TurnContext, queue: str, priority: Priority) -> str:
+    """The workspace's handoff words, naming the team only as the workspace names it to customers."""
+    reply = ctx.workspace.reply("handoff", team=ctx.workspace.team_label(queue))
     # Only a high priority earns a promise about time: a promise we cannot keep is worse than none.
     if priority >= Priority.URGENT:
         return reply + " It's marked urgent, so someone will pick it up very shortly."
@@ -35,7 +30,7 @@ class HumanResolver:
         return Outcome(
             kind="handoff",
             confidence=1.0,
-            reply=handoff_reply(plan.queue, plan.priority),
+            reply=handoff_reply(ctx, plan.queue, plan.priority),
             handoff_reason=reason,
             detail={"queue": plan.queue, "priority": plan.priority.name.lower()},
         )
