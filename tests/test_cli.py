@@ -128,7 +128,7 @@ async def test_intents_registry_shows_traffic_once_there_is_some(shop_path: Path
     cx = build(Settings(home=home, embedder="hashing"), workspace=load_workspace(shop_path))
     await cx.start()
     for conversation, text in [("a", "what is your return policy"), ("b", "I will sue you")]:
-        await cx.post_message(conversation, text, customer_id="cus_x")
+        await cx.post_message(conversation, text, customer_id="cus_x", verified=True)
         await cx.wait_idle(conversation)
     await cx.stop()
     result = runner.invoke(app, ["intents", "-w", str(shop_path), "--home", str(home)])

@@ -366,6 +366,7 @@ SAMPLE_SLOTS: dict[str, dict[str, str]] = {
     "update_email": {"account_id": "cus_1003", "email": "sofia.new@example.org"},
     "update_phone": {"account_id": "cus_1003", "phone": "(415) 555-0199"},
     "validate_promo_code": {"code": "SPRING20", "account_id": "cus_1002"},
+    "verify_customer": {"email": "maya.thompson@example.com", "order_id": "ORD-10001"},
 }
 
 

@@ -43,7 +43,7 @@ async def shop(tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]) -> 
 
 
 async def say(cx: CxApp, conversation: str, text: str) -> Any:
-    await cx.post_message(conversation, text, customer_id=str(SMALL.id))
+    await cx.post_message(conversation, text, customer_id=str(SMALL.id), verified=True)
     await cx.wait_idle(conversation)
     view = cx.conversation_view(conversation)
     assert view is not None

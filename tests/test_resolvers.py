@@ -116,7 +116,7 @@ class Chat:
     business: BusinessContext = BUSINESS
     conversation: Conversation = field(
         default_factory=lambda: Conversation(
-            id=ConversationId("conv_1"), customer_id=CUSTOMER.id, channel="api"
+            id=ConversationId("conv_1"), customer_id=CUSTOMER.id, channel="api", verified=True
         )
     )
     history: list[Message] = field(default_factory=list)

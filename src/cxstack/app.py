@@ -26,7 +26,7 @@ from cxstack.domain.models import (
     Trace,
 )
 from cxstack.domain.ports import IngestResult, Store
-from cxstack.integrations.actions.http_connector import HttpActionConnector
+from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
@@ -138,11 +138,13 @@ def _orchestrator(
 def http_connectors(
     workspace: Workspace, *, backoffice_url: str | None = None, dry_run: bool = False
 ) -> dict[str, ActionConnector]:
+    """The workspace's connectors, each built by the plug-in its `type` names (entry point group
+    `cxstack.action_connectors`); raises for an unknown type or a ${SECRET} that is not set."""
     built: dict[str, ActionConnector] = {}
     for name, config in workspace.settings.connectors.items():
         if name == "backoffice" and backoffice_url:
             config = config.model_copy(update={"base_url": backoffice_url})
-        built[name] = HttpActionConnector(config, dry_run=dry_run)
+        built[name] = load_connector(name, config, dry_run=dry_run)
     return built
 
 

@@ -153,7 +153,7 @@ def serve(
     with console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     if customers is not None:
-        console.print(f"imported {import_customers_file(cx.store, customers)} customers from {customers}")
+        console.print(f"imported {import_customers_file(cx.store, customers, ws)} customers from {customers}")
     report = cx.engine.router_report
     console.print(
         f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / "
@@ -186,7 +186,7 @@ def chat(
         cx = build(settings, workspace=ws)
     samples = workspace / "samples" / "customers.csv"
     if samples.exists():
-        import_customers_file(cx.store, samples)
+        import_customers_file(cx.store, samples, ws)
     asyncio.run(_chat_loop(cx, customer))
 
 
@@ -222,7 +222,9 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
             if text == "/new":
                 conversation = new_id("chat")
                 continue
-            await cx.post_message(conversation, text, customer_id=customer_id, channel="webchat")
+            await cx.post_message(
+                conversation, text, customer_id=customer_id, channel="webchat", verified=True
+            )
             await cx.wait_idle(conversation)
             view = cx.conversation_view(conversation)
             trace = view.traces[-1]
@@ -434,13 +436,25 @@ def intents_import(
 @customers_app.command("import")
 def customers_import(
     file: Annotated[Path, typer.Argument(help="CSV: id,name,email,plan,arr,segment,… (extra columns kept).")],
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            envvar="CXSTACK_WORKSPACE",
+            help="Workspace whose strategy.yaml declares attribute types (yes/no columns become booleans).",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Import or update customer profiles from a CSV export."""
+    """Import or update customer profiles from a CSV export; every bad row is listed with its line."""
     from cxstack.app import open_store
 
+    ws = _load_or_exit(workspace) if workspace is not None else None
+    if ws is None:
+        err.print("[yellow]no --workspace: attribute columns are imported as text, without type checks[/]")
     try:
-        count = import_customers_file(open_store(_settings(home)), file)
+        count = import_customers_file(open_store(_settings(home)), file, ws)
     except (ValueError, FileNotFoundError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None

@@ -62,3 +62,5 @@ class Outcome:
     handoff_reason: str | None = None
     state_updates: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    # A verification step matched the customer's details to this customer (the conversation is bound to it).
+    verified_customer: str | None = None

@@ -33,6 +33,7 @@ from typing import Any
 from cxstack.domain.conversation_state import Transition
 from cxstack.domain.models import (
     ConversationStatus,
+    Customer,
     CustomerId,
     Decision,
     EscalationId,
@@ -123,6 +124,7 @@ class _Turn:
     escalation: EscalationPacket | None = None
     reopen_escalation: EscalationId | None = None
     attach: bool = False
+    verified_customer: CustomerId | None = None
 
     @property
     def text(self) -> str:
@@ -511,6 +513,29 @@ class Orchestrator:
         if plan.intent not in PHATIC:
             turn.state["last_intent"] = plan.intent
         turn.state.pop("clarify", None)
+        if outcome.verified_customer and turn.verified_customer is None:
+            return await self._as_verified(turn, request, CustomerId(outcome.verified_customer), outcome)
+        return outcome, plan
+
+    async def _as_verified(
+        self, turn: _Turn, request: _Request, customer_id: CustomerId, verification: Outcome
+    ) -> tuple[Outcome, ResolutionPlan]:
+        """The verification step matched the customer: from now on the conversation is theirs (the store
+        binds it with this turn), and the request they made is resolved again as a verified customer's."""
+        ctx = turn.ctx
+        found = ctx.customers.get_customer(customer_id) if ctx.customers is not None else None
+        ctx.customer = found or Customer(id=customer_id)
+        ctx.conversation = replace(
+            ctx.conversation, customer_id=customer_id, verified=True, state=dict(turn.state)
+        )
+        turn.verified_customer = customer_id
+        with turn.rec.step(Layer.ORCHESTRATION, "verified", {"customer": str(customer_id)}) as s:
+            s["output"] = {"profile_found": found is not None}
+        business = self._assess(turn, request.prediction.intent)
+        outcome, plan = await self._resolve(turn, request, business)
+        if verification.reply and outcome.reply:
+            outcome.reply = f"{verification.reply} {outcome.reply}"
+        outcome.actions = [*verification.actions, *outcome.actions]
         return outcome, plan
 
     async def _resolve_with_retry(self, turn: _Turn, plan: ResolutionPlan) -> tuple[Outcome, ResolutionPlan]:
@@ -738,6 +763,7 @@ class Orchestrator:
             escalation=turn.escalation,
             attach_to_escalation=turn.attach,
             reopen_escalation=turn.reopen_escalation,
+            verified_customer=turn.verified_customer,
         )
 
 

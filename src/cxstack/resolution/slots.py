@@ -1,7 +1,8 @@
 """Slot filling for actions. Pure: text, carried-over values and the customer in; filled values out.
 
 Where a slot's value comes from, first match wins:
-  1. the customer profile (`from_customer`: "id", "email", a Customer field, or an attribute name);
+  1. the customer profile (`from_customer`: "id", "email", a Customer field, or an attribute name) — and for
+     such a slot nothing else, ever: a missing profile value leaves it missing, it is never asked for;
   2. the current message (the slot's `pattern`; a number for `type: number`; the whole message when the
      previous turn asked for exactly this slot and nothing more specific applies);
   3. values carried over in `known` (the pending action's slots, then remembered entities);
@@ -178,10 +179,12 @@ def fill_slots(
                 values[slot.name] = carried
             continue
         if slot.from_customer:
+            # Only ever the verified profile: never the message, a carried value, an earlier message or a
+            # default — a typed account id must not choose whose account is used.
             value = from_customer(customer, slot.from_customer)
             if value is not None:
                 values[slot.name] = value
-                continue
+            continue
         raw, span = _extract(slot, remaining, whole_message=awaiting == slot.name, locale=locale)
         if raw is not None:
             value = _coerce(slot, raw, locale)

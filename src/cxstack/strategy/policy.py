@@ -15,12 +15,14 @@ rounding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo
 
+from cxstack.domain.attributes import AttributeTypeError, coerce_attribute
 from cxstack.domain.models import Customer, Priority
 from cxstack.domain.money import Money
 from cxstack.domain.turn import BusinessContext
@@ -84,12 +86,18 @@ def _in(value: str, allowed: list[str]) -> bool:
     return any(folded == a.casefold() for a in allowed)
 
 
-def _loosely_equal(actual: Any, expected: Any) -> bool:
-    """Attributes from a CSV are strings; a rule written in YAML may say `true` or `3`."""
+def _attribute_matches(actual: Any, expected: Any, kind: str | None) -> bool:
+    """A declared attribute compares by its type (a stored "yes" is the boolean true a rule asks for); an
+    undeclared one compares as text, ignoring case. An absent value matches nothing."""
+    if actual is None or expected is None:
+        return bool(actual == expected)
+    if kind is not None:
+        try:
+            return bool(coerce_attribute(actual, kind) == coerce_attribute(expected, kind))
+        except AttributeTypeError:
+            return False  # a value that is not of the declared type matches no rule
     if actual == expected:
         return True
-    if actual is None or expected is None:
-        return False
     return str(actual).strip().casefold() == str(expected).strip().casefold()
 
 
@@ -113,6 +121,7 @@ def condition_failures(
     channel: str,
     amount: Money | None,
     local_time: datetime,
+    attribute_types: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
     """Every part of `condition` that does not hold (none: the condition holds). All parts are AND-ed."""
     failed: list[str] = []
@@ -149,7 +158,7 @@ def condition_failures(
             failed.append(f"weekday_in: {weekday} not in {condition.weekday_in}")
     for key, expected in (condition.attributes or {}).items():
         actual = customer.attributes.get(key)
-        if not _loosely_equal(actual, expected):
+        if not _attribute_matches(actual, expected, (attribute_types or {}).get(key)):
             failed.append(f"attributes.{key}: {actual!r} != {expected!r}")
     return tuple(failed)
 
@@ -177,6 +186,7 @@ def evaluate_rule(
     channel: str,
     amount: Money | None,
     local_now: datetime,
+    attribute_types: Mapping[str, str] | None = None,
 ) -> RuleEvaluation:
     failed = condition_failures(
         rule.when,
@@ -186,6 +196,7 @@ def evaluate_rule(
         channel=channel,
         amount=amount,
         local_time=local_now,
+        attribute_types=attribute_types,
     )
     return RuleEvaluation(rule.id, fired=not failed, failed=failed)
 
@@ -212,6 +223,7 @@ def explain(
             channel=channel,
             amount=amount,
             local_now=local_now,
+            attribute_types=strategy.attributes,
         )
         for rule in strategy.rules
     )

@@ -8,6 +8,7 @@ cross-reference checks run on every item that did parse, so one typo does not hi
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import string
 import typing
@@ -615,6 +616,24 @@ def _check_settings(check: WorkspaceCheck) -> None:
             "warning",
         )
     thresholds = settings.thresholds
+    if thresholds.answer_min_confidence <= thresholds.knowledge_min_score:
+        check.add(
+            doc,
+            ("thresholds", "answer_min_confidence"),
+            f"answer_min_confidence ({thresholds.answer_min_confidence:g}) is not above "
+            f"knowledge_min_score ({thresholds.knowledge_min_score:g}): every grounded answer clears it, so "
+            "an unsure content answer is never held back",
+            "set answer_min_confidence above knowledge_min_score",
+            "warning",
+        )
+    if thresholds.human_min_confidence < thresholds.route_min_confidence:
+        check.add(
+            doc,
+            ("thresholds", "human_min_confidence"),
+            "human_min_confidence is below route_min_confidence, so it never asks before calling a person",
+            "raise it (0.75 is the default)",
+            "warning",
+        )
     if thresholds.clarify_margin >= 1 - thresholds.route_min_confidence:
         check.add(
             doc,
@@ -1160,6 +1179,175 @@ def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
                 )
 
 
+def _check_identity(check: WorkspaceCheck) -> None:
+    """Who may run an action on what (resolution/identity.py): checks that cannot work are errors."""
+    actions = {a.item.name: a for a in check.actions}
+    for sourced in check.actions:
+        action, doc, loc = sourced.item, sourced.doc, sourced.loc
+        from_profile = [i for i, s in enumerate(action.slots) if s.from_customer]
+        if action.public and from_profile:
+            check.add(
+                doc,
+                (*loc, "slots", from_profile[0], "from_customer"),
+                f"action `{action.name}` is public but fills a slot from the customer profile; an anonymous "
+                "customer has no profile, so it could never run for them",
+                "make it not public, or take the value from the message instead",
+            )
+        owner = action.owner
+        if owner is None:
+            asks_for_object = any(
+                s.type == "string" and not s.from_customer and s.name in action.path for s in action.slots
+            )
+            if asks_for_object and not action.public:
+                check.add(
+                    doc,
+                    (*loc, "path"),
+                    f"action `{action.name}` takes an object id from the customer but has no owner check: "
+                    "any verified customer could reach any object by typing its id",
+                    "add `owner: {field: <owner field of the response>}` (and check_with for a write)",
+                    "warning",
+                )
+            continue
+        if owner.check_with is None and action.method != "GET":
+            check.add(
+                doc,
+                (*loc, "owner"),
+                f"action `{action.name}` changes something ({action.method}) and checks ownership on its own "
+                "answer, which comes after the change",
+                "add `check_with: <a GET action taking the same id>` to check before the change",
+            )
+        if owner.check_with is not None:
+            checker = actions.get(owner.check_with)
+            if checker is None:
+                check.add(
+                    doc,
+                    (*loc, "owner", "check_with"),
+                    f"action `{action.name}` checks ownership with unknown action `{owner.check_with}`",
+                    _suggest(owner.check_with, actions, "name a GET action of actions.yaml"),
+                )
+            else:
+                if checker.item.method != "GET":
+                    check.add(
+                        doc,
+                        (*loc, "owner", "check_with"),
+                        f"action `{action.name}` checks ownership with `{checker.item.name}`, which is a "
+                        f"{checker.item.method}: the check must not change anything",
+                        "use a GET action",
+                    )
+                own_slots = {s.name for s in action.slots}
+                needed = [s.name for s in checker.item.slots if s.required and s.name not in own_slots]
+                if needed:
+                    check.add(
+                        doc,
+                        (*loc, "owner", "check_with"),
+                        f"action `{action.name}` checks ownership with `{checker.item.name}`, which needs "
+                        f"slot(s) {', '.join(needed)} that `{action.name}` does not have",
+                        "check with an action that takes the same id",
+                    )
+    settings = check.settings
+    verification = settings.identity.verification if settings is not None else None
+    settings_doc = check.docs.get(SETTINGS_FILE)
+    if verification is not None and settings_doc is not None:
+        doc = settings_doc
+        checker = actions.get(verification.action)
+        if checker is None:
+            check.add(
+                doc,
+                ("identity", "verification", "action"),
+                f"identity.verification names unknown action `{verification.action}`",
+                _suggest(verification.action, actions, "declare it in actions.yaml"),
+            )
+        elif not checker.item.public:
+            check.add(
+                doc,
+                ("identity", "verification", "action"),
+                f"verification action `{verification.action}` is not public, so an anonymous customer "
+                "could never run it",
+                "add `public: true` to it in actions.yaml",
+            )
+
+
+def _check_connectors(check: WorkspaceCheck) -> None:
+    """Connector secrets are ${ENV} references; a literal credential in a workspace file is an error."""
+    from cxstack.domain.secrets import is_sensitive, references
+
+    settings, doc = check.settings, check.docs.get(SETTINGS_FILE)
+    if settings is None or doc is None:
+        return
+    registered = _connector_types()
+    for name, connector in settings.connectors.items():
+        if registered and connector.type not in registered:
+            check.add(
+                doc,
+                ("connectors", name, "type"),
+                f"connector `{name}` has type `{connector.type}`, which no installed plug-in provides",
+                _suggest(connector.type, registered, "install the plug-in or use type: http"),
+            )
+        for header, value in connector.headers.items():
+            names = references(value)
+            if is_sensitive(header) and not names:
+                check.add(
+                    doc,
+                    ("connectors", name, "headers", header),
+                    f"connector `{name}`: header `{header}` holds a literal credential; workspace files are "
+                    "versioned and stored, so a secret written here leaks",
+                    f"write it as ${{{name.upper()}_{_env_name(header)}}} and set that environment variable",
+                )
+            unset = [n for n in names if not os.environ.get(n)]
+            if unset:
+                check.add(
+                    doc,
+                    ("connectors", name, "headers", header),
+                    f"connector `{name}`: header `{header}` references {', '.join(unset)}, not set in this "
+                    "environment; serve refuses to start without it",
+                    f"export {unset[0]}=...",
+                    "warning",
+                )
+
+
+def _env_name(header: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", header).upper().strip("_")
+
+
+def _connector_types() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {e.name for e in entry_points(group="cxstack.action_connectors")}
+
+
+def _check_attribute_rules(check: WorkspaceCheck) -> None:
+    """A rule on a customer attribute must be able to match the attribute's declared type."""
+    from cxstack.domain.attributes import AttributeTypeError, coerce_attribute
+
+    strategy, doc = check.strategy, check.docs.get(STRATEGY_FILE)
+    if strategy is None or doc is None:
+        return
+    declared = strategy.attributes
+    for index, rule in enumerate(strategy.rules):
+        for key, expected in (rule.when.attributes or {}).items():
+            loc = ("rules", index, "when", "attributes", key)
+            kind = declared.get(key)
+            if kind is None:
+                check.add(
+                    doc,
+                    loc,
+                    f"rule `{rule.id}` tests attribute `{key}`, which strategy.yaml does not declare; "
+                    "imported values are then compared as text",
+                    f"declare it: `attributes: {{{key}: boolean}}` (or string, number, date)",
+                    "warning",
+                )
+                continue
+            try:
+                coerce_attribute(expected, kind)
+            except AttributeTypeError as exc:
+                check.add(
+                    doc,
+                    loc,
+                    f"rule `{rule.id}` can never fire: attribute `{key}` is a {kind}, and {exc}",
+                    f"use a {kind} value" + (" (true or false)" if kind == "boolean" else ""),
+                )
+
+
 def check_workspace(
     path: Path, *, known_mechanisms: Collection[str] = DEFAULT_MECHANISMS, today: date | None = None
 ) -> WorkspaceCheck:
@@ -1178,6 +1366,9 @@ def check_workspace(
     _check_actions(check)
     _check_money_actions(check)
     _check_unreachable_caps(check)
+    _check_identity(check)
+    _check_connectors(check)
+    _check_attribute_rules(check)
     _check_rubric_and_experiments(check)
     order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
     check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))

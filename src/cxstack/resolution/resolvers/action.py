@@ -8,6 +8,13 @@ clears the key):
                   or None
   entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
 
+Identity: an action that is not `public` runs only for a verified customer; an anonymous one is taken through
+the workspace's verification action first (its own pending action, with "verifying_for"), or handed to a
+person. `from_customer` slots come from the verified profile only. An action with an `owner` rule checks, on
+the back office's own answer, that the object belongs to the customer — before asking for a confirmation when
+it changes something (`check_with`), before showing anything when it reads — and answers "not found" exactly
+as for an object that does not exist.
+
 A money action (one with a money slot) runs `money_policy.check_amount` once the amount is known (to ask again
 or hand off before asking for a confirmation) and again immediately before the connector call, which is the
 gate: nothing reaches the back office that it did not allow. Money is shown in the workspace locale.
@@ -18,12 +25,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from cxstack.domain.models import ActionResult, Role
+from cxstack.domain.models import ActionResult, CustomerId, Role
 from cxstack.domain.money import format_money, money_from_json
 from cxstack.domain.turn import Outcome, ResolutionPlan
+from cxstack.resolution.identity import IDENTITY_MISMATCH, IDENTITY_REQUIRED, lookup, owns
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.money_policy import (
     AMOUNT_CURRENCY_MISMATCH,
@@ -47,6 +56,13 @@ _OTHER = re.compile(r"\b(other|another|different|second)\b", re.IGNORECASE)
 CANCELLED_REPLY = "No problem, I haven't changed anything. Is there anything else I can help with?"
 OVER_CAP_REPLY = "That needs a colleague's approval, so I'm passing you to a colleague who can help."
 NOT_CONFIGURED_REPLY = "I can't do that myself, so I'm passing you to a colleague."
+IDENTITY_REPLY = (
+    "I need to be sure who I'm talking to before I can do that, so I'm passing you to a colleague."
+)
+NOT_FOUND_REPLY = "I couldn't find {value} on your account. Could you check it and send it again?"
+NOT_VERIFIED_REPLY = "I couldn't match those details, sorry. Let's try again: {prompt}"
+VERIFIED_REPLY = "Thanks, that matches our records."
+MAX_OWNERSHIP_MISSES = 3
 
 
 def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
@@ -122,6 +138,8 @@ class ActionResolver:
                 state_updates={PENDING_KEY: None},
                 detail={"action": plan.action},
             )
+        if not action.public and not ctx.conversation.verified:
+            return await self._verify(ctx, plan, action)
         state = ctx.conversation.state
         raw_pending = state.get(PENDING_KEY)
         pending: dict[str, Any] = (
@@ -227,10 +245,39 @@ class ActionResolver:
         if early is not None and not early.allowed and early.reason != AMOUNT_MISSING:
             return refuse_amount(early)
 
+        from_profile = [s.name for s in action.slots if s.from_customer and s.name in fill.missing]
+        if from_profile:  # never asked for: whose account it is comes from the verified profile alone
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                detail={"action": action.name, "profile_lacks": from_profile},
+            )
+
         if not fill.complete:
             first = fill.missing[0]
             prefix = "Sorry, I didn't catch that. " if first in fill.invalid and first == awaiting else ""
             return waiting_on(first, prefix + (fill.prompt or ""))
+
+        connector = self.connectors.get(action.connector)
+        customer_id = str(ctx.customer.id)
+        misses = int(pending.get("ownership_misses") or 0)
+        checker = (
+            ctx.workspace.action(action.owner.check_with)
+            if action.owner and action.owner.check_with
+            else None
+        )
+        if checker is not None and connector is not None and action.owner is not None:
+            check = await connector.call(
+                checker,
+                _wire({k: v for k, v in values.items() if k in {s.name for s in checker.slots}}),
+                idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
+                customer_id=customer_id,
+            )
+            if not check.dry_run and not (check.ok and owns(check.response, action.owner, ctx.customer)):
+                return self._not_theirs(ctx, plan, action, values, entities, check, misses, waiting_on)
 
         if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
             again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
@@ -241,7 +288,6 @@ class ActionResolver:
                 question = f"Just to confirm: I'll {_label(action)} ({summary}). Shall I go ahead? (yes/no)"
             return waiting_on(CONFIRMATION, again + question)
 
-        connector = self.connectors.get(action.connector)
         if connector is None:
             return Outcome(
                 kind="handoff",
@@ -255,8 +301,15 @@ class ActionResolver:
         if gate is not None and not gate.allowed:
             return refuse_amount(gate)
         result: ActionResult = await connector.call(
-            action, _wire(values), idempotency_key(ctx.conversation.id, ctx.message.id, action.name)
+            action,
+            _wire(values),
+            idempotency_key(ctx.conversation.id, ctx.message.id, action.name),
+            customer_id=customer_id,
         )
+        # A read checks its own answer, and nothing of someone else's object is shown or kept.
+        own_answer = action.owner is not None and checker is None and not result.dry_run
+        if own_answer and not (result.ok and owns(result.response, action.owner, ctx.customer)):  # type: ignore[arg-type]
+            return self._not_theirs(ctx, plan, action, values, entities, result, misses, waiting_on)
         done_state = {PENDING_KEY: None, ENTITIES_KEY: entities}
         if not result.ok:
             return Outcome(
@@ -283,3 +336,182 @@ class ActionResolver:
                 **({"amount_check": gate.as_detail()} if gate is not None else {}),
             },
         )
+
+    def _not_theirs(
+        self,
+        ctx: TurnContext,
+        plan: ResolutionPlan,
+        action: ActionConfig,
+        values: dict[str, SlotValue],
+        entities: dict[str, Any],
+        result: ActionResult,
+        misses: int,
+        waiting_on: Any,
+    ) -> Outcome:
+        """The object is not the customer's, or does not exist: the same words either way, the truth in the
+        trace, and after a few misses a person."""
+        identifying = _identifying_slot(action)
+        attempted = values.get(identifying) if identifying else None
+        exists = result.ok or (result.status_code is not None and result.status_code != 404)
+        trace = {
+            "action": action.name,
+            "ownership": {
+                "object": attempted,
+                "exists": exists,
+                "owner_ok": False,
+                "checked_with": result.action,
+                "status_code": result.status_code,
+            },
+        }
+        hidden = ActionResult(
+            action=result.action,
+            ok=False,
+            status_code=result.status_code,
+            request=result.request,
+            response={},  # never keep another customer's data in this conversation's record
+            attempts=result.attempts,
+            error="not found for this customer",
+        )
+        if result.status_code is None or (not result.ok and result.status_code >= 500):
+            # The back office did not answer: that is a failed action, not an ownership verdict.
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=action.failure_reply,
+                actions=[hidden],
+                handoff_reason="action_failed",
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                detail={**trace, "error": result.error},
+            )
+        if misses + 1 >= MAX_OWNERSHIP_MISSES or identifying is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                actions=[hidden],
+                handoff_reason=IDENTITY_MISMATCH,
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: {}},
+                detail=trace,
+            )
+        values.pop(identifying, None)
+        entities.pop(identifying, None)
+        outcome: Outcome = waiting_on(
+            identifying,
+            NOT_FOUND_REPLY.format(value=attempted),
+            ownership_misses=misses + 1,
+        )
+        outcome.actions = [hidden]
+        outcome.detail.update(trace)
+        return outcome
+
+    async def _verify(self, ctx: TurnContext, plan: ResolutionPlan, action: ActionConfig) -> Outcome:
+        """An anonymous customer asked for something account-specific: the workspace's verification step, or
+        a person when the workspace declares none."""
+        verification = ctx.workspace.settings.identity.verification
+        checker = ctx.workspace.action(verification.action) if verification else None
+        connector = self.connectors.get(checker.connector) if checker else None
+        if verification is None or checker is None or connector is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None},
+                detail={"action": action.name, "verified": False},
+            )
+        raw_pending = ctx.conversation.state.get(PENDING_KEY)
+        pending: dict[str, Any] = (
+            raw_pending if isinstance(raw_pending, dict) and raw_pending.get("action") == checker.name else {}
+        )
+        attempts = int(pending.get("attempts") or 0)
+        text = ctx.request_text or ctx.message.text
+        fill = fill_slots(
+            checker.slots,
+            text,
+            customer=ctx.customer,
+            known=dict(pending.get("slots") or {}),
+            awaiting=pending.get("awaiting"),
+            currency=ctx.workspace.settings.currency,
+            locale=ctx.workspace.settings.locale,
+        )
+
+        def asking(slot: str, reply: str, tries: int) -> Outcome:
+            return Outcome(
+                kind="ask",
+                confidence=1.0,
+                reply=reply,
+                state_updates={
+                    PENDING_KEY: {
+                        "action": checker.name,
+                        "intent": plan.intent,
+                        "verifying_for": action.name,
+                        "slots": dict(fill.values),
+                        "awaiting": slot,
+                        "attempts": tries,
+                    }
+                },
+                detail={"action": checker.name, "verifying_for": action.name, "awaiting": slot},
+            )
+
+        if not fill.complete:
+            intro = "" if pending else f"{verification.intro} "
+            return asking(fill.missing[0], intro + (fill.prompt or ""), attempts)
+        result = await connector.call(
+            checker,
+            _wire(fill.values),
+            idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
+            customer_id=None,
+        )
+        found = lookup(result.response, verification.customer_field) if result.ok else None
+        detail = {
+            "action": checker.name,
+            "verifying_for": action.name,
+            "status_code": result.status_code,
+            "matched": bool(found),
+        }
+        hidden = ActionResult(
+            action=result.action,
+            ok=result.ok,
+            status_code=result.status_code,
+            request={"action": checker.name},  # the details the customer gave stay out of the record
+            response={},
+            attempts=result.attempts,
+            error=result.error,
+            dry_run=result.dry_run,
+        )
+        if found not in (None, ""):
+            return Outcome(
+                kind="reply",
+                confidence=1.0,
+                reply=VERIFIED_REPLY,
+                actions=[hidden],
+                state_updates={PENDING_KEY: None},
+                detail=detail,
+                verified_customer=CustomerId(str(found)),
+            )
+        if (
+            result.status_code is None
+            or result.status_code >= 500
+            or attempts + 1 >= verification.max_attempts
+        ):
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                actions=[hidden],
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None},
+                detail=detail,
+            )
+        first = checker.slots[0] if checker.slots else None
+        prompt = prompt_for(first) if first else ""
+        fill = replace(fill, values={})
+        outcome = asking(first.name if first else "", NOT_VERIFIED_REPLY.format(prompt=prompt), attempts + 1)
+        outcome.actions = [hidden]
+        outcome.detail.update(detail)
+        return outcome
+
+
+def _identifying_slot(action: ActionConfig) -> str | None:
+    """The slot naming the object the customer asked about: the first string slot the customer gives."""
+    return next((s.name for s in action.slots if s.type == "string" and not s.from_customer), None)
