@@ -23,6 +23,8 @@ from cxstack.testing.memory_store import InMemoryStore
 from cxstack.workspace.loader import load_workspace
 from worker_stubs import flaky_worker
 
+CUSTOMER = "cus_small"  # sent by the integration, so the conversation's customer is verified
+
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
@@ -43,7 +45,8 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
     cx = build(settings, workspace=load_workspace(shop_path))
     with TestClient(create_api(cx)) as client:
         first = client.post(
-            "/v1/conversations/k1/messages?wait=true", json={"text": "where is my order ORD-10001?"}
+            "/v1/conversations/k1/messages?wait=true",
+            json={"text": "where is my order ORD-10001?", "customer_id": CUSTOMER},
         )
         assert first.json()["completed"] and "ORD-10001" in first.json()["reply"]
         before = client.get("/health").json()
@@ -54,7 +57,10 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
         backend = backoffice[1]
         order = {"status": "packed (ORD-10009)"}
         backend.on("GET", "/orders/ORD-10009", Reply(200, order, delay_s=1.5), Reply(200, order))
-        client.post("/v1/conversations/k0/messages", json={"text": "where is my order ORD-10009?"})
+        client.post(
+            "/v1/conversations/k0/messages",
+            json={"text": "where is my order ORD-10009?", "customer_id": CUSTOMER},
+        )
         wait_for(
             lambda: backend.requests_to("GET", "/orders/ORD-10009"), 30, "the turn to call the back office"
         )
@@ -66,7 +72,10 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
         )
         assert not cx.store.claim_conversation(ConversationId("k0"), "another-worker", 60)  # still leased
         # Posted while the worker is down: acknowledged and stored, nothing lost.
-        posted = client.post("/v1/conversations/k2/messages", json={"text": "what is your return policy"})
+        posted = client.post(
+            "/v1/conversations/k2/messages",
+            json={"text": "what is your return policy", "customer_id": CUSTOMER},
+        )
         assert posted.status_code == 202
         assert down["worker"]["state"] == "restarting" and down["worker"]["last_exit"] == -signal.SIGKILL
         assert down["reasons"] == [down["worker"]["reason"]]
