@@ -436,11 +436,14 @@ def test_intents_workspace_health_and_customers(client: TestClient, cx: CxApp) -
     assert health.status_code == 200
     assert health.json() | {"pending": 0} == {
         "status": "ok",
+        "reasons": [],
         "workspace": "Api Shop",
         "workspace_version": str(cx.workspace.version),
         "db_ok": True,
         "pending": 0,
         "db_error": None,
+        "worker": {"state": "running", "restarts": 0, "pid": None, "last_exit": None, "reason": None},
+        "outbox_dead": 0,
     }
 
     say(client, "health-1", "hello", customer=BIG)  # profiles come from the store: imported or sent

@@ -38,6 +38,7 @@ from cxstack.api.schemas import (
     KeyCreated,
     KeyOut,
     MessageAccepted,
+    OutboxItemOut,
     PostMessage,
     PrincipalOut,
     WebchatAccepted,
@@ -50,6 +51,7 @@ from cxstack.api.schemas import (
 from cxstack.api.security import Auth, Principal, Scope, requires, unauthorized
 from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
 from cxstack.app import CxApp, ExternalIdConflictError
+from cxstack.domain.ports import OutboxStatus
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -223,13 +225,7 @@ def _add_api_routes(api: FastAPI) -> None:
     _add_workspace_and_customer_routes(api)
     _add_webchat_routes(api)
     _add_key_routes(api)
-
-    @api.get("/health", response_model=HealthOut, tags=["service"])
-    async def health(cx: Cx, response: Response) -> HealthOut:
-        report = views.health(cx)
-        if not report.db_ok:
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return report
+    _add_service_routes(api)
 
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -517,6 +513,40 @@ def _add_key_routes(api: FastAPI) -> None:
     async def whoami(principal: Annotated[Principal, requires(Scope.WHOAMI)]) -> PrincipalOut:
         """Who the credential is: its kind, role and scopes (the pages use it to check a key)."""
         return views.principal_out(principal)
+
+
+def _add_service_routes(api: FastAPI) -> None:
+    @api.get(
+        "/v1/outbox",
+        response_model=list[OutboxItemOut],
+        tags=["service"],
+        summary="Replies in the outbox by status (dead: failed every send attempt)",
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.CONVERSATIONS_READ)],
+    )
+    def list_outbox(
+        cx: Cx,
+        status: Annotated[OutboxStatus, Query(description="dead, pending or sent")] = OutboxStatus.DEAD,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[OutboxItemOut]:
+        """Oldest first. A dead reply never reached the customer; requeueing it is a store operation
+        (`Store.requeue_outbox`)."""
+        return views.list_outbox(cx, status, limit)
+
+    @api.get(
+        "/health",
+        response_model=HealthOut,
+        tags=["service"],
+        responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
+    )
+    async def health(cx: Cx, response: Response) -> HealthOut:
+        """`ok`, or `degraded` with `reasons` (database unreachable, turn worker down or restarting).
+        503 only when the database is unreachable; a restarting worker answers 200 because messages are
+        still stored and will be answered (see `HealthOut`)."""
+        report = views.health(cx)
+        if not report.db_ok:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return report
 
 
 def _add_pages(api: FastAPI) -> None:

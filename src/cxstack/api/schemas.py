@@ -289,15 +289,44 @@ class WorkspaceOut(BaseModel):
     load_seconds: float
 
 
+class WorkerOut(BaseModel):
+    """The turn worker: `running`, or `starting` / `restarting` / `stopped` with the reason."""
+
+    state: Literal["starting", "running", "restarting", "stopped"]
+    restarts: int
+    pid: int | None
+    last_exit: int | None = Field(description="last exit code of the worker process; negative: the signal")
+    reason: str | None
+
+
 class HealthOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok", "db_ok": True, "pending": 0}})
+    """`degraded` names its reasons. HTTP 503 only when the database is unreachable (nothing can be stored);
+    with the worker down the service still stores and acknowledges every message and answers them once the
+    worker is back, so it stays 200 and in a load balancer's rotation, with `status: degraded`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "status": "degraded",
+                "reasons": ["turn worker restarting after exit -9/SIGKILL (3 restarts)"],
+                "db_ok": True,
+                "pending": 4,
+                "outbox_dead": 0,
+            }
+        }
+    )
 
     status: Literal["ok", "degraded"]
+    reasons: list[str] = Field(default_factory=list)
     workspace: str
     workspace_version: str
     db_ok: bool
     pending: int | None
     db_error: str | None = None
+    worker: WorkerOut | None = None
+    outbox_dead: int | None = Field(
+        None, description="replies that failed every send attempt: GET /v1/outbox?status=dead lists them"
+    )
 
 
 class WebchatSessionOut(BaseModel):
@@ -356,3 +385,16 @@ class PrincipalOut(BaseModel):
     customer_id: str | None = None
     verified: bool | None = None
     expires_at: datetime | None = None
+
+
+class OutboxItemOut(BaseModel):
+    id: str
+    conversation_id: str
+    message_id: str
+    channel: str
+    text: str
+    status: Literal["pending", "sent", "dead"]
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime

@@ -31,6 +31,7 @@ from cxstack.api.schemas import (
     KeyOut,
     MessageAccepted,
     MessageOut,
+    OutboxItemOut,
     PostMessage,
     PrincipalOut,
     QueueOut,
@@ -42,6 +43,7 @@ from cxstack.api.schemas import (
     WebchatMessageOut,
     WebchatSessionOut,
     WebchatSessionRequest,
+    WorkerOut,
     WorkspaceOut,
 )
 from cxstack.api.security import Principal, Scope, require_scope
@@ -60,6 +62,7 @@ from cxstack.domain.models import (
     Trace,
     new_id,
 )
+from cxstack.domain.ports import OutboxItem, OutboxStatus
 from cxstack.orchestration.handoff import reason_text
 from cxstack.workspace.workspace import Workspace
 
@@ -444,19 +447,53 @@ def workspace_info(cx: CxApp) -> WorkspaceOut:
 
 def health(cx: CxApp) -> HealthOut:
     ws = cx.workspace
+    reasons: list[str] = []
     try:
         pending: int | None = len(cx.store.conversations_with_pending())
+        dead: int | None = cx.store.count_outbox(OutboxStatus.DEAD)
         db_ok, db_error = True, None
     except Exception as exc:  # health must answer even when the database does not
-        pending, db_ok, db_error = None, False, f"{type(exc).__name__}: {exc}"
+        pending, dead, db_ok, db_error = None, None, False, f"{type(exc).__name__}: {exc}"
+        reasons.append(f"database unreachable: {db_error}")
+    worker = cx.runtime.health()
+    if not worker.ok:
+        reasons.append(worker.reason or f"turn worker {worker.state}")
     return HealthOut(
-        status="ok" if db_ok else "degraded",
+        status="degraded" if reasons else "ok",
+        reasons=reasons,
         workspace=ws.settings.name,
         workspace_version=str(ws.version),
         db_ok=db_ok,
         pending=pending,
         db_error=db_error,
+        worker=WorkerOut(
+            state=worker.state,
+            restarts=worker.restarts,
+            pid=worker.pid,
+            last_exit=worker.last_exit,
+            reason=worker.reason,
+        ),
+        outbox_dead=dead,
     )
+
+
+def outbox_item_out(item: OutboxItem) -> OutboxItemOut:
+    return OutboxItemOut(
+        id=item.id,
+        conversation_id=str(item.conversation_id),
+        message_id=item.message_id,
+        channel=item.channel,
+        text=item.text,
+        status=item.status.value,
+        attempts=item.attempts,
+        last_error=item.last_error,
+        created_at=item.created_at,
+        next_attempt_at=item.next_attempt_at,
+    )
+
+
+def list_outbox(cx: CxApp, status: OutboxStatus, limit: int) -> list[OutboxItemOut]:
+    return [outbox_item_out(item) for item in cx.store.list_outbox(status, limit=limit)]
 
 
 def upsert_customer(cx: CxApp, customer_id: str, body: CustomerProfile) -> CustomerOut:

@@ -1,4 +1,10 @@
-"""Sends replies from the outbox until each channel confirms, with backoff; never loses one."""
+"""Sends replies from the outbox until each channel confirms; never loses one.
+
+The store owns the retry schedule (`Store.send_retry`): it hands out only items that are due, earliest first,
+moves a failed item's next attempt back, and takes an item that failed too often out of the queue as dead
+(listed by `GET /v1/outbox?status=dead` and counted by /health, where a person can requeue it). So an item
+that keeps failing waits on its own clock and can never hold back a newer reply.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,22 @@ import logging
 from collections.abc import Mapping
 
 from cxstack.channels.base import Channel
-from cxstack.domain.ports import Store
+from cxstack.domain.ports import OutboxStatus, Store
 
 log = logging.getLogger(__name__)
 
+# How long the dispatcher sleeps when nothing wakes it: the longest a retry waits past its due time.
+POLL_INTERVAL_S = 1.0
+BATCH = 100
+
 
 class OutboxDispatcher:
-    def __init__(self, store: Store, channels: Mapping[str, Channel], *, max_attempts: int = 8) -> None:
+    def __init__(
+        self, store: Store, channels: Mapping[str, Channel], *, poll_interval_s: float = POLL_INTERVAL_S
+    ) -> None:
         self._store = store
         self._channels = channels
-        self._max_attempts = max_attempts
+        self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -36,39 +48,61 @@ class OutboxDispatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def flush(self) -> int:
-        """Sends what is due now; returns how many were confirmed."""
+        """Sends every item that is due now, in batches; returns how many were confirmed."""
         sent = 0
-        for item in self._store.pending_outbox():
-            if item.attempts >= self._max_attempts:
-                continue
-            channel = self._channels.get(item.channel)
-            if channel is None:
-                self._store.mark_send_failed(item.id, f"no channel named {item.channel!r}")
-                continue
-            try:
-                await channel.send(item)
-            except Exception as exc:
-                log.warning("outbox %s: send on %s failed: %s", item.id, item.channel, exc)
-                self._store.mark_send_failed(item.id, f"{type(exc).__name__}: {exc}")
-                continue
-            self._store.mark_sent(item.id)
-            sent += 1
+        tried: set[str] = set()
+        while not self._stopping:
+            due = self._store.pending_outbox(limit=BATCH)
+            fresh = [item for item in due if item.id not in tried]
+            for item in fresh:
+                tried.add(item.id)
+                channel = self._channels.get(item.channel)
+                if channel is None:
+                    self._failed(item.id, item.channel, f"no channel named {item.channel!r}")
+                    continue
+                try:
+                    await channel.send(item)
+                except Exception as exc:
+                    self._failed(item.id, item.channel, f"{type(exc).__name__}: {exc}")
+                    continue
+                self._store.mark_sent(item.id)
+                sent += 1
+            # A sent item leaves the queue and a failed one is rescheduled, so a full batch may hide more
+            # due items behind it; each is tried at most once per flush.
+            if len(due) < BATCH or not fresh:
+                return sent
         return sent
 
+    def _failed(self, outbox_id: str, channel: str, error: str) -> None:
+        item = self._store.mark_send_failed(outbox_id, error)
+        if item.status == OutboxStatus.DEAD:
+            log.error(
+                "outbox %s: send on %s failed %d times (%s); it is dead: GET /v1/outbox?status=dead lists it",
+                outbox_id,
+                channel,
+                item.attempts,
+                error,
+            )
+        else:
+            log.warning(
+                "outbox %s: send on %s failed (%s); attempt %d of %d at %s",
+                outbox_id,
+                channel,
+                error,
+                item.attempts + 1,
+                self._store.send_retry.max_attempts,
+                item.next_attempt_at.isoformat(timespec="seconds"),
+            )
+
     async def _run(self) -> None:
-        delay = 0.5
         while not self._stopping:
             try:
-                async with asyncio.timeout(delay):
+                await self.flush()
+            except Exception:
+                log.exception("outbox flush failed")
+            try:
+                async with asyncio.timeout(self._poll_interval_s):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                pending = await self.flush()
-                delay = 0.5 if pending else min(delay * 2, 30.0)
-            except Exception:
-                log.exception("outbox flush failed")
-                delay = min(delay * 2, 30.0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from cxstack.domain.auth import ApiKey
@@ -29,6 +31,15 @@ class IngestResult:
     created: bool  # False: a duplicate (channel, external_id); nothing was written
 
 
+# ---- outbox ----------------------------------------------------------------------------------------------
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # in the send queue; sent when `next_attempt_at` is due
+    SENT = "sent"  # the channel confirmed it
+    DEAD = "dead"  # failed `max_attempts` times: out of the queue, listed for a person to requeue
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     id: str
@@ -36,7 +47,46 @@ class OutboxItem:
     message_id: str
     channel: str
     text: str
-    attempts: int
+    attempts: int  # failed sends so far
+    status: OutboxStatus
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRetryPolicy:
+    """How a store schedules a failed send: the one place that says how often and how long a reply is tried.
+
+    After failure n (1, 2, …) the next attempt waits `first_delay_s * 2**(n-1)`, capped at `max_delay_s`,
+    of which a random part (`jitter`, 0..1) is drawn afresh, so that items failing together do not all come
+    due again at the same instant. After `max_attempts` failures the item is dead. The defaults wait
+    2 s, 4 s, … up to 15 minutes between attempts and give up after 12 attempts, 24 to 47 minutes after the
+    first: long enough to ride out a provider's outage, short enough that a person still sees it the same day.
+    """
+
+    max_attempts: int = 12
+    first_delay_s: float = 2.0
+    max_delay_s: float = 900.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+        if self.first_delay_s < 0 or self.max_delay_s < self.first_delay_s:
+            raise ValueError("need 0 <= first_delay_s <= max_delay_s")
+
+    def delay_after(self, failures: int, rng: random.Random | None = None) -> timedelta:
+        """The wait before the next attempt once an item has failed `failures` times."""
+        exponent = min(max(failures, 1) - 1, 60)  # 2**60 seconds is past any cap
+        ceiling = min(self.max_delay_s, self.first_delay_s * 2.0**exponent)
+        draw = (rng or random).random()
+        return timedelta(seconds=ceiling * (1 - self.jitter * draw))
+
+    def is_exhausted(self, failures: int) -> bool:
+        return failures >= self.max_attempts
 
 
 class StaleStateError(RuntimeError):
@@ -83,6 +133,8 @@ class CustomerDirectory(Protocol):
 
 
 class Store(Protocol):
+    send_retry: SendRetryPolicy  # the outbox's one retry schedule and attempt limit
+
     # workspace versions
     def save_workspace_version(
         self, version: WorkspaceVersionId, name: str, content: dict[str, Any]
@@ -122,10 +174,27 @@ class Store(Protocol):
         self, conversation_id: ConversationId | None = None, limit: int = 1000
     ) -> list[Trace]: ...
 
-    # outbox
-    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]: ...
+    # outbox: replies wait here until their channel confirms them. The store owns the retry schedule
+    # (`SendRetryPolicy`): a failure moves `next_attempt_at` back, the last allowed one makes the item dead.
+    def pending_outbox(self, limit: int = 100, now: datetime | None = None) -> list[OutboxItem]:
+        """Pending items due at `now` (default: the current time), the earliest due first."""
+        ...
+
     def mark_sent(self, outbox_id: str) -> None: ...
-    def mark_send_failed(self, outbox_id: str, error: str) -> None: ...
+    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
+        """Counts a failed attempt and schedules the next one, or marks the item dead; returns it updated.
+        An item already sent stays sent."""
+        ...
+
+    def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxItem]:
+        """Items with `status`, oldest first."""
+        ...
+
+    def count_outbox(self, status: OutboxStatus) -> int: ...
+    def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
+        """A dead (or pending) item back in the queue, due now, with a fresh count of attempts.
+        Raises KeyError if unknown, ValueError if already sent."""
+        ...
 
     # escalations and humans
     def list_escalations(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from cxstack.domain.models import ConversationId
 from cxstack.domain.ports import Store
 from cxstack.orchestration.orchestrator import Orchestrator
+from cxstack.runtime.health import WorkerHealth
 from cxstack.runtime.worker import TurnWorker
 from cxstack.workspace.workspace import Workspace
 
@@ -79,6 +80,13 @@ class EmbeddedRuntime:
 
     def notify(self, conversation_id: ConversationId) -> None:
         self._loop.call_soon_threadsafe(self.worker.notify, conversation_id)
+
+    def health(self) -> WorkerHealth:
+        if not self._started:
+            return WorkerHealth("stopped", reason="turn worker not started")
+        if not self._thread.is_alive() or not self._loop.is_running():
+            return WorkerHealth("stopped", reason="turn worker thread is not running")
+        return WorkerHealth("running")
 
     async def wait_idle(self, conversation_id: ConversationId | None = None) -> None:
         await self._submit(self._settled(conversation_id))

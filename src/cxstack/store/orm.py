@@ -158,17 +158,20 @@ class TraceRow(Base):
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index(None, "status", "created_at"),)
+    # The send queue is read as "pending and due, earliest first": one index range scan, however many items
+    # wait for a later retry or lie dead.
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), nullable=False)
     channel: Mapped[str] = mapped_column(String, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(String, nullable=False)  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)  # ports.OutboxStatus: pending|sent|dead
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)  # failed sends so far
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -32,7 +33,15 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import IngestResult, LeaseLostError, OutboxItem, StaleStateError, TurnCommit
+from cxstack.domain.ports import (
+    IngestResult,
+    LeaseLostError,
+    OutboxItem,
+    OutboxStatus,
+    SendRetryPolicy,
+    StaleStateError,
+    TurnCommit,
+)
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -57,29 +66,35 @@ from cxstack.store.orm import (
     WorkspaceVersionRow,
 )
 
-OUTBOX_PENDING = "pending"
-OUTBOX_SENT = "sent"
-OUTBOX_FAILED = "failed"
+OUTBOX_PENDING = OutboxStatus.PENDING.value
+OUTBOX_SENT = OutboxStatus.SENT.value
 ESCALATION_OPEN = "open"
 ESCALATION_RESOLVED = "resolved"
-DEFAULT_MAX_SEND_ATTEMPTS = 10
 _INGEST_ATTEMPTS = 4
 
 
 class SqlAlchemyStore:
     """Implements `cxstack.domain.ports.Store`. Takes and returns domain dataclasses, never ORM rows.
 
-    An outbox item that failed `max_send_attempts` times leaves `pending_outbox` (status "failed").
+    `send_retry` is the outbox's one retry schedule: when a failed item is tried again, and after how many
+    failures it is dead (out of the send queue, still listed).
     """
 
-    def __init__(self, engine: Engine, *, max_send_attempts: int = DEFAULT_MAX_SEND_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        send_retry: SendRetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._engine = engine
         self._write_engine = (
             engine.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
             if engine.dialect.name == "sqlite"
             else engine
         )
-        self._max_send_attempts = max_send_attempts
+        self.send_retry = send_retry or SendRetryPolicy()
+        self._rng = rng or random.Random()
 
     @property
     def engine(self) -> Engine:
@@ -294,20 +309,12 @@ class SqlAlchemyStore:
 
     # ---- outbox -----------------------------------------------------------------------------------------
 
-    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+    def pending_outbox(self, limit: int = 100, now: datetime | None = None) -> list[OutboxItem]:
+        """Pending items due at `now`, earliest due first: an item waiting for its next retry is not
+        returned, so items that keep failing can never hold back a newer reply."""
         with self._engine.connect() as connection:
-            rows = connection.execute(_PENDING_OUTBOX, {"limit": limit})
-            return [
-                OutboxItem(
-                    id=row.id,
-                    conversation_id=ConversationId(row.conversation_id),
-                    message_id=row.message_id,
-                    channel=row.channel,
-                    text=row.text,
-                    attempts=row.attempts,
-                )
-                for row in rows
-            ]
+            rows = connection.execute(_DUE_OUTBOX, {"limit": limit, "now": now or utcnow()})
+            return [_outbox_item(cast(Any, row)) for row in rows]
 
     def mark_sent(self, outbox_id: str) -> None:
         """Idempotent; the first confirmation's time is kept."""
@@ -316,15 +323,39 @@ class SqlAlchemyStore:
         if marked is None:
             raise KeyError(f"unknown outbox item {outbox_id}")
 
-    def mark_send_failed(self, outbox_id: str, error: str) -> None:
+    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
+        now = now or utcnow()
         with self._write() as session:
             row = _outbox_row(session, outbox_id)
-            if row.status == OUTBOX_SENT:
-                return  # a late failure report for an item a retry already delivered
-            row.attempts += 1
-            row.last_error = clean_text(error)
-            if row.attempts >= self._max_send_attempts:
-                row.status = OUTBOX_FAILED
+            if row.status == OutboxStatus.PENDING:  # a late report for a sent or dead item changes nothing
+                row.attempts += 1
+                row.last_error = clean_text(error)
+                if self.send_retry.is_exhausted(row.attempts):
+                    row.status = OutboxStatus.DEAD.value
+                else:
+                    row.next_attempt_at = now + self.send_retry.delay_after(row.attempts, self._rng)
+            session.flush()
+            return _outbox_item(row)
+
+    def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxItem]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(_LIST_OUTBOX, {"status": OutboxStatus(status).value, "limit": limit})
+            return [_outbox_item(cast(Any, row)) for row in rows]
+
+    def count_outbox(self, status: OutboxStatus) -> int:
+        with self._engine.connect() as connection:
+            return int(connection.execute(_COUNT_OUTBOX, {"status": OutboxStatus(status).value}).scalar_one())
+
+    def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
+        with self._write() as session:
+            row = _outbox_row(session, outbox_id)
+            if row.status == OutboxStatus.SENT:
+                raise ValueError(f"outbox item {outbox_id} was already sent")
+            row.status = OutboxStatus.PENDING.value
+            row.attempts = 0
+            row.next_attempt_at = now or utcnow()
+            session.flush()
+            return _outbox_item(row)
 
     # ---- escalations and humans -------------------------------------------------------------------------
 
@@ -594,12 +625,22 @@ _PENDING_MESSAGES = (
     )
     .order_by(_MESSAGES.c.seq)
 )
-_PENDING_OUTBOX = (
+_DUE_OUTBOX = (
     select(_OUTBOX)
-    .where(_OUTBOX.c.status == OUTBOX_PENDING)
+    .where(
+        _OUTBOX.c.status == OUTBOX_PENDING,
+        _OUTBOX.c.next_attempt_at <= bindparam("now", type_=_OUTBOX.c.next_attempt_at.type),
+    )
+    .order_by(_OUTBOX.c.next_attempt_at, _OUTBOX.c.id)
+    .limit(bindparam("limit"))
+)
+_LIST_OUTBOX = (
+    select(_OUTBOX)
+    .where(_OUTBOX.c.status == bindparam("status"))
     .order_by(_OUTBOX.c.created_at, _OUTBOX.c.id)
     .limit(bindparam("limit"))
 )
+_COUNT_OUTBOX = select(func.count()).select_from(_OUTBOX).where(_OUTBOX.c.status == bindparam("status"))
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("outbox_id"))
@@ -769,6 +810,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
                 "attempts": 0,
                 "last_error": None,
                 "created_at": created_at,
+                "next_attempt_at": created_at,
                 "sent_at": None,
             },
         )
@@ -925,6 +967,7 @@ def _append_outbound(
             attempts=0,
             last_error=None,
             created_at=created_at,
+            next_attempt_at=created_at,
             sent_at=None,
         )
     )
@@ -998,6 +1041,21 @@ _TRACE_COLUMNS = tuple(column.key for column in TraceRow.__table__.columns)
 
 def _trace(row: TraceRow) -> Trace:
     return trace_from_fields({column: getattr(row, column) for column in _TRACE_COLUMNS})
+
+
+def _outbox_item(row: OutboxRow) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        conversation_id=ConversationId(row.conversation_id),
+        message_id=row.message_id,
+        channel=row.channel,
+        text=row.text,
+        attempts=row.attempts,
+        status=OutboxStatus(row.status),
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+    )
 
 
 def _escalation(row: EscalationRow) -> EscalationPacket:

@@ -49,6 +49,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/keys"): frozenset({"admin"}),
     ("POST", "/v1/keys/{key_id}/revoke"): frozenset({"admin"}),
     ("GET", "/v1/me"): frozenset({*ROLES, "session"}),
+    ("GET", "/v1/outbox"): STAFF_READERS,
 }
 
 

@@ -6,6 +6,7 @@ is a fresh copy, equal to what SQLite or PostgreSQL would return.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,15 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import IngestResult, LeaseLostError, OutboxItem, StaleStateError, TurnCommit
+from cxstack.domain.ports import (
+    IngestResult,
+    LeaseLostError,
+    OutboxItem,
+    OutboxStatus,
+    SendRetryPolicy,
+    StaleStateError,
+    TurnCommit,
+)
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -43,12 +52,8 @@ from cxstack.store.codec import (
     trace_from_fields,
 )
 
-OUTBOX_PENDING = "pending"
-OUTBOX_SENT = "sent"
-OUTBOX_FAILED = "failed"
 ESCALATION_OPEN = "open"
 ESCALATION_RESOLVED = "resolved"
-DEFAULT_MAX_SEND_ATTEMPTS = 10
 
 
 @dataclass(slots=True)
@@ -99,10 +104,25 @@ class _OutboxRecord:
     channel: str
     text: str
     created_at: datetime
-    status: str = OUTBOX_PENDING
+    next_attempt_at: datetime
+    status: OutboxStatus = OutboxStatus.PENDING
     attempts: int = 0
     last_error: str | None = None
     sent_at: datetime | None = None
+
+    def to_domain(self) -> OutboxItem:
+        return OutboxItem(
+            id=self.id,
+            conversation_id=self.conversation_id,
+            message_id=self.message_id,
+            channel=self.channel,
+            text=self.text,
+            attempts=self.attempts,
+            status=self.status,
+            created_at=self.created_at,
+            next_attempt_at=self.next_attempt_at,
+            last_error=self.last_error,
+        )
 
 
 @dataclass(slots=True)
@@ -122,9 +142,12 @@ class _EscalationRecord:
 class InMemoryStore:
     """Implements `cxstack.domain.ports.Store` in process memory; thread-safe, lost on exit."""
 
-    def __init__(self, *, max_send_attempts: int = DEFAULT_MAX_SEND_ATTEMPTS) -> None:
+    def __init__(
+        self, *, send_retry: SendRetryPolicy | None = None, rng: random.Random | None = None
+    ) -> None:
         self._lock = threading.RLock()
-        self._max_send_attempts = max_send_attempts
+        self.send_retry = send_retry or SendRetryPolicy()
+        self._rng = rng or random.Random()
         self._workspace_versions: dict[str, tuple[str, dict[str, Any], datetime]] = {}
         self._customers: dict[str, Customer] = {}
         self._conversations: dict[str, _ConversationRecord] = {}
@@ -483,41 +506,61 @@ class InMemoryStore:
 
     # ---- outbox -----------------------------------------------------------------------------------------
 
-    def pending_outbox(self, limit: int = 100) -> list[OutboxItem]:
+    def pending_outbox(self, limit: int = 100, now: datetime | None = None) -> list[OutboxItem]:
+        due_at = as_utc(now or utcnow())
         with self._lock:
             records = sorted(
-                (item for item in self._outbox.values() if item.status == OUTBOX_PENDING),
-                key=lambda item: (item.created_at, item.id),
+                (
+                    item
+                    for item in self._outbox.values()
+                    if item.status == OutboxStatus.PENDING and item.next_attempt_at <= due_at
+                ),
+                key=lambda item: (item.next_attempt_at, item.id),
             )
-            return [
-                OutboxItem(
-                    id=item.id,
-                    conversation_id=item.conversation_id,
-                    message_id=item.message_id,
-                    channel=item.channel,
-                    text=item.text,
-                    attempts=item.attempts,
-                )
-                for item in records[:limit]
-            ]
+            return [item.to_domain() for item in records[:limit]]
 
     def mark_sent(self, outbox_id: str) -> None:
         with self._lock:
             item = self._outbox_item(outbox_id)
-            if item.status != OUTBOX_SENT:
-                item.status = OUTBOX_SENT
+            if item.status != OutboxStatus.SENT:
+                item.status = OutboxStatus.SENT
                 item.sent_at = self._now()
                 item.last_error = None
 
-    def mark_send_failed(self, outbox_id: str, error: str) -> None:
+    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
         with self._lock:
             item = self._outbox_item(outbox_id)
-            if item.status == OUTBOX_SENT:
-                return
-            item.attempts += 1
-            item.last_error = clean_text(error)
-            if item.attempts >= self._max_send_attempts:
-                item.status = OUTBOX_FAILED
+            if item.status == OutboxStatus.PENDING:
+                item.attempts += 1
+                item.last_error = clean_text(error)
+                if self.send_retry.is_exhausted(item.attempts):
+                    item.status = OutboxStatus.DEAD
+                else:
+                    failed_at = as_utc(now or utcnow())
+                    item.next_attempt_at = failed_at + self.send_retry.delay_after(item.attempts, self._rng)
+            return item.to_domain()
+
+    def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxItem]:
+        with self._lock:
+            records = sorted(
+                (item for item in self._outbox.values() if item.status == status),
+                key=lambda item: (item.created_at, item.id),
+            )
+            return [item.to_domain() for item in records[:limit]]
+
+    def count_outbox(self, status: OutboxStatus) -> int:
+        with self._lock:
+            return sum(1 for item in self._outbox.values() if item.status == status)
+
+    def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
+        with self._lock:
+            item = self._outbox_item(outbox_id)
+            if item.status == OutboxStatus.SENT:
+                raise ValueError(f"outbox item {outbox_id} was already sent")
+            item.status = OutboxStatus.PENDING
+            item.attempts = 0
+            item.next_attempt_at = as_utc(now or utcnow())
+            return item.to_domain()
 
     def _outbox_item(self, outbox_id: str) -> _OutboxRecord:
         item = self._outbox.get(outbox_id)
@@ -632,6 +675,7 @@ class InMemoryStore:
             channel=conversation.channel,
             text=message.text,
             created_at=created_at,
+            next_attempt_at=created_at,
         )
         return message
 

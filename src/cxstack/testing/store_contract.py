@@ -43,7 +43,7 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import LeaseLostError, StaleStateError, Store, TurnCommit
+from cxstack.domain.ports import LeaseLostError, OutboxStatus, StaleStateError, Store, TurnCommit
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -414,32 +414,111 @@ class StoreContract:
         items = store.pending_outbox()
         assert [item.text for item in items] == ["reply 0", "reply 1", "reply 2"]
         assert [item.text for item in store.pending_outbox(limit=2)] == ["reply 0", "reply 1"]
+        assert all(item.status == OutboxStatus.PENDING and item.attempts == 0 for item in items)
+        assert all(item.next_attempt_at == item.created_at for item in items)  # due as soon as committed
 
         store.mark_send_failed(items[0].id, "HTTP 503")
         store.mark_send_failed(items[0].id, "timeout")
         store.mark_sent(items[1].id)
         store.mark_sent(items[1].id)  # a second confirmation changes nothing
 
-        remaining = {item.id: item.attempts for item in store.pending_outbox()}
-        assert remaining == {items[0].id: 2, items[2].id: 0}
-        store.mark_send_failed(items[1].id, "late failure report")  # already sent: stays sent
-        assert items[1].id not in {item.id for item in store.pending_outbox()}
+        later = utcnow() + timedelta(days=1)
+        remaining = {item.id: (item.attempts, item.last_error) for item in store.pending_outbox(now=later)}
+        assert remaining == {items[0].id: (2, "timeout"), items[2].id: (0, None)}
+        after_send = store.mark_send_failed(items[1].id, "late failure report")  # already sent: stays sent
+        assert (after_send.status, after_send.attempts) == (OutboxStatus.SENT, 0)
+        assert items[1].id not in {item.id for item in store.pending_outbox(now=later)}
 
-    def test_outbox_item_that_keeps_failing_leaves_the_queue(self, store: Store) -> None:
+    def test_a_failed_item_waits_for_its_next_attempt(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         store.commit_turn(make_commit("conv-1", message.id))
         [item] = store.pending_outbox()
-        for _ in range(100):
-            if not store.pending_outbox():
-                break
-            store.mark_send_failed(item.id, "HTTP 400")
-        assert store.pending_outbox() == []
+        policy = store.send_retry
+        failed_at = utcnow()
+
+        first = store.mark_send_failed(item.id, "HTTP 503", now=failed_at)
+        assert (first.status, first.attempts, first.last_error) == (OutboxStatus.PENDING, 1, "HTTP 503")
+        longest = timedelta(seconds=policy.first_delay_s)
+        assert failed_at + longest * (1 - policy.jitter) <= first.next_attempt_at <= failed_at + longest
+        assert store.pending_outbox(now=failed_at) == []
+        assert store.pending_outbox(now=first.next_attempt_at) == [first]
+
+        second = store.mark_send_failed(item.id, "HTTP 503", now=first.next_attempt_at)
+        gap = second.next_attempt_at - first.next_attempt_at
+        assert longest * 2 * (1 - policy.jitter) <= gap <= longest * 2  # the wait doubles
+        assert store.pending_outbox(now=first.next_attempt_at) == []
+
+    def test_an_item_failing_max_attempts_times_is_dead_and_can_be_requeued(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-1")).message
+        store.commit_turn(make_commit("conv-1", message.id))
+        [item] = store.pending_outbox()
+        due = item.next_attempt_at
+        for attempt in range(1, store.send_retry.max_attempts + 1):
+            assert [i.id for i in store.pending_outbox(now=due)] == [item.id]
+            failed = store.mark_send_failed(item.id, f"HTTP 400 #{attempt}", now=due)
+            assert failed.attempts == attempt
+            due = failed.next_attempt_at
+
+        assert failed.status == OutboxStatus.DEAD
+        far = utcnow() + timedelta(days=365)
+        assert store.pending_outbox(now=far) == []
+        [dead] = store.list_outbox(OutboxStatus.DEAD)
+        assert (dead.id, dead.text, dead.last_error) == (item.id, item.text, f"HTTP 400 #{attempt}")
+        assert store.count_outbox(OutboxStatus.DEAD) == 1 and store.count_outbox(OutboxStatus.PENDING) == 0
+        again = store.mark_send_failed(item.id, "late report")  # a dead item stays as it was
+        assert (again.status, again.attempts) == (OutboxStatus.DEAD, store.send_retry.max_attempts)
+
+        requeued = store.requeue_outbox(item.id)
+        assert (requeued.status, requeued.attempts) == (OutboxStatus.PENDING, 0)
+        assert [i.id for i in store.pending_outbox()] == [item.id]
+        assert store.list_outbox(OutboxStatus.DEAD) == [] and store.count_outbox(OutboxStatus.DEAD) == 0
+        store.mark_sent(item.id)
+        with pytest.raises(ValueError):
+            store.requeue_outbox(item.id)
+        assert [i.id for i in store.list_outbox(OutboxStatus.SENT)] == [item.id]
+
+    def test_stuck_items_never_delay_a_new_reply(self, store: Store) -> None:
+        """150 replies whose channel keeps failing, then a new one: the new one is first in the queue."""
+        # One instant for the failures and the look at the queue, so the test's own speed cannot matter.
+        moment = utcnow() + timedelta(hours=1)
+        stuck = []
+        for i in range(150):
+            message = store.ingest(inbound(f"wa-{i}", conversation=f"stuck-{i % 10}")).message
+            store.commit_turn(make_commit(f"stuck-{i % 10}", message.id, reply=f"stuck {i}"))
+        for item in store.pending_outbox(limit=200, now=moment):
+            stuck.append(store.mark_send_failed(item.id, "HTTP 503", now=moment))
+        assert len(stuck) == 150 and store.pending_outbox(now=moment) == []
+
+        message = store.ingest(inbound("wa-new", conversation="fresh")).message
+        store.commit_turn(make_commit("fresh", message.id, reply="new reply"))
+        assert [item.text for item in store.pending_outbox(limit=100, now=moment)] == ["new reply"]
+        # Once the stuck items are due again, the new reply (due earlier) still comes first.
+        everything_due = max(item.next_attempt_at for item in stuck)
+        queue = store.pending_outbox(limit=100, now=everything_due)
+        assert queue[0].text == "new reply" and len(queue) == 100
+        assert [item.next_attempt_at for item in queue] == sorted(item.next_attempt_at for item in queue)
+        assert store.count_outbox(OutboxStatus.PENDING) == 151
+
+    def test_listing_dead_items_keeps_them_oldest_first_and_limited(self, store: Store) -> None:
+        ids = []
+        for i in range(3):
+            message = store.ingest(inbound(f"wa-{i}", conversation=f"conv-{i}")).message
+            store.commit_turn(make_commit(f"conv-{i}", message.id, reply=f"reply {i}"))
+        for item in store.pending_outbox():
+            ids.append(item.id)
+            for _ in range(store.send_retry.max_attempts):
+                store.mark_send_failed(item.id, "HTTP 410")
+        assert [i.id for i in store.list_outbox(OutboxStatus.DEAD)] == ids
+        assert [i.id for i in store.list_outbox(OutboxStatus.DEAD, limit=2)] == ids[:2]
+        assert store.list_outbox(OutboxStatus.PENDING) == []
 
     def test_unknown_outbox_id_raises_key_error(self, store: Store) -> None:
         with pytest.raises(KeyError):
             store.mark_sent("out_missing")
         with pytest.raises(KeyError):
             store.mark_send_failed("out_missing", "boom")
+        with pytest.raises(KeyError):
+            store.requeue_outbox("out_missing")
 
     # ---- escalations and humans --------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """API keys: public prefix as id, name, role, optional channel, argon2 hash, created/revoked times.
 
-Revision ID: 0003_api_keys
-Revises: 0002_conversation_state
+Revision ID: 0004_api_keys
+Revises: 0003_outbox_delivery
 Create Date: 2026-11-27
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_api_keys"
-down_revision: str | None = "0002_conversation_state"
+revision = "0004_api_keys"
+down_revision: str | None = "0003_outbox_delivery"
 branch_labels: str | None = None
 depends_on: str | None = None
 
