@@ -58,10 +58,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def demo_messages() -> list[tuple[str, str]]:
     """(customer id, text) pairs from the demo's scripted conversations, first messages and follow-ups."""
-    from cxstack.demo import demo_conversations_path
+    from cxstack.demo import SAMPLE_SETS, demo_conversations_path
 
     pairs: list[tuple[str, str]] = []
-    for line in demo_conversations_path().read_text(encoding="utf-8").splitlines():
+    lines = [line for s in SAMPLE_SETS for line in demo_conversations_path(s).read_text("utf-8").splitlines()]
+    for line in lines:
         if line.strip():
             item = json.loads(line)
             customer = (item.get("customer") or {}).get("id", "cus_1001")

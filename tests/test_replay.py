@@ -11,7 +11,16 @@ import pytest
 from typer.testing import CliRunner
 
 from cxstack.cli.main import app
-from cxstack.optimization.replay import ScriptError, parse_scripts
+from cxstack.domain.models import (
+    ConversationId,
+    Decision,
+    MessageId,
+    Trace,
+    TraceId,
+    WorkspaceVersionId,
+    new_id,
+)
+from cxstack.optimization.replay import ReplayedConversation, ReplayedTurn, ScriptError, parse_scripts
 
 runner = CliRunner()
 
@@ -188,3 +197,40 @@ def test_replay_help_documents_the_file_format() -> None:
     text = " ".join(result.output.split())
     for key in ('"id"', '"customer"', '"channel"', '"messages"', '"expected"', "automated or escalated"):
         assert key in text, key
+
+
+def _trace(intent: str | None, decision: Decision = Decision.CONTINUE, outcome: str = "automated") -> Trace:
+    return Trace(
+        id=TraceId(new_id("trc")),
+        conversation_id=ConversationId("c"),
+        message_id=MessageId(new_id("msg")),
+        workspace_version=WorkspaceVersionId("ws_test"),
+        steps=[],
+        intent=intent,
+        intent_confidence=0.9 if intent else None,
+        mechanism="content" if intent else None,
+        decision=decision,
+        outcome=outcome,
+        reply="ok",
+    )
+
+
+def test_a_greeting_before_the_request_does_not_make_it_a_greeting_conversation() -> None:
+    (script,) = parse_scripts([json.dumps({"id": "x", "messages": ["hello there", "return policy?"]})])
+
+    def outcome_of(*traces: Trace) -> tuple[str | None, str]:
+        replayed = ReplayedConversation(script, "c", [ReplayedTurn("m", "ok", t) for t in traces])
+        summary = replayed.outcome()
+        return summary.intent, summary.outcome
+
+    assert outcome_of(_trace("greeting"), _trace("return_policy")) == ("return_policy", "automated")
+    assert outcome_of(_trace("return_policy"), _trace("thanks"), _trace("goodbye")) == (
+        "return_policy",
+        "automated",
+    )
+    assert outcome_of(_trace("greeting")) == ("greeting", "automated")
+    assert outcome_of(_trace(None, Decision.CLARIFY)) == (None, "unresolved")
+    assert outcome_of(_trace("greeting"), _trace("legal", Decision.ESCALATE, "escalated")) == (
+        "legal",
+        "escalated",
+    )

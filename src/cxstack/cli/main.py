@@ -85,8 +85,8 @@ def init(
         copy_demo_workspace(directory)
         copy_demo_samples(directory)
         console.print(
-            f"[green]Demo workspace written to {directory}[/] (sample customers and conversations in "
-            f"{directory}/samples/)"
+            f"[green]Demo workspace written to {directory}[/] (sample customers, and scripted conversations "
+            f"in two sets, tuning.jsonl and heldout.jsonl, in {directory}/samples/)"
         )
     else:
         new_workspace_skeleton(directory)

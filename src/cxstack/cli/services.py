@@ -68,12 +68,15 @@ def import_customers_file(store: Store, path: Path) -> int:
 
 
 def copy_demo_samples(directory: Path) -> None:
-    from cxstack.demo import demo_conversations_path, demo_customers_csv
+    """samples/customers.csv, and the scripted conversations as tuning.jsonl and heldout.jsonl: choose
+    settings on the first, report on the second."""
+    from cxstack.demo import SAMPLE_SETS, demo_conversations_path, demo_customers_csv
 
     samples = directory / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     shutil.copy(demo_customers_csv(), samples / "customers.csv")
-    shutil.copy(demo_conversations_path(), samples / "conversations.jsonl")
+    for sample_set in SAMPLE_SETS:
+        shutil.copy(demo_conversations_path(sample_set), samples / f"{sample_set}.jsonl")
 
 
 _SKELETON = {

@@ -41,6 +41,8 @@ from cxstack.domain.models import (
 from cxstack.monitoring.metrics import ConversationOutcome
 
 DEFAULT_TURN_TIMEOUT_S = 120.0
+# Built-in intents every workspace has: a "hi" before the request does not make a conversation a greeting.
+CONVERSATIONAL_INTENTS = frozenset({"greeting", "thanks", "goodbye", "small_talk"})
 
 
 class _Expected(BaseModel):
@@ -249,7 +251,9 @@ class ReplayedConversation:
 
     def outcome(self) -> ConversationOutcome:
         traces = self.traces
-        intent = next((t.intent for t in traces if t.intent), None)
+        intents = [t.intent for t in traces if t.intent]
+        # The conversation's intent: its first request, else its first pleasantry.
+        intent = next((i for i in intents if i not in CONVERSATIONAL_INTENTS), intents[0] if intents else None)
         escalated = next((t for t in traces if t.outcome == "escalated"), None)
         mechanism = next((t.mechanism for t in traces if t.intent == intent and t.mechanism), None)
         if escalated is not None and escalated.mechanism:
