@@ -165,17 +165,21 @@ async def replay_in_service(
     settings: Settings | None,
     *,
     conversation_prefix: str = "replay_",
+    concurrency: int = 1,
+    scratch_dir: Path | None = None,
     on_done: Callable[[ReplayedConversation], None] | None = None,
 ) -> list[ReplayedConversation]:
     """Scripted conversations through a `CxApp` on `engine`, the path `serve` takes (store, turn worker,
-    orchestrator) on the thread runtime. `settings` None: a throwaway SQLite store in a temporary folder."""
+    orchestrator) on the thread runtime. `settings` None: a throwaway SQLite store in a temporary folder
+    (under `scratch_dir` if given, e.g. a RAM disk for many runs)."""
     if settings is None:
-        with tempfile.TemporaryDirectory(prefix="cxstack-replay-") as folder:
+        with tempfile.TemporaryDirectory(prefix="cxstack-replay-", dir=scratch_dir) as folder:
             return await replay_in_service(
                 engine,
                 scripts,
                 throwaway_settings(Path(folder)),
                 conversation_prefix=conversation_prefix,
+                concurrency=concurrency,
                 on_done=on_done,
             )
     from cxstack.app import build
@@ -190,7 +194,9 @@ async def replay_in_service(
         )
     await cx.start()
     try:
-        return await replay_scripts(cx, scripts, conversation_prefix=conversation_prefix, on_done=on_done)
+        return await replay_scripts(
+            cx, scripts, conversation_prefix=conversation_prefix, concurrency=concurrency, on_done=on_done
+        )
     finally:
         await cx.stop()
 

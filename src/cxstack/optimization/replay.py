@@ -375,31 +375,42 @@ async def replay_scripts(
     scripts: Iterable[ScriptedConversation],
     *,
     conversation_prefix: str = "replay_",
+    concurrency: int = 1,
     turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S,
     on_done: Callable[[ReplayedConversation], None] | None = None,
 ) -> list[ReplayedConversation]:
     """Posts every scripted message as a customer would, one at a time: each waits for the previous turn to
-    commit, so a script's messages are never merged into one burst."""
-    results: list[ReplayedConversation] = []
-    for script in scripts:
-        conversation_id = f"{conversation_prefix}{script.id}"
-        for index, text in enumerate(script.messages):
-            await target.post_message(
-                conversation_id,
-                text,
-                external_id=f"{conversation_id}:m{index}",
-                channel=script.channel,
-                customer=script.customer,
-            )
-            try:
-                await asyncio.wait_for(target.wait_idle(conversation_id), turn_timeout_s)
-            except TimeoutError:
-                raise ReplayStalled(
-                    f"conversation {script.id}: message {index + 1} had no committed turn after "
-                    f"{turn_timeout_s:.0f} s"
-                ) from None
-        replayed = read_back(script, conversation_id, target.conversation_view(conversation_id))
-        results.append(replayed)
+    commit, so a script's messages are never merged into one burst. Up to `concurrency` conversations run at
+    once (they are independent); results come back in script order."""
+    ordered = list(scripts)
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(script: ScriptedConversation) -> ReplayedConversation:
+        async with gate:
+            replayed = await _replay_one(target, script, f"{conversation_prefix}{script.id}", turn_timeout_s)
         if on_done is not None:
             on_done(replayed)
-    return results
+        return replayed
+
+    return list(await asyncio.gather(*(one(script) for script in ordered)))
+
+
+async def _replay_one(
+    target: ReplayTarget, script: ScriptedConversation, conversation_id: str, turn_timeout_s: float
+) -> ReplayedConversation:
+    for index, text in enumerate(script.messages):
+        await target.post_message(
+            conversation_id,
+            text,
+            external_id=f"{conversation_id}:m{index}",
+            channel=script.channel,
+            customer=script.customer,
+        )
+        try:
+            await asyncio.wait_for(target.wait_idle(conversation_id), turn_timeout_s)
+        except TimeoutError:
+            raise ReplayStalled(
+                f"conversation {script.id}: message {index + 1} had no committed turn after "
+                f"{turn_timeout_s:.0f} s"
+            ) from None
+    return read_back(script, conversation_id, target.conversation_view(conversation_id))
