@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-heldout tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +40,20 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency
+bench: bench-routing bench-latency bench-heldout
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
 
 bench-latency: $(STAMP)
 	$(BIN)/python -m benchmarks.turn_latency --json bench-results/turn_latency.json
+
+bench-heldout: $(STAMP)
+	$(BIN)/python -m benchmarks.demo_heldout --json bench-results/demo_heldout.json
+
+## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
+tune-demo: $(STAMP)
+	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
 
 clean:
 	rm -rf $(VENV) .cxstack .mypy_cache .ruff_cache .pytest_cache bench-results

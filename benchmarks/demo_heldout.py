@@ -49,13 +49,19 @@ from cxstack.workspace.loader import canonical_content, load_workspace, workspac
 from cxstack.workspace.workspace import Workspace
 
 TUNED = ("route_min_confidence", "clarify_margin", "knowledge_min_score", "answer_min_confidence")
+# A replay of the tuning set takes ~5–10 s on 2 busy cores, so the grid is small: the coordinate search
+# measures about 40–50 settings (~5 min), the full grid (--search grid) 225.
 GRID: dict[str, tuple[float, ...]] = {
-    "route_min_confidence": (0.30, 0.35, 0.40, 0.45, 0.50, 0.55),
-    "clarify_margin": (0.0, 0.05, 0.10, 0.15),
-    "knowledge_min_score": (0.25, 0.30, 0.35, 0.40, 0.45),
-    "answer_min_confidence": (0.35, 0.40, 0.45, 0.50, 0.55, 0.60),
+    "route_min_confidence": (0.30, 0.35, 0.40, 0.45, 0.50),
+    "clarify_margin": (0.05, 0.10, 0.15),
+    "knowledge_min_score": (0.25, 0.30, 0.35, 0.40),
+    "answer_min_confidence": (0.40, 0.45, 0.50, 0.55),
 }
 MIN_SAMPLE = 10  # below this a rate is "insufficient", not a number
+# Conversations in flight at once: most of a turn's wall time is the channel's burst window (webchat waits
+# 1.2 s for more messages), not CPU. The scratch store lives in RAM when the machine has /dev/shm.
+CONCURRENCY = 64
+SCRATCH = Path("/dev/shm")
 
 console = Console(width=max(Console().width, 150))
 
@@ -187,7 +193,15 @@ def replay(
     engine: Engine, workspace: Workspace, scripts: Sequence[ScriptedConversation]
 ) -> list[ReplayedConversation]:
     """Through the service path on a throwaway store; the trained router and knowledge index are reused."""
-    return asyncio.run(replay_in_service(replace(engine, workspace=workspace), scripts, None))
+    return asyncio.run(
+        replay_in_service(
+            replace(engine, workspace=workspace),
+            scripts,
+            None,
+            concurrency=CONCURRENCY,
+            scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
+        )
+    )
 
 
 def measure(
@@ -362,16 +376,14 @@ def tune(args: argparse.Namespace, engine: Engine, workspace: Workspace) -> dict
             cell(figures.automated, figures.conversations),
         )
     console.print(table)
-    at_committed = search.evaluate(committed) if valid(committed) else None
+    at_committed = search.evaluate(committed)
+    console.print(
+        f"committed values: score {at_committed.score(args.penalty):g} "
+        f"(agreement {at_committed.outcome_agreed}/{at_committed.outcome_labelled}, "
+        f"wrong urgent {len(at_committed.wrong_urgent)})"
+        + ("" if valid(committed) else "; not a candidate: answer_min_confidence ≤ knowledge_min_score")
+    )
     best = search.evaluate(chosen)
-    if at_committed is not None:
-        console.print(
-            f"committed values: score {at_committed.score(args.penalty):g} "
-            f"(agreement {at_committed.outcome_agreed}/{at_committed.outcome_labelled}, "
-            f"wrong urgent {len(at_committed.wrong_urgent)})"
-        )
-    else:
-        console.print("committed values: answer_min_confidence ≤ knowledge_min_score (not a valid candidate)")
     console.print(
         f"chosen on the tuning set: score {best.score(args.penalty):g} (agreement {best.outcome_agreed}/"
         f"{best.outcome_labelled}, wrong urgent {len(best.wrong_urgent)}), "
@@ -386,6 +398,7 @@ def tune(args: argparse.Namespace, engine: Engine, workspace: Workspace) -> dict
         "penalty": args.penalty,
         "search": args.search,
         "committed": committed,
+        "committed_figures": at_committed.as_dict(),
         "chosen": chosen,
         "evaluated": [dict(zip(TUNED, key, strict=True), **fig.as_dict()) for key, fig in ranked],
     }
@@ -432,8 +445,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--penalty", type=float, default=3.0, help="agreements one wrong urgent escalation costs"
     )
     parser.add_argument("--search", choices=("coordinate", "grid"), default="coordinate")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,…",
+        help="replace one threshold's candidate values, e.g. --grid route_min_confidence=0.35,0.4,0.45",
+    )
     parser.add_argument("--details", action="store_true", help="list every held-out disagreement")
     args = parser.parse_args(argv)
+    for item in args.grid:
+        name, _, values = item.partition("=")
+        if name not in GRID or not values:
+            parser.error(f"--grid {item}: expected NAME=V1,V2 with NAME one of {', '.join(TUNED)}")
+        GRID[name] = tuple(float(v) for v in values.split(","))
 
     workspace = load_workspace(args.workspace)
     with console.status("training the router and indexing knowledge (as serve does)…"):

@@ -266,6 +266,10 @@ def replay(
             "`cxstack trace`; the file's customer profiles are saved there too. Default: a throwaway store.",
         ),
     ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, help="Conversations replayed at once (each still sends one message at a time)."),
+    ] = 8,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -310,6 +314,7 @@ def replay(
                     scripts,
                     settings,
                     conversation_prefix=prefix,
+                    concurrency=concurrency,
                     on_done=lambda _: progress.advance(task),
                 )
             )

@@ -253,7 +253,9 @@ class ReplayedConversation:
         traces = self.traces
         intents = [t.intent for t in traces if t.intent]
         # The conversation's intent: its first request, else its first pleasantry.
-        intent = next((i for i in intents if i not in CONVERSATIONAL_INTENTS), intents[0] if intents else None)
+        intent = next(
+            (i for i in intents if i not in CONVERSATIONAL_INTENTS), intents[0] if intents else None
+        )
         escalated = next((t for t in traces if t.outcome == "escalated"), None)
         mechanism = next((t.mechanism for t in traces if t.intent == intent and t.mechanism), None)
         if escalated is not None and escalated.mechanism:
