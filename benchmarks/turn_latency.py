@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-console = Console()
+console = Console(width=max(Console().width, 150))
 ECHO_APP = """
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -396,7 +396,7 @@ def http_ingest(
         env_serve.pop("CXSTACK_DATABASE_URL", None)  # this run's own SQLite file, whatever the shell says
         proc = subprocess.Popen(cmd, env=env_serve, stdout=subprocess.DEVNULL)
         try:
-            wait_up(f"http://127.0.0.1:{port}/health")
+            wait_up(f"http://127.0.0.1:{port}/health", timeout=600)  # two engine builds on a busy machine
             run = IngestRun(proc, home, port)
             lat, statuses, wall = asyncio.run(
                 post_many(port, texts, concurrency, run=run, during_load=during_load)
