@@ -263,7 +263,8 @@ def replay(
         typer.Option(
             "--store",
             help="Keep the conversations in the configured store (CXSTACK_HOME or CXSTACK_DATABASE_URL) for "
-            "`cxstack trace`; the file's customer profiles are saved there too. Default: a throwaway store.",
+            "`cxstack trace`; the file's customer profiles are saved there too. Not a store a running "
+            "`serve` uses: this replay's worker would answer its customers. Default: a throwaway store.",
         ),
     ] = False,
     concurrency: Annotated[
