@@ -234,3 +234,24 @@ def test_a_greeting_before_the_request_does_not_make_it_a_greeting_conversation(
         "legal",
         "escalated",
     )
+
+
+def test_a_named_customer_is_posted_as_verified_unless_the_line_says_not(
+    shop_path: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    from cxstack.app import Settings, open_store
+
+    scripts = [
+        {"id": "known", "customer": {"id": "cus_1"}, "messages": ["what is your return policy?"]},
+        {"id": "claimed", "customer": {"id": "cus_2"}, "verified": False, "messages": ["return policy?"]},
+        {"id": "anonymous", "messages": ["return policy?"]},
+    ]
+    parsed = parse_scripts(json.dumps(s) for s in scripts)
+    assert [s.verified for s in parsed] == [True, False, False]
+    payload = replay_json(str(shop_path), str(write_scripts(tmp_path / "c.jsonl", scripts)), "--store")
+    store = open_store(Settings())
+    verified = {
+        r["id"]: store.get_conversation(ConversationId(r["conversation_id"])).verified  # type: ignore[union-attr]
+        for r in payload["results"]
+    }
+    assert verified == {"known": True, "claimed": False, "anonymous": False}

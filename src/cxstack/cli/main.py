@@ -243,7 +243,8 @@ REPLAY_FILE_HELP = (
     '"messages": ["where is ORD-10001?", "thanks"], '
     '"expected": {"intent": "order_status", "outcome": "automated"}}. '
     "Required: id, messages. Optional: customer (id, name, email, plan, arr, segment; other keys are custom "
-    "attributes), channel (default api), expected (intent; outcome automated or escalated), note."
+    "attributes; posted as verified by the channel unless verified is false), channel (default api), "
+    "expected (intent; outcome automated or escalated), note."
 )
 
 

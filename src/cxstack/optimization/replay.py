@@ -13,8 +13,10 @@ The script file has one JSON object per line:
      "expected": {"intent": "order_status", "outcome": "automated"}, "note": "optional, ignored"}
 
 `id` and `messages` are required. `customer` (id, name, email, plan, arr, segment; any other key becomes a
-custom attribute) defaults to a fresh anonymous customer; `channel` defaults to "api"; `expected` is optional
-and is what routing accuracy and outcome agreement are measured against (outcome: automated | escalated).
+custom attribute) defaults to a fresh anonymous customer; a named customer is posted as verified (the channel
+vouches for them, as an integration or a signed widget session does) unless the line says `"verified": false`.
+`channel` defaults to "api"; `expected` is optional and is what routing accuracy and outcome agreement are
+measured against (outcome: automated | escalated).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class _ScriptLine(BaseModel):
     channel: str = "api"
     messages: list[str] = Field(min_length=1)
     expected: _Expected | None = None
+    verified: bool | None = None  # default: True when a customer is named
     note: str = ""  # why the case is there (e.g. "adversarial: someone else's order"); not used by replay
 
 
@@ -80,6 +83,7 @@ class ScriptedConversation:
     expected_intent: str | None = None
     expected_outcome: str | None = None
     note: str = ""
+    verified: bool = False  # the channel vouches for `customer` (never the message text)
 
 
 class ScriptError(ValueError):
@@ -132,6 +136,7 @@ def parse_scripts(lines: Iterable[str], *, source: str = "<input>") -> list[Scri
                 expected_intent=item.expected.intent if item.expected else None,
                 expected_outcome=item.expected.outcome if item.expected else None,
                 note=item.note,
+                verified=item.verified if item.verified is not None else c is not None,
             )
         )
     if problems:
@@ -167,6 +172,7 @@ class ReplayTarget(Protocol):
         external_id: str | None = None,
         channel: str = "api",
         customer: Customer | None = None,
+        verified: bool = False,
     ) -> object: ...
 
     async def wait_idle(self, conversation_id: str | None = None) -> None: ...
@@ -407,6 +413,7 @@ async def _replay_one(
             external_id=f"{conversation_id}:m{index}",
             channel=script.channel,
             customer=script.customer,
+            verified=script.verified,
         )
         try:
             await asyncio.wait_for(target.wait_idle(conversation_id), turn_timeout_s)
