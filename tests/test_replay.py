@@ -255,3 +255,11 @@ def test_a_named_customer_is_posted_as_verified_unless_the_line_says_not(
         for r in payload["results"]
     }
     assert verified == {"known": True, "claimed": False, "anonymous": False}
+
+
+def test_the_readme_replay_example_is_a_valid_script() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Replay", 1)[1]
+    example = section.split("```json\n", 1)[1].split("```", 1)[0]
+    (script,) = parse_scripts(example.splitlines())
+    assert script.verified and script.expected_outcome in {"automated", "escalated"}
