@@ -50,12 +50,12 @@ from cxstack.workspace.workspace import Workspace
 
 TUNED = ("route_min_confidence", "clarify_margin", "knowledge_min_score", "answer_min_confidence")
 # A replay of the tuning set takes ~5–10 s on 2 busy cores, so the grid is small: the coordinate search
-# measures about 40–50 settings (~5 min), the full grid (--search grid) 225.
+# measures about 25–50 settings (~3–5 min), the full grid (--search grid) 255.
 GRID: dict[str, tuple[float, ...]] = {
     "route_min_confidence": (0.30, 0.35, 0.40, 0.45, 0.50),
     "clarify_margin": (0.05, 0.10, 0.15),
     "knowledge_min_score": (0.25, 0.30, 0.35, 0.40),
-    "answer_min_confidence": (0.40, 0.45, 0.50, 0.55),
+    "answer_min_confidence": (0.35, 0.40, 0.45, 0.50, 0.55),
 }
 MIN_SAMPLE = 10  # below this a rate is "insufficient", not a number
 # Conversations in flight at once: most of a turn's wall time is the channel's burst window (webchat waits
