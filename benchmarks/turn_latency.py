@@ -158,7 +158,9 @@ async def in_process(turns: int, embedder: str) -> dict[str, Any]:
                 customer_id, text = messages[i % len(messages)]
                 clear_cache()
                 t0 = time.perf_counter()
-                await app.post_message(f"conv_{i}", text, external_id=f"x{i}", customer_id=customer_id)
+                await app.post_message(
+                    f"conv_{i}", text, external_id=f"x{i}", customer_id=customer_id, verified=True
+                )
                 await app.wait_idle(f"conv_{i}")
                 full.append((time.perf_counter() - t0) * 1000)
                 progress.advance(task)
@@ -205,7 +207,13 @@ def conversation_of(i: int) -> str:
 
 
 async def _one_connection(
-    host: str, port: int, ids: list[int], texts: list[str], latencies: list[float], statuses: dict[int, int]
+    host: str,
+    port: int,
+    ids: list[int],
+    texts: list[str],
+    latencies: list[float],
+    statuses: dict[int, int],
+    key: str,
 ) -> None:
     """A minimal keep-alive HTTP/1.1 client: httpx costs ~2 ms of client CPU per request on this machine,
     which would measure the client, not the server."""
@@ -215,6 +223,7 @@ async def _one_connection(
             body = json.dumps({"text": texts[i], "external_id": f"e{i}"}).encode()
             head = (
                 f"POST /v1/conversations/{conversation_of(i)}/messages HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {key}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
             t0 = time.perf_counter()
@@ -249,6 +258,7 @@ async def post_many(
     port: int,
     texts: list[str],
     concurrency: int,
+    key: str,
     *,
     run: IngestRun | None = None,
     during_load: Disruption | None = None,
@@ -269,7 +279,8 @@ async def post_many(
 
     t0 = time.perf_counter()
     await asyncio.gather(
-        disrupt(), *(_one_connection("127.0.0.1", port, ids, texts, latencies, statuses) for ids in shards)
+        disrupt(),
+        *(_one_connection("127.0.0.1", port, ids, texts, latencies, statuses, key) for ids in shards),
     )
     wall = time.perf_counter() - t0
     return latencies, statuses, wall
@@ -346,6 +357,8 @@ def http_ingest(
     during_load: Disruption | None = None,
     answer_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import Settings, open_store
     from cxstack.demo import demo_workspace_path
 
     texts = ingest_texts(n)
@@ -367,7 +380,7 @@ def http_ingest(
         )
         try:
             wait_up(f"http://127.0.0.1:{port}/docs")
-            lat, statuses, wall = asyncio.run(post_many(port, texts, concurrency))
+            lat, statuses, wall = asyncio.run(post_many(port, texts, concurrency, "cxk_echo_ignores_it"))
         finally:
             proc.terminate()
             proc.wait()
@@ -379,6 +392,12 @@ def http_ingest(
         }
 
         home = Path(tmp) / "home"
+        # The REST channel needs an integration key; it is verified once (argon2id) and then cached.
+        key = (
+            ApiKeys(open_store(Settings(home=home, database_url=f"sqlite:///{home / 'cxstack.db'}")))
+            .create("ingest benchmark", "integration")
+            .secret
+        )
         port = free_port()
         cmd = [
             sys.executable,
@@ -401,7 +420,7 @@ def http_ingest(
             wait_up(f"http://127.0.0.1:{port}/health", timeout=600)  # two engine builds on a busy machine
             run = IngestRun(proc, home, port)
             lat, statuses, wall = asyncio.run(
-                post_many(port, texts, concurrency, run=run, during_load=during_load)
+                post_many(port, texts, concurrency, key, run=run, during_load=during_load)
             )
             drained_s = wait_answered(home, answer_timeout_s)
         finally:

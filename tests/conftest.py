@@ -139,10 +139,11 @@ actions:
     method: POST
     path: /orders/{order_id}/refunds
     amount_slot: amount
+    max_amount: 500
     slots:
       - {name: order_id, pattern: "(ORD-\\\\d{5})", prompt: "Which order (like ORD-10001)?"}
-      - {name: amount, type: number, pattern: "\\\\$(\\\\d+(?:\\\\.\\\\d{1,2})?)", prompt: "How much?"}
-    success_reply: "Refunded ${amount} for {order_id} (reference {refund_id})."
+      - {name: amount, type: money, prompt: "How much?"}
+    success_reply: "Refunded {amount} for {order_id} (reference {refund_id})."
 """,
 }
 

@@ -129,7 +129,7 @@ async def test_intents_registry_shows_traffic_once_there_is_some(shop_path: Path
     cx = build(Settings(home=home, embedder="hashing"), workspace=load_workspace(shop_path))
     await cx.start()
     for conversation, text in [("a", "what is your return policy"), ("b", "I will sue you")]:
-        await cx.post_message(conversation, text, customer_id="cus_x")
+        await cx.post_message(conversation, text, customer_id="cus_x", verified=True)
         await cx.wait_idle(conversation)
     await cx.stop()
     result = runner.invoke(app, ["intents", "-w", str(shop_path), "--home", str(home)])
@@ -138,3 +138,65 @@ async def test_intents_registry_shows_traffic_once_there_is_some(shop_path: Path
     assert "100%" in rows["return_policy"] and "0%" in rows["return_policy"]  # automated 100%, escalated 0%
     assert rows["legal_threat"].rstrip("│ ").endswith("100%")  # escalated
     assert "—" in rows["order_status"]  # no traffic yet
+
+
+def test_validate_output_piped_is_never_cut(tmp_path: Path) -> None:
+    from tests.conftest import write_workspace
+
+    root = write_workspace(tmp_path / "ws")
+    settings = (root / "cxstack.yaml").read_text()
+    long_name = "a-queue-name-long-enough-to-be-cut-by-an-eighty-column-terminal-if-anyone-cut-it"
+    (root / "cxstack.yaml").write_text(
+        settings.replace("default_queue: general", f"default_queue: {long_name}")
+    )
+    result = runner.invoke(app, ["validate", str(root)])  # CliRunner output is not a terminal
+    assert long_name in result.output
+    assert all(len(line) <= 400 for line in result.output.splitlines())
+
+
+def test_a_type_error_comes_with_a_fix(tmp_path: Path) -> None:
+    from tests.conftest import write_workspace
+
+    root = write_workspace(tmp_path / "ws")
+    text = (root / "cxstack.yaml").read_text().replace("max_clarifications", "x")
+    (root / "cxstack.yaml").write_text(
+        text.replace("route_min_confidence: 0.30", "route_min_confidence: high")
+    )
+    result = runner.invoke(app, ["validate", str(root)])
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if "route_min_confidence" in line)
+    assert "cxstack.yaml:" in line and "(fix: write a number, e.g. 0.5)" in line
+
+
+def test_serve_summary_survives_an_intent_with_one_example(tmp_path: Path) -> None:
+    from tests.conftest import SHOP, write_workspace
+
+    from cxstack.app import build_engine
+    from cxstack.cli.render import router_summary
+    from cxstack.workspace.loader import load_workspace
+
+    one = SHOP["intents.yaml"] + (
+        "  - name: gift_cards\n    mechanism: human\n    owner: me\n    examples: [do you sell gift cards]\n"
+    )
+    root = write_workspace(tmp_path / "ws", **{"intents.yaml": one})
+    assert runner.invoke(app, ["validate", str(root)]).exit_code == 0
+    engine = build_engine(load_workspace(root), embedder_name="hashing")
+    assert "not measured" in router_summary(engine.router_report)
+    result = runner.invoke(app, ["router", str(root), "--embedder", "hashing"])
+    assert result.exit_code == 0, result.output
+
+
+def test_trace_finds_the_projects_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxstack.app import Settings, open_store
+    from cxstack.domain.models import ConversationId, CustomerId, InboundMessage
+
+    state = tmp_path / "project" / ".cxstack"
+    store = open_store(Settings(home=state))
+    store.ingest(InboundMessage("api", "e1", ConversationId("made-by-make-run"), CustomerId("c1"), "hello"))
+    (tmp_path / "project" / "docs").mkdir()
+    monkeypatch.delenv("CXSTACK_HOME", raising=False)
+    monkeypatch.delenv("CXSTACK_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path / "project" / "docs")
+    result = runner.invoke(app, ["trace", "made-by-make-run"])
+    assert result.exit_code == 0, result.output
+    assert "made-by-make-run" in result.output and "hello" in result.output

@@ -213,3 +213,36 @@ def test_data_survives_a_restart(tmp_path: Path) -> None:
         refunds = second.get("/orders/ORD-10001/refunds").json()["refunds"]
         assert refund["refund_id"] in [item["id"] for item in refunds]
         assert len(second.get("/accounts/cus_1001/orders").json()["orders"]) == 4
+
+
+def test_calls_made_for_a_customer_only_reach_their_own_objects(tmp_path: Path) -> None:
+    with TestClient(create_backoffice_app(tmp_path / "bo.db")) as client:
+        owner = client.get("/orders/ORD-10001").json()["account_id"]
+        other = "cus_1002" if owner != "cus_1002" else "cus_1003"
+        assert client.get("/orders/ORD-10001", headers={"X-Customer-Id": owner}).status_code == 200
+        theirs = client.get("/orders/ORD-10001", headers={"X-Customer-Id": other})
+        missing = client.get("/orders/ORD-99999", headers={"X-Customer-Id": other})
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.json() == {"detail": "Order not found."} == missing.json()
+        refund = client.post(
+            "/orders/ORD-10001/refunds", json={"amount": 5}, headers={"X-Customer-Id": other}
+        )
+        assert refund.status_code == 404
+        assert client.get(f"/accounts/{owner}", headers={"X-Customer-Id": other}).status_code == 404
+
+
+def test_verify_matches_email_and_order_of_one_account(tmp_path: Path) -> None:
+    with TestClient(create_backoffice_app(tmp_path / "bo.db")) as client:
+        order = client.get("/orders/ORD-10001").json()
+        email = client.get(f"/accounts/{order['account_id']}").json()["email"]
+        ok = client.post("/customers/verify", json={"email": email.upper(), "order_id": "ord-10001"})
+        assert ok.status_code == 200 and ok.json()["account_id"] == order["account_id"]
+        for body in (
+            {"email": email, "order_id": "ORD-10005"},
+            {"email": "someone@example.com", "order_id": "ORD-10001"},
+            {"email": email, "order_id": "garbage"},
+        ):
+            refused = client.post("/customers/verify", json=body)
+            assert refused.status_code == 404 and refused.json() == {
+                "detail": "No account matches those details."
+            }

@@ -41,7 +41,7 @@ async def demo(tmp_path: Path, demo_backoffice: str, trained: Engine) -> AsyncIt
 
 
 async def turn(cx: CxApp, conversation: str, text: str, customer: str) -> Any:
-    await cx.post_message(conversation, text, customer_id=customer)
+    await cx.post_message(conversation, text, customer_id=customer, verified=True)
     await cx.wait_idle(conversation)
     view = cx.conversation_view(conversation)
     assert view is not None

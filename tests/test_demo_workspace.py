@@ -26,6 +26,8 @@ from cxstack.demo import (
     demo_workspace_path,
 )
 from cxstack.demo.backoffice import create_backoffice_app
+from cxstack.domain.models import Customer, CustomerId
+from cxstack.resolution.slots import fill_slots
 from cxstack.workspace.models import (
     ActionCatalogue,
     ActionConfig,
@@ -283,9 +285,8 @@ def test_actions_are_well_formed(actions: list[ActionConfig], settings: Workspac
         assert action.connector in settings.connectors, action.name
         slots = {slot.name: slot for slot in action.slots}
         for slot in action.slots:
-            assert slot.pattern or slot.from_customer or not slot.required or slot.default is not None, (
-                slot.name
-            )
+            readable = slot.pattern or slot.from_customer or slot.type == "money"
+            assert readable or not slot.required or slot.default is not None, slot.name
             if slot.pattern:
                 assert re.compile(slot.pattern).groups <= 1, f"{action.name}.{slot.name}"
             if slot.required and not slot.from_customer:
@@ -295,7 +296,8 @@ def test_actions_are_well_formed(actions: list[ActionConfig], settings: Workspac
         for slot_name in (action.body or {}).values():
             assert slot_name in slots, action.name
         if action.amount_slot:
-            assert slots[action.amount_slot].type == "number"
+            assert slots[action.amount_slot].type == "money"
+            assert action.max_amount is not None, action.name
     refund = next(action for action in actions if action.amount_slot)
     assert refund.requires_confirmation
 
@@ -303,11 +305,6 @@ def test_actions_are_well_formed(actions: list[ActionConfig], settings: Workspac
 @pytest.mark.parametrize(
     ("text", "slot", "expected"),
     [
-        ("refund ORD-10234 $35 please", "amount", "35"),
-        ("35", "amount", "35"),
-        ("it was 59 dollars", "amount", "59"),
-        ("ORD-10234 arrived broken", "amount", None),
-        ("I bought 2 shirts", "amount", None),
         ("my order is ord-10234", "order_id", "ord-10234"),
         (
             "ship it to 12 Elm Street, Springfield, IL 62704 please",
@@ -326,6 +323,38 @@ def test_slot_patterns_extract_values(
     assert pattern is not None
     match = re.search(pattern, text)
     assert (match.group(1) if match else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "asked_for_the_amount", "expected"),
+    [
+        ("refund ORD-10234 $35 please", False, "35.00"),
+        ("35", True, "35.00"),
+        ("35", False, None),
+        ("it was 59 dollars", False, "59.00"),
+        ("I want a refund of $1,500 for ORD-10001", False, "1500.00"),
+        ("ORD-10234 arrived broken", True, None),
+        ("I bought 2 shirts", True, None),
+    ],
+)
+def test_the_refund_amount_is_read_by_the_money_parser(
+    actions: list[ActionConfig],
+    settings: WorkspaceSettings,
+    text: str,
+    asked_for_the_amount: bool,
+    expected: str | None,
+) -> None:
+    refund = next(action for action in actions if action.name == "issue_refund")
+    fill = fill_slots(
+        refund.slots,
+        text,
+        customer=Customer(id=CustomerId("cus_1001")),
+        awaiting="amount" if asked_for_the_amount else None,
+        currency=settings.currency,
+        locale=settings.locale,
+    )
+    amount = fill.values.get("amount")
+    assert (amount["amount"] if isinstance(amount, dict) else None) == expected
 
 
 # --- actions against the real demo back office ------------------------------------------------------------
@@ -347,6 +376,7 @@ SAMPLE_SLOTS: dict[str, dict[str, str]] = {
     "update_email": {"account_id": "cus_1003", "email": "sofia.new@example.org"},
     "update_phone": {"account_id": "cus_1003", "phone": "(415) 555-0199"},
     "validate_promo_code": {"code": "SPRING20", "account_id": "cus_1002"},
+    "verify_customer": {"email": "maya.thompson@example.com", "order_id": "ORD-10001"},
 }
 
 
@@ -491,3 +521,9 @@ def test_review_dates_are_in_the_future_of_the_demo() -> None:
         for fact in KnowledgeFile.model_validate(yaml.safe_load(path.read_text())).facts
     ]
     assert min(fact.review_by or date.min for fact in facts) >= date(2027, 1, 1)
+
+
+def test_no_dataset_jargon_reaches_colleagues_or_customers(intents: list[IntentConfig]) -> None:
+    """Intent descriptions end up in escalation summaries and clarifying questions: no source citations."""
+    for intent in intents:
+        assert "ABCD" not in intent.description, intent.name

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from cxstack.domain.models import Decision, Priority
+from cxstack.domain.money import Money
 from cxstack.domain.turn import IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration.context import (
     amount_in,
@@ -13,7 +16,7 @@ from cxstack.orchestration.context import (
     resolve_clarification,
 )
 from cxstack.orchestration.policy import decide, should_clarify
-from cxstack.workspace.models import Thresholds
+from cxstack.workspace.models import Thresholds, WorkspaceSettings
 
 THRESHOLDS = Thresholds(answer_min_confidence=0.5, clarify_margin=0.1, route_min_confidence=0.4)
 
@@ -71,10 +74,23 @@ def test_clarify_only_close_plausible_calls_and_only_so_often() -> None:
 
 
 def test_amount_from_the_message_or_the_pending_action() -> None:
-    assert amount_in("refund $49.90 please", {}) == 49.90
-    assert amount_in("it was 30 dollars", {}) == 30.0
-    assert amount_in("yes", {"pending_action": {"slots": {"amount": "25"}}}) == 25.0
-    assert amount_in("order ORD-10001 please", {}) is None
+    usd = WorkspaceSettings(name="shop")
+    assert amount_in("refund $49.90 please", {}, usd) == Money(Decimal("49.90"), "USD")
+    assert amount_in("it was 30 dollars", {}, usd) == Money(Decimal(30), "USD")
+    pending = {"pending_action": {"slots": {"amount": {"amount": "25.00", "currency": "USD"}}}}
+    assert amount_in("yes", pending, usd) == Money(Decimal(25), "USD")
+    assert amount_in("order ORD-10001 please", {}, usd) is None
+
+
+def test_the_amount_of_the_issue_is_1500_for_strategy_too() -> None:
+    usd = WorkspaceSettings(name="shop")
+    assert amount_in("I want a refund of $1,500 for ORD-10001", {}, usd) == Money(Decimal(1500), "USD")
+    # A refused mention is skipped, a later exact one counts; another currency is never ours.
+    assert amount_in("not $10-20 but $15", {}, usd) == Money(Decimal(15), "USD")
+    assert amount_in("refund €40", {}, usd) is None
+    gbp = WorkspaceSettings(name="shop", currency="GBP", locale="en_GB")
+    pending = {"pending_action": {"slots": {"amount": {"amount": "25.00", "currency": "USD"}}}}
+    assert amount_in("yes", pending, gbp) is None
 
 
 def test_asks_for_person() -> None:

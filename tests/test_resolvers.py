@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -73,9 +74,10 @@ ACTIONS = (
         name="refund_order",
         description="refund your order",
         path="/orders/{order_id}/refunds",
-        slots=[ORDER_SLOT, SlotConfig(name="amount", type="number", prompt="How much should I refund?")],
+        slots=[ORDER_SLOT, SlotConfig(name="amount", type="money", prompt="How much should I refund?")],
         amount_slot="amount",
-        success_reply="Refund {refund_id} of {amount} euros for {order_id} is on its way.",
+        max_amount=Decimal(500),
+        success_reply="Refund {refund_id} of {amount} for {order_id} is on its way.",
         failure_reply="I couldn't issue the refund, so a colleague will take over.",
     ),
 )
@@ -89,6 +91,8 @@ INTENTS = (
 def workspace(base_url: str = "http://127.0.0.1:9") -> Workspace:
     settings = WorkspaceSettings(
         name="shop",
+        currency="EUR",
+        locale="en_IE",
         connectors={
             "backoffice": ConnectorConfig(base_url=base_url, timeout_s=0.3, retries=1, backoff_s=0.01)
         },
@@ -112,7 +116,7 @@ class Chat:
     business: BusinessContext = BUSINESS
     conversation: Conversation = field(
         default_factory=lambda: Conversation(
-            id=ConversationId("conv_1"), customer_id=CUSTOMER.id, channel="api"
+            id=ConversationId("conv_1"), customer_id=CUSTOMER.id, channel="api", verified=True
         )
     )
     history: list[Message] = field(default_factory=list)
@@ -295,7 +299,7 @@ def test_refund_with_confirmation_sends_one_idempotent_request(
     assert first.kind == "ask" and first.reply == "How much should I refund?"
     confirm = chat.say(resolver, "refund_request", "25 euros")
     assert confirm.kind == "ask"
-    assert confirm.reply is not None and "order id ORD-10001, amount 25" in confirm.reply
+    assert confirm.reply is not None and "order id ORD-10001, amount €25.00" in confirm.reply
     assert backend.requests == []
     unclear = chat.say(resolver, "refund_request", "hmm")
     assert (
@@ -306,7 +310,7 @@ def test_refund_with_confirmation_sends_one_idempotent_request(
 
     done = chat.say(resolver, "refund_request", "yes please")
     assert done.kind == "reply"
-    assert done.reply == "Refund R-7 of 25 euros for ORD-10001 is on its way."
+    assert done.reply == "Refund R-7 of €25.00 for ORD-10001 is on its way."
     assert len(backend.requests) == 1
     received = backend.requests[0]
     assert received.json == {"amount": 25}
@@ -328,7 +332,7 @@ def test_no_cancels_without_calling(
     )
     chat = Chat(runner, ws)
     resolver = action_resolver(ws)
-    assert chat.say(resolver, "refund_request", "refund 10 for ORD-10001").kind == "ask"
+    assert chat.say(resolver, "refund_request", "refund €10 for ORD-10001").kind == "ask"
     cancelled = chat.say(resolver, "refund_request", "no, don't")
     assert (
         cancelled.kind == "reply"
@@ -344,7 +348,7 @@ def test_amount_over_cap_hands_off_and_never_calls(
 ) -> None:
     backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
     ws = workspace(base_url)
-    capped = BusinessContext(tier="std", value=1, priority=Priority.NORMAL, cap_amount=100.0)
+    capped = BusinessContext(tier="std", value=1, priority=Priority.NORMAL, cap_amount=Decimal(100))
     chat = Chat(runner, ws, business=capped)
     outcome = chat.say(action_resolver(ws), "refund_request", "refund 250 euros for ORD-10001")
     assert outcome.kind == "handoff"
@@ -352,10 +356,65 @@ def test_amount_over_cap_hands_off_and_never_calls(
     assert outcome.actions == []
     assert backend.requests == []
     at_cap = Chat(runner, ws, business=capped).say(
-        action_resolver(ws), "refund_request", "refund 100 for ORD-10002"
+        action_resolver(ws), "refund_request", "refund €100 for ORD-10002"
     )
     assert at_cap.kind == "reply"
     assert len(backend.requests) == 1
+
+
+def with_refund(ws: Workspace, **changes: Any) -> Workspace:
+    """`ws` with the refund action changed as a workspace that skipped `validate` could have it."""
+    refund = ws.action("refund_order")
+    assert refund is not None
+    others = tuple(a for a in ws.actions if a.name != "refund_order")
+    return Workspace(
+        settings=ws.settings,
+        strategy=ws.strategy,
+        intents=ws.intents,
+        facts=ws.facts,
+        actions=(*others, refund.model_copy(update=changes)),
+    )
+
+
+def test_a_money_action_without_a_cap_never_runs(
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
+) -> None:
+    backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
+    ws = with_refund(workspace(base_url), max_amount=None)
+    # No cap anywhere (neither the action nor a rule): before, any amount went through.
+    outcome = Chat(runner, ws).say(action_resolver(ws), "refund_request", "refund €10 for ORD-10001")
+    assert (outcome.kind, outcome.handoff_reason) == ("handoff", "amount_cap_missing")
+    assert backend.requests == []
+
+
+def test_a_money_action_without_an_amount_never_runs(
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
+) -> None:
+    backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
+    optional = SlotConfig(name="amount", type="money", required=False, prompt="How much should I refund?")
+    ws = with_refund(workspace(base_url), slots=[ORDER_SLOT, optional])
+    chat = Chat(runner, ws)
+    outcome = chat.say(action_resolver(ws), "refund_request", "refund ORD-10001")
+    assert (
+        outcome.kind == "ask"
+        and outcome.reply is not None
+        and outcome.reply.endswith("How much should I refund?")
+    )
+    refused = chat.say(action_resolver(ws), "refund_request", "between 10 and 20 euros")
+    assert refused.kind == "ask" and refused.reply is not None
+    assert refused.reply.startswith("I need one exact amount rather than a range.")
+    assert backend.requests == []
+
+
+def test_an_amount_slot_that_is_not_money_never_runs(
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
+) -> None:
+    backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
+    number = SlotConfig(name="amount", type="number", prompt="How much should I refund?")
+    ws = with_refund(workspace(base_url), slots=[ORDER_SLOT, number])
+    outcome = Chat(runner, ws).say(action_resolver(ws), "refund_request", "refund 1,500 for ORD-10001")
+    assert (outcome.kind, outcome.handoff_reason) == ("handoff", "amount_not_money")
+    assert backend.requests == []
 
 
 def test_timeout_after_retries_escalates_with_the_result(

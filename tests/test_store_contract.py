@@ -35,6 +35,7 @@ from cxstack.testing.store_contract import StoreContract, inbound, make_commit
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLES = (
     "conversation_events",
+    "api_keys",
     "escalations",
     "outbox",
     "traces",
@@ -218,10 +219,25 @@ def test_database_url_prefers_the_environment(monkeypatch: pytest.MonkeyPatch, t
     assert database_url(tmp_path) == "postgresql+psycopg://u:p@db:5432/cx"
 
 
-def test_database_url_defaults_to_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_url_defaults_to_the_home_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CXSTACK_DATABASE_URL", raising=False)
     monkeypatch.delenv("CXSTACK_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
     assert database_url() == f"sqlite:///{Path.home() / '.cxstack' / 'cxstack.db'}"
+
+
+def test_a_project_state_folder_is_found_from_inside_the_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`make run` keeps state in ./.cxstack; `cxstack trace` run in the project (or below) must look there."""
+    monkeypatch.delenv("CXSTACK_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CXSTACK_HOME", raising=False)
+    (tmp_path / "project" / ".cxstack").mkdir(parents=True)
+    (tmp_path / "project" / "src" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project" / "src" / "deep")
+    assert database_url() == f"sqlite:///{(tmp_path / 'project' / '.cxstack' / 'cxstack.db').resolve()}"
+    monkeypatch.setenv("CXSTACK_HOME", str(tmp_path / "elsewhere"))
+    assert database_url() == f"sqlite:///{tmp_path / 'elsewhere' / 'cxstack.db'}"
 
 
 def test_postgres_urls_use_psycopg_3() -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from cxstack.domain.models import Customer, CustomerId, Priority
+from cxstack.domain.money import Money
 from cxstack.domain.turn import BusinessContext
 from cxstack.strategy.policy import assess, explain, in_hours, tier_of
 from cxstack.workspace.models import StrategyConfig
@@ -33,6 +35,10 @@ def customer(arr: float = 0, plan: str = "", segment: str = "", **attributes: An
     return Customer(id=CustomerId("c1"), plan=plan, arr=arr, segment=segment, attributes=attributes)
 
 
+def usd(amount: float | str | None) -> Money | None:
+    return None if amount is None else Money(Decimal(str(amount)), "USD")
+
+
 def fired(config: StrategyConfig, who: Customer, **kwargs: Any) -> tuple[str, ...]:
     args: dict[str, Any] = {
         "intent": "refund",
@@ -41,6 +47,7 @@ def fired(config: StrategyConfig, who: Customer, **kwargs: Any) -> tuple[str, ..
         "now": WEDNESDAY_NOON_UTC,
     }
     args.update(kwargs)
+    args["amount"] = usd(args["amount"])
     context: BusinessContext = assess(who, strategy=config, **args)
     return context.fired_rules
 
@@ -230,7 +237,7 @@ def test_effects_merge() -> None:
         customer(arr=50_000, plan="Pro"),
         intent="refund",
         channel="webchat",
-        amount=30,
+        amount=usd(30),
         now=WEDNESDAY_NOON_UTC,
         strategy=config,
     )
@@ -291,7 +298,7 @@ def test_top_tier_refund_goes_to_a_human_in_the_vip_queue(amount: float | None) 
         customer(arr=250_000, plan="Enterprise"),
         intent="refund",
         channel="webchat",
-        amount=amount,
+        amount=usd(amount),
         now=WEDNESDAY_NOON_UTC,
         strategy=config,
     )
@@ -309,7 +316,7 @@ def test_low_tier_refund_under_cap_is_not_forced() -> None:
         customer(arr=500),
         intent="refund",
         channel="webchat",
-        amount=40,
+        amount=usd(40),
         now=WEDNESDAY_NOON_UTC,
         strategy=config,
     )
@@ -323,7 +330,7 @@ def test_low_tier_refund_under_cap_is_not_forced() -> None:
         customer(arr=500),
         intent="refund",
         channel="webchat",
-        amount=400,
+        amount=usd(400),
         now=WEDNESDAY_NOON_UTC,
         strategy=config,
     )

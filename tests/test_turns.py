@@ -33,7 +33,7 @@ async def app(tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]) -> A
 
 
 async def say(cx: CxApp, conversation: str, text: str, customer: Customer = SMALL) -> Any:
-    await cx.post_message(conversation, text, customer_id=str(customer.id))
+    await cx.post_message(conversation, text, customer_id=str(customer.id), verified=True)
     await cx.wait_idle(conversation)
     view = cx.conversation_view(conversation)
     assert view is not None
@@ -234,7 +234,9 @@ async def test_pending_messages_survive_a_restart(
         from cxstack.domain.models import ConversationId, InboundMessage
 
         crashed.store.ingest(
-            InboundMessage("api", f"x{i}", ConversationId(f"r{i}"), CustomerId("cus_small"), text)
+            InboundMessage(
+                "api", f"x{i}", ConversationId(f"r{i}"), CustomerId("cus_small"), text, verified=True
+            )
         )
     restarted = make_app(tmp_path, shop_path, backoffice[0])
     resumed = await restarted.start()

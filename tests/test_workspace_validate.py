@@ -81,9 +81,10 @@ actions:
       - name: order_id
         pattern: '#?(\\d{5})'
       - name: amount
-        type: number
+        type: money
         required: false
     amount_slot: amount
+    max_amount: 100
     success_reply: Refund for order {order_id} started.
 """
 

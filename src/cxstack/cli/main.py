@@ -27,15 +27,26 @@ from cxstack.cli.services import (
 app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
 intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, queue, examples, traffic.")
 customers_app = typer.Typer(help="Customer profiles (plan, ARR, segment) for the strategy layer.")
+keys_app = typer.Typer(
+    help="API keys with a role: admin, agent, integration, viewer. A key is shown once, stored hashed.",
+    no_args_is_help=True,
+)
 app.add_typer(intents_app, name="intents")
 app.add_typer(customers_app, name="customers")
-console = Console()
-err = Console(stderr=True)
+app.add_typer(keys_app, name="keys")
+DEMO_KEY_NAME = "make run demo"
+# soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 WorkspaceArg = Annotated[Path, typer.Argument(help="Workspace folder.", show_default=False)]
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="State folder (SQLite database); default $CXSTACK_HOME or ~/.cxstack."),
+    typer.Option(
+        "--home",
+        help="State folder (SQLite database); default $CXSTACK_HOME, else a .cxstack folder here or in a "
+        "parent folder (make run creates one in the project), else ~/.cxstack.",
+    ),
 ]
 EmbedderOpt = Annotated[
     str | None,
@@ -101,10 +112,15 @@ def validate(workspace: WorkspaceArg) -> None:
 
     problems = validate_workspace(workspace)
     errors = [p for p in problems if p.severity == "error"]
-    if problems:
+    if problems and not console.is_terminal:
+        # Piped or redirected: one whole line per problem, never cut to a terminal's width.
+        for p in problems:
+            sys.stdout.write(p.format() + "\n")
+        sys.stdout.write(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)\n")
+    elif problems:
         table = Table(title=f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
         for column in ("where", "severity", "problem", "fix"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for p in problems:
             where = f"{p.file}:{p.line}" if p.line else p.file
             style = "red" if p.severity == "error" else "yellow"
@@ -136,6 +152,14 @@ def serve(
         str, typer.Option(help="process: turns in a worker process (default); thread: in this process.")
     ] = "process",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    bootstrap_admin: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap-admin",
+            help=f"Create a fresh admin key named {DEMO_KEY_NAME!r} (revoking the previous one) and print it "
+            "with a link that logs the escalation desk in. For demos (make run).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -153,16 +177,31 @@ def serve(
     with console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     if customers is not None:
-        console.print(f"imported {import_customers_file(cx.store, customers)} customers from {customers}")
-    report = cx.engine.router_report
+        console.print(f"imported {import_customers_file(cx.store, customers, ws)} customers from {customers}")
     console.print(
-        f"{ws.settings.name} [dim]{ws.version}[/]: router on {report.n_examples} examples / "
-        f"{report.n_intents} intents, "
-        f"cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}; "
+        f"{ws.settings.name} [dim]{ws.version}[/]: {render.router_summary(cx.engine.router_report)}; "
         f"loaded in {cx.engine.load_seconds:.1f}s"
     )
-    console.print(f"web chat: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    serve_api(cx, host=host, port=port, access_log=access_log)
+    demo_key = None
+    if bootstrap_admin:
+        from cxstack.api.keys import ApiKeys
+        from cxstack.domain.auth import ApiRole
+
+        demo_key, _ = ApiKeys(cx.store).replace_named(DEMO_KEY_NAME, ApiRole.ADMIN)
+    base = f"http://{_link_host(host)}:{port}"
+
+    def listening() -> None:
+        console.print(f"web chat: {base}/   API docs: {base}/docs")
+        if demo_key is not None:
+            console.print(f"admin key ({DEMO_KEY_NAME!r}, shown once): [bold]{demo_key.secret}[/]")
+            console.print(f"escalation desk, logged in: {base}/escalations#key={demo_key.secret}")
+            console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
+
+    serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+
+
+def _link_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 @app.command()
@@ -186,18 +225,19 @@ def chat(
         cx = build(settings, workspace=ws)
     samples = workspace / "samples" / "customers.csv"
     if samples.exists():
-        import_customers_file(cx.store, samples)
+        import_customers_file(cx.store, samples, ws)
     asyncio.run(_chat_loop(cx, customer))
 
 
 async def _chat_loop(cx: Any, customer_id: str) -> None:
     from cxstack.domain.models import new_id
+    from cxstack.orchestration.handoff import arr_text
 
     await cx.start()
     conversation = new_id("chat")
     known = cx.store.get_customer(customer_id)
     who = (
-        f"{customer_id} ({known.plan}, ARR ${known.arr:,.0f})"
+        f"{customer_id} ({known.plan}, ARR {arr_text(known.arr, cx.workspace.settings)})"
         if known
         else f"{customer_id} (unknown profile)"
     )
@@ -221,7 +261,9 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
             if text == "/new":
                 conversation = new_id("chat")
                 continue
-            await cx.post_message(conversation, text, customer_id=customer_id, channel="webchat")
+            await cx.post_message(
+                conversation, text, customer_id=customer_id, channel="webchat", verified=True
+            )
             await cx.wait_idle(conversation)
             view = cx.conversation_view(conversation)
             trace = view.traces[-1]
@@ -491,17 +533,101 @@ def intents_import(
 @customers_app.command("import")
 def customers_import(
     file: Annotated[Path, typer.Argument(help="CSV: id,name,email,plan,arr,segment,… (extra columns kept).")],
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            envvar="CXSTACK_WORKSPACE",
+            help="Workspace whose strategy.yaml declares attribute types (yes/no columns become booleans).",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Import or update customer profiles from a CSV export."""
+    """Import or update customer profiles from a CSV export; every bad row is listed with its line."""
     from cxstack.app import open_store
 
+    ws = _load_or_exit(workspace) if workspace is not None else None
+    if ws is None:
+        err.print("[yellow]no --workspace: attribute columns are imported as text, without type checks[/]")
     try:
-        count = import_customers_file(open_store(_settings(home)), file)
+        count = import_customers_file(open_store(_settings(home)), file, ws)
     except (ValueError, FileNotFoundError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     console.print(f"imported {count} customers")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="admin, agent, integration or viewer.")],
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the key (shown in `keys list`).")],
+    channel: Annotated[
+        str | None, typer.Option(help="Integration keys: the one channel the key may post messages to.")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Create a key. The key alone goes to stdout (KEY=$(cxstack keys create …)); it is shown this once."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+    from cxstack.domain.auth import ApiRole
+
+    if role not in {r.value for r in ApiRole}:
+        err.print(f"[red]--role must be one of: {', '.join(r.value for r in ApiRole)}[/]")
+        raise typer.Exit(2)
+    try:
+        created = ApiKeys(open_store(_settings(home))).create(name, role, channel=channel)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    err.print(
+        f"[green]created[/] {created.key.role.value} key [bold]cxk_{created.key.id}[/] ({created.key.name}); "
+        "it is shown once, store it now:"
+    )
+    sys.stdout.write(created.secret + "\n")
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None) -> None:
+    """Every key with its role and state; never a secret."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+
+    table = Table(title="API keys")
+    for column in ("id", "name", "role", "channel", "created", "revoked"):
+        table.add_column(column)
+    for key in ApiKeys(open_store(_settings(home))).all():
+        table.add_row(
+            f"cxk_{key.id}",
+            key.name,
+            key.role.value,
+            key.channel or "—",
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"[red]{key.revoked_at:%Y-%m-%d %H:%M}[/]" if key.revoked_at else "[green]active[/]",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id as `keys list` shows it (cxk_…), or the key.")],
+    home: HomeOpt = None,
+) -> None:
+    """Revoke a key. API processes that verified it recently stop accepting it within their key cache time
+    (CXSTACK_API_KEY_CACHE_SECONDS, default 30 s)."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+
+    settings = _settings(home)
+    try:
+        key = ApiKeys(open_store(settings)).revoke(key_id)
+    except KeyError:
+        err.print(f"[red]no API key {key_id}[/]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"revoked cxk_{key.id} ({key.name}, {key.role.value}); running API processes refuse it within "
+        f"{settings.api_key_cache_seconds:g} s"
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -178,3 +178,11 @@ def agreement_report(console: Console, result: Agreement) -> None:
         for intent, support, recall in result.worst_intents:
             table.add_row(intent, str(support), f"{recall:.0%}", ", ".join(confused.get(intent, [])) or "—")
         console.print(table)
+
+
+def router_summary(report: Any) -> str:
+    """One line on the trained router; honest when an intent has too few examples to measure it."""
+    head = f"router on {report.n_examples} examples / {report.n_intents} intents"
+    if report.cv_accuracy is None or report.expected_calibration_error is None:
+        return f"{head}, not measured (an intent has fewer than 2 examples; add examples to measure it)"
+    return f"{head}, cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}"

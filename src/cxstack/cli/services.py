@@ -63,8 +63,10 @@ def ensure_backoffice(workspace: Workspace, home: Path, console: Console) -> str
     return connector.base_url
 
 
-def import_customers_file(store: Store, path: Path) -> int:
-    return store.upsert_customers(parse_customers_csv(path))
+def import_customers_file(store: Store, path: Path, workspace: Workspace | None = None) -> int:
+    """Imports the CSV; with a workspace, declared attributes are coerced to their types (or refused)."""
+    types = workspace.strategy.attributes if workspace is not None else None
+    return store.upsert_customers(parse_customers_csv(path, attribute_types=types))
 
 
 def copy_demo_samples(directory: Path) -> None:

@@ -165,6 +165,11 @@ class PromoValidation(_Body):
     account_id: str | None = None
 
 
+class VerifyRequest(_Body):
+    email: str = Field(min_length=3, max_length=200)
+    order_id: str = Field(min_length=3, max_length=40)
+
+
 class FaultConfig(_Body):
     mode: Literal["timeout", "500", "503"]
     count: int = Field(1, ge=1, le=1000)
@@ -504,6 +509,7 @@ class BackofficeService:
             "total_refunded": order["refunded_total"],
             "latest_status": refunds[-1]["status"] if refunds else "none",
             "summary": summary,
+            "account_id": order["account_id"],
         }
 
     def refund(
@@ -658,6 +664,29 @@ class BackofficeService:
                 "label_url": f"https://returns.northwind.example/labels/{return_id}",
                 "instructions": instructions,
             }
+
+    def order_owner(self, order_id: str) -> str | None:
+        with self.database.read() as connection:
+            row = connection.execute(
+                "SELECT account_id FROM orders WHERE id = ?", (normalise_order_id(order_id),)
+            ).fetchone()
+            return None if row is None else str(row["account_id"])
+
+    def verify(self, request: VerifyRequest) -> dict[str, Any]:
+        """The account whose email and order number both match; one 404 for every kind of mismatch."""
+        try:
+            order_id = normalise_order_id(request.order_id)
+        except HTTPException:
+            order_id = ""
+        with self.database.read() as connection:
+            row = connection.execute(
+                "SELECT a.id FROM accounts a JOIN orders o ON o.account_id = a.id "
+                "WHERE lower(a.email) = lower(?) AND o.id = ?",
+                (request.email.strip(), order_id),
+            ).fetchone()
+        if row is None:
+            raise HTTPException(404, detail="No account matches those details.")
+        return {"account_id": row["id"], "verified": True}
 
     # accounts
 
@@ -971,6 +1000,27 @@ def create_backoffice_app(db_path: Path) -> FastAPI:
             await asyncio.sleep(fault.delay_s)
         response = await call_next(request)
         return response
+
+    @app.middleware("http")
+    async def only_the_callers_objects(request: Request, call_next: Any) -> Response:
+        # Defence in depth beside cxstack's own ownership check: a call made for a customer (the
+        # X-Customer-Id header) may only touch that customer's orders and account; anything else is a 404,
+        # exactly like an object that does not exist.
+        caller = request.headers.get("x-customer-id")
+        parts = request.url.path.strip("/").split("/")
+        if caller and len(parts) >= 2 and parts[0] in ("orders", "accounts"):
+            try:
+                owner = service.order_owner(parts[1]) if parts[0] == "orders" else parts[1]
+            except HTTPException:
+                owner = None
+            if owner != caller:
+                return JSONResponse({"detail": f"{parts[0][:-1].capitalize()} not found."}, status_code=404)
+        forwarded: Response = await call_next(request)
+        return forwarded
+
+    @app.post("/customers/verify")
+    def verify_customer(body: VerifyRequest) -> dict[str, Any]:
+        return service.verify(body)
 
     @app.get("/health")
     def health() -> dict[str, str]:

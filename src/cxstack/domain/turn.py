@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 from cxstack.domain.models import ActionResult, FactCitation, Priority
@@ -19,7 +20,7 @@ class BusinessContext:
     force_human: bool = False
     forced_by: tuple[str, ...] = ()  # the fired rules whose effect forces a human
     require_confirmation: bool = False
-    cap_amount: float | None = None
+    cap_amount: Decimal | None = None  # in the workspace currency
     queue: str | None = None
     tone: str | None = None
 
@@ -41,7 +42,7 @@ class ResolutionPlan:
     fallback: str | None = None
     action: str | None = None
     fact_tags: tuple[str, ...] = ()
-    cap_amount: float | None = None
+    cap_amount: Decimal | None = None  # in the workspace currency
     require_confirmation: bool = False
     reason: str = ""  # why this mechanism, e.g. "rule vip-refund-human forces a human"
 
@@ -61,3 +62,5 @@ class Outcome:
     handoff_reason: str | None = None
     state_updates: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    # A verification step matched the customer's details to this customer (the conversation is bound to it).
+    verified_customer: str | None = None

@@ -5,32 +5,39 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cxstack.domain.money import Money, find_money, money_from_json, money_to_json
 from cxstack.domain.turn import IntentPrediction
+from cxstack.workspace.models import WorkspaceSettings
 
-_AMOUNT = re.compile(
-    r"(?:\$|usd\s?|€|£)\s?(\d{1,7}(?:[.,]\d{1,2})?)|(\d{1,7}(?:[.,]\d{1,2})?)\s?(?:dollars|usd|bucks)\b", re.I
-)
 _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
 # Not "one"/"two": "the second one" must not read as the first option.
 _ORDINALS = {"first": 0, "1": 0, "former": 0, "second": 1, "2": 1, "latter": 1}
 _PERSON = re.compile(
     r"\b(talk|speak|chat)\s+(to|with)\s+(a\s+)?(human|person|agent|someone|representative|manager)\b|"
-    r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b",
+    r"\b(real|live)\s+(person|human|agent)\b|\bhuman\s+please\b|"
+    r"\b(pass|put|transfer|connect|escalate)\s+(me\s+)?(through\s+)?(to|with)\s+(a\s+|an\s+)?"
+    r"(human|person|agent|someone|somebody|representative|manager|colleague)\b",
     re.I,
 )
 
 
-def amount_in(text: str, state: dict[str, Any]) -> float | None:
-    """The money amount a request is about: stated in this message, else carried in a pending action."""
-    match = _AMOUNT.search(text)
-    if match:
-        return float((match.group(1) or match.group(2)).replace(",", "."))
+def amount_in(text: str, state: dict[str, Any], settings: WorkspaceSettings) -> Money | None:
+    """The money amount a request is about, in the workspace currency: the first amount read exactly in this
+    message (refused mentions such as "$10-20" are skipped), else the amount a pending action carries."""
+    for mention in find_money(text, currency=settings.currency, locale=settings.locale):
+        if mention.money is not None:
+            return mention.money
     pending = state.get("pending_action") or {}
-    value = (pending.get("slots") or {}).get("amount")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    for value in (pending.get("slots") or {}).values():
+        money = money_from_json(value)
+        if money is not None and money.currency == settings.currency:
+            return money
+    return None
+
+
+def amount_view(amount: Money | None) -> dict[str, str] | None:
+    """An amount as a trace shows it: {"amount": "1500.00", "currency": "USD"}."""
+    return money_to_json(amount) if amount is not None else None
 
 
 def asks_for_person(text: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+
 from cxstack.domain.models import (
     ActionResult,
     EscalationId,
@@ -11,8 +14,10 @@ from cxstack.domain.models import (
     Priority,
     new_id,
 )
+from cxstack.domain.money import Money, format_money
 from cxstack.domain.turn import BusinessContext, IntentPrediction
 from cxstack.resolution.models import TurnContext
+from cxstack.workspace.models import WorkspaceSettings
 
 REASON_TEXT = {
     "never_automate": "this intent is never automated",
@@ -21,6 +26,10 @@ REASON_TEXT = {
     "low_confidence": "the assistant was not confident enough to answer",
     "no_grounded_answer": "no knowledge fact answers this",
     "amount_over_cap": "the amount is over the automated cap",
+    "amount_cap_missing": "the action moves money but has no cap (max_amount), so it is never automated",
+    "amount_currency_mismatch": "the customer gave the amount in another currency",
+    "cap_currency_mismatch": "the rule cap and the action are in different currencies",
+    "amount_not_money": "the action's amount slot does not hold money",
     "action_failed": "a back-office action failed",
     "internal_error": "an internal error interrupted the turn",
     "customer_requested": "the customer asked for a person",
@@ -33,6 +42,13 @@ REASON_TEXT = {
 
 def reason_text(reason_code: str) -> str:
     return REASON_TEXT.get(reason_code.split(":")[0], reason_code.replace("_", " "))
+
+
+def arr_text(arr: float, settings: WorkspaceSettings) -> str:
+    """A customer's ARR in the workspace currency and locale, in whole units ("£12,000", "12.000 €")."""
+    if not math.isfinite(arr):
+        return "unknown"
+    return format_money(Money(Decimal(str(arr)), settings.currency), settings.locale, whole_units=True)
 
 
 def transcript_of(history: list[Message], current: Message) -> list[dict[str, str]]:
@@ -61,7 +77,8 @@ def build_packet(
     described = intent_cfg.description.rstrip(". ") if intent_cfg and intent_cfg.description else ""
     about = described[:1].lower() + described[1:] if described else (intent or "an unrecognised request")
     parts = [
-        f"{who} ({tier}, ARR ${customer.arr:,.0f}) wrote about {about}: “{ctx.message.text.strip()[:280]}”."
+        f"{who} ({tier}, ARR {arr_text(customer.arr, ctx.workspace.settings)}) wrote about {about}: "
+        f"“{ctx.message.text.strip()[:280]}”."
     ]
     parts.append(f"Escalated because {reason_text(reason_code)}.")
     if note:

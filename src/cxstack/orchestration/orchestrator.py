@@ -33,6 +33,7 @@ from typing import Any
 from cxstack.domain.conversation_state import Transition
 from cxstack.domain.models import (
     ConversationStatus,
+    Customer,
     CustomerId,
     Decision,
     EscalationId,
@@ -63,7 +64,7 @@ PHATIC = BUILTIN_NAMES
 LONG_MESSAGE_CHARS = 500
 LONG_MESSAGE_SEGMENTS = 4
 # A second request in one message is acted on only when the router is this sure of it.
-SECOND_REQUEST_MIN_CONFIDENCE = 0.5
+SECOND_REQUEST_MIN_CONFIDENCE = 0.7
 # Reasons for which the assistant itself decided a person is needed (vs. the customer or a policy asking).
 _UNCERTAIN_REASONS = frozenset(
     {"low_confidence", "no_grounded_answer", "out_of_scope", "clarification_exhausted", "internal_error"}
@@ -123,6 +124,7 @@ class _Turn:
     escalation: EscalationPacket | None = None
     reopen_escalation: EscalationId | None = None
     attach: bool = False
+    verified_customer: CustomerId | None = None
 
     @property
     def text(self) -> str:
@@ -412,7 +414,7 @@ class Orchestrator:
 
     def _assess(self, turn: _Turn, intent: str | None) -> BusinessContext:
         ctx = turn.ctx
-        amount = turn_context.amount_in(turn.text, turn.state)
+        amount = turn_context.amount_in(turn.text, turn.state, ctx.workspace.settings)
         with turn.rec.step(
             Layer.STRATEGY,
             "assess",
@@ -421,7 +423,7 @@ class Orchestrator:
                 "verified": ctx.conversation.verified,
                 "intent": intent,
                 "channel": ctx.message.channel,
-                "amount": amount,
+                "amount": turn_context.amount_view(amount),
                 "now": ctx.now.isoformat(),
             },
         ) as s:
@@ -502,6 +504,14 @@ class Orchestrator:
         with turn.rec.step(Layer.RESOLUTION, "plan", {"intent": intent_cfg.name}) as s:
             plan = plan_resolution(intent_cfg, business, ctx.workspace.settings)
             s["output"] = _plan_view(plan)
+            action = ctx.workspace.action(plan.action) if plan.action else None
+            if action is not None:  # what the action may touch, and for whom
+                s["output"]["permission"] = {
+                    "scope": action.scope or None,
+                    "public": action.public,
+                    "owner_check": action.owner.field if action.owner else None,
+                    "verified_customer": ctx.conversation.verified,
+                }
         outcome, plan = await self._resolve_with_retry(turn, plan)
         for key, value in outcome.state_updates.items():
             if value is None:  # resolvers clear a key by setting it to None
@@ -511,6 +521,29 @@ class Orchestrator:
         if plan.intent not in PHATIC:
             turn.state["last_intent"] = plan.intent
         turn.state.pop("clarify", None)
+        if outcome.verified_customer and turn.verified_customer is None:
+            return await self._as_verified(turn, request, CustomerId(outcome.verified_customer), outcome)
+        return outcome, plan
+
+    async def _as_verified(
+        self, turn: _Turn, request: _Request, customer_id: CustomerId, verification: Outcome
+    ) -> tuple[Outcome, ResolutionPlan]:
+        """The verification step matched the customer: from now on the conversation is theirs (the store
+        binds it with this turn), and the request they made is resolved again as a verified customer's."""
+        ctx = turn.ctx
+        found = ctx.customers.get_customer(customer_id) if ctx.customers is not None else None
+        ctx.customer = found or Customer(id=customer_id)
+        ctx.conversation = replace(
+            ctx.conversation, customer_id=customer_id, verified=True, state=dict(turn.state)
+        )
+        turn.verified_customer = customer_id
+        with turn.rec.step(Layer.ORCHESTRATION, "verified", {"customer": str(customer_id)}) as s:
+            s["output"] = {"profile_found": found is not None}
+        business = self._assess(turn, request.prediction.intent)
+        outcome, plan = await self._resolve(turn, request, business)
+        if verification.reply and outcome.reply:
+            outcome.reply = f"{verification.reply} {outcome.reply}"
+        outcome.actions = [*verification.actions, *outcome.actions]
         return outcome, plan
 
     async def _resolve_with_retry(self, turn: _Turn, plan: ResolutionPlan) -> tuple[Outcome, ResolutionPlan]:
@@ -738,6 +771,7 @@ class Orchestrator:
             escalation=turn.escalation,
             attach_to_escalation=turn.attach,
             reopen_escalation=turn.reopen_escalation,
+            verified_customer=turn.verified_customer,
         )
 
 

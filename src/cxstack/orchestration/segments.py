@@ -2,8 +2,8 @@
 
 "Where is my order ORD-10001? Also, how do I return a jacket?" asks two things; a 3,700-character email
 buries one question in paragraphs of context. Routing the whole text gives the first request to the second
-intent's examples, or drowns the question. Sentences (and clauses joined by "also", "plus", "another
-thing", "by the way") are routed on their own; the orchestrator chooses the primary request from them and
+intent's examples, or drowns the question. Sentences (and clauses joined by "also", "another thing",
+"by the way") are routed on their own; the orchestrator chooses the primary request from them and
 handles or acknowledges a second one.
 """
 
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 # A sentence ends at . ! ? followed by whitespace (so "$1,500.50" and "e.g.ORD" stay whole), or a newline.
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
-# Clause boundaries that introduce another request; a bare "and" does not ("cancel and refund it").
+# Clause boundaries that introduce another request; a bare "and" does not ("cancel and refund it"), nor
+# "plus" (a product is as likely to be called Plus as a customer is to write "plus, ...").
 _CLAUSE = re.compile(
-    r"\s*[,;]?\s*\b(?:and also|also|plus|another thing|oh and|and then|by the way|btw|"
+    r"\s*[,;]?\s*\b(?:and also|also|another thing|oh and|and then|by the way|btw|"
     r"and (?:can|could|would|will) you|and i (?:also|'d also|would also))\b[\s,:]*",
     re.IGNORECASE,
 )

@@ -17,8 +17,15 @@ class Resolver(Protocol):
 
 
 class ActionConnector(Protocol):
-    """Calls a back-office action. Retries, timeouts and idempotency are the connector's job."""
+    """Calls a back-office action. Retries, timeouts and idempotency are the connector's job. `customer_id`
+    is the verified customer the call is made for (None for an anonymous one); a connector passes it on so
+    the back office can refuse objects that are not theirs too."""
 
     async def call(
-        self, action: ActionConfig, slots: dict[str, Any], idempotency_key: str
+        self,
+        action: ActionConfig,
+        slots: dict[str, Any],
+        idempotency_key: str,
+        *,
+        customer_id: str | None = None,
     ) -> ActionResult: ...

@@ -1,13 +1,20 @@
 """Slot filling for actions. Pure: text, carried-over values and the customer in; filled values out.
 
 Where a slot's value comes from, first match wins:
-  1. the customer profile (`from_customer`: "id", "email", a Customer field, or an attribute name);
+  1. the customer profile (`from_customer`: "id", "email", a Customer field, or an attribute name) — and for
+     such a slot nothing else, ever: a missing profile value leaves it missing, it is never asked for;
   2. the current message (the slot's `pattern`; a number for `type: number`; the whole message when the
      previous turn asked for exactly this slot and nothing more specific applies);
   3. values carried over in `known` (the pending action's slots, then remembered entities);
   4. earlier customer messages, most recent first (patterned slots only: a bare number in an old message is
      too ambiguous to reuse);
   5. the slot's `default`.
+A `type: money` slot is different: its value is only ever an amount the customer wrote — a money mention in
+this message (`cxstack.domain.money.find_money`), or a bare number when this slot was just asked for — or the
+one carried in the pending action, which came from such a mention. Never a pattern, the profile, an earlier
+message or a default. A mention that is refused (a range, words, another currency...) is reported in
+`SlotFill.refusals`, so the customer is asked again with the reason. Its value is the JSON form of
+`money_to_json`: {"amount": "1500.00", "currency": "USD", "said": "$1,500"}.
 Matched text is consumed, so one span never fills two slots (an amount is not read out of "ORD-10002").
 """
 
@@ -16,15 +23,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from cxstack.domain.models import Customer
+from cxstack.domain.money import (
+    MoneyMention,
+    Refusal,
+    find_money,
+    find_numbers,
+    money_from_json,
+    money_to_json,
+    parse_money_answer,
+    read_number,
+)
 from cxstack.workspace.models import SlotConfig
 
-SlotValue = str | float
-
-# A number not glued to a word or an identifier: "25", "€25.50", "1,200" — but not the 10002 of ORD-10002.
-_NUMBER = re.compile(r"(?<![\w.,-])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?)(?![\w-]|[.,]\d)")
+# A money slot holds the JSON form of `money_to_json`.
+SlotValue = str | float | dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,33 +48,14 @@ class SlotFill:
     values: dict[str, SlotValue] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
     prompt: str | None = None  # the question for the first missing slot
-    invalid: tuple[
-        str, ...
-    ] = ()  # slots whose text was found but could not be parsed (e.g. "abc" as a number)
+    # slots whose text was found but could not be parsed (e.g. "abc" as a number, "$10-20" as money)
+    invalid: tuple[str, ...] = ()
+    # money slots whose mention was refused, and why (the mention carries the reason and the words)
+    refusals: dict[str, MoneyMention] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return not self.missing
-
-
-def parse_number(text: str) -> float | None:
-    """'25' -> 25.0, '€25.50' -> 25.5, '25,50' -> 25.5, '1,200' -> 1200.0, '1.234,5' -> 1234.5; else None."""
-    cleaned = re.sub(r"[^\d.,-]", "", text.strip())
-    if not re.search(r"\d", cleaned):
-        return None
-    if "," in cleaned and "." in cleaned:
-        # The separator that comes last is the decimal one.
-        if cleaned.rfind(",") > cleaned.rfind("."):
-            cleaned = cleaned.replace(".", "").replace(",", ".")
-        else:
-            cleaned = cleaned.replace(",", "")
-    elif "," in cleaned:
-        head, _, tail = cleaned.rpartition(",")
-        cleaned = f"{head.replace(',', '')}.{tail}" if len(tail) != 3 else cleaned.replace(",", "")
-    try:
-        return float(cleaned)
-    except ValueError:
-        return None
 
 
 def prompt_for(slot: SlotConfig) -> str:
@@ -80,18 +77,31 @@ def from_customer(customer: Customer, source: str) -> SlotValue | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
-def _coerce(slot: SlotConfig, raw: Any) -> SlotValue | None:
+def _count(raw: Any, locale: str) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float | Decimal):
+        return float(raw)
+    value = read_number(str(raw), locale=locale)
+    return float(value) if isinstance(value, Decimal) else None
+
+
+def _coerce(slot: SlotConfig, raw: Any, locale: str) -> SlotValue | None:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     if slot.type == "number":
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
-            return float(raw)
-        return parse_number(str(raw))
+        return _count(raw, locale)
+    if slot.type == "money":
+        money = money_from_json(raw)
+        if money is None:
+            return None
+        said = raw.get("said")
+        return money_to_json(money, said=said if isinstance(said, str) else None)
     return str(raw).strip()
 
 
 def _extract(
-    slot: SlotConfig, text: str, *, whole_message: bool
+    slot: SlotConfig, text: str, *, whole_message: bool, locale: str
 ) -> tuple[str | None, tuple[int, int] | None]:
     """The raw text of the slot in `text` and the span it came from."""
     if slot.pattern:
@@ -101,11 +111,27 @@ def _extract(
         group = 1 if match.groups() else 0
         return match.group(group), match.span(group)
     if slot.type == "number":
-        number = _NUMBER.search(text)
-        if number is not None:
-            return number.group(1), number.span(1)
+        numbers = find_numbers(text, locale=locale)
+        if numbers:
+            return numbers[0].text, numbers[0].span
         return (text.strip() or None, None) if whole_message else (None, None)
     return (text.strip() or None, None) if whole_message else (None, None)
+
+
+def _money_mention(text: str, *, asked_for_it: bool, currency: str, locale: str) -> MoneyMention | None:
+    """The amount the customer wrote in this message for a money slot: the one amount read, else (when the
+    slot was just asked for) a bare number, else the first refused mention. Two different amounts in one
+    message ("I paid $80, refund $20") are refused: which one is meant is a guess."""
+    mentions = find_money(text, currency=currency, locale=locale)
+    read = [m for m in mentions if m.money is not None]
+    if len({m.money for m in read}) > 1:
+        span = (read[0].span[0], read[-1].span[1])
+        return MoneyMention(text[span[0] : span[1]], span, refusal=Refusal.SEVERAL_AMOUNTS, currency=currency)
+    if read:
+        return read[0]
+    if asked_for_it:
+        return parse_money_answer(text, currency=currency, locale=locale)
+    return mentions[0] if mentions else None
 
 
 def _consume(text: str, span: tuple[int, int] | None) -> str:
@@ -120,43 +146,67 @@ def fill_slots(
     known: Mapping[str, Any] | None = None,
     earlier_texts: Sequence[str] = (),
     awaiting: str | None = None,
+    currency: str = "USD",
+    locale: str = "en_US",
 ) -> SlotFill:
     """Fill `slots` from the sources above. `awaiting` names the slot the previous turn asked for;
-    `earlier_texts` are earlier customer messages, oldest first."""
+    `earlier_texts` are earlier customer messages, oldest first; money is read in `currency` as customers of
+    `locale` write it."""
     known = known or {}
     values: dict[str, SlotValue] = {}
     invalid: list[str] = []
+    refusals: dict[str, MoneyMention] = {}
     remaining = text
     # Patterned slots read the message first, so a bare-number slot cannot take digits that belong to them.
-    order = sorted(slots, key=lambda s: (s.pattern is None, s.type != "number"))
+    order = sorted(slots, key=lambda s: (s.pattern is None or s.type == "money", s.type == "string"))
     for slot in order:
+        if slot.type == "money":
+            mention = _money_mention(
+                remaining, asked_for_it=awaiting == slot.name, currency=currency, locale=locale
+            )
+            if mention is not None and mention.money is not None:
+                values[slot.name] = money_to_json(mention.money, said=mention.text)
+                remaining = _consume(remaining, mention.span)
+                continue
+            if mention is not None:
+                refusals[slot.name] = mention  # a new, unreadable amount replaces any carried one
+                invalid.append(slot.name)
+                continue
+            if awaiting == slot.name:
+                invalid.append(slot.name)  # asked for the amount, and the answer holds none
+            carried = _coerce(slot, known.get(slot.name), locale)
+            if carried is not None:
+                values[slot.name] = carried
+            continue
         if slot.from_customer:
+            # Only ever the verified profile: never the message, a carried value, an earlier message or a
+            # default — a typed account id must not choose whose account is used.
             value = from_customer(customer, slot.from_customer)
             if value is not None:
                 values[slot.name] = value
-                continue
-        raw, span = _extract(slot, remaining, whole_message=awaiting == slot.name)
+            continue
+        raw, span = _extract(slot, remaining, whole_message=awaiting == slot.name, locale=locale)
         if raw is not None:
-            value = _coerce(slot, raw)
+            value = _coerce(slot, raw, locale)
             if value is not None:
                 values[slot.name] = value
                 remaining = _consume(remaining, span)
                 continue
             invalid.append(slot.name)
-        carried = _coerce(slot, known.get(slot.name))
+        carried = _coerce(slot, known.get(slot.name), locale)
         if carried is not None:
             values[slot.name] = carried
             continue
         if slot.pattern:
             for earlier in reversed(earlier_texts):
-                raw, _ = _extract(slot, earlier, whole_message=False)
-                value = _coerce(slot, raw)
+                raw, _ = _extract(slot, earlier, whole_message=False, locale=locale)
+                value = _coerce(slot, raw, locale)
                 if value is not None:
                     values[slot.name] = value
                     break
             if slot.name in values:
                 continue
-        default = _coerce(slot, slot.default)
+        default = _coerce(slot, slot.default, locale)
         if default is not None:
             values[slot.name] = default
     missing = tuple(s.name for s in slots if s.required and s.name not in values)
@@ -166,6 +216,7 @@ def fill_slots(
         missing=missing,
         prompt=prompt_for(first_missing) if first_missing else None,
         invalid=tuple(name for name in invalid if name not in values),
+        refusals=refusals,
     )
 
 

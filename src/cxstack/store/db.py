@@ -25,8 +25,19 @@ _MIGRATION_LOCK_KEY = 0x63787374  # "cxst"
 BEGIN_MODE_OPTION = "cxstack_sqlite_begin"
 
 
-def cxstack_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cxstack").expanduser()
+def cxstack_home(cwd: Path | None = None) -> Path:
+    """Where state lives: $CXSTACK_HOME; else a `.cxstack` folder in the current directory or a parent (the
+    one `make run` creates in the project, found again by `cxstack trace` run from anywhere inside it); else
+    ~/.cxstack."""
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / ".cxstack"
+        if candidate.is_dir():
+            return candidate
+    return Path.home() / ".cxstack"
 
 
 def database_url(home: Path | None = None) -> str:

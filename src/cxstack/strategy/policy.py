@@ -6,16 +6,25 @@ decision exactly and a test can pin any hour of any weekday.
 How effects of several fired rules combine: `force_human` and `require_confirmation` are OR-ed (one rule is
 enough to protect), `cap_amount` takes the lowest cap, `priority` the highest (the tier's priority is the
 floor), and `queue` / `tone` come from the first fired rule, in file order, that sets them.
+
+Amounts are exact: the request's amount is `Money` (a Decimal, in the workspace currency, read by
+`cxstack.domain.money`), and the figures of `amount_gt`, `amount_lte` and `cap_amount` become Decimals
+through their text (`Decimal(str(100.1))` is 100.1, not 100.0999...), so "above 100" never depends on float
+rounding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, overload
 from zoneinfo import ZoneInfo
 
+from cxstack.domain.attributes import AttributeTypeError, coerce_attribute
 from cxstack.domain.models import Customer, Priority
+from cxstack.domain.money import Money
 from cxstack.domain.turn import BusinessContext
 from cxstack.workspace.models import Condition, PolicyRule, StrategyConfig, TierConfig
 
@@ -77,17 +86,30 @@ def _in(value: str, allowed: list[str]) -> bool:
     return any(folded == a.casefold() for a in allowed)
 
 
-def _loosely_equal(actual: Any, expected: Any) -> bool:
-    """Attributes from a CSV are strings; a rule written in YAML may say `true` or `3`."""
+def _attribute_matches(actual: Any, expected: Any, kind: str | None) -> bool:
+    """A declared attribute compares by its type (a stored "yes" is the boolean true a rule asks for); an
+    undeclared one compares as text, ignoring case. An absent value matches nothing."""
+    if actual is None or expected is None:
+        return bool(actual == expected)
+    if kind is not None:
+        try:
+            return bool(coerce_attribute(actual, kind) == coerce_attribute(expected, kind))
+        except AttributeTypeError:
+            return False  # a value that is not of the declared type matches no rule
     if actual == expected:
         return True
-    if actual is None or expected is None:
-        return False
     return str(actual).strip().casefold() == str(expected).strip().casefold()
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | Decimal) -> str:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}" if value == value.to_integral_value() else f"{value:f}"
     return f"{value:g}"
+
+
+def exact(figure: float) -> Decimal:
+    """A figure from YAML as the Decimal its text says (100.1 -> Decimal("100.1"))."""
+    return Decimal(str(figure))
 
 
 def condition_failures(
@@ -97,8 +119,9 @@ def condition_failures(
     tier: str,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     local_time: datetime,
+    attribute_types: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
     """Every part of `condition` that does not hold (none: the condition holds). All parts are AND-ed."""
     failed: list[str] = []
@@ -119,12 +142,12 @@ def condition_failures(
     if condition.arr_lt is not None and not customer.arr < condition.arr_lt:
         failed.append(f"arr_lt: arr {_fmt(customer.arr)} >= {_fmt(condition.arr_lt)}")
     # A condition on the amount cannot hold for a request that has no amount.
-    if condition.amount_gt is not None and (amount is None or not amount > condition.amount_gt):
-        shown = "none" if amount is None else _fmt(amount)
-        failed.append(f"amount_gt: amount {shown} is not above {_fmt(condition.amount_gt)}")
-    if condition.amount_lte is not None and (amount is None or not amount <= condition.amount_lte):
-        shown = "none" if amount is None else _fmt(amount)
-        failed.append(f"amount_lte: amount {shown} is not at most {_fmt(condition.amount_lte)}")
+    value = amount.amount if amount is not None else None
+    shown = "none" if value is None else _fmt(value)
+    if condition.amount_gt is not None and (value is None or not value > exact(condition.amount_gt)):
+        failed.append(f"amount_gt: amount {shown} is not above {_fmt(exact(condition.amount_gt))}")
+    if condition.amount_lte is not None and (value is None or not value <= exact(condition.amount_lte)):
+        failed.append(f"amount_lte: amount {shown} is not at most {_fmt(exact(condition.amount_lte))}")
     if condition.hours_between is not None:
         start, end = condition.hours_between
         if not in_hours(local_time.hour, start, end):
@@ -135,7 +158,7 @@ def condition_failures(
             failed.append(f"weekday_in: {weekday} not in {condition.weekday_in}")
     for key, expected in (condition.attributes or {}).items():
         actual = customer.attributes.get(key)
-        if not _loosely_equal(actual, expected):
+        if not _attribute_matches(actual, expected, (attribute_types or {}).get(key)):
             failed.append(f"attributes.{key}: {actual!r} != {expected!r}")
     return tuple(failed)
 
@@ -161,8 +184,9 @@ def evaluate_rule(
     tier: str,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     local_now: datetime,
+    attribute_types: Mapping[str, str] | None = None,
 ) -> RuleEvaluation:
     failed = condition_failures(
         rule.when,
@@ -172,6 +196,7 @@ def evaluate_rule(
         channel=channel,
         amount=amount,
         local_time=local_now,
+        attribute_types=attribute_types,
     )
     return RuleEvaluation(rule.id, fired=not failed, failed=failed)
 
@@ -181,7 +206,7 @@ def explain(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
 ) -> Assessment:
@@ -198,6 +223,7 @@ def explain(
             channel=channel,
             amount=amount,
             local_now=local_now,
+            attribute_types=strategy.attributes,
         )
         for rule in strategy.rules
     )
@@ -205,7 +231,7 @@ def explain(
     priority = Priority.parse(tier.priority) if tier is not None else Priority.NORMAL
     force_human = False
     require_confirmation = False
-    cap_amount: float | None = None
+    cap_amount: Decimal | None = None
     queue: str | None = None
     tone: str | None = None
     for rule in fired:
@@ -213,7 +239,8 @@ def explain(
         force_human = force_human or bool(effect.force_human)
         require_confirmation = require_confirmation or bool(effect.require_confirmation)
         if effect.cap_amount is not None:
-            cap_amount = effect.cap_amount if cap_amount is None else min(cap_amount, effect.cap_amount)
+            cap = exact(effect.cap_amount)
+            cap_amount = cap if cap_amount is None else min(cap_amount, cap)
         if effect.priority is not None:
             priority = max(priority, Priority.parse(effect.priority))
         queue = queue if queue is not None else effect.queue
@@ -240,7 +267,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: Literal[False] = False,
@@ -253,7 +280,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: Literal[True],
@@ -265,7 +292,7 @@ def assess(
     *,
     intent: str | None,
     channel: str,
-    amount: float | None,
+    amount: Money | None,
     now: datetime,
     strategy: StrategyConfig,
     with_evaluations: bool = False,

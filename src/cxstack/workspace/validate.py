@@ -8,6 +8,7 @@ cross-reference checks run on every item that did parse, so one typo does not hi
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import string
 import typing
@@ -215,6 +216,36 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+# How to fix the common type errors, by pydantic error type.
+_TYPE_FIXES = {
+    "int_parsing": "write a whole number, e.g. 3",
+    "int_type": "write a whole number, e.g. 3",
+    "int_from_float": "write a whole number, e.g. 3",
+    "float_parsing": "write a number, e.g. 0.5",
+    "float_type": "write a number, e.g. 0.5",
+    "decimal_parsing": "write a number, e.g. 500",
+    "decimal_type": "write a number, e.g. 500",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "string_type": "write text; quote it if YAML reads it as a number, date or boolean ('yes', '2024-01-01')",
+    "list_type": "write a list: [a, b] or one `- item` per line",
+    "dict_type": "write a mapping: `key: value` lines indented under the key",
+    "model_type": "write a mapping of the keys this section takes",
+    "date_from_datetime_parsing": "write a date as YYYY-MM-DD",
+    "date_parsing": "write a date as YYYY-MM-DD",
+    "date_type": "write a date as YYYY-MM-DD",
+    "tuple_type": "write a list of two items, e.g. [9, 17]",
+    "too_short": "add at least one item",
+    "string_too_short": "write a non-empty value",
+}
+_BOUND_WORDS = {
+    "greater_than_equal": "at least",
+    "less_than_equal": "at most",
+    "greater_than": "above",
+    "less_than": "below",
+}
+
+
 def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) -> list[Problem]:
     merged: dict[Loc, tuple[int | None, int | None, list[str], str]] = {}
     for detail in error.errors(include_url=False):
@@ -239,9 +270,17 @@ def _schema_problems(doc: _Doc, model: type[BaseModel], error: ValidationError) 
             fix = f"add `{loc[-1]}:`"
         else:
             message = f"{format_loc(shown)}: {detail['msg']}" if shown else str(detail["msg"])
-            expected = (detail.get("ctx") or {}).get("expected")
+            context = detail.get("ctx") or {}
+            expected = context.get("expected")
             if kind == "literal_error" and expected:
                 fix = f"use one of {expected}"
+            elif isinstance(context.get("fix"), str):
+                fix = context["fix"]  # a model's own validator says how to fix it
+            else:
+                fix = _TYPE_FIXES.get(kind, "")
+                if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+                    bound = next(iter(context.values()), None)
+                    fix = f"use a number {_BOUND_WORDS[kind]} {bound}"
         if shown in merged and kind != "extra_forbidden":
             merged[shown][2].append(str(detail["msg"]))
             continue
@@ -612,6 +651,24 @@ def _check_settings(check: WorkspaceCheck) -> None:
             "warning",
         )
     thresholds = settings.thresholds
+    if thresholds.answer_min_confidence <= thresholds.knowledge_min_score:
+        check.add(
+            doc,
+            ("thresholds", "answer_min_confidence"),
+            f"answer_min_confidence ({thresholds.answer_min_confidence:g}) is not above "
+            f"knowledge_min_score ({thresholds.knowledge_min_score:g}): every grounded answer clears it, so "
+            "an unsure content answer is never held back",
+            "set answer_min_confidence above knowledge_min_score",
+            "warning",
+        )
+    if thresholds.human_min_confidence < thresholds.route_min_confidence:
+        check.add(
+            doc,
+            ("thresholds", "human_min_confidence"),
+            "human_min_confidence is below route_min_confidence, so it never asks before calling a person",
+            "raise it (0.75 is the default)",
+            "warning",
+        )
     if thresholds.clarify_margin >= 1 - thresholds.route_min_confidence:
         check.add(
             doc,
@@ -1014,6 +1071,111 @@ def _check_actions(check: WorkspaceCheck) -> None:
                 )
 
 
+def _check_money_actions(check: WorkspaceCheck) -> None:
+    """A money action declares its cap, and its amount comes only from the customer's words."""
+    workspace_currency = check.settings.currency if check.settings is not None else None
+    for sourced in check.actions:
+        action, doc, loc = sourced.item, sourced.doc, sourced.loc
+        money_slots = [(i, s) for i, s in enumerate(action.slots) if s.type == "money"]
+        amount_slot = next((s for s in action.slots if s.name == action.amount_slot), None)
+        if amount_slot is not None and amount_slot.type != "money":
+            index = action.slots.index(amount_slot)
+            check.add(
+                doc,
+                (*loc, "slots", index, "type"),
+                f"action `{action.name}`: amount_slot `{amount_slot.name}` is a {amount_slot.type} slot, "
+                "so its amount would not be read as money",
+                "set `type: money` on it (and drop its pattern)",
+            )
+        for index, slot in money_slots:
+            if action.amount_slot is not None and slot.name != action.amount_slot:
+                check.add(
+                    doc,
+                    (*loc, "slots", index, "type"),
+                    f"action `{action.name}`: money slot `{slot.name}` is not the action's amount_slot, "
+                    "so no cap would apply to it",
+                    "make it the amount_slot, or give it another type",
+                )
+            for key, value, why in (
+                ("default", slot.default, "a default is an amount the customer never wrote"),
+                ("from_customer", slot.from_customer, "an amount is never taken from the profile"),
+                ("pattern", slot.pattern, "money is read by cxstack's one money parser"),
+            ):
+                if value is not None:
+                    check.add(
+                        doc,
+                        (*loc, "slots", index, key),
+                        f"action `{action.name}`: money slot `{slot.name}` has `{key}`; {why}",
+                        f"remove `{key}`",
+                    )
+        if len(money_slots) > 1 and action.amount_slot is None:
+            check.add(
+                doc,
+                (*loc, "slots"),
+                f"action `{action.name}` has {len(money_slots)} money slots and no amount_slot",
+                "keep one money slot and name it in `amount_slot:`",
+            )
+        if action.moves_money and action.max_amount is None:
+            check.add(
+                doc,
+                (*loc, "amount_slot") if action.amount_slot else (*loc, "name"),
+                f"action `{action.name}` moves money but declares no max_amount; it would never run "
+                "without a person",
+                "add `max_amount:` with the most it may move without a person (e.g. `max_amount: 100`)",
+            )
+        if action.max_amount is not None and not action.moves_money:
+            check.add(
+                doc,
+                (*loc, "max_amount"),
+                f"action `{action.name}` has max_amount but no money slot, so there is nothing to cap",
+                "add a `type: money` slot and name it in `amount_slot:`, or remove max_amount",
+                "warning",
+            )
+        if action.currency and workspace_currency and action.currency != workspace_currency:
+            check.add(
+                doc,
+                (*loc, "currency"),
+                f"action `{action.name}` takes {action.currency} but the workspace is in "
+                f"{workspace_currency}; rule caps (cap_amount) are in the workspace currency, so a rule "
+                "cap on it hands off instead",
+                "use the workspace currency, or rely on max_amount alone",
+                "warning",
+            )
+
+
+def _check_unreachable_caps(check: WorkspaceCheck) -> None:
+    """A rule's cap_amount only limits money actions; a cap no money action can meet protects nothing."""
+    doc = check.docs.get(STRATEGY_FILE)
+    if doc is None or check.declared_intents is None or check.declared_actions is None:
+        return
+    if check.strategy is not None:
+        rules = [Sourced(r, doc, ("rules", i)) for i, r in enumerate(check.strategy.rules)]
+    else:
+        rules = _salvage_items(check, doc, "rules", PolicyRule)
+    money_actions = {a.item.name for a in check.actions if a.item.moves_money}
+    intent_action = {i.item.name: i.item.action for i in check.intents}
+    money_intents = {name for name, action in intent_action.items() if action in money_actions}
+    for sourced in rules:
+        rule = sourced.item
+        if rule.then.cap_amount is None:
+            continue
+        when = rule.when
+        if when.intent_in is not None:
+            reachable = money_intents & set(when.intent_in)
+            where = f"none of its intents ({', '.join(when.intent_in)}) runs a money action"
+        else:
+            reachable = money_intents - set(when.intent_not_in or ())
+            where = "no intent it can match runs a money action"
+        if not reachable:
+            check.add(
+                doc,
+                (*sourced.loc, "then", "cap_amount"),
+                f"rule `{rule.id}` caps amounts but {where}, so the cap never limits anything",
+                "list an intent whose action has an amount_slot in `when.intent_in`, or set `max_amount` "
+                "on the action itself and remove this rule",
+            )
+
+
 def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
     doc = check.docs.get(RUBRIC_FILE)
     if doc is not None:
@@ -1052,6 +1214,176 @@ def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
                 )
 
 
+def _check_identity(check: WorkspaceCheck) -> None:
+    """Who may run an action on what (resolution/identity.py): checks that cannot work are errors."""
+    actions = {a.item.name: a for a in check.actions}
+    for sourced in check.actions:
+        action, doc, loc = sourced.item, sourced.doc, sourced.loc
+        from_profile = [i for i, s in enumerate(action.slots) if s.from_customer]
+        if action.public and from_profile:
+            check.add(
+                doc,
+                (*loc, "slots", from_profile[0], "from_customer"),
+                f"action `{action.name}` is public but fills a slot from the customer profile; an anonymous "
+                "customer has no profile, so it could never run for them",
+                "make it not public, or take the value from the message instead",
+            )
+        owner = action.owner
+        if owner is None:
+            in_path = {p[1] for p in string.Formatter().parse(action.path) if p[1]}
+            asks_for_object = any(
+                s.type == "string" and not s.from_customer and s.name in in_path for s in action.slots
+            )
+            if asks_for_object and not action.public:
+                check.add(
+                    doc,
+                    (*loc, "path"),
+                    f"action `{action.name}` takes an object id from the customer but has no owner check: "
+                    "any verified customer could reach any object by typing its id",
+                    "add `owner: {field: <owner field of the response>}` (and check_with for a write)",
+                    "warning",
+                )
+            continue
+        if owner.check_with is None and action.method != "GET":
+            check.add(
+                doc,
+                (*loc, "owner"),
+                f"action `{action.name}` changes something ({action.method}) and checks ownership on its own "
+                "answer, which comes after the change",
+                "add `check_with: <a GET action taking the same id>` to check before the change",
+            )
+        if owner.check_with is not None:
+            checker = actions.get(owner.check_with)
+            if checker is None:
+                check.add(
+                    doc,
+                    (*loc, "owner", "check_with"),
+                    f"action `{action.name}` checks ownership with unknown action `{owner.check_with}`",
+                    _suggest(owner.check_with, actions, "name a GET action of actions.yaml"),
+                )
+            else:
+                if checker.item.method != "GET":
+                    check.add(
+                        doc,
+                        (*loc, "owner", "check_with"),
+                        f"action `{action.name}` checks ownership with `{checker.item.name}`, which is a "
+                        f"{checker.item.method}: the check must not change anything",
+                        "use a GET action",
+                    )
+                own_slots = {s.name for s in action.slots}
+                needed = [s.name for s in checker.item.slots if s.required and s.name not in own_slots]
+                if needed:
+                    check.add(
+                        doc,
+                        (*loc, "owner", "check_with"),
+                        f"action `{action.name}` checks ownership with `{checker.item.name}`, which needs "
+                        f"slot(s) {', '.join(needed)} that `{action.name}` does not have",
+                        "check with an action that takes the same id",
+                    )
+    settings = check.settings
+    verification = settings.identity.verification if settings is not None else None
+    settings_doc = check.docs.get(SETTINGS_FILE)
+    if verification is not None and settings_doc is not None:
+        doc = settings_doc
+        checker = actions.get(verification.action)
+        if checker is None:
+            check.add(
+                doc,
+                ("identity", "verification", "action"),
+                f"identity.verification names unknown action `{verification.action}`",
+                _suggest(verification.action, actions, "declare it in actions.yaml"),
+            )
+        elif not checker.item.public:
+            check.add(
+                doc,
+                ("identity", "verification", "action"),
+                f"verification action `{verification.action}` is not public, so an anonymous customer "
+                "could never run it",
+                "add `public: true` to it in actions.yaml",
+            )
+
+
+def _check_connectors(check: WorkspaceCheck) -> None:
+    """Connector secrets are ${ENV} references; a literal credential in a workspace file is an error."""
+    from cxstack.domain.secrets import is_sensitive, references
+
+    settings, doc = check.settings, check.docs.get(SETTINGS_FILE)
+    if settings is None or doc is None:
+        return
+    registered = _connector_types()
+    for name, connector in settings.connectors.items():
+        if registered and connector.type not in registered:
+            check.add(
+                doc,
+                ("connectors", name, "type"),
+                f"connector `{name}` has type `{connector.type}`, which no installed plug-in provides",
+                _suggest(connector.type, registered, "install the plug-in or use type: http"),
+            )
+        for header, value in connector.headers.items():
+            names = references(value)
+            if is_sensitive(header) and not names:
+                check.add(
+                    doc,
+                    ("connectors", name, "headers", header),
+                    f"connector `{name}`: header `{header}` holds a literal credential; workspace files are "
+                    "versioned and stored, so a secret written here leaks",
+                    f"write it as ${{{name.upper()}_{_env_name(header)}}} and set that environment variable",
+                )
+            unset = [n for n in names if not os.environ.get(n)]
+            if unset:
+                check.add(
+                    doc,
+                    ("connectors", name, "headers", header),
+                    f"connector `{name}`: header `{header}` references {', '.join(unset)}, not set in this "
+                    "environment; serve refuses to start without it",
+                    f"export {unset[0]}=...",
+                    "warning",
+                )
+
+
+def _env_name(header: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", header).upper().strip("_")
+
+
+def _connector_types() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {e.name for e in entry_points(group="cxstack.action_connectors")}
+
+
+def _check_attribute_rules(check: WorkspaceCheck) -> None:
+    """A rule on a customer attribute must be able to match the attribute's declared type."""
+    from cxstack.domain.attributes import AttributeTypeError, coerce_attribute
+
+    strategy, doc = check.strategy, check.docs.get(STRATEGY_FILE)
+    if strategy is None or doc is None:
+        return
+    declared = strategy.attributes
+    for index, rule in enumerate(strategy.rules):
+        for key, expected in (rule.when.attributes or {}).items():
+            loc = ("rules", index, "when", "attributes", key)
+            kind = declared.get(key)
+            if kind is None:
+                check.add(
+                    doc,
+                    loc,
+                    f"rule `{rule.id}` tests attribute `{key}`, which strategy.yaml does not declare; "
+                    "imported values are then compared as text",
+                    f"declare it: `attributes: {{{key}: boolean}}` (or string, number, date)",
+                    "warning",
+                )
+                continue
+            try:
+                coerce_attribute(expected, kind)
+            except AttributeTypeError as exc:
+                check.add(
+                    doc,
+                    loc,
+                    f"rule `{rule.id}` can never fire: attribute `{key}` is a {kind}, and {exc}",
+                    f"use a {kind} value" + (" (true or false)" if kind == "boolean" else ""),
+                )
+
+
 def check_workspace(
     path: Path, *, known_mechanisms: Collection[str] = DEFAULT_MECHANISMS, today: date | None = None
 ) -> WorkspaceCheck:
@@ -1068,6 +1400,11 @@ def check_workspace(
     _check_intents(check, known_mechanisms)
     _check_facts(check, today or date.today())
     _check_actions(check)
+    _check_money_actions(check)
+    _check_unreachable_caps(check)
+    _check_identity(check)
+    _check_connectors(check)
+    _check_attribute_rules(check)
     _check_rubric_and_experiments(check)
     order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
     check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from cxstack.domain.models import ActionResult
+from cxstack.domain.secrets import Secret, resolve, reveal
 from cxstack.workspace.models import ActionConfig, ConnectorConfig
 
 _MAX_TEXT = 2000
@@ -52,17 +53,30 @@ class HttpActionConnector:
         self,
         config: ConnectorConfig,
         *,
+        name: str = "http",
         client: httpx.AsyncClient | None = None,
         dry_run: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
+        # ${ENV} references are resolved now, so a missing secret stops the start, not the first call.
+        self._headers: dict[str, str | Secret] = {
+            header: resolve(value, where=f"connector {name!r}, header {header!r}")
+            for header, value in config.headers.items()
+        }
         self._sleep = sleep
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s))
 
-    async def call(self, action: ActionConfig, slots: dict[str, Any], idempotency_key: str) -> ActionResult:
+    async def call(
+        self,
+        action: ActionConfig,
+        slots: dict[str, Any],
+        idempotency_key: str,
+        *,
+        customer_id: str | None = None,
+    ) -> ActionResult:
         missing = [name for name in path_fields(action.path) if slots.get(name) in (None, "")]
         url = self.config.base_url.rstrip("/") + (action.path if missing else render_path(action.path, slots))
         payload = _payload(action, slots)
@@ -93,7 +107,10 @@ class HttpActionConnector:
                 attempts=0,
                 dry_run=True,
             )
-        headers = {**self.config.headers, "Idempotency-Key": idempotency_key, "Accept": "application/json"}
+        headers = {header: reveal(value) for header, value in self._headers.items()}
+        headers.update({"Idempotency-Key": idempotency_key, "Accept": "application/json"})
+        if customer_id is not None and self.config.identity_header:
+            headers[self.config.identity_header] = customer_id
         attempts = 0
         error: str | None = None
         status_code: int | None = None

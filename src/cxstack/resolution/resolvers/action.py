@@ -3,9 +3,21 @@ office once (idempotently), and report the result in words.
 
 Conversation state it reads and returns in `Outcome.state_updates` (the orchestrator persists it; a None value
 clears the key):
-  pending_action: {"action": name, "intent": name, "slots": {...}, "awaiting": <slot name> | "confirmation"}
+  pending_action: {"action": name, "intent": name, "slots": {...}, "awaiting": <slot name> | "confirmation",
+                   "currency_retries": n (money actions, after an amount in another currency)}
                   or None
   entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
+
+Identity: an action that is not `public` runs only for a verified customer; an anonymous one is taken through
+the workspace's verification action first (its own pending action, with "verifying_for"), or handed to a
+person. `from_customer` slots come from the verified profile only. An action with an `owner` rule checks, on
+the back office's own answer, that the object belongs to the customer — before asking for a confirmation when
+it changes something (`check_with`), before showing anything when it reads — and answers "not found" exactly
+as for an object that does not exist.
+
+A money action (one with a money slot) runs `money_policy.check_amount` once the amount is known (to ask again
+or hand off before asking for a confirmation) and again immediately before the connector call, which is the
+gate: nothing reaches the back office that it did not allow. Money is shown in the workspace locale.
 """
 
 from __future__ import annotations
@@ -13,14 +25,27 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
-from cxstack.domain.models import ActionResult, Role
+from cxstack.domain.models import ActionResult, CustomerId, Role
+from cxstack.domain.money import format_money, money_from_json
 from cxstack.domain.turn import Outcome, ResolutionPlan
+from cxstack.resolution.identity import IDENTITY_MISMATCH, IDENTITY_REQUIRED, lookup, owns
 from cxstack.resolution.models import TurnContext
+from cxstack.resolution.money_policy import (
+    AMOUNT_CURRENCY_MISMATCH,
+    AMOUNT_MISSING,
+    AMOUNT_NOT_MONEY,
+    AMOUNT_OVER_CAP,
+    AmountCheck,
+    ask_again,
+    check_amount,
+)
 from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps
-from cxstack.resolution.slots import SlotValue, fill_slots, parse_number, parse_yes_no, prompt_for
+from cxstack.resolution.slots import SlotValue, fill_slots, parse_yes_no, prompt_for
 from cxstack.workspace.models import ActionConfig
 
 PENDING_KEY = "pending_action"
@@ -31,6 +56,13 @@ _OTHER = re.compile(r"\b(other|another|different|second)\b", re.IGNORECASE)
 CANCELLED_REPLY = "No problem, I haven't changed anything. Is there anything else I can help with?"
 OVER_CAP_REPLY = "That needs a colleague's approval, so I'm passing you to a colleague who can help."
 NOT_CONFIGURED_REPLY = "I can't do that myself, so I'm passing you to a colleague."
+IDENTITY_REPLY = (
+    "I need to be sure who I'm talking to before I can do that, so I'm passing you to a colleague."
+)
+NOT_FOUND_REPLY = "I couldn't find {value} on your account. Could you check it and send it again?"
+NOT_VERIFIED_REPLY = "I couldn't match those details, sorry. Let's try again: {prompt}"
+VERIFIED_REPLY = "Thanks, that matches our records."
+MAX_OWNERSHIP_MISSES = 3
 
 
 def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
@@ -38,7 +70,10 @@ def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
     return hashlib.sha256(f"{conversation_id}:{message_id}:{action}".encode()).hexdigest()[:32]
 
 
-def display(value: Any) -> str:
+def display(value: Any, locale: str = "en_US") -> str:
+    money = money_from_json(value)
+    if money is not None:
+        return format_money(money, locale)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.2f}"
     return str(value)
@@ -63,8 +98,27 @@ def _label(action: ActionConfig) -> str:
 
 
 def _wire(values: Mapping[str, SlotValue]) -> dict[str, Any]:
-    """Slot values as the back office should see them: 25.0 is sent as 25."""
-    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}
+    """Slot values as the back office should see them: 25.0 is sent as 25, and an amount as a JSON number
+    whose text is its exact decimal (1500.5: a float prints the shortest text that reads back as itself)."""
+    return {k: _wire_value(v) for k, v in values.items()}
+
+
+def _wire_value(value: SlotValue) -> Any:
+    money = money_from_json(value)
+    amount = money.amount if money is not None else value
+    if isinstance(amount, Decimal):
+        return int(amount) if amount == amount.to_integral_value() else float(amount)
+    if isinstance(amount, float) and amount.is_integer():
+        return int(amount)
+    return amount
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Two slot values say the same thing (an amount is the same amount, whatever words it came from)."""
+    money_left, money_right = money_from_json(left), money_from_json(right)
+    if money_left is not None or money_right is not None:
+        return money_left == money_right
+    return bool(left == right)
 
 
 class ActionResolver:
@@ -84,6 +138,8 @@ class ActionResolver:
                 state_updates={PENDING_KEY: None},
                 detail={"action": plan.action},
             )
+        if not action.public and not ctx.conversation.verified:
+            return await self._verify(ctx, plan, action)
         state = ctx.conversation.state
         raw_pending = state.get(PENDING_KEY)
         pending: dict[str, Any] = (
@@ -112,6 +168,8 @@ class ActionResolver:
         remembered = {k: v for k, v in entities.items() if k in reusable}
         if not pending and _OTHER.search(text):
             earlier, remembered = [], {}  # "my other order": not the one we just talked about
+        settings = ctx.workspace.settings
+        currency = action.currency or settings.currency
         fill = fill_slots(
             action.slots,
             text,
@@ -119,14 +177,17 @@ class ActionResolver:
             known={**remembered, **pending_slots},
             earlier_texts=earlier,
             awaiting=awaiting if awaiting != CONFIRMATION else None,
+            currency=currency,
+            locale=settings.locale,
         )
         values = dict(fill.values)
         entities.update({k: v for k, v in values.items() if k in reusable})
         # A value changed while we waited for a yes is a new request: it needs a new yes.
-        if confirmed and any(pending_slots.get(k) != v for k, v in values.items()):
+        if confirmed and any(not _same(pending_slots.get(k), v) for k, v in values.items()):
             confirmed = False
+        currency_retries = int(pending.get("currency_retries") or 0)
 
-        def waiting_on(slot_or_confirmation: str, reply: str) -> Outcome:
+        def waiting_on(slot_or_confirmation: str, reply: str, **extra: Any) -> Outcome:
             return Outcome(
                 kind="ask",
                 confidence=1.0,
@@ -137,44 +198,96 @@ class ActionResolver:
                         "intent": plan.intent,
                         "slots": values,
                         "awaiting": slot_or_confirmation,
+                        **({"currency_retries": currency_retries} if currency_retries else {}),
+                        **extra,
                     },
                     ENTITIES_KEY: entities,
                 },
                 detail={"action": action.name, "slots": values, "awaiting": slot_or_confirmation},
             )
 
-        if action.amount_slot and action.amount_slot in values:
-            amount = parse_number(str(values[action.amount_slot]))
-            if amount is None or amount <= 0:
-                values.pop(action.amount_slot)
-                slot = next(s for s in action.slots if s.name == action.amount_slot)
-                return waiting_on(slot.name, f"Sorry, I didn't catch the amount. {prompt_for(slot)}")
-            values[action.amount_slot] = amount
-            if plan.cap_amount is not None and amount > plan.cap_amount:
+        money_slot = action.money_slot
+
+        def amount_gate() -> AmountCheck | None:
+            if not action.moves_money:
+                return None
+            if money_slot is None:  # amount_slot names no slot: nothing safe to check, so nothing runs
+                return AmountCheck("handoff", AMOUNT_NOT_MONEY)
+            return check_amount(
+                values.get(money_slot.name),
+                refusal=fill.refusals.get(money_slot.name),
+                max_amount=action.max_amount,
+                rule_cap=plan.cap_amount,
+                currency=currency,
+                rule_currency=settings.currency,
+                currency_retries=currency_retries,
+            )
+
+        def refuse_amount(check: AmountCheck) -> Outcome:
+            """Ask for the amount again (saying why), or hand off: the back office is never called."""
+            if check.decision == "handoff" or money_slot is None:
                 return Outcome(
                     kind="handoff",
                     confidence=0.0,
-                    reply=OVER_CAP_REPLY,
-                    handoff_reason="amount_over_cap",
+                    reply=OVER_CAP_REPLY if check.reason == AMOUNT_OVER_CAP else NOT_CONFIGURED_REPLY,
+                    handoff_reason=check.reason,
                     state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
-                    detail={"action": action.name, "slots": values, "cap_amount": plan.cap_amount},
+                    detail={"action": action.name, "slots": values, "amount_check": check.as_detail()},
                 )
+            values.pop(money_slot.name, None)
+            retries = currency_retries + (1 if check.reason == AMOUNT_CURRENCY_MISMATCH else 0)
+            why = ask_again(check, currency=currency, locale=settings.locale)
+            outcome = waiting_on(money_slot.name, f"{why} {prompt_for(money_slot)}", currency_retries=retries)
+            outcome.detail["amount_check"] = check.as_detail()
+            return outcome
+
+        early = amount_gate()
+        if early is not None and not early.allowed and early.reason != AMOUNT_MISSING:
+            return refuse_amount(early)
+
+        from_profile = [s.name for s in action.slots if s.from_customer and s.name in fill.missing]
+        if from_profile:  # never asked for: whose account it is comes from the verified profile alone
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                detail={"action": action.name, "profile_lacks": from_profile},
+            )
 
         if not fill.complete:
             first = fill.missing[0]
             prefix = "Sorry, I didn't catch that. " if first in fill.invalid and first == awaiting else ""
             return waiting_on(first, prefix + (fill.prompt or ""))
 
+        connector = self.connectors.get(action.connector)
+        customer_id = str(ctx.customer.id)
+        misses = int(pending.get("ownership_misses") or 0)
+        checker = (
+            ctx.workspace.action(action.owner.check_with)
+            if action.owner and action.owner.check_with
+            else None
+        )
+        if checker is not None and connector is not None and action.owner is not None:
+            check = await connector.call(
+                checker,
+                _wire({k: v for k, v in values.items() if k in {s.name for s in checker.slots}}),
+                idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
+                customer_id=customer_id,
+            )
+            if not check.dry_run and not (check.ok and owns(check.response, action.owner, ctx.customer)):
+                return self._not_theirs(ctx, plan, action, values, entities, check, misses, waiting_on)
+
         if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
             again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
-            shown = {k: display(v) for k, v in values.items()}
+            shown = {k: display(v, settings.locale) for k, v in values.items()}
             question = render_reply(action.confirmation_prompt, shown) if action.confirmation_prompt else None
             if question is None:
                 summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items())
                 question = f"Just to confirm: I'll {_label(action)} ({summary}). Shall I go ahead? (yes/no)"
             return waiting_on(CONFIRMATION, again + question)
 
-        connector = self.connectors.get(action.connector)
         if connector is None:
             return Outcome(
                 kind="handoff",
@@ -184,9 +297,19 @@ class ActionResolver:
                 state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
                 detail={"action": action.name, "connector": action.connector},
             )
+        gate = amount_gate()  # the gate: immediately before the back office, whatever happened above
+        if gate is not None and not gate.allowed:
+            return refuse_amount(gate)
         result: ActionResult = await connector.call(
-            action, _wire(values), idempotency_key(ctx.conversation.id, ctx.message.id, action.name)
+            action,
+            _wire(values),
+            idempotency_key(ctx.conversation.id, ctx.message.id, action.name),
+            customer_id=customer_id,
         )
+        # A read checks its own answer, and nothing of someone else's object is shown or kept.
+        own_answer = action.owner is not None and checker is None and not result.dry_run
+        if own_answer and not (result.ok and owns(result.response, action.owner, ctx.customer)):  # type: ignore[arg-type]
+            return self._not_theirs(ctx, plan, action, values, entities, result, misses, waiting_on)
         done_state = {PENDING_KEY: None, ENTITIES_KEY: entities}
         if not result.ok:
             return Outcome(
@@ -198,7 +321,7 @@ class ActionResolver:
                 state_updates=done_state,
                 detail={"action": action.name, "status_code": result.status_code, "error": result.error},
             )
-        fields = {**{k: display(v) for k, v in values.items()}, **result.response}
+        fields = {**{k: display(v, settings.locale) for k, v in values.items()}, **result.response}
         reply = render_reply(action.success_reply, fields)
         return Outcome(
             kind="reply",
@@ -206,5 +329,189 @@ class ActionResolver:
             reply=reply if reply is not None else f"Done: {_label(action)}.",
             actions=[result],
             state_updates=done_state,
-            detail={"action": action.name, "slots": values, "reply_template_ok": reply is not None},
+            detail={
+                "action": action.name,
+                "slots": values,
+                "reply_template_ok": reply is not None,
+                **({"amount_check": gate.as_detail()} if gate is not None else {}),
+            },
         )
+
+    def _not_theirs(
+        self,
+        ctx: TurnContext,
+        plan: ResolutionPlan,
+        action: ActionConfig,
+        values: dict[str, SlotValue],
+        entities: dict[str, Any],
+        result: ActionResult,
+        misses: int,
+        waiting_on: Any,
+    ) -> Outcome:
+        """The object is not the customer's, or does not exist: the same words either way, the truth in the
+        trace, and after a few misses a person."""
+        identifying = _identifying_slot(action)
+        attempted = values.get(identifying) if identifying else None
+        exists = result.ok or (result.status_code is not None and result.status_code != 404)
+        trace = {
+            "action": action.name,
+            "ownership": {
+                "object": attempted,
+                "exists": exists,
+                "owner_ok": False,
+                "checked_with": result.action,
+                "status_code": result.status_code,
+            },
+        }
+        hidden = ActionResult(
+            action=result.action,
+            ok=False,
+            status_code=result.status_code,
+            request=result.request,
+            response={},  # never keep another customer's data in this conversation's record
+            attempts=result.attempts,
+            error="not found for this customer",
+        )
+        if result.status_code is None or (not result.ok and result.status_code >= 500):
+            # The back office did not answer: that is a failed action, not an ownership verdict.
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=action.failure_reply,
+                actions=[hidden],
+                handoff_reason="action_failed",
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
+                detail={**trace, "error": result.error},
+            )
+        if misses + 1 >= MAX_OWNERSHIP_MISSES or identifying is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                actions=[hidden],
+                handoff_reason=IDENTITY_MISMATCH,
+                state_updates={PENDING_KEY: None, ENTITIES_KEY: {}},
+                detail=trace,
+            )
+        values.pop(identifying, None)
+        entities.pop(identifying, None)
+        outcome: Outcome = waiting_on(
+            identifying,
+            NOT_FOUND_REPLY.format(value=attempted),
+            ownership_misses=misses + 1,
+        )
+        outcome.actions = [hidden]
+        outcome.detail.update(trace)
+        return outcome
+
+    async def _verify(self, ctx: TurnContext, plan: ResolutionPlan, action: ActionConfig) -> Outcome:
+        """An anonymous customer asked for something account-specific: the workspace's verification step, or
+        a person when the workspace declares none."""
+        verification = ctx.workspace.settings.identity.verification
+        checker = ctx.workspace.action(verification.action) if verification else None
+        connector = self.connectors.get(checker.connector) if checker else None
+        if verification is None or checker is None or connector is None:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None},
+                detail={"action": action.name, "verified": False},
+            )
+        raw_pending = ctx.conversation.state.get(PENDING_KEY)
+        pending: dict[str, Any] = (
+            raw_pending if isinstance(raw_pending, dict) and raw_pending.get("action") == checker.name else {}
+        )
+        attempts = int(pending.get("attempts") or 0)
+        text = ctx.request_text or ctx.message.text
+        fill = fill_slots(
+            checker.slots,
+            text,
+            customer=ctx.customer,
+            known=dict(pending.get("slots") or {}),
+            awaiting=pending.get("awaiting"),
+            currency=ctx.workspace.settings.currency,
+            locale=ctx.workspace.settings.locale,
+        )
+
+        def asking(slot: str, reply: str, tries: int) -> Outcome:
+            return Outcome(
+                kind="ask",
+                confidence=1.0,
+                reply=reply,
+                state_updates={
+                    PENDING_KEY: {
+                        "action": checker.name,
+                        "intent": plan.intent,
+                        "verifying_for": action.name,
+                        "slots": dict(fill.values),
+                        "awaiting": slot,
+                        "attempts": tries,
+                    }
+                },
+                detail={"action": checker.name, "verifying_for": action.name, "awaiting": slot},
+            )
+
+        if not fill.complete:
+            intro = "" if pending else f"{verification.intro} "
+            return asking(fill.missing[0], intro + (fill.prompt or ""), attempts)
+        result = await connector.call(
+            checker,
+            _wire(fill.values),
+            idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
+            customer_id=None,
+        )
+        found = lookup(result.response, verification.customer_field) if result.ok else None
+        detail = {
+            "action": checker.name,
+            "verifying_for": action.name,
+            "status_code": result.status_code,
+            "matched": bool(found),
+        }
+        hidden = ActionResult(
+            action=result.action,
+            ok=result.ok,
+            status_code=result.status_code,
+            request={"action": checker.name},  # the details the customer gave stay out of the record
+            response={},
+            attempts=result.attempts,
+            error=result.error,
+            dry_run=result.dry_run,
+        )
+        if found not in (None, ""):
+            return Outcome(
+                kind="reply",
+                confidence=1.0,
+                reply=VERIFIED_REPLY,
+                actions=[hidden],
+                state_updates={PENDING_KEY: None},
+                detail=detail,
+                verified_customer=CustomerId(str(found)),
+            )
+        if (
+            result.status_code is None
+            or result.status_code >= 500
+            or attempts + 1 >= verification.max_attempts
+        ):
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                reply=IDENTITY_REPLY,
+                actions=[hidden],
+                handoff_reason=IDENTITY_REQUIRED,
+                state_updates={PENDING_KEY: None},
+                detail=detail,
+            )
+        first = checker.slots[0] if checker.slots else None
+        prompt = prompt_for(first) if first else ""
+        fill = replace(fill, values={})
+        outcome = asking(first.name if first else "", NOT_VERIFIED_REPLY.format(prompt=prompt), attempts + 1)
+        outcome.actions = [hidden]
+        outcome.detail.update(detail)
+        return outcome
+
+
+def _identifying_slot(action: ActionConfig) -> str | None:
+    """The slot naming the object the customer asked about: the first string slot the customer gives."""
+    return next((s.name for s in action.slots if s.type == "string" and not s.from_customer), None)
