@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -54,6 +54,13 @@ bench-authz: $(STAMP)
 ## kill -9 of the worker 20 times and back-office faults under a 2,000-message load, checked by id (~3 min)
 bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.faults --json bench-results/faults.json
+
+bench-heldout: $(STAMP)
+	$(BIN)/python -m benchmarks.demo_heldout --json bench-results/demo_heldout.json
+
+## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
+tune-demo: $(STAMP)
+	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
 
 clean:
 	rm -rf $(VENV) .cxstack .mypy_cache .ruff_cache .pytest_cache bench-results

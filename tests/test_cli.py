@@ -23,6 +23,7 @@ def demo_dir(tmp_path: Path) -> Path:
 
 def test_init_demo_writes_a_valid_workspace(demo_dir: Path) -> None:
     assert (demo_dir / "cxstack.yaml").exists() and (demo_dir / "samples" / "customers.csv").exists()
+    assert {p.name for p in (demo_dir / "samples").glob("*.jsonl")} == {"tuning.jsonl", "heldout.jsonl"}
     result = runner.invoke(app, ["validate", str(demo_dir)])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output

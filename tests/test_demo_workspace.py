@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from cxstack.demo import (
+    SAMPLE_SETS,
+    SampleSet,
     copy_demo_workspace,
     demo_conversations_path,
     demo_customers_csv,
@@ -86,10 +88,18 @@ def customers() -> dict[str, dict[str, str]]:
         return {row["id"]: row for row in csv.DictReader(handle)}
 
 
+# Every workspace has these (overridable); scripted greetings, thanks and small talk expect them.
+BUILT_IN_INTENTS = {"greeting", "thanks", "goodbye", "small_talk"}
+
+
+def read_set(sample_set: SampleSet) -> list[dict[str, Any]]:
+    lines = demo_conversations_path(sample_set).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def conversations() -> list[dict[str, Any]]:
-    lines = demo_conversations_path().read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return [conversation for sample_set in SAMPLE_SETS for conversation in read_set(sample_set)]
 
 
 def tier_of(tiers: list[TierConfig], default: str, plan: str, arr: float, segment: str) -> str:
@@ -422,7 +432,7 @@ def test_conversations_are_consistent(
     backoffice: TestClient,
 ) -> None:
     assert len(conversations) >= 80
-    names = {intent.name for intent in intents}
+    names = {intent.name for intent in intents} | BUILT_IN_INTENTS
     owner_of = {
         order["order_id"]: customer_id
         for customer_id in customers
@@ -444,7 +454,8 @@ def test_conversations_are_consistent(
         for text in conversation["messages"]:
             for number in ORDER_ID.findall(text):
                 order_id = f"ORD-{number}"
-                if order_id in owner_of:  # unknown ids are deliberate (a not-found path)
+                deliberate = "someone else's order" in conversation.get("note", "")
+                if order_id in owner_of and not deliberate:  # unknown ids are deliberate (a not-found path)
                     assert owner_of[order_id] == customer["id"], (conversation["id"], order_id)
 
 
@@ -460,6 +471,31 @@ def test_conversations_cover_the_catalogue_and_are_held_out(
     outcomes = Counter(conversation["expected"]["outcome"] for conversation in conversations)
     assert outcomes["automated"] >= 40 and outcomes["escalated"] >= 20
     assert sum(len(conversation["messages"]) > 1 for conversation in conversations) >= 15
+
+
+def test_tuning_and_heldout_sets_are_disjoint_and_alike() -> None:
+    """Thresholds are chosen on one set and reported on the other: no conversation or first message in both,
+    and both sets hold the same kinds of case."""
+    tuning, heldout = read_set("tuning"), read_set("heldout")
+    assert {c["id"] for c in tuning}.isdisjoint({c["id"] for c in heldout})
+    assert {c["messages"][0].lower() for c in tuning}.isdisjoint({c["messages"][0].lower() for c in heldout})
+    assert 0.8 <= len(tuning) / len(heldout) <= 1.25
+    for sample_set in (tuning, heldout):
+        intents = Counter(c["expected"]["intent"] for c in sample_set)
+        assert set(intents) >= BUILT_IN_INTENTS, "greetings, thanks, goodbyes and small talk in each set"
+        assert intents[None] >= 3, "out-of-domain requests in each set"
+        notes = " ".join(c.get("note", "") for c in sample_set)
+        for case in ("second request", "English only", "very long", "typos", "someone else's order"):
+            assert case in notes, case
+        outcomes = Counter(c["expected"]["outcome"] for c in sample_set)
+        assert outcomes["escalated"] >= 15 and outcomes["automated"] >= 40
+    # Stratified: an intent with several original conversations appears in both sets.
+    original = Counter(c["expected"]["intent"] for c in tuning + heldout if c["id"].startswith("nw-"))
+    in_tuning = {c["expected"]["intent"] for c in tuning if c["id"].startswith("nw-")}
+    in_heldout = {c["expected"]["intent"] for c in heldout if c["id"].startswith("nw-")}
+    for intent, count in original.items():
+        if count >= 2:
+            assert intent in in_tuning and intent in in_heldout, intent
 
 
 # --- copying the workspace --------------------------------------------------------------------------------

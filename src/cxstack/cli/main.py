@@ -96,8 +96,8 @@ def init(
         copy_demo_workspace(directory)
         copy_demo_samples(directory)
         console.print(
-            f"[green]Demo workspace written to {directory}[/] (sample customers and conversations in "
-            f"{directory}/samples/)"
+            f"[green]Demo workspace written to {directory}[/] (sample customers, and scripted conversations "
+            f"in two sets, tuning.jsonl and heldout.jsonl, in {directory}/samples/)"
         )
     else:
         new_workspace_skeleton(directory)
@@ -279,22 +279,55 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
         console.print(f"[dim]conversation {conversation}: cxstack trace {conversation}[/]")
 
 
+REPLAY_FILE_HELP = (
+    "JSONL, one conversation per line, e.g. "
+    '{"id": "c1", "customer": {"id": "cus_1", "plan": "plus", "arr": 420}, "channel": "webchat", '
+    '"messages": ["where is ORD-10001?", "thanks"], '
+    '"expected": {"intent": "order_status", "outcome": "automated"}}. '
+    "Required: id, messages. Optional: customer (id, name, email, plan, arr, segment; other keys are custom "
+    "attributes; posted as verified by the channel unless verified is false), channel (default api), "
+    "expected (intent; outcome automated or escalated), note."
+)
+
+
 @app.command()
 def replay(
     workspace: WorkspaceArg,
-    file: Annotated[Path, typer.Argument(help="JSONL: one conversation per line.")],
+    file: Annotated[Path, typer.Argument(help=REPLAY_FILE_HELP, show_default=False)],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+        bool,
+        typer.Option("--json", help="Print JSON (rates, agreement and every conversation's turns) instead."),
     ] = False,
     live_actions: Annotated[
         bool, typer.Option(help="Call the real back office instead of the dry-run connector.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="Keep the conversations in the configured store (CXSTACK_HOME or CXSTACK_DATABASE_URL) for "
+            "`cxstack trace`; the file's customer profiles are saved there too. Not a store a running "
+            "`serve` uses: this replay's worker would answer its customers. Default: a throwaway store.",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, help="Conversations replayed at once (each still sends one message at a time)."),
+    ] = 8,
+    home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
-    """Run scripted conversations through the pipeline; print automation and escalation rates together."""
+    """Run scripted conversations through the service as `serve` runs them (store, turn worker, orchestrator);
+    print automation and escalation rates together, and how well routing and outcomes match `expected`.
+
+    Each message is posted like a customer's and waits for its turn. By default everything happens in a
+    throwaway SQLite store with the dry-run action connector, so a replay changes nothing.
+    """
     from cxstack.app import build_engine
+    from cxstack.cli.services import StoreBusy, replay_in_service
+    from cxstack.domain.models import new_id
     from cxstack.monitoring.metrics import agreement, overall, rates_by
-    from cxstack.optimization.replay import ScriptError, load_scripts, replay_all
+    from cxstack.optimization.replay import ReplayStalled, ScriptError, load_scripts
 
     ws = _load_or_exit(workspace)
     try:
@@ -306,17 +339,32 @@ def replay(
         err.print(f"[red]{file} not found[/]")
         raise typer.Exit(1) from None
     quiet = Console(stderr=True, quiet=as_json)
+    keep = keep or home is not None
+    settings = _settings(home) if keep else None
     if live_actions:
-        ensure_backoffice(ws, _settings(None).home, quiet)
+        ensure_backoffice(ws, _settings(home).home, quiet)
+    # Kept conversations get a run prefix, so a second replay into the same store starts fresh ones.
+    prefix = f"{new_id('replay')}_" if keep else "replay_"
     with quiet.status("training the router and indexing knowledge…"):
         engine = build_engine(ws, embedder_name=embedder, dry_run_actions=not live_actions)
-    with Progress(
-        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=quiet
-    ) as progress:
-        task = progress.add_task("replay", total=len(scripts))
-        results = asyncio.run(
-            replay_all(engine.orchestrator, ws, scripts, on_done=lambda _: progress.advance(task))
-        )
+    try:
+        with Progress(
+            TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=quiet
+        ) as progress:
+            task = progress.add_task("replay", total=len(scripts))
+            results = asyncio.run(
+                replay_in_service(
+                    engine,
+                    scripts,
+                    settings,
+                    conversation_prefix=prefix,
+                    concurrency=concurrency,
+                    on_done=lambda _: progress.advance(task),
+                )
+            )
+    except (StoreBusy, ReplayStalled) as exc:
+        err.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
     outcomes = [r.outcome() for r in results]
     total = overall(outcomes)
     by_intent = rates_by(outcomes, "intent")
@@ -335,6 +383,8 @@ def replay(
             "outcome_agreement": agree.outcome_agreement,
             "confusions": [{"expected": e, "predicted": p, "count": n} for e, p, n in agree.confusions],
             "worst_intents": [{"intent": i, "support": n, "recall": r} for i, n, r in agree.worst_intents],
+            "stored": settings.resolved_database_url() if settings else None,
+            "results": [r.as_dict() for r in results],
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
@@ -344,6 +394,14 @@ def replay(
     if reasons:
         console.print("escalation reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     render.agreement_report(console, agree)
+    if settings is not None and results:
+        # soft_wrap: the command stays on one line, so it can be copied even from a narrow terminal
+        console.print(
+            f"{len(results)} conversations kept in {settings.resolved_database_url()} as {prefix}<id>:",
+            soft_wrap=True,
+        )
+        where = f" --home {home}" if home else ""
+        console.print(f"  cxstack trace {results[0].conversation_id}{where}", soft_wrap=True)
 
 
 @app.command()

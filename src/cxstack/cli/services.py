@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
 
 from cxstack.domain.ports import Store
+from cxstack.optimization.replay import ReplayedConversation, ScriptedConversation, replay_scripts
 from cxstack.strategy.customers import parse_customers_csv
 from cxstack.workspace.workspace import Workspace
+
+if TYPE_CHECKING:
+    from cxstack.app import Engine, Settings
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -63,12 +70,15 @@ def import_customers_file(store: Store, path: Path, workspace: Workspace | None 
 
 
 def copy_demo_samples(directory: Path) -> None:
-    from cxstack.demo import demo_conversations_path, demo_customers_csv
+    """samples/customers.csv, and the scripted conversations as tuning.jsonl and heldout.jsonl: choose
+    settings on the first, report on the second."""
+    from cxstack.demo import SAMPLE_SETS, demo_conversations_path, demo_customers_csv
 
     samples = directory / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     shutil.copy(demo_customers_csv(), samples / "customers.csv")
-    shutil.copy(demo_conversations_path(), samples / "conversations.jsonl")
+    for sample_set in SAMPLE_SETS:
+        shutil.copy(demo_conversations_path(sample_set), samples / f"{sample_set}.jsonl")
 
 
 _SKELETON = {
@@ -149,3 +159,56 @@ def new_workspace_skeleton(directory: Path) -> None:
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+async def replay_in_service(
+    engine: Engine,
+    scripts: Sequence[ScriptedConversation],
+    settings: Settings | None,
+    *,
+    conversation_prefix: str = "replay_",
+    concurrency: int = 1,
+    scratch_dir: Path | None = None,
+    on_done: Callable[[ReplayedConversation], None] | None = None,
+) -> list[ReplayedConversation]:
+    """Scripted conversations through a `CxApp` on `engine`, the path `serve` takes (store, turn worker,
+    orchestrator) on the thread runtime. `settings` None: a throwaway SQLite store in a temporary folder
+    (under `scratch_dir` if given, e.g. a RAM disk for many runs)."""
+    if settings is None:
+        with tempfile.TemporaryDirectory(prefix="cxstack-replay-", dir=scratch_dir) as folder:
+            return await replay_in_service(
+                engine,
+                scripts,
+                throwaway_settings(Path(folder)),
+                conversation_prefix=conversation_prefix,
+                concurrency=concurrency,
+                on_done=on_done,
+            )
+    from cxstack.app import build
+
+    cx = build(settings.model_copy(update={"runtime": "thread"}), engine=engine)
+    waiting = cx.store.conversations_with_pending()
+    if waiting:
+        # Starting a worker here would answer them with this replay's engine (and its dry-run connector).
+        raise StoreBusy(
+            f"{len(waiting)} conversation(s) in {settings.resolved_database_url()} have unanswered messages "
+            f"(e.g. {waiting[0]}); replay into a store no live service is using, or let `serve` answer them"
+        )
+    await cx.start()
+    try:
+        return await replay_scripts(
+            cx, scripts, conversation_prefix=conversation_prefix, concurrency=concurrency, on_done=on_done
+        )
+    finally:
+        await cx.stop()
+
+
+class StoreBusy(RuntimeError):
+    pass
+
+
+def throwaway_settings(folder: Path) -> Settings:
+    """A store of its own: CXSTACK_DATABASE_URL and CXSTACK_HOME are deliberately not consulted."""
+    from cxstack.app import Settings
+
+    return Settings(home=folder, database_url=f"sqlite:///{folder / 'replay.db'}", runtime="thread")
