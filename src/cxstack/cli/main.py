@@ -29,6 +29,8 @@ intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, q
 customers_app = typer.Typer(help="Customer profiles (plan, ARR, segment) for the strategy layer.")
 app.add_typer(intents_app, name="intents")
 app.add_typer(customers_app, name="customers")
+docs_app = typer.Typer(help="Documentation generated from the code.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -466,6 +468,27 @@ def customers_import(
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     console.print(f"imported {count} customers")
+
+
+@docs_app.command("reference")
+def docs_reference(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the Markdown here (e.g. docs/reference.md); default: print it."
+        ),
+    ] = None,
+) -> None:
+    """The workspace reference: every key of every workspace file, with its type, default and meaning."""
+    from cxstack.cli.services import reference_markdown
+
+    text = reference_markdown()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}")
 
 
 def main() -> None:  # pragma: no cover

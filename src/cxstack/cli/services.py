@@ -13,6 +13,7 @@ from rich.console import Console
 
 from cxstack.domain.ports import Store
 from cxstack.strategy.customers import parse_customers_csv
+from cxstack.workspace.reference import ReferenceInputs, render_reference
 from cxstack.workspace.workspace import Workspace
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -149,3 +150,28 @@ def new_workspace_skeleton(directory: Path) -> None:
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+def reference_inputs() -> ReferenceInputs:
+    """What the workspace reference needs from outside `workspace/`: the resolvers, connector types and
+    embedders registered through entry points, the customer CSV columns and the replay script model."""
+    from importlib.metadata import entry_points
+
+    from cxstack.optimization.replay import _ScriptLine
+    from cxstack.strategy.customers import KNOWN_COLUMNS
+
+    def registered(group: str) -> dict[str, str]:
+        return {e.name: e.value for e in entry_points(group=group)}
+
+    return ReferenceInputs(
+        mechanisms=registered("cxstack.resolvers"),
+        connector_types=registered("cxstack.action_connectors"),
+        embedders=registered("cxstack.embedders"),
+        replay_line=_ScriptLine,
+        customer_columns=KNOWN_COLUMNS,
+    )
+
+
+def reference_markdown() -> str:
+    """docs/reference.md as `cxstack docs reference` writes it."""
+    return render_reference(reference_inputs())

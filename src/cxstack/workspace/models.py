@@ -554,7 +554,11 @@ class IntentConfig(_Strict):
         "least 5 varied ones for an automated intent (validate warns), 10 to 20 is better. An example "
         "may belong to one intent only.",
     )
-    builtin: bool = Field(False, description="Shipped with cxstack (greeting, thanks, goodbye, small_talk).")
+    builtin: bool = Field(
+        False,
+        description="Shipped with cxstack (greeting, thanks, goodbye, small_talk). Leave it out of your own "
+        "intents.",
+    )
 
 
 class IntentCatalogue(_Strict):
