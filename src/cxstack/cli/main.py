@@ -22,6 +22,7 @@ from cxstack.cli.services import (
     ensure_backoffice,
     import_customers_file,
     new_workspace_skeleton,
+    skeleton_next_steps,
 )
 
 app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
@@ -98,6 +99,8 @@ def init(
     else:
         new_workspace_skeleton(directory)
         console.print(f"[green]Workspace skeleton written to {directory}[/]")
+        console.print(skeleton_next_steps(directory), highlight=False)
+        return
     console.print(f"Next: cxstack validate {directory} && cxstack chat {directory}")
 
 
