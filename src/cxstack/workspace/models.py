@@ -291,7 +291,7 @@ class WorkspaceSettings(_Strict):
         "minilm",
         description="The sentence embedder the router and knowledge search use: minilm (best), wordllama "
         "(faster, weaker on paraphrases) or hashing (instant, word overlap only; for tests). The "
-        "--embedder option and CXSTACK_EMBEDDER override it.",
+        "--embedder option of chat, serve, replay and router overrides it.",
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds,

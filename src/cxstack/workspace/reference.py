@@ -593,8 +593,8 @@ def _render_registered(lines: list[str], inputs: ReferenceInputs) -> None:
         "",
         "## Embedders",
         "",
-        "What `embedder:` (or the `--embedder` option, or `CXSTACK_EMBEDDER`) can name (entry point group "
-        "`cxstack.embedders`). All run offline.",
+        "What `embedder:` and the `--embedder` option can name (entry point group `cxstack.embedders`). All "
+        "run offline.",
         "",
     ]
     embedders = _described(inputs.embedders, EMBEDDERS, "embedder")
