@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml requirements/models.txt
 
 install: $(STAMP)
 
-## Demo: the Northwind Outfitters workspace, its back office and the web chat at http://127.0.0.1:8000/
+## Demo: the Northwind Outfitters workspace, its back office and the web chat at http://127.0.0.1:8000/;
+## prints a fresh admin key ("make run demo") and a link that logs the escalation desk in
 run: $(STAMP)
 	@test -d $(DEMO) || $(BIN)/cxstack init --demo $(DEMO)
 	$(BIN)/cxstack validate $(DEMO)
-	$(BIN)/cxstack serve $(DEMO) --port $(PORT) --customers $(DEMO)/samples/customers.csv
+	$(BIN)/cxstack serve $(DEMO) --port $(PORT) --customers $(DEMO)/samples/customers.csv --bootstrap-admin
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -40,13 +41,16 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency
+bench: bench-routing bench-latency bench-authz
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
 
 bench-latency: $(STAMP)
 	$(BIN)/python -m benchmarks.turn_latency --json bench-results/turn_latency.json
+
+bench-authz: $(STAMP)
+	$(BIN)/python -m benchmarks.authz --json bench-results/authz.json
 
 clean:
 	rm -rf $(VENV) .cxstack .mypy_cache .ruff_cache .pytest_cache bench-results

@@ -166,7 +166,7 @@ def wait_up(url: str, timeout: float = 120) -> None:
 
 
 async def _one_connection(
-    host: str, port: int, ids: list[int], latencies: list[float], statuses: list[int]
+    host: str, port: int, ids: list[int], latencies: list[float], statuses: list[int], key: str
 ) -> None:
     """A minimal keep-alive HTTP/1.1 client: httpx costs ~2 ms of client CPU per request on this machine,
     which would measure the client, not the server."""
@@ -176,6 +176,7 @@ async def _one_connection(
             body = json.dumps({"text": "where is my order ORD-10001?", "external_id": f"e{i}"}).encode()
             head = (
                 f"POST /v1/conversations/ingest_{i % 500}/messages HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {key}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
             t0 = time.perf_counter()
@@ -194,18 +195,21 @@ async def _one_connection(
         writer.close()
 
 
-async def post_many(port: int, n: int, concurrency: int) -> tuple[list[float], int, float]:
+async def post_many(port: int, n: int, concurrency: int, key: str) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     statuses: list[int] = []
     shards = [list(range(c, n, concurrency)) for c in range(concurrency)]
     t0 = time.perf_counter()
-    await asyncio.gather(*(_one_connection("127.0.0.1", port, ids, latencies, statuses) for ids in shards))
+    await asyncio.gather(
+        *(_one_connection("127.0.0.1", port, ids, latencies, statuses, key) for ids in shards)
+    )
     wall = time.perf_counter() - t0
     failures = sum(1 for s in statuses if s not in (200, 202)) + (n - len(statuses))
     return latencies, failures, wall
 
 
 def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
+    from cxstack.api.keys import ApiKeys
     from cxstack.app import Settings, open_store
     from cxstack.demo import demo_workspace_path
     from cxstack.domain.models import ConversationId
@@ -223,7 +227,7 @@ def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
         )
         try:
             wait_up(f"http://127.0.0.1:{port}/docs")
-            lat, failed, wall = asyncio.run(post_many(port, n, concurrency))
+            lat, failed, wall = asyncio.run(post_many(port, n, concurrency, "cxk_echo_ignores_it"))
         finally:
             proc.terminate()
             proc.wait()
@@ -235,6 +239,8 @@ def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
         }
 
         home = Path(tmp) / "home"
+        # The REST channel needs an integration key; it is verified once (argon2id) and then cached.
+        key = ApiKeys(open_store(Settings(home=home))).create("ingest benchmark", "integration").secret
         port = free_port()
         cmd = [
             sys.executable,
@@ -253,7 +259,7 @@ def http_ingest(n: int, concurrency: int, embedder: str) -> dict[str, Any]:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:
             wait_up(f"http://127.0.0.1:{port}/health")
-            lat, failed, wall = asyncio.run(post_many(port, n, concurrency))
+            lat, failed, wall = asyncio.run(post_many(port, n, concurrency, key))
         finally:
             proc.terminate()
             proc.wait()

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cxstack.api.app import create_api
+from cxstack.api.keys import ApiKeys
 from cxstack.app import CxApp, Settings, build, build_engine
+from cxstack.domain.auth import ApiRole
+from cxstack.domain.models import utcnow
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
+from cxstack.testing.authz import (
+    ACCESS,
+    PRINCIPALS,
+    TEST_HASHER,
+    Targets,
+    api_routes,
+    check_routes,
+    make_role_keys,
+    send_as,
+)
 from cxstack.testing.http_standin import Reply, ScriptedBackend
 from cxstack.workspace.loader import DEFAULT_MECHANISMS, load_workspace
 
@@ -174,8 +191,20 @@ def cx(tmp_path: Path, workspace_path: Path, backend: tuple[str, ScriptedBackend
 
 
 @pytest.fixture
-def client(cx: CxApp) -> Iterator[TestClient]:
-    with TestClient(create_api(cx)) as test_client:
+def keys(cx: CxApp) -> dict[str, str]:
+    """A key per role (admin, agent, integration, viewer), created through the store as the CLI does."""
+    return make_role_keys(cx.store)
+
+
+@pytest.fixture
+def api(cx: CxApp) -> FastAPI:
+    return create_api(cx)
+
+
+@pytest.fixture
+def client(api: FastAPI, keys: dict[str, str]) -> Iterator[TestClient]:
+    """Calls as admin unless a request says otherwise (see cxstack.testing.authz.send_as)."""
+    with TestClient(api, headers={"Authorization": f"Bearer {keys['admin']}"}) as test_client:
         yield test_client
 
 
@@ -425,14 +454,18 @@ def test_intents_workspace_health_and_customers(client: TestClient, cx: CxApp) -
 
 
 def test_pages_and_static_files_are_served(client: TestClient) -> None:
-    page = client.get("/")
+    # The page shells are public; their data comes from the API with a session or a key.
+    page = send_as(client, "GET", "/", None)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "Api Shop" in page.text and 'id="turns"' in page.text and "/static/chat.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN: works offline
-    desk = client.get("/escalations")
-    assert desk.status_code == 200 and 'id="packets"' in desk.text
+    assert "cxk_" not in page.text
+    desk = send_as(client, "GET", "/escalations", None)
+    assert desk.status_code == 200 and 'id="packets"' in desk.text and 'id="login-form"' in desk.text
     for asset in ("cx.css", "common.js", "chat.js", "escalations.js"):
-        assert client.get(f"/static/{asset}").status_code == 200, asset
+        assert send_as(client, "GET", f"/static/{asset}", None).status_code == 200, asset
+    assert send_as(client, "GET", "/health", None).status_code == 200
+    assert send_as(client, "GET", "/openapi.json", None).status_code == 200
 
 
 def test_openapi_lists_the_routes(client: TestClient) -> None:
@@ -486,3 +519,370 @@ def test_a_message_with_only_the_customer_id_keeps_the_stored_profile(client: Te
     )
     profile = client.get("/v1/customers/cus_keep").json()
     assert (profile["plan"], profile["arr"], profile["name"]) == ("pro", 50000, "Kim")  # only what was sent
+
+
+# --- authentication and roles -------------------------------------------------------------------------------
+
+
+def test_every_route_answers_by_the_role_table(api: FastAPI, client: TestClient, cx: CxApp) -> None:
+    body = say(client, "authz-1", "I will sue you, my lawyer will contact you")
+    escalation_id = step(body["trace"], "escalate")["output"]["escalation_id"]
+    session = send_as(client, "POST", "/v1/webchat/sessions", None).json()
+    spare_keys = ApiKeys(cx.store, hasher=TEST_HASHER)
+    targets = Targets(
+        conversation_id="authz-1",
+        escalation_id=escalation_id,
+        customer_id=SMALL["id"],
+        session_token=session["token"],
+        spare_key=lambda: spare_keys.create("spare", ApiRole.VIEWER).key.id,
+    )
+    credentials = make_role_keys(cx.store)
+
+    checks = check_routes(api, client, credentials, targets)
+
+    assert set(api_routes(api)) == set(ACCESS)  # no stale entry either
+    assert len(checks) == len(ACCESS) * len(PRINCIPALS)
+    assert [c for c in checks if not c.ok] == []
+    assert {c.actual for c in checks if c.expected == "401"} == {401}
+    assert {c.actual for c in checks if c.expected == "403"} == {403}
+
+
+def test_a_new_route_without_an_entry_in_the_role_table_fails_the_check(
+    api: FastAPI, client: TestClient
+) -> None:
+    @api.get("/v1/forgotten")
+    def forgotten() -> dict[str, str]:
+        return {"oops": "no credentials needed"}
+
+    targets = Targets("c", "e", "cus", "token", spare_key=lambda: "none")
+    with pytest.raises(KeyError, match="/v1/forgotten"):
+        check_routes(api, client, {}, targets)
+
+
+def test_openapi_documents_the_security_schemes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": ANY_TEXT}
+    assert schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["name"] == "X-API-Key"
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            names = {name for requirement in operation.get("security", []) for name in requirement}
+            if path.startswith("/v1/"):
+                assert names == {"bearer", "apiKey"}, (method, path)
+            else:
+                assert names == set(), (method, path)
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
+
+
+def test_keys_are_read_from_either_header_and_bad_ones_are_401(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    viewer = keys["viewer"]
+    assert send_as(client, "GET", "/v1/intents", None, headers={"X-API-Key": viewer}).status_code == 200
+    assert send_as(client, "GET", "/v1/intents", viewer).status_code == 200
+
+    wrong_secret = viewer[: len("cxk_12345678_")] + "A" * 43
+    for bad in (wrong_secret, "cxk_nope", "cxk_zzzzzzzz_" + "B" * 43, "not-a-credential"):
+        response = send_as(client, "GET", "/v1/intents", bad)
+        assert response.status_code == 401, bad
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert viewer not in response.text
+    basic = send_as(client, "GET", "/v1/intents", None, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status_code == 401 and "Bearer" in basic.json()["detail"]
+    missing = send_as(client, "GET", "/v1/intents", None)
+    assert missing.status_code == 401 and "missing credentials" in missing.json()["detail"]
+    two = send_as(client, "GET", "/v1/intents", viewer, headers={"X-API-Key": keys["agent"]})
+    assert two.status_code == 401
+
+
+def test_wrong_role_is_403_naming_what_is_missing(client: TestClient, keys: dict[str, str]) -> None:
+    response = send_as(client, "PUT", "/v1/customers/cus_x", keys["viewer"], json={"plan": "enterprise"})
+    assert response.status_code == 403
+    assert response.json() == {"detail": "the viewer role may not do this (it needs customers:write)"}
+
+
+def test_a_key_revoked_through_the_api_stops_working_at_once(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    viewer = keys["viewer"]
+    assert send_as(client, "GET", "/v1/workspace", viewer).status_code == 200  # now cached
+    key_id = send_as(client, "GET", "/v1/me", viewer).json()["name"]
+    listed = {k["name"]: k for k in client.get("/v1/keys").json()}
+    assert key_id == "test viewer" and listed["test viewer"]["active"] is True
+
+    revoked = client.post(f"/v1/keys/{listed['test viewer']['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert send_as(client, "GET", "/v1/workspace", viewer).status_code == 401
+    assert client.post("/v1/keys/nope0000/revoke").status_code == 404
+
+
+def test_a_key_created_through_the_api_is_shown_once(client: TestClient) -> None:
+    created = client.post("/v1/keys", json={"name": "crm sync", "role": "integration"})
+    assert created.status_code == 201
+    key = created.json()["key"]
+    assert key.startswith(created.json()["prefix"]) and key.startswith("cxk_")
+    listing = client.get("/v1/keys")
+    assert key not in listing.text and "argon2" not in listing.text
+    assert send_as(client, "PUT", "/v1/customers/cus_crm", key, json={"plan": "pro"}).status_code == 200
+    assert send_as(client, "GET", "/v1/me", key).json()["role"] == "integration"
+
+
+def test_an_integration_key_bound_to_a_channel_posts_only_there(client: TestClient, cx: CxApp) -> None:
+    key = ApiKeys(cx.store, hasher=TEST_HASHER).create("widget backend", "integration", channel="api").secret
+    other = send_as(
+        client, "POST", "/v1/conversations/ch-1/messages", key, json={"text": "hi", "channel": "webchat"}
+    )
+    assert other.status_code == 403 and "channel 'api' only" in other.json()["detail"]
+    assert client.get("/v1/conversations/ch-1").status_code == 404
+    ok = send_as(client, "POST", "/v1/conversations/ch-1/messages", key, json={"text": "hi"})
+    assert ok.status_code == 202
+    assert client.get("/v1/conversations/ch-1").json()["channel"] == "api"
+
+
+def test_only_integration_or_admin_keys_set_profile_fields(client: TestClient, keys: dict[str, str]) -> None:
+    forged = {"text": "refund me", "customer": {"id": "cus_forge", "plan": "enterprise", "arr": 999999}}
+    for role in ("agent", "viewer"):
+        response = send_as(client, "POST", "/v1/conversations/forge-1/messages", keys[role], json=forged)
+        assert response.status_code == 403, role
+    assert client.get("/v1/customers/cus_forge").status_code == 404
+
+    sent = send_as(
+        client, "POST", "/v1/conversations/forge-1/messages?wait=true", keys["integration"], json=forged
+    )
+    assert sent.status_code == 202
+    assert sent.json()["trace"] is None  # an integration delivers replies; traces are for staff
+    assert sent.json()["completed"] is True and sent.json()["reply"]
+    assert client.get("/v1/customers/cus_forge").json()["plan"] == "enterprise"
+
+
+# --- web chat sessions --------------------------------------------------------------------------------------
+
+
+def test_an_anonymous_web_chat_session_sees_only_customer_facing_messages(
+    client: TestClient, cx: CxApp
+) -> None:
+    started = send_as(client, "POST", "/v1/webchat/sessions", None)
+    assert started.status_code == 201
+    session = started.json()
+    assert session["customer_id"].startswith("anon_") and session["verified"] is False
+    token = session["token"]
+
+    question = {"text": "how long do I have to return an item?"}
+    sent = send_as(client, "POST", "/v1/webchat/messages?wait=true", token, json=question)
+    assert sent.status_code == 202 and "30 days" in sent.json()["reply"]
+    assert set(sent.json()) == {"conversation_id", "message_id", "duplicate", "waited", "completed", "reply"}
+
+    events = send_as(client, "GET", "/v1/webchat/messages?timeout=0", token).json()
+    assert events["message_count"] == 2
+    assert [m["role"] for m in events["messages"]] == ["customer", "assistant"]
+    assert all(set(m) == {"id", "role", "text", "created_at"} for m in events["messages"])
+    assert "trace" not in json.dumps(events) and "return-window" not in json.dumps(events)
+
+    conversation = client.get(f"/v1/conversations/{session['conversation_id']}").json()
+    assert conversation["customer_id"] == session["customer_id"] and conversation["channel"] == "webchat"
+
+
+def test_a_session_reaches_only_its_own_conversation(client: TestClient) -> None:
+    say(client, "private-1", "where is my order ORD-10001?", customer=BIG)
+    token = send_as(client, "POST", "/v1/webchat/sessions", None).json()["token"]
+    for method, url in (
+        ("GET", "/v1/conversations/private-1"),
+        ("GET", "/v1/conversations/private-1/events?timeout=0"),
+        ("GET", "/v1/conversations"),
+        ("GET", "/v1/customers/cus_big"),
+    ):
+        assert send_as(client, method, url, token).status_code == 403, url
+    posted = send_as(client, "POST", "/v1/conversations/private-1/messages", token, json={"text": "hi"})
+    assert posted.status_code == 403
+    own = send_as(client, "GET", "/v1/webchat/messages?timeout=0", token).json()
+    assert own["messages"] == [] and own["changed"] is False
+    assert len(client.get("/v1/conversations/private-1").json()["messages"]) == 2
+
+
+def test_an_identified_session_needs_an_integration_key_and_is_verified(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    ask = {"customer_id": "cus_small"}
+    anonymous = send_as(client, "POST", "/v1/webchat/sessions", None, json=ask)
+    assert anonymous.status_code == 401 and "webchat:identify" in anonymous.json()["detail"]
+    assert send_as(client, "POST", "/v1/webchat/sessions", keys["agent"], json=ask).status_code == 403
+
+    started = send_as(client, "POST", "/v1/webchat/sessions", keys["integration"], json=ask)
+    assert started.status_code == 201
+    assert started.json()["verified"] is True and started.json()["customer_id"] == "cus_small"
+    token = started.json()["token"]
+    assert (
+        send_as(client, "POST", "/v1/webchat/messages?wait=true", token, json={"text": "hello"}).status_code
+        == 202
+    )
+    conversation_id = started.json()["conversation_id"]
+    assert client.get(f"/v1/conversations/{conversation_id}").json()["customer_id"] == "cus_small"
+
+    # Resuming works for the conversation's own customer only, and never tells whose it is.
+    resumed = send_as(
+        client,
+        "POST",
+        "/v1/webchat/sessions",
+        keys["integration"],
+        json={**ask, "conversation_id": conversation_id},
+    )
+    assert resumed.status_code == 201 and resumed.json()["conversation_id"] == conversation_id
+    stolen = send_as(
+        client,
+        "POST",
+        "/v1/webchat/sessions",
+        keys["integration"],
+        json={"customer_id": "cus_big", "conversation_id": conversation_id},
+    )
+    assert stolen.status_code == 409 and "cus_small" not in stolen.text
+    orphan = send_as(
+        client, "POST", "/v1/webchat/sessions", keys["integration"], json={"conversation_id": "x"}
+    )
+    assert orphan.status_code == 422 and "customer_id" in orphan.json()["message"]
+
+
+def test_a_web_chat_session_can_never_change_a_profile(client: TestClient) -> None:
+    client.put("/v1/customers/cus_web", json={"name": "Wen", "plan": "basic", "arr": 100})
+    token = send_as(client, "POST", "/v1/webchat/sessions", None).json()["token"]
+    forged = {"text": "hi", "customer": {"id": "cus_web", "plan": "enterprise", "arr": 500000}}
+    response = send_as(client, "POST", "/v1/webchat/messages", token, json=forged)
+    assert response.status_code == 422 and "body.customer" in response.json()["message"]
+    assert (
+        send_as(client, "PUT", "/v1/customers/cus_web", token, json={"plan": "enterprise"}).status_code == 403
+    )
+    profile = client.get("/v1/customers/cus_web").json()
+    assert (profile["plan"], profile["arr"]) == ("basic", 100)
+
+
+def test_expired_and_tampered_sessions_are_401_with_a_clear_message(client: TestClient, api: FastAPI) -> None:
+    sessions = api.state.auth.sessions
+    expired, _ = sessions.issue("web_old", "anon_old", verified=False, now=utcnow() - timedelta(hours=2))
+    response = send_as(client, "GET", "/v1/webchat/messages?timeout=0", expired)
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+    assert send_as(client, "POST", "/v1/webchat/sessions/refresh", expired).status_code == 401
+
+    token = send_as(client, "POST", "/v1/webchat/sessions", None).json()["token"]
+    head, payload, signature = token.split(".")
+    tampered_signature = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged_payload = (
+        base64.urlsafe_b64encode(json.dumps({**claims, "cid": "private-1"}).encode()).decode().rstrip("=")
+    )
+    for bad in (tampered_signature, f"{head}.{forged_payload}.{signature}"):
+        response = send_as(client, "GET", "/v1/webchat/messages?timeout=0", bad)
+        assert response.status_code == 401 and "invalid web-chat session" in response.json()["detail"]
+
+
+def test_refresh_extends_a_still_valid_session(client: TestClient, api: FastAPI) -> None:
+    sessions = api.state.auth.sessions
+    token, session = sessions.issue("web_r", "anon_r", verified=False, now=utcnow() - timedelta(minutes=20))
+    refreshed = send_as(client, "POST", "/v1/webchat/sessions/refresh", token)
+    assert refreshed.status_code == 200
+    body = refreshed.json()
+    assert body["conversation_id"] == "web_r" and body["verified"] is False
+    assert datetime.fromisoformat(body["expires_at"]) > session.expires_at
+    assert send_as(client, "GET", "/v1/webchat/messages?timeout=0", body["token"]).status_code == 200
+
+
+# --- API-edge defects ---------------------------------------------------------------------------------------
+
+
+def test_422_never_echoes_the_request_body(client: TestClient) -> None:
+    secret_text = "S3CRET-" + "x" * 6000  # over the 4,000-character message limit
+    response = client.post("/v1/conversations/echo-1/messages", json={"text": secret_text})
+    assert response.status_code == 422
+    assert "S3CRET" not in response.text and len(response.content) < 1000
+    assert all("input" not in error for error in response.json()["detail"])
+    assert "body.text" in response.json()["message"]
+
+
+def test_a_body_over_the_limit_is_413_and_never_echoed(client: TestClient) -> None:
+    huge = "H" * (70 * 1024)
+    response = client.post("/v1/conversations/big-1/messages", json={"text": huge})
+    assert response.status_code == 413
+    assert "HHHH" not in response.text and "65536 bytes" in response.json()["detail"]
+    assert client.get("/v1/conversations/big-1").status_code == 404
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        yield b'{"text": "'
+        for _ in range(80):
+            yield b"H" * 1024
+        yield b'"}'
+
+    streamed = client.post(
+        "/v1/conversations/big-2/messages", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413 and "HHHH" not in streamed.text
+
+
+def test_the_body_limit_is_configurable(
+    tmp_path: Path, workspace_path: Path, backend: tuple[str, ScriptedBackend]
+) -> None:
+    cx = make_app(tmp_path / "home", workspace_path, backend[0])
+    cx.settings.max_body_bytes = 200
+    admin = make_role_keys(cx.store)["admin"]
+    with TestClient(create_api(cx), headers={"Authorization": f"Bearer {admin}"}) as small:
+        assert small.post("/v1/conversations/l-1/messages", json={"text": "y" * 300}).status_code == 413
+        assert small.post("/v1/conversations/l-1/messages", json={"text": "fine"}).status_code == 202
+
+
+def test_an_external_id_reused_in_another_conversation_is_409_and_stores_nothing(client: TestClient) -> None:
+    first = client.post("/v1/conversations/ext-a/messages", json={"text": "hello", "external_id": "wamid.77"})
+    assert first.status_code == 202
+    again = client.post(
+        "/v1/conversations/ext-b/messages",
+        json={"text": "other", "external_id": "wamid.77", "customer": {"id": "cus_ext", "plan": "pro"}},
+    )
+    assert again.status_code == 409
+    assert again.json() == {"detail": "external_id already used in another conversation"}
+    assert "ext-a" not in again.text
+    assert client.get("/v1/conversations/ext-b").status_code == 404
+    assert client.get("/v1/customers/cus_ext").status_code == 404  # the carried profile was not stored either
+    assert [
+        m["text"] for m in client.get("/v1/conversations/ext-a").json()["messages"] if m["role"] == "customer"
+    ] == ["hello"]
+
+
+def test_the_customer_may_be_given_as_a_bare_id(client: TestClient) -> None:
+    client.put("/v1/customers/cus_b", json={"name": "Bo", "plan": "pro", "arr": 5000})
+    response = client.post(
+        "/v1/conversations/bare-1/messages?wait=true",
+        json={"text": "what is your return policy", "customer": "cus_b"},
+    )
+    assert response.status_code == 202, response.text
+    conversation = client.get("/v1/conversations/bare-1").json()
+    assert conversation["customer_id"] == "cus_b" and conversation["customer"]["plan"] == "pro"
+
+
+def test_a_slow_store_read_does_not_hold_up_other_requests(
+    client: TestClient, cx: CxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = cx.store.list_conversations
+    other_request_done = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def slow_list(limit: int = 50) -> Any:
+        # Blocks until another request has been answered: impossible if this call held the event loop.
+        seen["other_request_answered_meanwhile"] = other_request_done.wait(10)
+        return original(limit)
+
+    monkeypatch.setattr(cx.store, "list_conversations", slow_list)
+    client.get("/v1/me")  # the admin key is verified and cached first
+    slow = threading.Thread(target=lambda: seen.update(listing=client.get("/v1/conversations")))
+    slow.start()
+    while "other_request_answered_meanwhile" not in seen and slow.is_alive():
+        if client.get("/v1/workspace").status_code == 200:
+            other_request_done.set()
+            break
+    slow.join(20)
+    assert seen["other_request_answered_meanwhile"] is True
+    assert seen["listing"].status_code == 200

@@ -485,3 +485,9 @@ def test_review_dates_are_in_the_future_of_the_demo() -> None:
         for fact in KnowledgeFile.model_validate(yaml.safe_load(path.read_text())).facts
     ]
     assert min(fact.review_by or date.min for fact in facts) >= date(2027, 1, 1)
+
+
+def test_no_dataset_jargon_reaches_colleagues_or_customers(intents: list[IntentConfig]) -> None:
+    """Intent descriptions end up in escalation summaries and clarifying questions: no source citations."""
+    for intent in intents:
+        assert "ABCD" not in intent.description, intent.name

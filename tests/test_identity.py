@@ -373,3 +373,37 @@ def test_validate_flags_ownership_checks_that_cannot_work(tmp_path: Path) -> Non
         write_workspace(tmp_path / "ws2", **{"actions.yaml": unchecked, "intents.yaml": INTENTS})
     )
     assert any("has no owner check" in p.message for p in problems)
+
+
+async def test_the_plan_records_the_actions_permission_and_the_turns_clock(app: CxApp) -> None:
+    view = await say(app, "p1", "where is my order ORD-10001?")
+    trace = view.traces[-1]
+    plan = next(s for s in trace.steps if s.name == "plan")
+    assert plan.output["permission"] == {
+        "scope": "orders:read",
+        "public": False,
+        "owner_check": "account_id",
+        "verified_customer": True,
+    }
+    assert trace.turn_at is not None
+    assess = next(s for s in trace.steps if s.name == "assess")
+    assert assess.input["now"] == trace.turn_at.isoformat()
+
+
+async def test_the_packet_carries_the_customers_attributes_and_no_queue_name(
+    tmp_path: Path, backend: tuple[str, ScriptedBackend]
+) -> None:
+    cx = await start(tmp_path, backend[0])
+    vulnerable = Customer(
+        id=CustomerId("cus_vic"), name="Vic", attributes={"vulnerable": True, "country": "PT"}
+    )
+    cx.store.upsert_customers([vulnerable])
+    try:
+        view = await say(cx, "q1", "I will sue you", customer=vulnerable)
+    finally:
+        await cx.stop()
+    [packet] = view.escalations
+    assert packet.customer["attributes"] == {"vulnerable": True, "country": "PT"}
+    assert "vulnerable: True" in packet.summary
+    reply = view.traces[-1].reply or ""
+    assert packet.queue == "legal" and "legal" not in reply and "a colleague" in reply

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cxstack import __version__
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
@@ -68,6 +72,18 @@ class Settings(BaseSettings):
             return windows
         return {channel: self.burst_window_ms for channel in {*windows, *workspace.settings.channels}}
 
+    def cache_dir(self) -> Path:
+        """Trained routers, by workspace version and embedder (safe to delete)."""
+        return self.home / "cache"
+
+    # Signs web-chat session tokens; every API process of a deployment needs the same one. Unset: a secret is
+    # created once in `home` (file `secret_key`, mode 0600).
+    secret_key: SecretStr | None = None
+    session_minutes: float = 30.0  # a web-chat session token's lifetime; the page refreshes it while open
+    max_body_bytes: int = 64 * 1024  # larger request bodies get 413, never read further
+    # A verified API key is remembered this long: a key revoked in another process works here until then.
+    api_key_cache_seconds: float = 30.0
+
     def resolved_database_url(self) -> str:
         return self.database_url or database_url(self.home)
 
@@ -107,13 +123,16 @@ def build_engine(
     backoffice_url: str | None = None,
     dry_run_actions: bool = False,
     connectors: Mapping[str, ActionConnector] | None = None,
+    cache_dir: Path | None = None,
 ) -> Engine:
+    """Trains the router and indexes knowledge for `workspace`. With `cache_dir`, a router trained before for
+    the same workspace version and embedder is loaded instead (serve's worker process, a restarted worker
+    and a restarted serve then start in seconds, not minutes)."""
     started = time.perf_counter()
+    name = embedder_name or workspace.settings.embedder
     if embedder is None:
-        embedder = CachedEmbedder(load_embedder(embedder_name or workspace.settings.embedder))
-    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
-    router = IntentRouter(embedder)
-    report = router.fit([text for text, _ in examples], [label for _, label in examples])
+        embedder = CachedEmbedder(load_embedder(name))
+    router, report = _trained_router(workspace, embedder, name, cache_dir)
     knowledge = KnowledgeIndex(workspace.facts, embedder)
     if connectors is None:
         connectors = http_connectors(workspace, backoffice_url=backoffice_url, dry_run=dry_run_actions)
@@ -127,6 +146,33 @@ def build_engine(
         embedder=embedder,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def _trained_router(
+    workspace: Workspace, embedder: Embedder, embedder_name: str, cache_dir: Path | None
+) -> tuple[IntentRouter, RouterFitReport]:
+    path = None
+    if cache_dir is not None:
+        key = hashlib.sha256(f"{workspace.version}|{embedder_name}|{__version__}".encode()).hexdigest()[:20]
+        path = cache_dir / f"router-{key}.pickle"
+        try:
+            with path.open("rb") as handle:
+                cached_router, cached_report = pickle.load(handle)  # our own file, in our own state folder
+            return cached_router.with_embedder(embedder), cached_report
+        except FileNotFoundError:
+            pass
+        except Exception:  # a stale or broken cache is rebuilt, never trusted
+            log.warning("router cache %s unreadable; training again", path, exc_info=True)
+    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
+    router = IntentRouter(embedder)
+    report = router.fit([text for text, _ in examples], [label for _, label in examples])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        with partial.open("wb") as handle:
+            pickle.dump((router, report), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    return router, report
 
 
 def _orchestrator(
@@ -156,6 +202,15 @@ def open_store(settings: Settings) -> Store:
     engine = create_engine_for(url)
     migrate(engine)
     return SqlAlchemyStore(engine)
+
+
+class ExternalIdConflictError(ValueError):
+    """The message's (channel, external id) is already stored in another conversation; nothing was stored."""
+
+    def __init__(self, channel: str, external_id: str) -> None:
+        self.channel = channel
+        self.external_id = external_id
+        super().__init__("external_id already used in another conversation")
 
 
 @dataclass
@@ -234,8 +289,34 @@ class CxApp:
         customer_id: str | None = None,
         verified: bool = False,
     ) -> IngestResult:
-        """Stores the message (idempotent on channel + external id) and schedules its turn. `verified`: the
-        channel vouched for the customer (an integration's key, a signed session); never from message text."""
+        """Stores the message (idempotent on channel + external id) and schedules its turn. The store is
+        synchronous: it runs on a worker thread so that the event loop keeps serving.
+
+        `verified`: the channel vouched for the customer (an integration's key, a signed session).
+        Raises ExternalIdConflictError if the external id is already stored in another conversation."""
+        return await asyncio.to_thread(
+            self.ingest_message,
+            conversation_id,
+            text,
+            external_id=external_id,
+            channel=channel,
+            customer=customer,
+            customer_id=customer_id,
+            verified=verified,
+        )
+
+    def ingest_message(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        external_id: str | None = None,
+        channel: str = "api",
+        customer: Customer | None = None,
+        customer_id: str | None = None,
+        verified: bool = False,
+    ) -> IngestResult:
+        """`post_message` for a caller already off the event loop (thread-safe)."""
         cid = ConversationId(conversation_id)
         if customer is None and customer_id is None:
             customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
@@ -249,6 +330,8 @@ class CxApp:
             verified=verified,
         )
         result = self.store.ingest(inbound)
+        if not result.created and result.message.conversation_id != cid:
+            raise ExternalIdConflictError(channel, inbound.external_id)
         if result.created:
             self.runtime.notify(cid)
         return result
@@ -271,7 +354,9 @@ class CxApp:
         )
 
     async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:
-        message = self.store.add_human_reply(ConversationId(conversation_id), text, author, hand_back)
+        message = await asyncio.to_thread(
+            self.store.add_human_reply, ConversationId(conversation_id), text, author, hand_back
+        )
         self.outbox.wake()
         self.broker.publish(ConversationId(conversation_id))
         return message
@@ -286,6 +371,7 @@ def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Wor
         embedder_name=settings.embedder,
         backoffice_url=settings.backoffice_url,
         dry_run_actions=settings.dry_run_actions,
+        cache_dir=settings.cache_dir(),
     )
     return open_store(settings), engine.orchestrator, workspace, engine.aclose
 
@@ -302,5 +388,6 @@ def build(settings: Settings, *, workspace: Workspace | None = None, engine: Eng
             embedder_name=settings.embedder,
             backoffice_url=settings.backoffice_url,
             dry_run_actions=settings.dry_run_actions,
+            cache_dir=settings.cache_dir(),
         )
     return CxApp(settings, open_store(settings), engine)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +20,10 @@ from fastapi.templating import Jinja2Templates
 
 from cxstack import __version__
 from cxstack.api import views
+from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
+from cxstack.api.keys import ApiKeys
 from cxstack.api.schemas import (
+    CONVERSATION_ID_PATTERN,
     ConversationEvents,
     ConversationOut,
     ConversationSummary,
@@ -30,30 +34,59 @@ from cxstack.api.schemas import (
     HumanReply,
     HumanReplyOut,
     IntentOut,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
     MessageAccepted,
     PostMessage,
+    PrincipalOut,
+    WebchatAccepted,
+    WebchatEvents,
+    WebchatMessageIn,
+    WebchatSessionOut,
+    WebchatSessionRequest,
     WorkspaceOut,
 )
-from cxstack.app import CxApp
+from cxstack.api.security import Auth, Principal, Scope, requires, unauthorized
+from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
+from cxstack.app import CxApp, ExternalIdConflictError
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
-def _cx(request: Request) -> CxApp:
+# `async` though they do no I/O: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
+async def _cx(request: Request) -> CxApp:
     cx: CxApp = request.app.state.cx
     return cx
 
 
+async def _auth(request: Request) -> Auth:
+    auth: Auth = request.app.state.auth
+    return auth
+
+
 Cx = Annotated[CxApp, Depends(_cx)]
+AuthState = Annotated[Auth, Depends(_auth)]
 # The caller chooses conversation ids (its own ticket or chat id); keep them URL- and log-safe.
-ConversationIdParam = Annotated[
-    str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
-]
+ConversationIdParam = Annotated[str, PathParam(min_length=1, max_length=128, pattern=CONVERSATION_ID_PATTERN)]
 
 
-def create_api(app: CxApp) -> FastAPI:
-    """The FastAPI application around a built CxApp; its lifespan starts and stops the service."""
+def build_auth(app: CxApp) -> Auth:
+    """API keys over the app's store and the web-chat session signer, from the app's settings."""
+    settings = app.settings
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+    return Auth(
+        keys=ApiKeys(app.store, cache_seconds=settings.api_key_cache_seconds),
+        sessions=WebchatSessions(
+            signing_secret(secret, settings.home), ttl=timedelta(minutes=settings.session_minutes)
+        ),
+    )
+
+
+def create_api(app: CxApp, *, auth: Auth | None = None) -> FastAPI:
+    """The FastAPI application around a built CxApp; its lifespan starts and stops the service.
+    Every /v1 route needs credentials (see cxstack.api.security); /health, /docs and the pages do not."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,9 +105,12 @@ def create_api(app: CxApp) -> FastAPI:
         docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, works offline
     )
     api.state.cx = app
+    api.state.auth = auth or build_auth(app)
+    # Past the limit the body is not read further and the answer (413) never echoes it.
+    api.add_middleware(BodyLimitMiddleware, max_body_bytes=app.settings.max_body_bytes)
     api.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     _add_offline_docs(api)
-    _add_error_handlers(api)
+    _add_error_handlers(api, app.settings.max_body_bytes)
     _add_api_routes(api)
     _add_pages(api)
     return api
@@ -106,14 +142,27 @@ def _not_found(message: str) -> JSONResponse:
     return JSONResponse(status_code=status.HTTP_404_NOT_FOUND, content={"detail": message})
 
 
-def _add_error_handlers(api: FastAPI) -> None:
+def _without_input(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error without the value it rejected: a 10 MB body must not come back in the answer."""
+    return {key: value for key, value in error.items() if key not in ("input", "url")}
+
+
+def _add_error_handlers(api: FastAPI, max_body_bytes: int) -> None:
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's detail list stays as is (clients parse it); `message` names the fields for people.
-        errors = exc.errors()
+        # FastAPI's detail list stays as is (clients parse it) minus the rejected input; `message` names the
+        # fields for people.
+        errors = [_without_input(dict(error)) for error in exc.errors()]
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": jsonable_encoder(errors), "message": _describe_errors(errors)},
+        )
+
+    @api.exception_handler(status.HTTP_413_CONTENT_TOO_LARGE)
+    async def too_large(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            content={"detail": too_large_detail(max_body_bytes)},
         )
 
     @api.exception_handler(views.ConversationNotFoundError)
@@ -124,9 +173,28 @@ def _add_error_handlers(api: FastAPI) -> None:
     async def escalation_not_found(_: Request, exc: views.EscalationNotFoundError) -> JSONResponse:
         return _not_found(str(exc))
 
+    @api.exception_handler(views.ApiKeyNotFoundError)
+    async def key_not_found(_: Request, exc: views.ApiKeyNotFoundError) -> JSONResponse:
+        return _not_found(str(exc))
+
+    @api.exception_handler(ExternalIdConflictError)
+    async def external_id_conflict(_: Request, exc: ExternalIdConflictError) -> JSONResponse:
+        # Never which conversation: that would hand out another conversation's id.
+        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
+
+    @api.exception_handler(views.ConversationOfAnotherCustomerError)
+    async def conversation_of_another(
+        _: Request, exc: views.ConversationOfAnotherCustomerError
+    ) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
+
+    @api.exception_handler(views.ChannelNotAllowedError)
+    async def channel_not_allowed(_: Request, exc: views.ChannelNotAllowedError) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_403_FORBIDDEN, content={"detail": str(exc)})
+
     @api.exception_handler(views.UnknownChannelError)
     async def unknown_channel(_: Request, exc: views.UnknownChannelError) -> JSONResponse:
-        error = {"type": "unknown_channel", "loc": ["body", "channel"], "msg": str(exc), "input": exc.channel}
+        error = {"type": "unknown_channel", "loc": ["body", "channel"], "msg": str(exc)}
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             content={"detail": [error], "message": f"body.channel: {exc}"},
@@ -145,30 +213,66 @@ def _describe_errors(errors: Any) -> str:
     return "; ".join(parts)
 
 
+# Routes that only read or write the synchronous store are plain `def`: FastAPI runs them on its thread pool.
+# The ones that must wait (for a turn, a long poll) are `async def` and reach the store through a thread.
+
+
 def _add_api_routes(api: FastAPI) -> None:
+    _add_conversation_routes(api)
+    _add_escalation_routes(api)
+    _add_workspace_and_customer_routes(api)
+    _add_webchat_routes(api)
+    _add_key_routes(api)
+
+    @api.get("/health", response_model=HealthOut, tags=["service"])
+    async def health(cx: Cx, response: Response) -> HealthOut:
+        report = views.health(cx)
+        if not report.db_ok:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return report
+
+
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no credentials, or an invalid, revoked or expired one"},
+    403: {"description": "the credential's role may not do this"},
+}
+
+
+def _add_conversation_routes(api: FastAPI) -> None:
     @api.post(
         "/v1/conversations/{conversation_id}/messages",
         response_model=MessageAccepted,
         status_code=status.HTTP_202_ACCEPTED,
         tags=["conversations"],
         responses={
-            200: {"model": MessageAccepted, "description": "duplicate external id: nothing was stored"}
+            **_UNAUTHORIZED,
+            200: {"model": MessageAccepted, "description": "duplicate external id: nothing was stored"},
+            409: {"description": "external_id already used in another conversation: nothing was stored"},
         },
     )
     async def post_message(
         conversation_id: ConversationIdParam,
         body: PostMessage,
         cx: Cx,
+        principal: Annotated[Principal, requires(Scope.CONVERSATIONS_WRITE)],
         response: Response,
         wait: Annotated[bool, Query(description="wait (up to 10 s) for the reply and its trace")] = False,
     ) -> MessageAccepted:
-        accepted = await views.post_message(cx, conversation_id, body, wait=wait)
+        """The REST channel (integration or admin key). The customer it names is taken as verified by the
+        channel; a profile it carries (plan, ARR, segment, attributes) is stored with the message."""
+        accepted = await views.post_message(cx, conversation_id, body, principal=principal, wait=wait)
         if accepted.duplicate:
             response.status_code = status.HTTP_200_OK
         return accepted
 
-    @api.get("/v1/conversations", response_model=list[ConversationSummary], tags=["conversations"])
-    async def list_conversations(
+    @api.get(
+        "/v1/conversations",
+        response_model=list[ConversationSummary],
+        tags=["conversations"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.CONVERSATIONS_READ)],
+    )
+    def list_conversations(
         cx: Cx, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[ConversationSummary]:
         return views.list_conversations(cx, limit)
@@ -177,16 +281,18 @@ def _add_api_routes(api: FastAPI) -> None:
         "/v1/conversations/{conversation_id}",
         response_model=ConversationOut,
         tags=["conversations"],
-        responses={404: {"description": "unknown conversation"}},
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown conversation"}},
+        dependencies=[requires(Scope.CONVERSATIONS_READ)],
     )
-    async def get_conversation(conversation_id: str, cx: Cx) -> ConversationOut:
+    def get_conversation(conversation_id: str, cx: Cx) -> ConversationOut:
         return views.get_conversation(cx, conversation_id)
 
     @api.get(
         "/v1/conversations/{conversation_id}/events",
         response_model=ConversationEvents,
         tags=["conversations"],
-        responses={404: {"description": "unknown conversation"}},
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown conversation"}},
+        dependencies=[requires(Scope.CONVERSATIONS_READ)],
     )
     async def conversation_events(
         conversation_id: str,
@@ -201,13 +307,22 @@ def _add_api_routes(api: FastAPI) -> None:
         response_model=HumanReplyOut,
         status_code=status.HTTP_201_CREATED,
         tags=["escalations"],
-        responses={404: {"description": "unknown conversation"}},
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown conversation"}},
+        dependencies=[requires(Scope.ESCALATIONS_WRITE)],
     )
     async def post_human_reply(conversation_id: str, body: HumanReply, cx: Cx) -> HumanReplyOut:
         return await views.human_reply(cx, conversation_id, body)
 
-    @api.get("/v1/escalations", response_model=list[EscalationOut], tags=["escalations"])
-    async def list_escalations(
+
+def _add_escalation_routes(api: FastAPI) -> None:
+    @api.get(
+        "/v1/escalations",
+        response_model=list[EscalationOut],
+        tags=["escalations"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.ESCALATIONS_READ)],
+    )
+    def list_escalations(
         cx: Cx,
         queue: str | None = None,
         status: Annotated[
@@ -220,46 +335,188 @@ def _add_api_routes(api: FastAPI) -> None:
         "/v1/escalations/{escalation_id}",
         response_model=EscalationOut,
         tags=["escalations"],
-        responses={404: {"description": "unknown escalation"}},
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown escalation"}},
+        dependencies=[requires(Scope.ESCALATIONS_READ)],
     )
-    async def get_escalation(escalation_id: str, cx: Cx) -> EscalationOut:
+    def get_escalation(escalation_id: str, cx: Cx) -> EscalationOut:
         return views.get_escalation(cx, escalation_id)
 
-    @api.get("/v1/intents", response_model=list[IntentOut], tags=["workspace"])
-    async def list_intents(cx: Cx) -> list[IntentOut]:
+
+def _add_workspace_and_customer_routes(api: FastAPI) -> None:
+    @api.get(
+        "/v1/intents",
+        response_model=list[IntentOut],
+        tags=["workspace"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.WORKSPACE_READ)],
+    )
+    def list_intents(cx: Cx) -> list[IntentOut]:
         return views.intents(cx.workspace)
 
-    @api.get("/v1/workspace", response_model=WorkspaceOut, tags=["workspace"])
-    async def workspace(cx: Cx) -> WorkspaceOut:
+    @api.get(
+        "/v1/workspace",
+        response_model=WorkspaceOut,
+        tags=["workspace"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.WORKSPACE_READ)],
+    )
+    def workspace(cx: Cx) -> WorkspaceOut:
         return views.workspace_info(cx)
 
-    @api.get("/v1/customers", response_model=list[CustomerOut], tags=["customers"])
-    async def list_customers(
+    @api.get(
+        "/v1/customers",
+        response_model=list[CustomerOut],
+        tags=["customers"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.CUSTOMERS_READ)],
+    )
+    def list_customers(
         cx: Cx, q: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[CustomerOut]:
         return views.list_customers(cx, q, limit)
 
-    @api.put("/v1/customers/{customer_id}", response_model=CustomerOut, tags=["customers"])
-    async def put_customer(customer_id: str, body: CustomerProfile, cx: Cx) -> CustomerOut:
-        """Create or update a customer profile (plan, ARR, segment, attributes) for the strategy layer."""
+    @api.put(
+        "/v1/customers/{customer_id}",
+        response_model=CustomerOut,
+        tags=["customers"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.CUSTOMERS_WRITE)],
+    )
+    def put_customer(customer_id: str, body: CustomerProfile, cx: Cx) -> CustomerOut:
+        """Create or update a customer profile (plan, ARR, segment, attributes) for the strategy layer.
+        Integration or admin keys only: these fields decide tier, caps and queues."""
         return views.upsert_customer(cx, customer_id, body)
 
     @api.get(
         "/v1/customers/{customer_id}",
         response_model=CustomerOut,
         tags=["customers"],
-        responses={404: {"description": "unknown customer"}},
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown customer"}},
+        dependencies=[requires(Scope.CUSTOMERS_READ)],
     )
-    async def get_customer(customer_id: str, cx: Cx) -> CustomerOut | JSONResponse:
+    def get_customer(customer_id: str, cx: Cx) -> CustomerOut | JSONResponse:
         found = views.get_customer(cx, customer_id)
         return found if found is not None else _not_found(f"customer {customer_id} not found")
 
-    @api.get("/health", response_model=HealthOut, tags=["service"])
-    async def health(cx: Cx, response: Response) -> HealthOut:
-        report = views.health(cx)
-        if not report.db_ok:
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return report
+
+def _add_webchat_routes(api: FastAPI) -> None:
+    @api.post(
+        "/v1/webchat/sessions",
+        response_model=WebchatSessionOut,
+        status_code=status.HTTP_201_CREATED,
+        tags=["web chat"],
+        responses={
+            **_UNAUTHORIZED,
+            409: {"description": "conversation_id is in use by another customer"},
+        },
+    )
+    def start_webchat_session(
+        cx: Cx,
+        auth: AuthState,
+        principal: Annotated[Principal, requires(Scope.WEBCHAT_START)],
+        body: WebchatSessionRequest | None = None,
+    ) -> WebchatSessionOut:
+        """Without credentials: an anonymous session for a new conversation (customer `anon_…`, not
+        verified). With an integration or admin key and a `customer_id`: a session for that customer, who
+        is verified, optionally in `conversation_id` (theirs, or a new one)."""
+        return views.start_webchat_session(cx, auth.sessions, principal, body or WebchatSessionRequest())
+
+    @api.post(
+        "/v1/webchat/sessions/refresh",
+        response_model=WebchatSessionOut,
+        tags=["web chat"],
+        responses=_UNAUTHORIZED,
+    )
+    def refresh_webchat_session(
+        auth: AuthState, principal: Annotated[Principal, requires(Scope.WEBCHAT_CONVERSE)]
+    ) -> WebchatSessionOut:
+        """A new token for a still-valid session (an expired one gets 401: start a new session)."""
+        try:
+            token, session = auth.sessions.refresh(principal.token)
+        except SessionError as exc:
+            raise unauthorized(str(exc), error="invalid_token") from None
+        return views.session_out(token, session)
+
+    @api.post(
+        "/v1/webchat/messages",
+        response_model=WebchatAccepted,
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["web chat"],
+        responses={
+            **_UNAUTHORIZED,
+            200: {"model": WebchatAccepted, "description": "duplicate external id: nothing was stored"},
+        },
+    )
+    async def post_webchat_message(
+        body: WebchatMessageIn,
+        cx: Cx,
+        principal: Annotated[Principal, requires(Scope.WEBCHAT_CONVERSE)],
+        response: Response,
+        wait: Annotated[bool, Query(description="wait (up to 10 s) for the reply")] = False,
+    ) -> WebchatAccepted:
+        """A customer message in the session's conversation (web-chat session token)."""
+        assert principal.session is not None
+        accepted = await views.webchat_post(cx, principal.session, body, wait=wait)
+        if accepted.duplicate:
+            response.status_code = status.HTTP_200_OK
+        return accepted
+
+    @api.get(
+        "/v1/webchat/messages",
+        response_model=WebchatEvents,
+        tags=["web chat"],
+        responses=_UNAUTHORIZED,
+    )
+    async def webchat_messages(
+        cx: Cx,
+        principal: Annotated[Principal, requires(Scope.WEBCHAT_CONVERSE)],
+        after: Annotated[int, Query(ge=0, description="messages the client has already seen")] = 0,
+        timeout: Annotated[float, Query(ge=0, le=views.EVENTS_MAX_SECONDS)] = 25.0,
+    ) -> WebchatEvents:
+        """The session's conversation as its customer sees it (long poll): messages only."""
+        assert principal.session is not None
+        return await views.webchat_events(cx, principal.session, after=after, timeout=timeout)
+
+
+def _add_key_routes(api: FastAPI) -> None:
+    @api.get(
+        "/v1/keys",
+        response_model=list[KeyOut],
+        tags=["keys"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.KEYS)],
+    )
+    def list_keys(auth: AuthState) -> list[KeyOut]:
+        return [views.key_out(k) for k in auth.keys.all()]
+
+    @api.post(
+        "/v1/keys",
+        response_model=KeyCreated,
+        status_code=status.HTTP_201_CREATED,
+        tags=["keys"],
+        responses=_UNAUTHORIZED,
+        dependencies=[requires(Scope.KEYS)],
+    )
+    def create_key(body: KeyCreate, auth: AuthState) -> KeyCreated:
+        """A new key; the answer holds the whole key, which is shown this once and stored nowhere."""
+        return views.create_key(auth.keys, body)
+
+    @api.post(
+        "/v1/keys/{key_id}/revoke",
+        response_model=KeyOut,
+        tags=["keys"],
+        responses={**_UNAUTHORIZED, 404: {"description": "unknown key"}},
+        dependencies=[requires(Scope.KEYS)],
+    )
+    def revoke_key(key_id: str, auth: AuthState) -> KeyOut:
+        """Revoked at once in this process; other API processes stop accepting it within their key cache
+        time (CXSTACK_API_KEY_CACHE_SECONDS, default 30 s)."""
+        return views.revoke_key(auth.keys, key_id)
+
+    @api.get("/v1/me", response_model=PrincipalOut, tags=["keys"], responses=_UNAUTHORIZED)
+    async def whoami(principal: Annotated[Principal, requires(Scope.WHOAMI)]) -> PrincipalOut:
+        """Who the credential is: its kind, role and scopes (the pages use it to check a key)."""
+        return views.principal_out(principal)
 
 
 def _add_pages(api: FastAPI) -> None:
@@ -289,12 +546,34 @@ def serve_api(
     *,
     log_level: str = "info",
     access_log: bool = False,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Runs the API with uvicorn until interrupted (used by `cxstack serve`). Every turn is traced in the
     store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput."""
+    api_server(app, host, port, log_level=log_level, access_log=access_log, on_listening=on_listening).run()
+
+
+def api_server(
+    app: CxApp,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> Any:
+    """A uvicorn server for the API; `on_listening` runs once its socket accepts connections (after the
+    service started), so whatever it prints is true when printed."""
     import uvicorn
 
-    uvicorn.run(create_api(app), host=host, port=port, log_level=log_level, access_log=access_log)
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit and on_listening is not None:
+                on_listening()
+
+    config = uvicorn.Config(create_api(app), host=host, port=port, log_level=log_level, access_log=access_log)
+    return Server(config)
 
 
 def app_factory() -> FastAPI:  # pragma: no cover - for `uvicorn cxstack.api.app:app_factory --factory`

@@ -6,13 +6,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from cxstack.domain.auth import ApiRole
 from cxstack.domain.models import Customer, CustomerId
 
 MessageText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ChannelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
+# The caller chooses conversation ids (its own ticket or chat id); keep them URL- and log-safe.
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
+ConversationIdText = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=CONVERSATION_ID_PATTERN)
+]
 
 
 # --- requests -----------------------------------------------------------------------------------------------
@@ -48,12 +54,19 @@ class CustomerIn(BaseModel):
 
 class PostMessage(BaseModel):
     text: MessageText
-    # The sender's id for this message: a resend with the same (channel, external_id) is a no-op.
+    # The sender's id for this message: a resend with the same (channel, external_id) is a no-op; the same
+    # external id in another conversation is refused (409).
     external_id: Identifier | None = None
     channel: ChannelName = "api"
+    # The customer's profile, or just their id as a string ("cus_b"): who they are, keeping their profile.
     customer: CustomerIn | None = None
     # Shorthand when the customer is already known to the store; ignored when `customer` is given.
     customer_id: Identifier | None = None
+
+    @field_validator("customer", mode="before")
+    @classmethod
+    def _bare_customer_id(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
 
 
 class HumanReply(BaseModel):
@@ -61,6 +74,41 @@ class HumanReply(BaseModel):
     author: Identifier
     # True: the person answered and automation takes the next customer message again.
     hand_back: bool = True
+
+
+class WebchatSessionRequest(BaseModel):
+    """Without credentials: an anonymous session for a new conversation. With an integration or admin key:
+    a session for `customer_id` (verified), in `conversation_id` if given (theirs, or new)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Identifier | None = None
+    conversation_id: ConversationIdText | None = None
+
+    @model_validator(mode="after")
+    def _conversation_needs_its_customer(self) -> WebchatSessionRequest:
+        if self.conversation_id is not None and self.customer_id is None:
+            raise ValueError("customer_id is required to open a session for a given conversation_id")
+        return self
+
+
+class WebchatMessageIn(BaseModel):
+    """A message from the web-chat customer. Nothing else: a session never changes a profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: MessageText
+    external_id: Identifier | None = None  # the page's id for a resend; scoped to this conversation
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Identifier
+    role: ApiRole
+    channel: ChannelName | None = Field(
+        None, description="integration keys only: the one channel it posts to"
+    )
 
 
 # --- responses ----------------------------------------------------------------------------------------------
@@ -250,3 +298,61 @@ class HealthOut(BaseModel):
     db_ok: bool
     pending: int | None
     db_error: str | None = None
+
+
+class WebchatSessionOut(BaseModel):
+    token: str = Field(description="send as 'Authorization: Bearer <token>' to the /v1/webchat routes")
+    conversation_id: str
+    customer_id: str
+    verified: bool
+    expires_at: datetime
+
+
+class WebchatMessageOut(BaseModel):
+    """What the customer sees of a message: no trace, no state, no internal ids or names."""
+
+    id: str
+    role: Literal["customer", "assistant", "human_agent"]
+    text: str
+    created_at: datetime
+
+
+class WebchatAccepted(BaseModel):
+    conversation_id: str
+    message_id: str
+    duplicate: bool
+    waited: bool = False
+    completed: bool = False
+    reply: str | None = None
+
+
+class WebchatEvents(BaseModel):
+    changed: bool
+    message_count: int
+    messages: list[WebchatMessageOut]
+
+
+class KeyOut(BaseModel):
+    id: str
+    prefix: str = Field(description="how the key starts (cxk_<id>_): not secret")
+    name: str
+    role: str
+    channel: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the whole key: shown once, stored nowhere")
+
+
+class PrincipalOut(BaseModel):
+    kind: Literal["key", "session"]
+    role: str
+    name: str
+    scopes: list[str]
+    conversation_id: str | None = None
+    customer_id: str | None = None
+    verified: bool | None = None
+    expires_at: datetime | None = None

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
+from cxstack.api.keys import KEY_PREFIX, ApiKeys
 from cxstack.api.schemas import (
     ActionResultOut,
     ConversationEvents,
@@ -25,15 +26,28 @@ from cxstack.api.schemas import (
     HumanReply,
     HumanReplyOut,
     IntentOut,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
     MessageAccepted,
     MessageOut,
     PostMessage,
+    PrincipalOut,
     QueueOut,
     TraceOut,
     TraceStepOut,
+    WebchatAccepted,
+    WebchatEvents,
+    WebchatMessageIn,
+    WebchatMessageOut,
+    WebchatSessionOut,
+    WebchatSessionRequest,
     WorkspaceOut,
 )
+from cxstack.api.security import Principal, Scope, require_scope
+from cxstack.api.sessions import WebchatSession, WebchatSessions
 from cxstack.app import ConversationView, CxApp
+from cxstack.domain.auth import ApiKey
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -42,7 +56,9 @@ from cxstack.domain.models import (
     EscalationId,
     EscalationPacket,
     Message,
+    Role,
     Trace,
+    new_id,
 )
 from cxstack.orchestration.handoff import reason_text
 from cxstack.workspace.workspace import Workspace
@@ -56,6 +72,21 @@ class UnknownChannelError(ValueError):
         self.channel = channel
         self.known = sorted(known)
         super().__init__(f"unknown channel {channel!r}; this workspace accepts: {', '.join(self.known)}")
+
+
+class ChannelNotAllowedError(PermissionError):
+    def __init__(self, channel: str, allowed: str) -> None:
+        super().__init__(f"this key posts to channel {allowed!r} only, not {channel!r}")
+
+
+class ConversationOfAnotherCustomerError(ValueError):
+    def __init__(self) -> None:
+        super().__init__("conversation_id is in use by another customer")
+
+
+class ApiKeyNotFoundError(LookupError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id} not found")
 
 
 class ConversationNotFoundError(LookupError):
@@ -236,15 +267,31 @@ def accepted_channels(cx: CxApp) -> set[str]:
 
 
 async def post_message(
-    cx: CxApp, conversation_id: str, body: PostMessage, *, wait: bool, timeout: float = WAIT_SECONDS
+    cx: CxApp,
+    conversation_id: str,
+    body: PostMessage,
+    *,
+    principal: Principal,
+    wait: bool,
+    timeout: float = WAIT_SECONDS,
 ) -> MessageAccepted:
-    """Stores the message (idempotent on channel + external id); with `wait`, returns the turn too."""
+    """Stores the message (idempotent on channel + external id); with `wait`, returns the turn too.
+
+    Only integration and admin keys get here, so a customer named in the body is one the channel vouches
+    for (verified) and a profile it carries may set plan, ARR and segment. The trace comes back only to a
+    caller that may read traces."""
+    channel = body.channel
+    bound = principal.key.channel if principal.key is not None else None
+    if bound is not None:
+        if "channel" in body.model_fields_set and body.channel != bound:
+            raise ChannelNotAllowedError(body.channel, bound)
+        channel = bound
     known = accepted_channels(cx)
-    if body.channel not in known:
-        raise UnknownChannelError(body.channel, known)
+    if channel not in known:
+        raise UnknownChannelError(channel, known)
     customer, customer_id = None, body.customer_id
     if body.customer is not None and body.customer.model_fields_set - {"id"}:
-        stored = cx.store.get_customer(CustomerId(body.customer.id))
+        stored = await asyncio.to_thread(cx.store.get_customer, CustomerId(body.customer.id))
         customer = body.customer.to_domain(stored)
     elif body.customer is not None:
         customer_id = body.customer.id  # just who they are: keep the stored profile as it is
@@ -252,12 +299,10 @@ async def post_message(
         conversation_id,
         body.text,
         external_id=body.external_id,
-        channel=body.channel,
+        channel=channel,
         customer=customer,
         customer_id=customer_id,
-        # The caller named the customer; until API keys say which callers may, a named customer is taken as
-        # vouched for and an unnamed one is anonymous.
-        verified=body.customer is not None or body.customer_id is not None,
+        verified=customer is not None or customer_id is not None,
     )
     accepted = MessageAccepted(
         conversation_id=conversation_id, message_id=str(result.message.id), duplicate=not result.created
@@ -268,18 +313,22 @@ async def post_message(
         await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
     except TimeoutError:
         return accepted.model_copy(update={"waited": True})
-    cid = ConversationId(conversation_id)
-    trace = next((t for t in cx.store.list_traces(cid) if t.message_id == result.message.id), None)
-    conversation = cx.store.get_conversation(cid)
+    trace, conversation = await asyncio.to_thread(_turn_of, cx, conversation_id, str(result.message.id))
     return accepted.model_copy(
         update={
             "waited": True,
             "completed": trace is not None,
             "reply": trace.reply if trace else None,
             "status": conversation.status.value if conversation else None,
-            "trace": trace_out(trace) if trace else None,
+            "trace": trace_out(trace) if trace and principal.can(Scope.CONVERSATIONS_READ) else None,
         }
     )
+
+
+def _turn_of(cx: CxApp, conversation_id: str, message_id: str) -> tuple[Trace | None, Conversation | None]:
+    cid = ConversationId(conversation_id)
+    trace = next((t for t in cx.store.list_traces(cid) if t.message_id == message_id), None)
+    return trace, cx.store.get_conversation(cid)
 
 
 def get_conversation(cx: CxApp, conversation_id: str) -> ConversationOut:
@@ -300,7 +349,7 @@ async def conversation_events(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(timeout, 0.0), EVENTS_MAX_SECONDS)
     while True:
-        conversation = get_conversation(cx, conversation_id)
+        conversation = await asyncio.to_thread(get_conversation, cx, conversation_id)
         count = len(conversation.messages)
         remaining = deadline - loop.time()
         if count > after or remaining <= 0:
@@ -323,10 +372,10 @@ def get_escalation(cx: CxApp, escalation_id: str) -> EscalationOut:
 
 
 async def human_reply(cx: CxApp, conversation_id: str, body: HumanReply) -> HumanReplyOut:
-    if cx.store.get_conversation(ConversationId(conversation_id)) is None:
+    if await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id)) is None:
         raise ConversationNotFoundError(conversation_id)
     message = await cx.human_reply(conversation_id, body.text, author=body.author, hand_back=body.hand_back)
-    conversation = cx.store.get_conversation(ConversationId(conversation_id))
+    conversation = await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id))
     return HumanReplyOut(
         conversation_id=conversation_id,
         message_id=str(message.id),
@@ -426,6 +475,135 @@ def list_customers(cx: CxApp, query: str | None = None, limit: int = 50) -> list
     Profiles the system created itself for unknown senders (no name, no plan) are left out."""
     found = cx.store.list_customers(query, limit=limit * 2)
     return [customer_out(c) for c in found if c.name or c.plan][:limit]
+
+
+# --- web chat: one conversation per signed session; the customer sees messages, never traces or state ----
+
+
+def start_webchat_session(
+    cx: CxApp, sessions: WebchatSessions, principal: Principal, body: WebchatSessionRequest
+) -> WebchatSessionOut:
+    """Anonymous (no credentials): a new conversation for a new `anon_` customer, not verified. With an
+    integration or admin key: a session for the customer it names, who is then verified."""
+    if body.customer_id is None and body.conversation_id is None:
+        conversation_id = new_id("web")
+        customer_id, verified = f"anon_{conversation_id.removeprefix('web_')}", False
+    else:
+        # Naming a customer or a conversation is vouching for them: only a key that may do so.
+        require_scope(principal, Scope.WEBCHAT_IDENTIFY)
+        assert body.customer_id is not None  # the request model requires it with a conversation_id
+        customer_id, verified = body.customer_id, True
+        conversation_id = body.conversation_id or new_id("web")
+        existing = cx.store.get_conversation(ConversationId(conversation_id))
+        if existing is not None and existing.customer_id != customer_id:
+            raise ConversationOfAnotherCustomerError()
+    token, session = sessions.issue(conversation_id, customer_id, verified=verified)
+    return session_out(token, session)
+
+
+def session_out(token: str, session: WebchatSession) -> WebchatSessionOut:
+    return WebchatSessionOut(
+        token=token,
+        conversation_id=session.conversation_id,
+        customer_id=session.customer_id,
+        verified=session.verified,
+        expires_at=session.expires_at,
+    )
+
+
+async def webchat_post(
+    cx: CxApp, session: WebchatSession, body: WebchatMessageIn, *, wait: bool, timeout: float = WAIT_SECONDS
+) -> WebchatAccepted:
+    conversation_id = session.conversation_id
+    # The page's ids are scoped to its conversation, so they can never collide with another conversation's.
+    external_id = f"{conversation_id}:{body.external_id}" if body.external_id else None
+    result = await cx.post_message(
+        conversation_id,
+        body.text,
+        external_id=external_id,
+        channel="webchat",
+        customer_id=session.customer_id,
+        verified=session.verified,
+    )
+    accepted = WebchatAccepted(
+        conversation_id=conversation_id, message_id=str(result.message.id), duplicate=not result.created
+    )
+    if not wait:
+        return accepted
+    try:
+        await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
+    except TimeoutError:
+        return accepted.model_copy(update={"waited": True})
+    trace, _ = await asyncio.to_thread(_turn_of, cx, conversation_id, str(result.message.id))
+    return accepted.model_copy(
+        update={"waited": True, "completed": trace is not None, "reply": trace.reply if trace else None}
+    )
+
+
+def customer_facing(messages: Iterable[Message]) -> list[WebchatMessageOut]:
+    return [
+        WebchatMessageOut(id=str(m.id), role=m.role.value, text=m.text, created_at=m.created_at)
+        for m in messages
+        if m.role in (Role.CUSTOMER, Role.ASSISTANT, Role.HUMAN_AGENT)
+    ]
+
+
+async def webchat_events(cx: CxApp, session: WebchatSession, *, after: int, timeout: float) -> WebchatEvents:
+    """The session's conversation as its customer sees it, once it has more than `after` messages (or at
+    `timeout`). A conversation with no message yet reads as empty."""
+    cid = ConversationId(session.conversation_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(timeout, 0.0), EVENTS_MAX_SECONDS)
+    while True:
+        messages = customer_facing(await asyncio.to_thread(cx.store.list_messages, cid))
+        remaining = deadline - loop.time()
+        if len(messages) > after or remaining <= 0:
+            return WebchatEvents(
+                changed=len(messages) > after, message_count=len(messages), messages=messages
+            )
+        await cx.broker.wait(cid, remaining)
+
+
+# --- keys and callers ---------------------------------------------------------------------------------------
+
+
+def key_out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        prefix=f"{KEY_PREFIX}{key.id}_",
+        name=key.name,
+        role=key.role.value,
+        channel=key.channel,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+        active=key.active,
+    )
+
+
+def create_key(keys: ApiKeys, body: KeyCreate) -> KeyCreated:
+    created = keys.create(body.name, body.role, channel=body.channel)
+    return KeyCreated(**key_out(created.key).model_dump(), key=created.secret)
+
+
+def revoke_key(keys: ApiKeys, key_id: str) -> KeyOut:
+    try:
+        return key_out(keys.revoke(key_id))
+    except KeyError:
+        raise ApiKeyNotFoundError(key_id) from None
+
+
+def principal_out(principal: Principal) -> PrincipalOut:
+    session = principal.session
+    return PrincipalOut(
+        kind="session" if session is not None else "key",
+        role=principal.role,
+        name=principal.key.name if principal.key is not None else "web-chat customer",
+        scopes=sorted(s.value for s in principal.scopes),
+        conversation_id=session.conversation_id if session else None,
+        customer_id=session.customer_id if session else None,
+        verified=session.verified if session else None,
+        expires_at=session.expires_at if session else None,
+    )
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

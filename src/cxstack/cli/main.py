@@ -28,10 +28,16 @@ from cxstack.cli.services import (
 app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
 intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, queue, examples, traffic.")
 customers_app = typer.Typer(help="Customer profiles (plan, ARR, segment) for the strategy layer.")
+keys_app = typer.Typer(
+    help="API keys with a role: admin, agent, integration, viewer. A key is shown once, stored hashed.",
+    no_args_is_help=True,
+)
 app.add_typer(intents_app, name="intents")
 app.add_typer(customers_app, name="customers")
+app.add_typer(keys_app, name="keys")
 docs_app = typer.Typer(help="Documentation generated from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
+DEMO_KEY_NAME = "make run demo"
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -151,6 +157,14 @@ def serve(
         str, typer.Option(help="process: turns in a worker process (default); thread: in this process.")
     ] = "process",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
+    bootstrap_admin: Annotated[
+        bool,
+        typer.Option(
+            "--bootstrap-admin",
+            help=f"Create a fresh admin key named {DEMO_KEY_NAME!r} (revoking the previous one) and print it "
+            "with a link that logs the escalation desk in. For demos (make run).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -173,8 +187,26 @@ def serve(
         f"{ws.settings.name} [dim]{ws.version}[/]: {render.router_summary(cx.engine.router_report)}; "
         f"loaded in {cx.engine.load_seconds:.1f}s"
     )
-    console.print(f"web chat: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    serve_api(cx, host=host, port=port, access_log=access_log)
+    demo_key = None
+    if bootstrap_admin:
+        from cxstack.api.keys import ApiKeys
+        from cxstack.domain.auth import ApiRole
+
+        demo_key, _ = ApiKeys(cx.store).replace_named(DEMO_KEY_NAME, ApiRole.ADMIN)
+    base = f"http://{_link_host(host)}:{port}"
+
+    def listening() -> None:
+        console.print(f"web chat: {base}/   API docs: {base}/docs")
+        if demo_key is not None:
+            console.print(f"admin key ({DEMO_KEY_NAME!r}, shown once): [bold]{demo_key.secret}[/]")
+            console.print(f"escalation desk, logged in: {base}/escalations#key={demo_key.secret}")
+            console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
+
+    serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+
+
+def _link_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 @app.command()
@@ -471,6 +503,78 @@ def customers_import(
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     console.print(f"imported {count} customers")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="admin, agent, integration or viewer.")],
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the key (shown in `keys list`).")],
+    channel: Annotated[
+        str | None, typer.Option(help="Integration keys: the one channel the key may post messages to.")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Create a key. The key alone goes to stdout (KEY=$(cxstack keys create …)); it is shown this once."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+    from cxstack.domain.auth import ApiRole
+
+    if role not in {r.value for r in ApiRole}:
+        err.print(f"[red]--role must be one of: {', '.join(r.value for r in ApiRole)}[/]")
+        raise typer.Exit(2)
+    try:
+        created = ApiKeys(open_store(_settings(home))).create(name, role, channel=channel)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    err.print(
+        f"[green]created[/] {created.key.role.value} key [bold]cxk_{created.key.id}[/] ({created.key.name}); "
+        "it is shown once, store it now:"
+    )
+    sys.stdout.write(created.secret + "\n")
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None) -> None:
+    """Every key with its role and state; never a secret."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+
+    table = Table(title="API keys")
+    for column in ("id", "name", "role", "channel", "created", "revoked"):
+        table.add_column(column)
+    for key in ApiKeys(open_store(_settings(home))).all():
+        table.add_row(
+            f"cxk_{key.id}",
+            key.name,
+            key.role.value,
+            key.channel or "—",
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"[red]{key.revoked_at:%Y-%m-%d %H:%M}[/]" if key.revoked_at else "[green]active[/]",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id as `keys list` shows it (cxk_…), or the key.")],
+    home: HomeOpt = None,
+) -> None:
+    """Revoke a key. API processes that verified it recently stop accepting it within their key cache time
+    (CXSTACK_API_KEY_CACHE_SECONDS, default 30 s)."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import open_store
+
+    settings = _settings(home)
+    try:
+        key = ApiKeys(open_store(settings)).revoke(key_id)
+    except KeyError:
+        err.print(f"[red]no API key {key_id}[/]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"revoked cxk_{key.id} ({key.name}, {key.role.value}); running API processes refuse it within "
+        f"{settings.api_key_cache_seconds:g} s"
+    )
 
 
 @docs_app.command("reference")

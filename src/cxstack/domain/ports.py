@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from cxstack.domain.auth import ApiKey
 from cxstack.domain.conversation_state import StatusChange, Transition
 from cxstack.domain.models import (
     Conversation,
@@ -134,3 +135,9 @@ class Store(Protocol):
     def add_human_reply(
         self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
     ) -> Message: ...
+
+    # API keys: the secret is never stored, only its hash; a revoked key stays listed with its revoke time
+    def add_api_key(self, key: ApiKey) -> None: ...  # ValueError if the id is taken
+    def get_api_key(self, key_id: str) -> ApiKey | None: ...
+    def list_api_keys(self) -> list[ApiKey]: ...  # oldest first
+    def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKey: ...  # KeyError if unknown

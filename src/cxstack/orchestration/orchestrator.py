@@ -504,6 +504,14 @@ class Orchestrator:
         with turn.rec.step(Layer.RESOLUTION, "plan", {"intent": intent_cfg.name}) as s:
             plan = plan_resolution(intent_cfg, business, ctx.workspace.settings)
             s["output"] = _plan_view(plan)
+            action = ctx.workspace.action(plan.action) if plan.action else None
+            if action is not None:  # what the action may touch, and for whom
+                s["output"]["permission"] = {
+                    "scope": action.scope or None,
+                    "public": action.public,
+                    "owner_check": action.owner.field if action.owner else None,
+                    "verified_customer": ctx.conversation.verified,
+                }
         outcome, plan = await self._resolve_with_retry(turn, plan)
         for key, value in outcome.state_updates.items():
             if value is None:  # resolvers clear a key by setting it to None

@@ -134,6 +134,20 @@ class IntentRouter:
         self._oos_index: int | None = None
         self._classifier: ClassifierKind | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The embedder (an ONNX session, a model file) is not state: whoever loads a saved router attaches
+        # its own (`with_embedder`), which must be the same model the router was trained with.
+        state = {name: getattr(self, name) for name in self.__dict__}
+        state["embedder"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def with_embedder(self, embedder: Embedder) -> IntentRouter:
+        self.embedder = embedder
+        return self
+
     @property
     def classes(self) -> list[str]:
         """Class labels in the column order of `predict_proba` (may include the out-of-scope label)."""

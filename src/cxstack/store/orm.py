@@ -204,3 +204,15 @@ class ConversationEventRow(Base):
     cause: Mapped[str] = mapped_column(Text, nullable=False)
     trace_id: Mapped[str | None] = mapped_column(String, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # the key's public prefix
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    role: Mapped[str] = mapped_column(String, nullable=False)
+    channel: Mapped[str | None] = mapped_column(String, nullable=True)
+    secret_hash: Mapped[str] = mapped_column(String, nullable=False)  # argon2id, with its parameters
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
 from cxstack.domain.models import (
     Conversation,
@@ -44,6 +45,7 @@ from cxstack.store.codec import (
 )
 from cxstack.store.db import BEGIN_MODE_OPTION
 from cxstack.store.orm import (
+    ApiKeyRow,
     Base,
     ConversationEventRow,
     ConversationRow,
@@ -397,6 +399,45 @@ class SqlAlchemyStore:
                 .order_by(ConversationEventRow.at, ConversationEventRow.id)
             )
             return [_status_change(row) for row in rows]
+
+    # ---- API keys ---------------------------------------------------------------------------------------
+
+    def add_api_key(self, key: ApiKey) -> None:
+        try:
+            with self._write() as session:
+                session.add(
+                    ApiKeyRow(
+                        id=key.id,
+                        name=clean_text(key.name),
+                        role=ApiRole(key.role).value,
+                        channel=key.channel,
+                        secret_hash=key.secret_hash,
+                        created_at=as_utc(key.created_at),
+                        revoked_at=None if key.revoked_at is None else as_utc(key.revoked_at),
+                    )
+                )
+        except IntegrityError as error:
+            raise ValueError(f"API key id {key.id} is taken") from error
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        with self._read() as session:
+            row = session.get(ApiKeyRow, key_id)
+            return None if row is None else _api_key(row)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self._read() as session:
+            rows = session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id))
+            return [_api_key(row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKey:
+        """Idempotent: a key revoked twice keeps its first revoke time."""
+        with self._write() as session:
+            row = session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise KeyError(f"unknown API key {key_id}")
+            if row.revoked_at is None:
+                row.revoked_at = as_utc(revoked_at)
+            return _api_key(row)
 
 
 # ---- transaction bodies -----------------------------------------------------------------------------------
@@ -961,3 +1002,15 @@ def _trace(row: TraceRow) -> Trace:
 
 def _escalation(row: EscalationRow) -> EscalationPacket:
     return packet_from_json(row.packet, status=row.status, created_at=row.created_at)
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        role=ApiRole(row.role),
+        secret_hash=row.secret_hash,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        channel=row.channel,
+    )

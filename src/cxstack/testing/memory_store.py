@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
 from cxstack.domain.models import (
     Conversation,
@@ -132,6 +133,7 @@ class InMemoryStore:
         self._traces: dict[str, dict[str, Any]] = {}
         self._outbox: dict[str, _OutboxRecord] = {}
         self._escalations: dict[str, _EscalationRecord] = {}
+        self._api_keys: dict[str, ApiKey] = {}
         self._last_time = utcnow()
 
     def _now(self) -> datetime:
@@ -567,6 +569,37 @@ class InMemoryStore:
                 transitions.append(Transition.HAND_BACK)
             self._transition(conversation, tuple(transitions), actor=f"agent:{author}")
             return message
+
+    # ---- API keys ---------------------------------------------------------------------------------------
+
+    def add_api_key(self, key: ApiKey) -> None:
+        with self._lock:
+            if key.id in self._api_keys:
+                raise ValueError(f"API key id {key.id} is taken")
+            self._api_keys[key.id] = replace(
+                key,
+                name=clean_text(key.name),
+                role=ApiRole(key.role),
+                created_at=as_utc(key.created_at),
+                revoked_at=None if key.revoked_at is None else as_utc(key.revoked_at),
+            )
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            return self._api_keys.get(key_id)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self._lock:
+            return sorted(self._api_keys.values(), key=lambda k: (k.created_at, k.id))
+
+    def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKey:
+        with self._lock:
+            key = self._api_keys.get(key_id)
+            if key is None:
+                raise KeyError(f"unknown API key {key_id}")
+            if key.revoked_at is None:
+                key = self._api_keys[key_id] = replace(key, revoked_at=as_utc(revoked_at))
+            return key
 
     def _append_outbound(
         self,

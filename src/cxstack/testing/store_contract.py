@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import IllegalTransitionError, Transition
 from cxstack.domain.models import (
     ActionResult,
@@ -709,6 +710,45 @@ class StoreContract:
         message = store.ingest(inbound("wa-1", text="hel\x00lo")).message
         assert message.text == "hello"
         assert store.list_messages(ConversationId("conv-1"))[0].text == "hello"
+
+    # ---- API keys ----------------------------------------------------------------------------------------
+
+    def test_api_keys_round_trip_oldest_first(self, store: Store) -> None:
+        admin = ApiKey(
+            "k1abcdef", "ops laptop", ApiRole.ADMIN, "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA", T0
+        )
+        widget = ApiKey(
+            "k2abcdef",
+            "shop widget",
+            ApiRole.INTEGRATION,
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$b3RoZXI",
+            T0 + timedelta(seconds=1),
+            channel="webchat",
+        )
+        store.add_api_key(widget)
+        store.add_api_key(admin)
+
+        assert store.get_api_key("k1abcdef") == admin
+        assert store.get_api_key("k2abcdef") == widget
+        assert store.list_api_keys() == [admin, widget]
+        assert store.get_api_key("nope") is None
+
+    def test_api_key_ids_are_unique(self, store: Store) -> None:
+        key = ApiKey("k1abcdef", "first", ApiRole.VIEWER, "hash-1", T0)
+        store.add_api_key(key)
+        with pytest.raises(ValueError):
+            store.add_api_key(ApiKey("k1abcdef", "second", ApiRole.ADMIN, "hash-2", T0))
+        assert store.list_api_keys() == [key]
+
+    def test_revoking_a_key_keeps_it_listed_with_its_first_revoke_time(self, store: Store) -> None:
+        store.add_api_key(ApiKey("k1abcdef", "old", ApiRole.AGENT, "hash-1", T0))
+        revoked = store.revoke_api_key("k1abcdef", T0 + timedelta(hours=1))
+        assert revoked.revoked_at == T0 + timedelta(hours=1) and not revoked.active
+        again = store.revoke_api_key("k1abcdef", T0 + timedelta(hours=2))
+        assert again.revoked_at == T0 + timedelta(hours=1)
+        assert store.get_api_key("k1abcdef") == revoked
+        with pytest.raises(KeyError):
+            store.revoke_api_key("missing", T0)
 
     # ---- concurrency -------------------------------------------------------------------------------------
 

@@ -1,19 +1,26 @@
-/* Web chat: the left side talks to the REST API as a customer; the right side shows each turn's trace. */
+/* Web chat. A customer (no key) talks through an anonymous web-chat session and sees only the conversation.
+   With a staff key (#key=… or the desk's log-in) the page adds the demo affordances its key allows: an admin key
+   picks the customer (an identified session minted with the key) and every role that reads conversations sees
+   the decisions panel (each turn's trace). */
 "use strict";
 
 (() => {
   const { el } = cx;
   const $ = (id) => document.getElementById(id);
-  const state = { conversationId: null, customers: [], messageCount: 0, pollToken: 0, sending: false };
+  const SESSION = "cx.session";
+  const state = { me: null, session: null, conversationId: null, customers: [], messageCount: 0, pollToken: 0, sending: false };
   // ?live=0 turns off long-polling (static snapshots, headless screenshots that wait for the network to settle).
   const live = new URLSearchParams(location.search).get("live") !== "0";
+  const can = (scope) => Boolean(state.me && state.me.scopes.includes(scope));
+  const staff = () => can("conversations:read");
+  const identifies = () => can("webchat:identify") && can("customers:read");
 
-  // --- customers ------------------------------------------------------------------------------------------
+  // --- customers (admin: the picker mints a session for the chosen customer) -----------------------------
 
   async function loadCustomers() {
     const select = $("customer-select");
     try {
-      state.customers = await cx.api("/v1/customers?limit=200");
+      state.customers = await cx.api("/v1/customers?limit=200", { token: cx.staffKey() });
     } catch (_) {
       state.customers = [];
     }
@@ -31,91 +38,158 @@
     select.append(el("optgroup", { label: "other" }, el("option", { value: "__custom" }, "Custom customer…")));
     const remembered = localStorage.getItem("cx.customer");
     if (remembered && [...select.options].some((o) => o.value === remembered)) select.value = remembered;
-    onCustomerChange();
+    $("custom-customer").hidden = select.value !== "__custom";
   }
 
   function onCustomerChange() {
     const value = $("customer-select").value;
     localStorage.setItem("cx.customer", value);
     $("custom-customer").hidden = value !== "__custom";
+    newConversation();  // a session belongs to one customer
   }
 
-  function pickCustomer(customer) {
-    // Continue an opened conversation as the customer who had it.
-    if (!customer) return;
+  function pickCustomer(customerId) {
     const select = $("customer-select");
-    if (state.customers.some((c) => c.id === customer.id)) {
-      select.value = customer.id;
-    } else {
-      select.value = "__custom";
-      $("cust-id").value = customer.id;
-      $("cust-plan").value = customer.plan;
-      $("cust-arr").value = customer.arr;
-      $("cust-segment").value = customer.segment;
-    }
-    onCustomerChange();
+    if (state.customers.some((c) => c.id === customerId)) select.value = customerId;
+    $("custom-customer").hidden = select.value !== "__custom";
   }
 
-  function currentCustomer() {
+  async function chosenCustomerId() {
+    // A custom profile is stored first (an admin key may set plan and ARR), then chatted as.
     const value = $("customer-select").value;
-    if (value === "__custom" || !value) {
-      const id = $("cust-id").value.trim() || "cus_web";
-      return { id, name: id, plan: $("cust-plan").value.trim(), arr: Number($("cust-arr").value) || 0,
-               segment: $("cust-segment").value.trim() };
-    }
-    const c = state.customers.find((x) => x.id === value);
-    return { id: c.id, name: c.name, email: c.email, plan: c.plan, arr: c.arr, segment: c.segment, attributes: c.attributes };
+    if (value && value !== "__custom") return value;
+    const id = $("cust-id").value.trim() || "cus_web";
+    await cx.api(`/v1/customers/${encodeURIComponent(id)}`, {
+      method: "PUT", token: cx.staffKey(),
+      json: { name: id, plan: $("cust-plan").value.trim(), arr: Number($("cust-arr").value) || 0, segment: $("cust-segment").value.trim() },
+    });
+    return id;
   }
 
-  // --- conversations --------------------------------------------------------------------------------------
+  // --- sessions ---------------------------------------------------------------------------------------------
+
+  function keepSession(session) {
+    state.session = session;
+    sessionStorage.setItem(SESSION, JSON.stringify(session));
+  }
+
+  async function startSession(body) {
+    const session = body
+      ? await cx.api("/v1/webchat/sessions", { json: body, token: cx.staffKey() })
+      : await cx.api("/v1/webchat/sessions", { json: {} });
+    keepSession(session);
+    return session;
+  }
+
+  function storedSession() {
+    try {
+      const session = JSON.parse(sessionStorage.getItem(SESSION) || "null");
+      return session && new Date(session.expires_at).getTime() > Date.now() + 5000 ? session : null;
+    } catch (_) { return null; }
+  }
+
+  async function refreshSession() {
+    if (!state.session) return;
+    const left = new Date(state.session.expires_at).getTime() - Date.now();
+    if (left > 10 * 60 * 1000) return;
+    try {
+      keepSession(await cx.api("/v1/webchat/sessions/refresh", { method: "POST", token: state.session.token }));
+    } catch (_) { /* an expired session is replaced on the next send */ }
+  }
+
+  async function sessionCall(path, options = {}) {
+    // A session that expired while the page sat idle: say so, and carry on in a new conversation.
+    try {
+      return await cx.api(path, { ...options, token: state.session.token });
+    } catch (error) {
+      if (error.status !== 401) throw error;
+      await newConversation();
+      showError(new Error("Your chat session expired, so a new conversation was started."));
+      throw error;
+    }
+  }
+
+  // --- conversations ----------------------------------------------------------------------------------------
 
   function setConversation(id) {
     state.conversationId = id;
     state.messageCount = 0;
     state.pollToken += 1;
     $("conversation-id").textContent = id;
-    history.replaceState(null, "", `#${encodeURIComponent(id)}`);
+    if (staff()) history.replaceState(null, "", `#${encodeURIComponent(id)}`);
   }
 
-  function newConversation() {
-    setConversation(cx.uid("web-").slice(0, 16));
+  function clearView() {
     $("conversation-status").textContent = "new";
     $("conversation-status").className = "status-pill";
     $("messages").replaceChildren(emptyChat());
     $("turns").replaceChildren(el("div", { class: "empty" }, "No turns yet. Each customer message becomes one traced turn."));
+    $("composer").hidden = false;
+    $("read-only")?.remove();
+  }
+
+  async function newConversation() {
+    clearView();
+    try {
+      const session = identifies() ? await startSession({ customer_id: await chosenCustomerId() }) : await startSession(null);
+      setConversation(session.conversation_id);
+      poll(state.pollToken);
+    } catch (error) {
+      showError(error);
+    }
     $("message-text").focus();
   }
 
   function emptyChat() {
     return el("div", { class: "empty" },
-      el("p", {}, "Pick a customer and write as they would."),
-      el("p", { class: "hint" }, "Every reply is produced by the workspace's layers; the panel on the right shows which layer decided what."));
+      el("p", {}, identifies() ? "Pick a customer and write as they would." : "How can we help?"),
+      staff() ? el("p", { class: "hint" }, "Every reply is produced by the workspace's layers; the panel on the right shows which layer decided what.") : null);
   }
 
   async function openConversation(id) {
-    setConversation(id);
+    // Staff only: read the conversation with the key; continuing it as its customer needs an admin key.
     try {
-      const conversation = await cx.api(`/v1/conversations/${encodeURIComponent(id)}`);
-      pickCustomer(conversation.customer);
+      const conversation = await cx.api(`/v1/conversations/${encodeURIComponent(id)}`, { token: cx.staffKey() });
+      clearView();
+      if (identifies()) {
+        pickCustomer(conversation.customer_id);
+        await startSession({ customer_id: conversation.customer_id, conversation_id: id });
+      } else {
+        state.session = null;
+        $("composer").hidden = true;
+        $("composer").after(el("div", { class: "read-only-note", id: "read-only" },
+          "Read only: an admin key can continue this conversation as its customer."));
+      }
+      setConversation(id);
       render(conversation);
       poll(state.pollToken);
     } catch (error) {
-      if (error.status === 404) newConversationWithId(id); else showError(error);
+      if (error.status === 404) newConversation(); else showError(error);
     }
-  }
-
-  function newConversationWithId(id) {
-    newConversation();
-    setConversation(id);
   }
 
   async function loadRecent() {
     const select = $("recent-select");
     try {
-      const recent = await cx.api("/v1/conversations?limit=25");
+      const recent = await cx.api("/v1/conversations?limit=25", { token: cx.staffKey() });
       select.replaceChildren(el("option", { value: "" }, "Open recent…"),
         ...recent.map((c) => el("option", { value: c.id }, `${c.id} · ${c.customer_id} · ${c.status}`)));
     } catch (_) { /* the list is a convenience */ }
+  }
+
+  async function refreshView(flashMessageId) {
+    if (staff()) {
+      try {
+        const conversation = await cx.api(`/v1/conversations/${encodeURIComponent(state.conversationId)}`, { token: cx.staffKey() });
+        const trace = conversation.traces.find((t) => t.message_id === flashMessageId);
+        render(conversation, trace && trace.id);
+      } catch (error) {
+        if (error.status !== 404) throw error;  // no message yet
+      }
+      return;
+    }
+    const events = await sessionCall("/v1/webchat/messages?timeout=0");
+    render({ messages: events.messages, traces: [], status: null, facts: {} });
   }
 
   async function poll(token) {
@@ -123,18 +197,24 @@
     while (live && token === state.pollToken) {
       try {
         const id = encodeURIComponent(state.conversationId);
-        const events = await cx.api(`/v1/conversations/${id}/events?after=${state.messageCount}&timeout=25`);
-        if (token !== state.pollToken) return;
-        if (events.changed && !state.sending) render(events.conversation);
+        if (staff()) {
+          const events = await cx.api(`/v1/conversations/${id}/events?after=${state.messageCount}&timeout=25`, { token: cx.staffKey() });
+          if (token !== state.pollToken) return;
+          if (events.changed && !state.sending) render(events.conversation);
+        } else {
+          const events = await sessionCall(`/v1/webchat/messages?after=${state.messageCount}&timeout=25`);
+          if (token !== state.pollToken) return;
+          if (events.changed && !state.sending) render({ messages: events.messages, traces: [], status: null, facts: {} });
+        }
       } catch (error) {
-        if (error.status === 404) return;  // not created yet: the first send restarts polling
+        if (token !== state.pollToken || error.status === 404) return;  // not created yet: the first send restarts polling
         await new Promise((r) => setTimeout(r, 3000));
       }
     }
   }
 
   async function send(text) {
-    if (state.sending) return;
+    if (state.sending || !state.session) return;
     state.sending = true;
     $("send").disabled = true;
     clearError();
@@ -146,16 +226,12 @@
     messages.scrollTop = messages.scrollHeight;
     const wasNew = state.messageCount === 0;
     try {
-      const id = encodeURIComponent(state.conversationId);
-      const accepted = await cx.api(`/v1/conversations/${id}/messages?wait=true`, {
-        json: { text, external_id: cx.uid("web_"), channel: "webchat", customer: currentCustomer() },
-      });
-      const conversation = await cx.api(`/v1/conversations/${id}`);
-      render(conversation, accepted.trace && accepted.trace.id);
-      if (wasNew) { state.pollToken += 1; poll(state.pollToken); loadRecent(); }
+      const accepted = await sessionCall("/v1/webchat/messages?wait=true", { json: { text, external_id: cx.uid("web_") } });
+      await refreshView(accepted.message_id);
+      if (wasNew && staff()) { state.pollToken += 1; poll(state.pollToken); loadRecent(); }
     } catch (error) {
       typing.remove();
-      showError(error);
+      if (error.status !== 401) showError(error);
     } finally {
       state.sending = false;
       $("send").disabled = false;
@@ -175,8 +251,8 @@
   function render(conversation, flashTraceId) {
     state.messageCount = conversation.messages.length;
     const pill = $("conversation-status");
-    pill.textContent = conversation.status;
-    pill.className = `status-pill ${conversation.status}`;
+    pill.textContent = conversation.status || "";
+    pill.className = `status-pill ${conversation.status || ""}`;
     const traceByMessage = new Map(conversation.traces.map((t, i) => [t.message_id, { trace: t, n: i + 1 }]));
     renderMessages(conversation, traceByMessage);
     renderTurns(conversation, flashTraceId);
@@ -347,10 +423,30 @@
   $("message-text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("composer").requestSubmit(); }
   });
+  setInterval(refreshSession, 60000);
 
-  loadRecent();
-  loadCustomers().then(() => {
+  (async () => {
+    state.me = await cx.whoAmI();
+    cx.showWho(state.me);
+    document.body.classList.toggle("staff", staff());
+    document.body.classList.toggle("customer-view", !staff());
+    document.body.classList.toggle("can-identify", identifies());
+    if (identifies()) await loadCustomers();
+    if (staff()) loadRecent();
     const fromHash = decodeURIComponent(location.hash.slice(1));
-    if (fromHash) openConversation(fromHash); else newConversation();
-  });
+    const resumed = storedSession();
+    if (staff() && fromHash) {
+      await openConversation(fromHash);
+    } else if (resumed && (!identifies() || resumed.verified)) {
+      // A reload keeps the conversation: the session is in this tab's storage.
+      state.session = resumed;
+      setConversation(resumed.conversation_id);
+      if (identifies()) pickCustomer(resumed.customer_id);
+      clearView();
+      await refreshView().catch(showError);
+      poll(state.pollToken);
+    } else {
+      await newConversation();
+    }
+  })();
 })();

@@ -1,9 +1,27 @@
 /* Shared helpers for the cxstack pages. Every text from the server goes through textContent (no innerHTML). */
 "use strict";
 
+/* Credentials. A staff key arrives in the address fragment (#key=…: never sent to the server or its logs) or
+   through a log-in form, lives in sessionStorage (this tab only) and is sent only to this server's API. */
+const STAFF_KEY = "cx.key";
+
 const cx = {
+  staffKey() { return sessionStorage.getItem(STAFF_KEY); },
+  setStaffKey(key) { sessionStorage.setItem(STAFF_KEY, key.trim()); },
+  signOut() { sessionStorage.removeItem(STAFF_KEY); sessionStorage.removeItem("cx.session"); },
+
+  takeKeyFromFragment() {
+    if (!location.hash.startsWith("#key=")) return;
+    const key = decodeURIComponent(location.hash.slice(5));
+    if (key) cx.setStaffKey(key);
+    history.replaceState(null, "", location.pathname + location.search);
+  },
+
+  /** cx.api(path, {json, method, token}): `token` is an API key or a web-chat session token. */
   async api(path, options = {}) {
-    const init = { headers: { Accept: "application/json" }, ...options };
+    const { token, ...rest } = options;
+    const init = { headers: { Accept: "application/json" }, ...rest };
+    if (token) init.headers.Authorization = `Bearer ${token}`;
     if (options.json !== undefined) {
       init.method = init.method || "POST";
       init.headers = { ...init.headers, "Content-Type": "application/json" };
@@ -78,6 +96,27 @@ const cx = {
     return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   },
 
+  /** Who the staff key is (GET /v1/me), or null without one; a refused key is forgotten. */
+  async whoAmI() {
+    const key = cx.staffKey();
+    if (!key) return null;
+    try {
+      return await cx.api("/v1/me", { token: key });
+    } catch (error) {
+      if (error.status === 401) cx.signOut();
+      return null;
+    }
+  },
+
+  showWho(me) {
+    const box = document.getElementById("who");
+    if (!box) return;
+    box.replaceChildren();
+    if (!me) return;
+    box.append(cx.el("span", { title: me.scopes.join(", ") }, `${me.name} · ${me.role}`), " ",
+      cx.el("button", { type: "button", class: "linkish", onclick: () => { cx.signOut(); location.reload(); } }, "sign out"));
+  },
+
   async checkHealth() {
     const dot = document.getElementById("health");
     if (!dot) return;
@@ -92,5 +131,10 @@ const cx = {
   },
 };
 
+cx.takeKeyFromFragment();
+// The log-in link opened in a tab already on this page only changes the fragment: take it and start over.
+window.addEventListener("hashchange", () => {
+  if (location.hash.startsWith("#key=")) { cx.takeKeyFromFragment(); location.reload(); }
+});
 cx.checkHealth();
 setInterval(cx.checkHealth, 30000);

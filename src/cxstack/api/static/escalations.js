@@ -1,4 +1,5 @@
-/* Escalation desk: open packets per queue, most urgent first, with a reply form (reply + hand back). */
+/* Escalation desk: open packets per queue, most urgent first, with a reply form (reply + hand back).
+   It needs a staff key (agent or admin): from the #key=… link `make run` prints, or the log-in form. */
 "use strict";
 
 (() => {
@@ -8,7 +9,7 @@
 
   async function loadQueues() {
     let workspace = null;
-    try { workspace = await cx.api("/v1/workspace"); } catch (_) { return; }
+    try { workspace = await cx.api("/v1/workspace", { token: cx.staffKey() }); } catch (error) { refused(error); return; }
     const tabs = $("queue-tabs");
     const total = workspace.queues.reduce((sum, q) => sum + q.open, 0);
     const tab = (name, label, count) => el("button", {
@@ -25,10 +26,11 @@
     if (state.queue) params.set("queue", state.queue);
     history.replaceState(null, "", state.queue ? `?queue=${encodeURIComponent(state.queue)}` : location.pathname);
     try {
-      const packets = await cx.api(`/v1/escalations?${params}`);
+      const packets = await cx.api(`/v1/escalations?${params}`, { token: cx.staffKey() });
       box.replaceChildren(...(packets.length ? packets.map(packetCard)
         : [el("div", { class: "empty" }, "Nothing waiting here. 🎉")]));
     } catch (error) {
+      if (refused(error)) return;
       box.replaceChildren(el("div", { class: "error-banner" }, String(error.message || error)));
     }
   }
@@ -74,7 +76,7 @@
       localStorage.setItem("cx.agent", author.value.trim());
       try {
         const reply = await cx.api(`/v1/conversations/${encodeURIComponent(p.conversation_id)}/human-replies`, {
-          json: { text: text.value, author: author.value, hand_back: handBack.checked },
+          json: { text: text.value, author: author.value, hand_back: handBack.checked }, token: cx.staffKey(),
         });
         note.className = "sent";
         note.textContent = `Sent. Conversation is now ${reply.status}${reply.hand_back ? " — automation takes the next message" : ""}.`;
@@ -93,12 +95,50 @@
     return form;
   }
 
+  function refused(error) {
+    // A key revoked or expired while the desk is open: back to the log-in form.
+    if (error.status !== 401) return false;
+    cx.signOut();
+    showLogin("Your key was refused (revoked?). Sign in again.");
+    return true;
+  }
+
+  function showLogin(message) {
+    $("desk").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("login-key").focus();
+  }
+
+  async function signIn(event) {
+    event.preventDefault();
+    cx.setStaffKey($("login-key").value);
+    $("login-key").value = "";
+    await start();
+  }
+
+  async function start() {
+    const me = await cx.whoAmI();
+    cx.showWho(me);
+    if (!me) { showLogin(cx.staffKey() === null && $("login").hidden ? "" : "That key was not accepted."); return; }
+    if (!me.scopes.includes("escalations:read")) {
+      cx.signOut();
+      showLogin(`A ${me.role} key cannot open the escalation desk: use an agent or admin key.`);
+      return;
+    }
+    $("login").hidden = true;
+    $("desk").hidden = false;
+    loadQueues();
+    loadPackets();
+  }
+
+  $("login-form").addEventListener("submit", signIn);
   $("status-select").addEventListener("change", loadPackets);
   $("refresh").addEventListener("click", () => { loadQueues(); loadPackets(); });
-  loadQueues();
-  loadPackets();
+  start();
   setInterval(() => {
     // Never wipe a reply someone is writing.
+    if ($("desk").hidden) return;
     const busy = [...document.querySelectorAll(".reply-form textarea")].some((t) => t.value || t === document.activeElement);
     if (!busy) { loadQueues(); loadPackets(); }
   }, 30000);
