@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
@@ -144,3 +148,28 @@ def test_the_replay_example_is_a_valid_script_line() -> None:
     [script] = parse_scripts([json.dumps(REPLAY_EXAMPLE)])
     assert script.customer.attributes == {"vulnerable": True}
     assert script.expected_outcome == "automated"
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file (lower case, punctuation dropped, spaces as
+    hyphens, -1, -2... for repeats)."""
+    tokens = MarkdownIt("commonmark").parse(markdown)
+    seen: Counter[str] = Counter()
+    anchors = set()
+    for heading, inline in pairwise(tokens):
+        if heading.type != "heading_open":
+            continue
+        text = "".join(c.content for c in inline.children or [] if c.type in ("text", "code_inline"))
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        anchors.add(slug if not seen[slug] else f"{slug}-{seen[slug]}")
+        seen[slug] += 1
+    return anchors
+
+
+def test_links_into_the_reference_resolve() -> None:
+    reference = COMMITTED.read_text(encoding="utf-8")
+    anchors = github_anchors(reference)
+    guide = (ROOT / "docs" / "first-workspace.md").read_text(encoding="utf-8")
+    linked = re.findall(r"\]\(#([^)]+)\)", reference) + re.findall(r"\]\(reference\.md#([^)]+)\)", guide)
+    assert len(linked) >= 10
+    assert [a for a in linked if a not in anchors] == []
