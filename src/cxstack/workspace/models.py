@@ -79,8 +79,9 @@ class Thresholds(_Strict):
         1,
         ge=0,
         le=5,
-        description="How many clarifying questions ('did you mean A or B?', 'could you tell me more?') the "
-        "assistant may ask in one conversation before it hands off instead (0: never ask).",
+        description="How many clarifying questions ('do you want to A, or B?', 'could you tell me more?') "
+        "the assistant may ask in one conversation (0: never). Once they are used up, a close call goes with "
+        "the likelier intent, and a message that is still not understood goes to a person.",
     )
     human_min_confidence: float = Field(
         0.6,
@@ -138,7 +139,8 @@ class Replies(_Strict):
     goodbye: str = Field("Thanks for getting in touch. Have a great day!", description="Answer to a goodbye.")
     small_talk: str = Field(
         "I'm the {name} assistant, so I can only help with support questions. What can I do for you?",
-        description="Answer to chat that is not a support request (the weather, a joke, 'are you a bot?').",
+        description="Answer to chat that is not a support request (the weather, a joke, 'are you a bot?'); "
+        "followed by 'I can help with {scope}.' when the workspace has a scope.",
     )
     not_understood: str = Field(
         "I'm not sure I understood. Could you tell me a bit more about what you need?",
