@@ -41,6 +41,42 @@ def test_init_skeleton_is_valid(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
+def test_init_skeleton_points_to_the_guide_and_replays_at_once(tmp_path: Path) -> None:
+    target = tmp_path / "new"
+    result = runner.invoke(app, ["init", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "docs/first-workspace.md" in result.output and "docs/reference.md" in result.output
+    samples = target / "samples" / "conversations.jsonl"
+    assert f"cxstack replay {target.as_posix()} {samples.as_posix()}" in result.output
+    replayed = runner.invoke(app, ["replay", str(target), str(samples), "--embedder", "hashing", "--json"])
+    assert replayed.exit_code == 0, replayed.output
+    payload = json.loads(replayed.stdout)
+    assert payload["conversations"] == 3
+    assert payload["overall"]["automated"] == 2 and payload["overall"]["escalated"] == 1
+    assert payload["outcome_agreement"] == 1.0
+
+
+def test_the_skeletons_commented_examples_are_a_valid_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the skeleton's comments teach (an action with slots, a connector with a ${ENV} header, an
+    attribute rule) validates once uncommented, and every example line is in the comments as written."""
+    from cxstack.cli.services import new_workspace_skeleton, skeleton_files
+
+    plain, live = skeleton_files(), skeleton_files(with_examples=True)
+    for name, text in live.items():
+        commented = {line.replace("# ", "", 1) for line in plain[name].splitlines() if "# " in line}
+        added = [line for line in text.splitlines() if line not in plain[name].splitlines()]
+        missing = [line for line in added if line.strip() and line not in commented and line != "actions:"]
+        assert missing == [], f"{name}: example lines not shown in the skeleton's comments: {missing}"
+    monkeypatch.setenv("BACKOFFICE_TOKEN", "token-for-the-test")
+    target = tmp_path / "examples"
+    new_workspace_skeleton(target, with_examples=True)
+    result = runner.invoke(app, ["validate", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "2 actions" in result.output and "2 rules" in result.output
+
+
 def test_validate_lists_every_error_with_file_and_line(shop_path: Path) -> None:
     intents = (shop_path / "intents.yaml").read_text()
     broken = intents.replace("mechanism: content", "mechanism: contnet").replace(

@@ -22,6 +22,7 @@ from cxstack.cli.services import (
     ensure_backoffice,
     import_customers_file,
     new_workspace_skeleton,
+    skeleton_next_steps,
 )
 
 app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
@@ -34,6 +35,8 @@ keys_app = typer.Typer(
 app.add_typer(intents_app, name="intents")
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
+docs_app = typer.Typer(help="Documentation generated from the code.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 DEMO_KEY_NAME = "make run demo"
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)
@@ -102,6 +105,8 @@ def init(
     else:
         new_workspace_skeleton(directory)
         console.print(f"[green]Workspace skeleton written to {directory}[/]")
+        console.print(skeleton_next_steps(directory), highlight=False)
+        return
     console.print(f"Next: cxstack validate {directory} && cxstack chat {directory}")
 
 
@@ -628,6 +633,27 @@ def keys_revoke(
         f"revoked cxk_{key.id} ({key.name}, {key.role.value}); running API processes refuse it within "
         f"{settings.api_key_cache_seconds:g} s"
     )
+
+
+@docs_app.command("reference")
+def docs_reference(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the Markdown here (e.g. docs/reference.md); default: print it."
+        ),
+    ] = None,
+) -> None:
+    """The workspace reference: every key of every workspace file, with its type, default and meaning."""
+    from cxstack.cli.services import reference_markdown
+
+    text = reference_markdown()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}")
 
 
 def main() -> None:  # pragma: no cover

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,6 +18,7 @@ from rich.console import Console
 from cxstack.domain.ports import Store
 from cxstack.optimization.replay import ReplayedConversation, ScriptedConversation, replay_scripts
 from cxstack.strategy.customers import parse_customers_csv
+from cxstack.workspace.reference import ReferenceInputs, render_reference
 from cxstack.workspace.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -81,11 +83,104 @@ def copy_demo_samples(directory: Path) -> None:
         shutil.copy(demo_conversations_path(sample_set), samples / f"{sample_set}.jsonl")
 
 
-_SKELETON = {
-    "cxstack.yaml": """\
+_GUIDES = """\
+# Every key of every file: docs/reference.md in the cxstack repository, or `cxstack docs reference`.
+# A guide that builds a support assistant from this skeleton: docs/first-workspace.md.
+"""
+_REFERENCE = "# Every key of this file: docs/reference.md, or `cxstack docs reference`.\n"
+
+# Examples shown commented out in the skeleton. `skeleton_files(with_examples=True)` writes them live, so a
+# test can prove that what the comments teach is a valid workspace.
+_EXAMPLE_CONNECTOR = """\
+connectors:
+  backoffice:
+    base_url: https://backoffice.example.com/api
+    timeout_s: 5
+    headers:
+      Authorization: "Bearer ${BACKOFFICE_TOKEN}"
+"""
+_EXAMPLE_ATTRIBUTES = """\
+attributes:
+  vulnerable: boolean
+"""
+_EXAMPLE_ATTRIBUTE_RULE = """\
+- id: vulnerable-customers-to-people
+  description: Customers in a vulnerable situation talk to a person about money
+  when: {attributes: {vulnerable: true}, intent_in: [billing_question, invoice_refund]}
+  then: {force_human: true, priority: high}
+"""
+_EXAMPLE_INTENT = """\
+- name: invoice_refund
+  description: ask for a refund of an invoice paid twice
+  mechanism: action
+  action: refund_invoice
+  owner: billing@example.com
+  examples:
+    - I paid invoice INV-20931 twice
+    - please refund my double payment
+    - I want my money back for an invoice I paid twice
+    - refund the $40 I overpaid
+    - can I get a refund on my last invoice
+"""
+_EXAMPLE_ACTIONS = """\
+- name: get_invoice
+  description: Look up one invoice; also checks whose it is before a refund.
+  method: GET
+  path: /invoices/{invoice_number}
+  scope: invoices:read
+  # Another customer's invoice is "not found" to them, exactly like one that does not exist.
+  owner: {field: customer_id}
+  slots:
+    - name: invoice_number
+      # Read from the customer's message: the first group of the pattern is the value.
+      pattern: '(?i)\\b(INV-\\d{5})\\b'
+      prompt: Which invoice is it? The number starts with INV- (e.g. INV-20931).
+  success_reply: Invoice {invoice_number} is for {amount_due}, due on {due_date}.
+
+- name: refund_invoice
+  description: Refund money paid twice on an invoice.
+  method: POST
+  path: /invoices/{invoice_number}/refunds
+  scope: refunds:write
+  # A change is checked before it happens, with a read that takes the same slot.
+  owner: {field: customer_id, check_with: get_invoice}
+  amount_slot: amount
+  max_amount: 100           # above this (in the workspace currency) a person decides
+  requires_confirmation: true
+  slots:
+    - name: invoice_number
+      pattern: '(?i)\\b(INV-\\d{5})\\b'
+      prompt: Which invoice did you pay twice? (e.g. INV-20931)
+    - name: amount
+      type: money           # only ever an amount the customer wrote, in the workspace currency
+      prompt: How much should I refund?
+    - name: customer
+      from_customer: id     # from the verified profile, never from what the customer types
+  success_reply: Done, {amount} is on its way back (refund {refund_id}).
+"""
+
+
+def _block(text: str, *, indent: str = "", live: bool = False) -> str:
+    """`text` indented, and commented out unless `live`."""
+    prefix = indent if live else f"{indent}# "
+    return "".join(f"{prefix}{line}".rstrip() + "\n" for line in text.splitlines())
+
+
+def skeleton_files(*, with_examples: bool = False) -> dict[str, str]:
+    """The files `cxstack init` writes. With `with_examples`, the commented examples are live instead (a test
+    validates that version too; it needs BACKOFFICE_TOKEN set)."""
+    live = with_examples
+    return {
+        "cxstack.yaml": _GUIDES
+        + """\
 version: 1
-name: My support workspace
+name: Example Co
+# What the assistant helps with, in your customers' words: said after a greeting and when a message is not
+# understood.
+scope: our opening hours and questions about your invoices
 language: en
+currency: USD     # amounts customers write are read in this currency (ISO 4217: USD, EUR, GBP, ...)
+locale: en_US     # how they write numbers and money: en_US reads 1,500 as fifteen hundred, de_DE as 1.5
 channels: [api, webchat]
 embedder: minilm
 thresholds:
@@ -98,12 +193,22 @@ escalation:
   queues:
     - name: general
       description: Everything a person should look at
-""",
-    "strategy.yaml": """\
+      customer_label: our support team
+# The back-office APIs that actions (actions.yaml) call. A secret is never written here: ${BACKOFFICE_TOKEN}
+# is read from the environment when cxstack starts (export BACKOFFICE_TOKEN=...).
+"""
+        + _block(_EXAMPLE_CONNECTOR, live=live),
+        "strategy.yaml": _REFERENCE
+        + """\
 version: 1
 timezone: UTC
 objectives:
   - Resolve simple questions instantly; never automate what needs judgement
+# Custom customer attributes (extra columns of a customer CSV) and their types: string, number, boolean or
+# date. Once typed, a CSV's "yes" is true, and validate checks every rule that tests the attribute.
+"""
+        + _block(_EXAMPLE_ATTRIBUTES, live=live)
+        + """\
 tiers:
   - name: key_account
     min_arr: 20000
@@ -115,8 +220,11 @@ rules:
     description: Key accounts always reach a person for billing questions
     when: {tier_in: [key_account], intent_in: [billing_question]}
     then: {force_human: true, priority: high}
-""",
-    "intents.yaml": """\
+  # A rule on a custom attribute (declare it under `attributes:` above):
+"""
+        + _block(_EXAMPLE_ATTRIBUTE_RULE, indent="  ", live=live),
+        "intents.yaml": _REFERENCE
+        + """\
 version: 1
 intents:
   - name: opening_hours
@@ -139,23 +247,79 @@ intents:
       - my bill looks wrong
       - can you explain this charge
       - I need a copy of my invoice
-""",
-    "knowledge/support.yaml": """\
+  # An intent resolved by a back-office action (actions.yaml):
+"""
+        + _block(_EXAMPLE_INTENT, indent="  ", live=live),
+        "knowledge/support.yaml": """\
 version: 1
 facts:
   - id: support-hours
-    text: Our support team answers Monday to Friday, 9:00 to 18:00 CET.
+    text: Our support team is open Monday to Friday, 9:00 to 18:00 CET, and closed at weekends.
     owner: support@example.com
     review_by: 2027-06-30
     tags: [support]
     intents: [opening_hours]
 """,
-    "actions.yaml": "version: 1\nactions: []\n",
-}
+        "actions.yaml": _REFERENCE
+        + """\
+# Back-office actions, called through a connector of cxstack.yaml. To add some, replace `[]` below with a
+# list like the example (and uncomment the connector in cxstack.yaml and the intent in intents.yaml).
+version: 1
+"""
+        + ("actions:\n" if live else "actions: []\n")
+        + _block(_EXAMPLE_ACTIONS, indent="  ", live=live),
+        "samples/conversations.jsonl": "".join(
+            json.dumps(line, ensure_ascii=False) + "\n" for line in _SAMPLE_CONVERSATIONS
+        ),
+    }
 
 
-def new_workspace_skeleton(directory: Path) -> None:
-    for name, text in _SKELETON.items():
+# Scripted conversations for `cxstack replay` (format: docs/reference.md, "Replay scripts").
+_SAMPLE_CONVERSATIONS: list[dict[str, Any]] = [
+    {
+        "id": "hours-1",
+        "messages": ["hi, when are you open?"],
+        "expected": {"intent": "opening_hours", "outcome": "automated"},
+    },
+    {
+        "id": "billing-key-account",
+        "customer": {"id": "cus_1", "plan": "pro", "arr": 30000},
+        "messages": ["why was I charged twice this month?"],
+        "expected": {"intent": "billing_question", "outcome": "escalated"},
+    },
+    {
+        "id": "small-talk-1",
+        "messages": ["what's the weather like tomorrow?"],
+        "expected": {"intent": "small_talk", "outcome": "automated"},
+    },
+]
+
+
+def skeleton_next_steps(directory: Path) -> str:
+    """What `cxstack init` suggests after writing a skeleton."""
+    folder = directory.as_posix()
+    steps = [
+        (f"cxstack validate {folder}", "check it: every problem with its file:line and a fix"),
+        (f"cxstack chat {folder}", "talk to it in the terminal, with each layer's decision"),
+        (
+            f"cxstack replay {folder} {folder}/samples/conversations.jsonl",
+            "replay the sample conversations: automation and escalation rates",
+        ),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    return "\n".join(
+        [
+            "Next steps:",
+            *(f"  {command:<{width}}{why}" for command, why in steps),
+            "Make it yours: the guide docs/first-workspace.md builds a support assistant from this",
+            "skeleton step by step; every key of every file is in docs/reference.md (or run",
+            "`cxstack docs reference`).",
+        ]
+    )
+
+
+def new_workspace_skeleton(directory: Path, *, with_examples: bool = False) -> None:
+    for name, text in skeleton_files(with_examples=with_examples).items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -212,3 +376,28 @@ def throwaway_settings(folder: Path) -> Settings:
     from cxstack.app import Settings
 
     return Settings(home=folder, database_url=f"sqlite:///{folder / 'replay.db'}", runtime="thread")
+
+
+def reference_inputs() -> ReferenceInputs:
+    """What the workspace reference needs from outside `workspace/`: the resolvers, connector types and
+    embedders registered through entry points, the customer CSV columns and the replay script model."""
+    from importlib.metadata import entry_points
+
+    from cxstack.optimization.replay import _ScriptLine
+    from cxstack.strategy.customers import KNOWN_COLUMNS
+
+    def registered(group: str) -> dict[str, str]:
+        return {e.name: e.value for e in entry_points(group=group)}
+
+    return ReferenceInputs(
+        mechanisms=registered("cxstack.resolvers"),
+        connector_types=registered("cxstack.action_connectors"),
+        embedders=registered("cxstack.embedders"),
+        replay_line=_ScriptLine,
+        customer_columns=KNOWN_COLUMNS,
+    )
+
+
+def reference_markdown() -> str:
+    """docs/reference.md as `cxstack docs reference` writes it."""
+    return render_reference(reference_inputs())

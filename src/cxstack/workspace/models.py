@@ -44,15 +44,45 @@ def _check_locale(name: str) -> str:
 
 
 class Thresholds(_Strict):
-    # Below this calibrated router confidence the message is treated as out of scope.
-    route_min_confidence: float = Field(0.40, ge=0, le=1)
-    # When the top two intents are closer than this (and both plausible), ask a clarifying question.
-    clarify_margin: float = Field(0.10, ge=0, le=1)
-    # Minimum hybrid retrieval score for a fact to be used in an answer.
-    knowledge_min_score: float = Field(0.35, ge=0, le=1)
-    # Minimum resolver confidence to send a reply without a retry or escalation.
-    answer_min_confidence: float = Field(0.45, ge=0, le=1)
-    max_clarifications: int = Field(1, ge=0, le=5)
+    route_min_confidence: float = Field(
+        0.40,
+        ge=0,
+        le=1,
+        description="Below this calibrated router confidence (0 to 1) a message matches no intent: the "
+        "assistant says it did not understand (and what it can help with), then hands off if it happens "
+        "again. Raise it when messages land in the wrong intent; lower it when too many are 'not "
+        "understood'.",
+    )
+    clarify_margin: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="When the two most likely intents are closer than this (in router confidence) and the "
+        "second is plausible, the assistant asks which one the customer means instead of guessing.",
+    )
+    knowledge_min_score: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="Minimum retrieval score (0 to 1, words and meaning combined) for a fact to be used in "
+        "an answer. When no fact reaches it, a content intent has no grounded answer and goes to a person.",
+    )
+    answer_min_confidence: float = Field(
+        0.45,
+        ge=0,
+        le=1,
+        description="Minimum confidence of an answer before it is sent. Below it the answer is not sent: "
+        "the customer gets `replies.low_confidence` and the unsent draft goes to the person. Keep it above "
+        "knowledge_min_score, or an unsure content answer is never held back.",
+    )
+    max_clarifications: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="How many clarifying questions ('do you want to A, or B?', 'could you tell me more?') "
+        "the assistant may ask in one conversation (0: never). Once they are used up, a close call goes with "
+        "the likelier intent, and a message that is still not understood goes to a person.",
+    )
     human_min_confidence: float = Field(
         0.6,
         ge=0,
@@ -64,8 +94,11 @@ class Thresholds(_Strict):
 
 
 class QueueConfig(_Strict):
-    name: str
-    description: str = ""
+    name: str = Field(
+        description="The queue's internal name, used by intents (`queue:`), rules (`then.queue`) and the "
+        "escalation desk's filter. Never shown to customers."
+    )
+    description: str = Field("", description="What this queue handles, for the people who work it.")
     customer_label: str = Field(
         "",
         description="How the team is named to customers ('our billing team'). Empty: 'a colleague'; "
@@ -74,8 +107,16 @@ class QueueConfig(_Strict):
 
 
 class EscalationConfig(_Strict):
-    default_queue: str = "general"
-    queues: list[QueueConfig] = Field(default_factory=list)
+    default_queue: str = Field(
+        "general",
+        description="Queue for escalations that no intent (`queue:`) or rule (`then.queue`) sends elsewhere, "
+        "including messages that match no intent.",
+    )
+    queues: list[QueueConfig] = Field(
+        default_factory=list,
+        description="The teams a conversation can be handed to. Names used anywhere else must be listed "
+        "here (validate checks); empty: only default_queue.",
+    )
     language_queues: dict[str, str] = Field(
         default_factory=dict,
         description="Language code (ISO 639-1) to queue, for messages in a language the assistant does not "
@@ -87,25 +128,50 @@ class Replies(_Strict):
     """What the assistant says in the everyday situations no intent covers. {scope} is the workspace's
     scope, {name} its name."""
 
-    greeting: str = "Hi! How can I help you today?"
-    thanks: str = "You're welcome! Is there anything else I can help with?"
-    goodbye: str = "Thanks for getting in touch. Have a great day!"
-    small_talk: str = (
-        "I'm the {name} assistant, so I can only help with support questions. What can I do for you?"
+    greeting: str = Field(
+        "Hi! How can I help you today?",
+        description="Answer to a greeting ('hi', 'good morning'); followed by 'I can help with {scope}.' "
+        "when the workspace has a scope.",
     )
-    not_understood: str = "I'm not sure I understood. Could you tell me a bit more about what you need?"
-    handoff: str = (
+    thanks: str = Field(
+        "You're welcome! Is there anything else I can help with?", description="Answer to a thank-you."
+    )
+    goodbye: str = Field("Thanks for getting in touch. Have a great day!", description="Answer to a goodbye.")
+    small_talk: str = Field(
+        "I'm the {name} assistant, so I can only help with support questions. What can I do for you?",
+        description="Answer to chat that is not a support request (the weather, a joke, 'are you a bot?'); "
+        "followed by 'I can help with {scope}.' when the workspace has a scope.",
+    )
+    not_understood: str = Field(
+        "I'm not sure I understood. Could you tell me a bit more about what you need?",
+        description="Said when a message matches no intent (followed by 'I can help with {scope}.'); after "
+        "thresholds.max_clarifications of these the conversation goes to a person.",
+    )
+    handoff: str = Field(
         "I've passed this to {team}, who can see everything we've discussed, so you won't need to repeat "
-        "yourself. They'll reply here."
+        "yourself. They'll reply here.",
+        description="Said when the conversation is handed to a person by design: an intent for people, a "
+        "rule, the customer asking for one. {team} is the queue's customer_label.",
     )
-    low_confidence: str = (
-        "I want to get this right, so I've asked {team} to look at your message. They'll follow up here."
+    low_confidence: str = Field(
+        "I want to get this right, so I've asked {team} to look at your message. They'll follow up here.",
+        description="Said instead of an answer the assistant is not sure of (the draft goes to the person), "
+        "and when it hands off because it could not understand or answer.",
     )
-    waiting: str = "Thanks, I've added this to your conversation. {team_cap} has it and will reply here."
-    confirm_handoff: str = (
-        "Just to be sure I understood: would you like me to pass this to a colleague? (yes/no)"
+    waiting: str = Field(
+        "Thanks, I've added this to your conversation. {team_cap} has it and will reply here.",
+        description="Acknowledges a message sent while the conversation waits for a person (at most every "
+        "handoff.ack_interval_minutes). {team_cap} is {team} with a capital letter.",
     )
-    declined_handoff: str = "No problem. What can I help you with?"
+    confirm_handoff: str = Field(
+        "Just to be sure I understood: would you like me to pass this to a colleague? (yes/no)",
+        description="Asked before handing to a person when the router is below "
+        "thresholds.human_min_confidence.",
+    )
+    declined_handoff: str = Field(
+        "No problem. What can I help you with?",
+        description="Said when the customer answers no to confirm_handoff.",
+    )
 
 
 class HandoffSettings(_Strict):
@@ -129,10 +195,24 @@ class ConnectorConfig(_Strict):
         description="The action connector plug-in, by its name in the `cxstack.action_connectors` entry "
         "point group (built in: http).",
     )
-    base_url: str
-    timeout_s: float = Field(5.0, gt=0)
-    retries: int = Field(1, ge=0, le=5)
-    backoff_s: float = Field(0.2, ge=0)
+    base_url: str = Field(
+        description="Address of the back office's API; each action's `path` is appended to it "
+        "(https://api.example.com/v1)."
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for one call before it counts as failed (and is retried)."
+    )
+    retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Extra attempts after a timeout, a connection error or a 5xx answer. A 4xx is the back "
+        "office saying no and is never retried; an action with idempotent: false is retried only when the "
+        "request never left.",
+    )
+    backoff_s: float = Field(
+        0.2, ge=0, description="Seconds before the first retry; doubled before each further one."
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="Sent with every call. Secrets are written as ${ENV_NAME} references, resolved from the "
@@ -172,30 +252,78 @@ class IdentitySettings(_Strict):
 
 
 class ReviewSampling(_Strict):
-    rate: float = Field(0.05, ge=0, le=1)
+    rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of automated conversations to sample for human review against rubric.yaml "
+        "(0.05: one in twenty). Reserved for the monitoring layer: it does not change how conversations "
+        "are handled.",
+    )
 
 
 class WorkspaceSettings(_Strict):
-    version: Literal[1] = 1
-    name: str
-    language: str = "en"
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    name: str = Field(
+        description="The assistant's business name, shown in the web chat and in {name} in replies."
+    )
+    language: str = Field(
+        "en", description="The language the assistant answers in (ISO 639-1 code), when `languages` is empty."
+    )
     languages: list[str] = Field(
         default_factory=list,
         description="Languages the assistant answers in (ISO 639-1); empty: just `language`. A message "
         "confidently detected in another language is handed to a person with a reply in that language.",
     )
-    description: str = ""
-    # What the assistant helps with, in the customer's words; said when a message is out of scope.
-    scope: str = ""
-    channels: list[str] = Field(default_factory=lambda: ["api", "webchat"])
-    embedder: str = "minilm"
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
-    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
-    review_sampling: ReviewSampling = Field(default_factory=ReviewSampling)
-    replies: Replies = Field(default_factory=Replies)
-    identity: IdentitySettings = Field(default_factory=IdentitySettings)
-    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    description: str = Field(
+        "", description="What this assistant is for, in a sentence or two; for the team, shown by the API."
+    )
+    scope: str = Field(
+        "",
+        description="What the assistant helps with, in the customer's words ('your bills, meter readings "
+        "and moving home'). Said after a greeting and when a message is not understood; {scope} in "
+        "replies. Empty: 'your questions'.",
+    )
+    channels: list[str] = Field(
+        default_factory=lambda: ["api", "webchat"],
+        description="Channels that may post messages and receive replies, besides api and webchat, which "
+        "are always on.",
+    )
+    embedder: str = Field(
+        "minilm",
+        description="The sentence embedder the router and knowledge search use: minilm (best), wordllama "
+        "(faster, weaker on paraphrases) or hashing (instant, word overlap only; for tests). The "
+        "--embedder option of chat, serve, replay and router overrides it.",
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds,
+        description="When the assistant is sure enough to route, answer or hand off.",
+    )
+    escalation: EscalationConfig = Field(
+        default_factory=EscalationConfig,
+        description="The queues people work and where handoffs go by default.",
+    )
+    connectors: dict[str, ConnectorConfig] = Field(
+        default_factory=dict,
+        description="Back-office APIs that actions call, by name (actions refer to one with "
+        "`connector:`). Empty: a workspace without actions.",
+    )
+    review_sampling: ReviewSampling = Field(
+        default_factory=ReviewSampling, description="How many conversations people review."
+    )
+    replies: Replies = Field(
+        default_factory=Replies,
+        description="What the assistant says in situations no intent covers. Placeholders: {name}, "
+        "{scope}, {team}, {team_cap}.",
+    )
+    identity: IdentitySettings = Field(
+        default_factory=IdentitySettings,
+        description="How anonymous customers prove who they are before account-specific actions.",
+    )
+    handoff: HandoffSettings = Field(
+        default_factory=HandoffSettings,
+        description="How the assistant behaves while, and after, a person has the conversation.",
+    )
     burst_window_ms: dict[str, int] = Field(
         default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},
         description="Per channel: messages that arrive within this many milliseconds of each other are "
@@ -231,122 +359,277 @@ class WorkspaceSettings(_Strict):
 class TierConfig(_Strict):
     """A customer matches the first tier (in file order) whose every given criterion holds."""
 
-    name: str
-    description: str = ""
-    min_arr: float | None = None
-    max_arr: float | None = None
-    plans: list[str] | None = None
-    segments: list[str] | None = None
-    priority: Literal["low", "normal", "high", "urgent"] = "normal"
-    value_weight: float = 1.0
+    name: str = Field(description="The tier's name, used by rules (`when.tier_in`) and shown in traces.")
+    description: str = Field("", description="Who belongs here, for the team.")
+    min_arr: float | None = Field(
+        None,
+        description="Lowest annual revenue (ARR, the customer profile's `arr`, in the workspace currency) "
+        "for this tier, inclusive. Omitted: no lower bound.",
+    )
+    max_arr: float | None = Field(
+        None, description="ARR at which a customer is above this tier (exclusive). Omitted: no upper bound."
+    )
+    plans: list[str] | None = Field(
+        None, description="The profile's `plan` must be one of these (case ignored). Omitted: any plan."
+    )
+    segments: list[str] | None = Field(
+        None,
+        description="The profile's `segment` must be one of these (case ignored). Omitted: any segment.",
+    )
+    priority: Literal["low", "normal", "high", "urgent"] = Field(
+        "normal",
+        description="Priority of this tier's escalations; the floor, which rules can raise but not lower.",
+    )
+    value_weight: float = Field(
+        1.0,
+        description="Multiplies the customer's ARR into the 'value' shown in traces and escalation packets.",
+    )
 
 
 class Condition(_Strict):
     """All given fields must hold (AND). Omitted fields do not constrain."""
 
-    intent_in: list[str] | None = None
-    intent_not_in: list[str] | None = None
-    tier_in: list[str] | None = None
-    plan_in: list[str] | None = None
-    segment_in: list[str] | None = None
-    channel_in: list[str] | None = None
-    arr_gte: float | None = None
-    arr_lt: float | None = None
-    amount_gt: float | None = None
-    amount_lte: float | None = None
-    # Local hours [start, end) in the workspace time zone; end < start wraps past midnight.
-    hours_between: tuple[int, int] | None = None
-    weekday_in: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
-    attributes: dict[str, Any] | None = None
+    intent_in: list[str] | None = Field(None, description="The message's intent is one of these.")
+    intent_not_in: list[str] | None = Field(None, description="The message's intent is none of these.")
+    tier_in: list[str] | None = Field(None, description="The customer's tier is one of these.")
+    plan_in: list[str] | None = Field(None, description="The customer's plan is one of these (case ignored).")
+    segment_in: list[str] | None = Field(
+        None, description="The customer's segment is one of these (case ignored)."
+    )
+    channel_in: list[str] | None = Field(
+        None, description="The message came through one of these channels (api, webchat, ...)."
+    )
+    arr_gte: float | None = Field(None, description="The customer's ARR is at least this.")
+    arr_lt: float | None = Field(None, description="The customer's ARR is below this.")
+    amount_gt: float | None = Field(
+        None,
+        description="The amount the customer wrote in this request is above this (workspace currency). A "
+        "request without an amount does not match.",
+    )
+    amount_lte: float | None = Field(
+        None,
+        description="The amount the customer wrote is at most this. A request without an amount does not "
+        "match.",
+    )
+    hours_between: tuple[int, int] | None = Field(
+        None,
+        description="Local hours [start, end) in strategy.yaml's timezone, e.g. [18, 8] for 18:00 to "
+        "08:00: an end before the start wraps past midnight.",
+    )
+    weekday_in: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, description="The local day of the week is one of these."
+    )
+    attributes: dict[str, Any] | None = Field(
+        None,
+        description="Customer attributes that must have these values, e.g. {vulnerable: true}. Compared "
+        "by the type declared in strategy.yaml `attributes` (so a CSV's 'yes' is true); an undeclared "
+        "attribute is compared as text. A customer without the attribute does not match.",
+    )
 
 
 class Effect(_Strict):
-    force_human: bool | None = None
-    require_confirmation: bool | None = None
-    cap_amount: float | None = Field(None, ge=0)
-    priority: Literal["low", "normal", "high", "urgent"] | None = None
-    queue: str | None = None
-    tone: str | None = None
+    force_human: bool | None = Field(
+        None,
+        description="true: a person handles the request, whatever the intent's mechanism (reason "
+        "policy_rule:<id>).",
+    )
+    require_confirmation: bool | None = Field(
+        None,
+        description="true: an action is read back to the customer and runs only after a yes.",
+    )
+    cap_amount: float | None = Field(
+        None,
+        ge=0,
+        description="Most a money action may move without a person, in the workspace currency. Several "
+        "rules: the lowest cap wins; the action's own max_amount applies too. Only limits intents whose "
+        "action has a money slot (validate flags a cap that cannot).",
+    )
+    priority: Literal["low", "normal", "high", "urgent"] | None = Field(
+        None,
+        description="Escalation priority. Several rules: the highest wins; never below the tier's.",
+    )
+    queue: str | None = Field(
+        None,
+        description="Queue for the escalation, overriding the intent's. Several rules: the first in file "
+        "order that sets one.",
+    )
+    tone: str | None = Field(
+        None,
+        description="How to phrase answers. Exactly formal, warm, friendly, apologetic or empathetic "
+        "opens a content answer with a matching sentence; any other text is recorded in the trace for "
+        "people and future LLM mechanisms.",
+    )
 
 
 class PolicyRule(_Strict):
-    id: str
-    description: str = ""
-    when: Condition = Field(default_factory=Condition)
-    then: Effect
+    id: str = Field(description="A unique, stable name; traces and escalation reasons cite it.")
+    description: str = Field("", description="Why the rule exists, for the team.")
+    when: Condition = Field(
+        default_factory=Condition,
+        description="The conditions, all of which must hold. Omitted: the rule applies to every message.",
+    )
+    then: Effect = Field(description="What happens when the rule fires. Set at least one effect.")
 
 
 AttributeType = Literal["string", "number", "boolean", "date"]
 
 
 class StrategyConfig(_Strict):
-    version: Literal[1] = 1
-    timezone: str = "UTC"
-    objectives: list[str] = Field(default_factory=list)
-    tiers: list[TierConfig] = Field(default_factory=list)
-    default_tier: str = "standard"
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone (Europe/London) for rules on hours and weekdays and for fact "
+        "validity dates.",
+    )
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="What the team is aiming for, in words; documentation for people, not enforced.",
+    )
+    tiers: list[TierConfig] = Field(
+        default_factory=list,
+        description="Customer tiers; a customer is in the first tier, in file order, that they match.",
+    )
+    default_tier: str = Field("standard", description="The tier of a customer who matches none of `tiers`.")
     attributes: dict[str, AttributeType] = Field(
         default_factory=dict,
         description="Customer attributes and their types (string, number, boolean, date). Imports and the "
         "API coerce values to these types (yes/no/true/false/1/0 for booleans) or reject the row; rules on "
         "attributes are checked against them.",
     )
-    rules: list[PolicyRule] = Field(default_factory=list)
+    rules: list[PolicyRule] = Field(
+        default_factory=list,
+        description="Business rules, checked on every message. Every rule whose conditions hold fires.",
+    )
 
 
 # --- intents.yaml -------------------------------------------------------------------------------------------
 
 
 class IntentConfig(_Strict):
-    name: str
-    description: str = ""
-    # content | action | human now; agent and multi_agent arrive with LLM providers. Open set: any registered
-    # resolver name is accepted by the loader and checked against the registry by validate.
-    mechanism: str = "human"
-    owner: str = ""
-    queue: str | None = None
-    status: Literal["active", "draft"] = "active"
-    never_automate: bool = False
-    action: str | None = None  # for mechanism "action"
-    fact_tags: list[str] = Field(default_factory=list)  # for mechanism "content": restrict retrieval
-    fallback: str | None = None  # mechanism to retry with when the first one is not confident
-    examples: list[str] = Field(default_factory=list)
-    builtin: bool = Field(False, description="Shipped with cxstack (greeting, thanks, goodbye, small_talk).")
+    name: str = Field(
+        description="A unique name in snake_case; rules, facts and traces refer to the intent by it."
+    )
+    description: str = Field(
+        "",
+        description="What the customer wants, as a verb phrase ('ask how to submit a meter reading'); used "
+        "in clarifying questions ('do you want to ...?').",
+    )
+    # Open set: any registered resolver name is accepted by the loader and checked against the registry by
+    # validate; agent and multi_agent arrive with LLM providers.
+    mechanism: str = Field(
+        "human",
+        description="How the intent is resolved: content (answer from facts), action (call the back "
+        "office), human (hand to a person) or another registered mechanism (see Mechanisms below).",
+    )
+    owner: str = Field(
+        "", description="Who is responsible for this intent's quality (a person or team address)."
+    )
+    queue: str | None = Field(
+        None,
+        description="Queue its escalations go to, unless a rule says otherwise. Omitted: "
+        "escalation.default_queue.",
+    )
+    status: Literal["active", "draft"] = Field(
+        "active",
+        description="draft: kept in the file but not routed to (imported intents start as drafts).",
+    )
+    never_automate: bool = Field(
+        False,
+        description="true: always a person, whatever rules or confidence say (legal threats, safety). "
+        "Requires mechanism: human.",
+    )
+    action: str | None = Field(
+        None, description="For mechanism action: the action (in actions.yaml) that serves it."
+    )
+    fact_tags: list[str] = Field(
+        default_factory=list,
+        description="For mechanism content: facts with one of these tags rank higher. A boost, not a filter.",
+    )
+    fallback: str | None = Field(
+        None,
+        description="Mechanism to try once when the first one cannot answer confidently (e.g. content for "
+        "an action intent); a person after that. Omitted: straight to a person.",
+    )
+    examples: list[str] = Field(
+        default_factory=list,
+        description="Messages customers really write for this intent; the router learns from them. At "
+        "least 5 varied ones for an automated intent (validate warns), 10 to 20 is better. An example "
+        "may belong to one intent only.",
+    )
+    builtin: bool = Field(
+        False,
+        description="Shipped with cxstack (greeting, thanks, goodbye, small_talk). Leave it out of your own "
+        "intents.",
+    )
 
 
 class IntentCatalogue(_Strict):
-    version: Literal[1] = 1
-    intents: list[IntentConfig]
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    intents: list[IntentConfig] = Field(
+        description="What customers ask for. Built-in conversational intents are added unless declared here."
+    )
 
 
 # --- knowledge/*.yaml ---------------------------------------------------------------------------------------
 
 
 class FactConfig(_Strict):
-    id: str
-    text: str
-    owner: str
-    review_by: date | None = None
-    tags: list[str] = Field(default_factory=list)
-    intents: list[str] = Field(default_factory=list)
-    sources: list[str] = Field(default_factory=list)
-    valid_from: date | None = None
-    valid_to: date | None = None
+    id: str = Field(
+        description="A unique, stable id (kebab-case); answers cite it, so keep it when the text changes."
+    )
+    text: str = Field(
+        description="One self-contained statement a customer can be told as it is. Content answers are "
+        "made of these texts, word for word, so write them for customers. In a Markdown fact: the body."
+    )
+    owner: str = Field(description="Who keeps this fact true (a person or team address).")
+    review_by: date | None = Field(
+        None,
+        description="Date (YYYY-MM-DD) by which the owner re-checks the fact; validate warns after it. "
+        "The fact is still used.",
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Topics; an intent's fact_tags rank facts with these higher."
+    )
+    intents: list[str] = Field(
+        default_factory=list,
+        description="Intents this fact answers; it ranks higher for them (the knowledge search still "
+        "considers every fact).",
+    )
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Where the fact comes from (policy document, page, ticket), for reviewers.",
+    )
+    valid_from: date | None = Field(
+        None,
+        description="First day (YYYY-MM-DD, in strategy.yaml's timezone) the fact may be used. Omitted: "
+        "always.",
+    )
+    valid_to: date | None = Field(
+        None, description="Last day the fact may be used (inclusive). Omitted: no end."
+    )
 
 
 class KnowledgeFile(_Strict):
-    version: Literal[1] = 1
-    facts: list[FactConfig]
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    facts: list[FactConfig] = Field(description="The facts of this file; ids are unique across all files.")
 
 
 # --- actions.yaml -------------------------------------------------------------------------------------------
 
 
 class SlotConfig(_Strict):
-    name: str
-    description: str = ""
-    # A regular expression with one group (or none: the whole match) that extracts the value from a message.
-    pattern: str | None = None
+    name: str = Field(
+        description="The slot's name: {name} in the action's path, a body field, and {name} in its replies."
+    )
+    description: str = Field(
+        "", description="What the value is; asked as 'Could you tell me the <description>?' without a prompt."
+    )
+    pattern: str | None = Field(
+        None,
+        description="A regular expression that finds the value in a message; its first group (or the "
+        "whole match) is the value. Write it in single quotes in YAML. Without one, the value is the "
+        "customer's whole answer when this slot was just asked for.",
+    )
     from_customer: str | None = Field(
         None,
         description="Fill from the verified customer's profile ('id', 'email', or an attribute name), never "
@@ -358,9 +641,17 @@ class SlotConfig(_Strict):
         "customer's own words (this message, or a bare number when this slot was just asked for) in the "
         "action's currency, never from a pattern, the profile or a default.",
     )
-    required: bool = True
-    default: str | float | None = None
-    prompt: str = ""
+    required: bool = Field(
+        True, description="false: the action runs without it (with `default` if one is given)."
+    )
+    default: str | float | None = Field(
+        None, description="Value used when the customer gave none. Not allowed on money slots."
+    )
+    prompt: str = Field(
+        "",
+        description="The question that asks for the value ('What is your bill number? It starts with "
+        "BL-.'). Empty: built from the description.",
+    )
 
 
 class OwnershipCheck(_Strict):
@@ -382,9 +673,14 @@ class OwnershipCheck(_Strict):
 
 
 class ActionConfig(_Strict):
-    name: str
-    description: str = ""
-    connector: str = "backoffice"
+    name: str = Field(
+        description="A unique name in snake_case; intents refer to it with `action:`. Shown to customers "
+        "with spaces in a generic confirmation question."
+    )
+    description: str = Field("", description="What the action does, for the team.")
+    connector: str = Field(
+        "backoffice", description="The connector (in cxstack.yaml `connectors`) that performs the call."
+    )
     public: bool = Field(
         False,
         description="Anonymous customers may run it (a store locator, a promo-code check). Default: only a "
@@ -395,10 +691,24 @@ class ActionConfig(_Strict):
         description="Ownership check for actions that take an object id from the customer (an order "
         "number): an object that is not theirs is 'not found' to them, exactly like one that does not exist.",
     )
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    path: str  # template, e.g. /orders/{order_id}/refunds
-    slots: list[SlotConfig] = Field(default_factory=list)
-    body: dict[str, str] | None = None  # body field -> slot name; default: all slots not used in the path
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
+        "POST",
+        description="HTTP method. GET and DELETE send the slots as query parameters; the others as a JSON "
+        "body.",
+    )
+    path: str = Field(
+        description="Path appended to the connector's base_url, with {slot} placeholders "
+        "(/bills/{bill_number}); every placeholder must be a slot."
+    )
+    slots: list[SlotConfig] = Field(
+        default_factory=list,
+        description="The values the action needs; the assistant asks for missing ones, one at a time.",
+    )
+    body: dict[str, str] | None = Field(
+        None,
+        description="Body (or query) field name to slot name. Omitted: every slot not used in the path, "
+        "under its own name.",
+    )
     amount_slot: str | None = Field(
         None,
         description="The money slot this action moves (a slot with type: money). An action with one is a "
@@ -417,18 +727,35 @@ class ActionConfig(_Strict):
         description="ISO 4217 currency the back office takes for this action's amount; default: the "
         "workspace's currency.",
     )
-    requires_confirmation: bool = False
+    requires_confirmation: bool = Field(
+        False,
+        description="true: the assistant reads the request back and runs it only after a yes (a rule's "
+        "require_confirmation can ask for this too).",
+    )
     scope: str = Field(
         "",
         description="Permission scope as resource:verb (orders:read, refunds:write); shown in traces. A "
         "`:write` action with an owner check must use check_with.",
     )
-    idempotent: bool = True
-    success_reply: str  # Jinja2-free str.format template over slots and the JSON response
-    # str.format over the filled slots, asked before an action that needs a confirmation; a generic
-    # "I'll <action>: <slots>. Shall I go ahead?" when empty.
-    confirmation_prompt: str = ""
-    failure_reply: str = "I couldn't complete that just now, so I'm passing you to a colleague."
+    idempotent: bool = Field(
+        True,
+        description="true: the back office executes a repeated call (same Idempotency-Key header) once, so "
+        "failed calls are retried. false: retried only when the request never left.",
+    )
+    success_reply: str = Field(
+        description="Said after the call succeeds: {name} placeholders take the slots and the top-level "
+        "fields of the back office's JSON answer ({amount_due}). A placeholder the answer lacks gives a "
+        "plain 'Done: <action>.' instead."
+    )
+    confirmation_prompt: str = Field(
+        "",
+        description="The yes/no question asked before a confirmed action, with {slot} placeholders. Empty: "
+        "'Just to confirm: I'll <action> (<slots>). Shall I go ahead? (yes/no)'.",
+    )
+    failure_reply: str = Field(
+        "I couldn't complete that just now, so I'm passing you to a colleague.",
+        description="Said when the back office fails or refuses; the conversation then goes to a person.",
+    )
 
     @field_validator("currency")
     @classmethod
@@ -447,33 +774,57 @@ class ActionConfig(_Strict):
 
 
 class ActionCatalogue(_Strict):
-    version: Literal[1] = 1
-    actions: list[ActionConfig]
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    actions: list[ActionConfig] = Field(description="The back-office operations intents can run.")
 
 
 # --- rubric.yaml / experiments.yaml (shape reserved; used by monitoring and optimization) ------------------
 
 
 class RubricCriterion(_Strict):
-    id: str
-    description: str
-    scale: tuple[int, int] = (1, 5)
+    id: str = Field(description="A unique name for the criterion (correctness, tone, ...).")
+    description: str = Field(
+        description="What a reviewer scores, and what a good and a poor score look like."
+    )
+    scale: tuple[int, int] = Field(
+        (1, 5), description="Lowest and highest score, e.g. [1, 5]; the first must be below the second."
+    )
 
 
 class Rubric(_Strict):
-    version: Literal[1] = 1
-    criteria: list[RubricCriterion] = Field(default_factory=list)
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    criteria: list[RubricCriterion] = Field(
+        default_factory=list,
+        description="What reviewers score a conversation on. Reserved for the monitoring layer: recorded "
+        "with each workspace version, not yet used in conversations.",
+    )
 
 
 class ExperimentConfig(_Strict):
-    id: str
-    description: str = ""
-    status: Literal["draft", "running", "stopped"] = "draft"
-    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    allocation: dict[str, float] = Field(default_factory=dict)
-    metrics: list[str] = Field(default_factory=list)
+    id: str = Field(description="A unique name for the experiment.")
+    description: str = Field("", description="The question the experiment answers.")
+    status: Literal["draft", "running", "stopped"] = Field(
+        "draft",
+        description="draft or stopped: not run. running: allocation must add up to 1 (validate checks).",
+    )
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Variant name to the settings it overrides, as dotted paths "
+        "(strategy.rules.<rule id>.then.cap_amount: 150); {} for the control.",
+    )
+    allocation: dict[str, float] = Field(
+        default_factory=dict,
+        description="Variant name to its share of conversations (0 to 1, adding up to 1).",
+    )
+    metrics: list[str] = Field(
+        default_factory=list, description="What is compared between variants (automation_rate, ...)."
+    )
 
 
 class Experiments(_Strict):
-    version: Literal[1] = 1
-    experiments: list[ExperimentConfig] = Field(default_factory=list)
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    experiments: list[ExperimentConfig] = Field(
+        default_factory=list,
+        description="Planned and running experiments. Reserved for the optimization layer: recorded with "
+        "each workspace version, not yet applied to conversations.",
+    )
