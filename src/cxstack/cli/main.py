@@ -4,10 +4,12 @@ formats the result."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,7 +55,11 @@ HomeOpt = Annotated[
 ]
 EmbedderOpt = Annotated[
     str | None,
-    typer.Option("--embedder", help="Override the workspace's embedder: minilm, wordllama, hashing."),
+    typer.Option(
+        "--embedder",
+        envvar="CXSTACK_EMBEDDER",
+        help="Override the workspace's embedder: minilm, wordllama, hashing.",
+    ),
 ]
 
 
@@ -68,6 +74,22 @@ def _settings(home: Path | None, workspace: Path | None = None, embedder: str | 
     if embedder is not None:
         overrides["embedder"] = embedder
     return Settings(**overrides)
+
+
+@contextlib.contextmanager
+def _starting() -> Iterator[None]:
+    """Errors a person can fix before starting (an unset ${SECRET}, an unknown connector type) as one line."""
+    from cxstack.domain.secrets import MissingSecretError
+    from cxstack.integrations.actions.registry import UnknownConnectorTypeError
+
+    try:
+        yield
+    except MissingSecretError as exc:
+        err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
+        raise typer.Exit(1) from None
+    except UnknownConnectorTypeError as exc:
+        err.print(f"[bold red]cannot start:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _load_or_exit(path: Path) -> Any:
@@ -147,9 +169,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the API and web chat.")] = 8000,
     backoffice: Annotated[
-        bool,
-        typer.Option(help="Start the demo back office if the workspace points at it and it is not running."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            help="Start the demo back office if it is not running (default: only for the demo workspace)."
+        ),
+    ] = None,
     customers: Annotated[
         Path | None, typer.Option(help="Import customer profiles from this CSV first.")
     ] = None,
@@ -177,9 +201,9 @@ def serve(
         err.print("[red]--runtime is process or thread[/]")
         raise typer.Exit(2)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
-    if backoffice:
-        ensure_backoffice(ws, settings.home, console)
-    with console.status("training the router and indexing knowledge…"):
+    if backoffice is not False:
+        ensure_backoffice(ws, settings.home, console, force=bool(backoffice))
+    with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     if customers is not None:
         console.print(f"imported {import_customers_file(cx.store, customers, ws)} customers from {customers}")
@@ -215,7 +239,10 @@ def chat(
     customer: Annotated[
         str, typer.Option(help="Customer id to chat as (see customers import).")
     ] = "cus_1001",
-    backoffice: Annotated[bool, typer.Option(help="Start the demo back office if needed.")] = True,
+    backoffice: Annotated[
+        bool | None,
+        typer.Option(help="Start the demo back office if needed (default: only for the demo workspace)."),
+    ] = None,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -224,9 +251,9 @@ def chat(
 
     ws = _load_or_exit(workspace)
     settings = _settings(home, workspace, embedder)
-    if backoffice:
-        ensure_backoffice(ws, settings.home, console)
-    with console.status("training the router and indexing knowledge…"):
+    if backoffice is not False:
+        ensure_backoffice(ws, settings.home, console, force=bool(backoffice))
+    with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     samples = workspace / "samples" / "customers.csv"
     if samples.exists():
@@ -350,7 +377,7 @@ def replay(
         ensure_backoffice(ws, _settings(home).home, quiet)
     # Kept conversations get a run prefix, so a second replay into the same store starts fresh ones.
     prefix = f"{new_id('replay')}_" if keep else "replay_"
-    with quiet.status("training the router and indexing knowledge…"):
+    with _starting(), quiet.status("training the router and indexing knowledge…"):
         engine = build_engine(ws, embedder_name=embedder, dry_run_actions=not live_actions)
     try:
         with Progress(

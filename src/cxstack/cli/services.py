@@ -34,10 +34,27 @@ def _answers(url: str) -> bool:
         return False
 
 
-def ensure_backoffice(workspace: Workspace, home: Path, console: Console) -> str | None:
-    """Starts the demo back office in this process when the workspace points at a local one that isn't up."""
+DEMO_NAME = "Northwind Outfitters"
+DEMO_BACKOFFICE_URL = "http://127.0.0.1:8765"
+
+
+def is_demo(workspace: Workspace) -> bool:
+    """The demo workspace (or a copy of it): its name and its back office's address."""
     connector = workspace.settings.connectors.get("backoffice")
-    if connector is None:
+    return (
+        workspace.settings.name == DEMO_NAME
+        and connector is not None
+        and (connector.base_url.rstrip("/") == DEMO_BACKOFFICE_URL)
+    )
+
+
+def ensure_backoffice(
+    workspace: Workspace, home: Path, console: Console, *, force: bool = False
+) -> str | None:
+    """Starts the demo back office in this process when the workspace is the demo (or `force`) and its local
+    back office is not up. Another workspace's `backoffice` connector is its own system: never replaced."""
+    connector = workspace.settings.connectors.get("backoffice")
+    if connector is None or not (force or is_demo(workspace)):
         return None
     parts = urlsplit(connector.base_url)
     if parts.hostname not in _LOCAL_HOSTS or _answers(connector.base_url):

@@ -172,6 +172,40 @@ class Replies(_Strict):
         "No problem. What can I help you with?",
         description="Said when the customer answers no to confirm_handoff.",
     )
+    urgent_note: str = Field(
+        "It's marked urgent, so someone will pick it up very shortly.",
+        description="Added to a handoff at urgent priority (a promise about time only where it can be kept).",
+    )
+    priority_note: str = Field(
+        "We're treating it as a priority, so you'll hear back shortly.",
+        description="Added to a handoff at high priority.",
+    )
+    over_cap: str = Field(
+        "That amount needs a colleague's approval, so I've passed this to {team}, who will follow up here.",
+        description="Said when an amount is above what the assistant may move on its own (the action's "
+        "max_amount or a rule's cap_amount).",
+    )
+    identity_required: str = Field(
+        "I need to be sure who I'm talking to before I can do that, so I've passed this to {team}.",
+        description="Said when a request needs a verified customer and the workspace has no verification "
+        "step (or it failed too often), or the object asked about keeps not being theirs.",
+    )
+    not_found: str = Field(
+        "I couldn't find {value} on your account. Could you check it and send it again?",
+        description="Said when the object a customer names (an order number) is not theirs or does not "
+        "exist: the same words either way. {value} is what they wrote.",
+    )
+    verified: str = Field(
+        "Thanks, that matches our records.", description="Said when the verification step succeeds."
+    )
+    not_verified: str = Field(
+        "I couldn't match those details, sorry. Let's try again: {prompt}",
+        description="Said when the verification details do not match; {prompt} is the first question again.",
+    )
+    cancelled: str = Field(
+        "No problem, I haven't changed anything. Is there anything else I can help with?",
+        description="Said when the customer answers no to an action's confirmation question.",
+    )
 
 
 class HandoffSettings(_Strict):
@@ -549,6 +583,12 @@ class IntentConfig(_Strict):
         None,
         description="Mechanism to try once when the first one cannot answer confidently (e.g. content for "
         "an action intent); a person after that. Omitted: straight to a person.",
+    )
+    handoff_reply: str = Field(
+        "",
+        description="What the customer is told when this intent goes to a person, instead of replies.handoff "
+        "(e.g. safety instructions for a gas smell: 'Leave the property and call the emergency line ...'). "
+        "Placeholders as in replies.",
     )
     examples: list[str] = Field(
         default_factory=list,

@@ -40,7 +40,18 @@ from cxstack.workspace.models import (
     WorkspaceSettings,
 )
 
-DEFAULT_MECHANISMS: tuple[str, ...] = ("content", "action", "human", "conversational", "agent", "multi_agent")
+
+def registered_mechanisms() -> tuple[str, ...]:
+    """Mechanisms with a resolver installed (entry point group `cxstack.resolvers`); `human` always."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted({e.name for e in entry_points(group="cxstack.resolvers")} | {"human"}))
+
+
+# What validate accepts by default: only mechanisms that something can actually resolve. `agent` and
+# `multi_agent` are reserved for LLM-backed resolvers and are refused until one is installed.
+DEFAULT_MECHANISMS: tuple[str, ...] = registered_mechanisms()
+_RESERVED_MECHANISMS = {"agent", "multi_agent"}
 MIN_EXAMPLES_FOR_AUTOMATION = 5
 
 SETTINGS_FILE = "cxstack.yaml"
@@ -580,7 +591,8 @@ def _load_markdown_fact(check: WorkspaceCheck, path: Path, rel: str) -> None:
         check.facts_ok = False
         return
     if body:
-        data["text"] = body
+        # A fact is one statement: the line breaks an editor wraps a long body with are not part of it.
+        data["text"] = " ".join(body.split())
     fact = _validate_model(check, doc, FactConfig, data)
     if fact is None:
         check.facts_ok = False
@@ -650,6 +662,29 @@ def _check_settings(check: WorkspaceCheck) -> None:
             "add it to escalation.queues or pick one of them",
             "warning",
         )
+    allowed = {"scope", "name", "team", "team_cap", "value", "prompt"}
+    for reply_name, template in settings.replies.model_dump().items():
+        try:
+            fields = {p[1] for p in string.Formatter().parse(str(template)) if p[1] is not None}
+        except ValueError as exc:
+            check.add(
+                doc,
+                ("replies", reply_name),
+                f"replies.{reply_name}: {exc}",
+                "balance the braces; write {{ and }} for literal braces",
+            )
+            continue
+        unknown = sorted(fields - allowed)
+        if unknown:
+            named = ", ".join("{" + u + "}" for u in unknown)
+            known = ", ".join("{" + a + "}" for a in sorted(allowed))
+            check.add(
+                doc,
+                ("replies", reply_name),
+                f"replies.{reply_name} uses unknown placeholder(s) {named}; the customer would see them as "
+                "written",
+                _suggest(unknown[0], allowed, f"use {known}"),
+            )
     thresholds = settings.thresholds
     if thresholds.answer_min_confidence <= thresholds.knowledge_min_score:
         check.add(
@@ -666,7 +701,7 @@ def _check_settings(check: WorkspaceCheck) -> None:
             doc,
             ("thresholds", "human_min_confidence"),
             "human_min_confidence is below route_min_confidence, so it never asks before calling a person",
-            "raise it (0.75 is the default)",
+            "raise it (0.6 is the default)",
             "warning",
         )
     if thresholds.clarify_margin >= 1 - thresholds.route_min_confidence:
@@ -822,7 +857,15 @@ def _check_intents(check: WorkspaceCheck, known_mechanisms: Collection[str]) -> 
     example_owner: dict[str, tuple[str, Sourced[IntentConfig], int]] = {}
     for sourced in intents:
         intent, loc = sourced.item, sourced.loc
-        if intent.mechanism not in mechanisms:
+        if intent.mechanism in _RESERVED_MECHANISMS and intent.mechanism not in mechanisms:
+            check.add(
+                doc,
+                (*loc, "mechanism"),
+                f"intent `{intent.name}`: no resolver for mechanism `{intent.mechanism}` is installed; every "
+                "message for it would be escalated as an internal error",
+                f"use one of {', '.join(sorted(mechanisms))} (agents need an LLM provider plug-in)",
+            )
+        elif intent.mechanism not in mechanisms:
             check.add(
                 doc,
                 (*loc, "mechanism"),

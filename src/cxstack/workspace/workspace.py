@@ -54,7 +54,10 @@ class Workspace:
 
     def reply(self, name: str, **values: str) -> str:
         """One of the workspace's `replies`, with {scope}, {name}, {team} and {team_cap} filled in."""
-        template: str = getattr(self.settings.replies, name)
+        return self.render(getattr(self.settings.replies, name), **values)
+
+    def render(self, template: str, **values: str) -> str:
+        """A customer-facing template with the workspace's placeholders filled in."""
         team = values.get("team", "a colleague")
         fields = {
             "scope": self.settings.scope or "your questions",

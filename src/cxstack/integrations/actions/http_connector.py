@@ -60,11 +60,16 @@ class HttpActionConnector:
     ) -> None:
         self.config = config
         self.dry_run = dry_run
-        # ${ENV} references are resolved now, so a missing secret stops the start, not the first call.
-        self._headers: dict[str, str | Secret] = {
-            header: resolve(value, where=f"connector {name!r}, header {header!r}")
-            for header, value in config.headers.items()
-        }
+        # ${ENV} references are resolved now, so a missing secret stops the start, not the first call. A dry
+        # run sends nothing anywhere and needs no secret.
+        self._headers: dict[str, str | Secret] = (
+            {}
+            if dry_run
+            else {
+                header: resolve(value, where=f"connector {name!r}, header {header!r}")
+                for header, value in config.headers.items()
+            }
+        )
         self._sleep = sleep
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_s))

@@ -53,16 +53,12 @@ ENTITIES_KEY = "entities"
 CONFIRMATION = "confirmation"
 _OTHER = re.compile(r"\b(other|another|different|second)\b", re.IGNORECASE)
 
-CANCELLED_REPLY = "No problem, I haven't changed anything. Is there anything else I can help with?"
-OVER_CAP_REPLY = "That needs a colleague's approval, so I'm passing you to a colleague who can help."
 NOT_CONFIGURED_REPLY = "I can't do that myself, so I'm passing you to a colleague."
-IDENTITY_REPLY = (
-    "I need to be sure who I'm talking to before I can do that, so I'm passing you to a colleague."
-)
-NOT_FOUND_REPLY = "I couldn't find {value} on your account. Could you check it and send it again?"
-NOT_VERIFIED_REPLY = "I couldn't match those details, sorry. Let's try again: {prompt}"
-VERIFIED_REPLY = "Thanks, that matches our records."
 MAX_OWNERSHIP_MISSES = 3
+
+
+def _team(ctx: TurnContext, plan: ResolutionPlan) -> str:
+    return ctx.workspace.team_label(plan.queue)
 
 
 def idempotency_key(conversation_id: str, message_id: str, action: str) -> str:
@@ -157,7 +153,7 @@ class ActionResolver:
                 return Outcome(
                     kind="reply",
                     confidence=1.0,
-                    reply=CANCELLED_REPLY,
+                    reply=ctx.workspace.reply("cancelled"),
                     state_updates={PENDING_KEY: None},
                     detail={"action": action.name, "cancelled": True},
                 )
@@ -229,7 +225,11 @@ class ActionResolver:
                 return Outcome(
                     kind="handoff",
                     confidence=0.0,
-                    reply=OVER_CAP_REPLY if check.reason == AMOUNT_OVER_CAP else NOT_CONFIGURED_REPLY,
+                    reply=(
+                        ctx.workspace.reply("over_cap", team=_team(ctx, plan))
+                        if check.reason == AMOUNT_OVER_CAP
+                        else NOT_CONFIGURED_REPLY
+                    ),
                     handoff_reason=check.reason,
                     state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
                     detail={"action": action.name, "slots": values, "amount_check": check.as_detail()},
@@ -250,7 +250,7 @@ class ActionResolver:
             return Outcome(
                 kind="handoff",
                 confidence=0.0,
-                reply=IDENTITY_REPLY,
+                reply=ctx.workspace.reply("identity_required", team=_team(ctx, plan)),
                 handoff_reason=IDENTITY_REQUIRED,
                 state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
                 detail={"action": action.name, "profile_lacks": from_profile},
@@ -387,7 +387,7 @@ class ActionResolver:
             return Outcome(
                 kind="handoff",
                 confidence=0.0,
-                reply=IDENTITY_REPLY,
+                reply=ctx.workspace.reply("identity_required", team=_team(ctx, plan)),
                 actions=[hidden],
                 handoff_reason=IDENTITY_MISMATCH,
                 state_updates={PENDING_KEY: None, ENTITIES_KEY: {}},
@@ -397,7 +397,7 @@ class ActionResolver:
         entities.pop(identifying, None)
         outcome: Outcome = waiting_on(
             identifying,
-            NOT_FOUND_REPLY.format(value=attempted),
+            ctx.workspace.reply("not_found", value=str(attempted)),
             ownership_misses=misses + 1,
         )
         outcome.actions = [hidden]
@@ -414,7 +414,7 @@ class ActionResolver:
             return Outcome(
                 kind="handoff",
                 confidence=0.0,
-                reply=IDENTITY_REPLY,
+                reply=ctx.workspace.reply("identity_required", team=_team(ctx, plan)),
                 handoff_reason=IDENTITY_REQUIRED,
                 state_updates={PENDING_KEY: None},
                 detail={"action": action.name, "verified": False},
@@ -483,7 +483,7 @@ class ActionResolver:
             return Outcome(
                 kind="reply",
                 confidence=1.0,
-                reply=VERIFIED_REPLY,
+                reply=ctx.workspace.reply("verified"),
                 actions=[hidden],
                 state_updates={PENDING_KEY: None},
                 detail=detail,
@@ -497,7 +497,7 @@ class ActionResolver:
             return Outcome(
                 kind="handoff",
                 confidence=0.0,
-                reply=IDENTITY_REPLY,
+                reply=ctx.workspace.reply("identity_required", team=_team(ctx, plan)),
                 actions=[hidden],
                 handoff_reason=IDENTITY_REQUIRED,
                 state_updates={PENDING_KEY: None},
@@ -506,7 +506,9 @@ class ActionResolver:
         first = checker.slots[0] if checker.slots else None
         prompt = prompt_for(first) if first else ""
         fill = replace(fill, values={})
-        outcome = asking(first.name if first else "", NOT_VERIFIED_REPLY.format(prompt=prompt), attempts + 1)
+        outcome = asking(
+            first.name if first else "", ctx.workspace.reply("not_verified", prompt=prompt), attempts + 1
+        )
         outcome.actions = [hidden]
         outcome.detail.update(detail)
         return outcome

@@ -8,14 +8,19 @@ from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps
 
 
-def handoff_reply(ctx: TurnContext, queue: str, priority: Priority) -> str:
-    """The workspace's handoff words, naming the team only as the workspace names it to customers."""
-    reply = ctx.workspace.reply("handoff", team=ctx.workspace.team_label(queue))
+def handoff_reply(ctx: TurnContext, queue: str, priority: Priority, intent: str | None = None) -> str:
+    """The intent's own handoff words if it has them (safety instructions, say), else the workspace's,
+    naming the team only as the workspace names it to customers."""
+    intent_config = ctx.workspace.intent(intent) if intent else None
+    team = ctx.workspace.team_label(queue)
+    if intent_config is not None and intent_config.handoff_reply:
+        return ctx.workspace.render(intent_config.handoff_reply, team=team)
+    reply = ctx.workspace.reply("handoff", team=team)
     # Only a high priority earns a promise about time: a promise we cannot keep is worse than none.
     if priority >= Priority.URGENT:
-        return reply + " It's marked urgent, so someone will pick it up very shortly."
+        return f"{reply} {ctx.workspace.reply('urgent_note')}"
     if priority >= Priority.HIGH:
-        return reply + " We're treating it as a priority, so you'll hear back shortly."
+        return f"{reply} {ctx.workspace.reply('priority_note')}"
     return reply
 
 
@@ -30,7 +35,7 @@ class HumanResolver:
         return Outcome(
             kind="handoff",
             confidence=1.0,
-            reply=handoff_reply(ctx, plan.queue, plan.priority),
+            reply=handoff_reply(ctx, plan.queue, plan.priority, plan.intent),
             handoff_reason=reason,
             detail={"queue": plan.queue, "priority": plan.priority.name.lower()},
         )
