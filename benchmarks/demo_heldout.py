@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ GRID: dict[str, tuple[float, ...]] = {
     "answer_min_confidence": (0.35, 0.40, 0.45, 0.50, 0.55),
 }
 MIN_SAMPLE = 10  # below this a rate is "insufficient", not a number
+# A Tuesday mid-morning in the demo's time zone (America/New_York): no weekend or night rule fires, as on most
+# business days. Fixed, so that a figure does not depend on the day it is measured.
+AT = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 # Conversations in flight at once: most of a turn's wall time is the channel's burst window (webchat waits
 # 1.2 s for more messages), not CPU. The scratch store lives in RAM when the machine has /dev/shm.
 CONCURRENCY = 64
@@ -192,7 +196,8 @@ def with_thresholds(workspace: Workspace, values: dict[str, float]) -> Workspace
 def replay(
     engine: Engine, workspace: Workspace, scripts: Sequence[ScriptedConversation]
 ) -> list[ReplayedConversation]:
-    """Through the service path on a throwaway store; the trained router and knowledge index are reused."""
+    """Through the service path on a throwaway store; the trained router and knowledge index are reused.
+    Every turn runs at AT, so rules on hours and weekdays give the same figures on any day."""
     return asyncio.run(
         replay_in_service(
             replace(engine, workspace=workspace),
@@ -200,6 +205,7 @@ def replay(
             None,
             concurrency=CONCURRENCY,
             scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
+            at=AT,
         )
     )
 

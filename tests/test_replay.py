@@ -263,3 +263,29 @@ def test_the_readme_replay_example_is_a_valid_script() -> None:
     example = section.split("```json\n", 1)[1].split("```", 1)[0]
     (script,) = parse_scripts(example.splitlines())
     assert script.verified and script.expected_outcome in {"automated", "escalated"}
+
+
+def test_replay_at_a_fixed_time_makes_time_rules_reproducible(tmp_path: Path) -> None:
+    from tests.conftest import SHOP, write_workspace
+    from typer.testing import CliRunner
+
+    from cxstack.cli.main import app
+
+    strategy = SHOP["strategy.yaml"] + (
+        "  - id: weekend-returns-to-people\n"
+        "    when: {intent_in: [return_policy], weekday_in: [sat, sun]}\n"
+        "    then: {force_human: true, queue: general}\n"
+    )
+    root = write_workspace(tmp_path / "ws", **{"strategy.yaml": strategy})
+    script = tmp_path / "s.jsonl"
+    script.write_text(
+        json.dumps({"id": "r1", "customer": {"id": "c1"}, "messages": ["what is your return policy?"]}) + "\n"
+    )
+    outcomes = {}
+    for day, at in [("saturday", "2026-11-28T12:00"), ("tuesday", "2026-12-01T12:00")]:
+        result = CliRunner().invoke(
+            app, ["replay", str(root), str(script), "--json", "--embedder", "hashing", "--at", at]
+        )
+        assert result.exit_code == 0, result.output
+        outcomes[day] = json.loads(result.output)["results"][0]["outcome"]
+    assert outcomes == {"saturday": "escalated", "tuesday": "automated"}

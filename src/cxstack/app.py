@@ -8,8 +8,9 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,7 +226,14 @@ class ConversationView:
 class CxApp:
     """The running service: store + engine + worker + outbox. One per process."""
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -250,6 +258,7 @@ class CxApp:
                 engine.workspace,
                 on_commit=self._committed,
                 burst_window_ms=settings.burst_windows(engine.workspace),
+                clock=clock,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -376,8 +385,15 @@ def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Wor
     return open_store(settings), engine.orchestrator, workspace, engine.aclose
 
 
-def build(settings: Settings, *, workspace: Workspace | None = None, engine: Engine | None = None) -> CxApp:
-    """The one way to assemble a running service from settings."""
+def build(
+    settings: Settings,
+    *,
+    workspace: Workspace | None = None,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> CxApp:
+    """The one way to assemble a running service from settings. `clock` (thread runtime only) fixes the
+    turns' time: replays and benchmarks use it to be reproducible on any day."""
     if engine is None:
         if workspace is None:
             if settings.workspace is None:
@@ -390,4 +406,4 @@ def build(settings: Settings, *, workspace: Workspace | None = None, engine: Eng
             dry_run_actions=settings.dry_run_actions,
             cache_dir=settings.cache_dir(),
         )
-    return CxApp(settings, open_store(settings), engine)
+    return CxApp(settings, open_store(settings), engine, clock=clock)

@@ -10,6 +10,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -346,6 +347,15 @@ def replay(
         int,
         typer.Option(min=1, help="Conversations replayed at once (each still sends one message at a time)."),
     ] = 8,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            "--at",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
+            help="Run every turn at this time (ISO, e.g. 2026-12-01T10:00-05:00; without an offset: UTC), so "
+            "rules on hours and weekdays give the same result on any day. Default: now.",
+        ),
+    ] = None,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
@@ -392,6 +402,7 @@ def replay(
                     conversation_prefix=prefix,
                     concurrency=concurrency,
                     on_done=lambda _: progress.advance(task),
+                    at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
                 )
             )
     except (StoreBusy, ReplayStalled) as exc:

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -351,10 +352,12 @@ async def replay_in_service(
     concurrency: int = 1,
     scratch_dir: Path | None = None,
     on_done: Callable[[ReplayedConversation], None] | None = None,
+    at: datetime | None = None,
 ) -> list[ReplayedConversation]:
     """Scripted conversations through a `CxApp` on `engine`, the path `serve` takes (store, turn worker,
     orchestrator) on the thread runtime. `settings` None: a throwaway SQLite store in a temporary folder
-    (under `scratch_dir` if given, e.g. a RAM disk for many runs)."""
+    (under `scratch_dir` if given, e.g. a RAM disk for many runs). `at`: every turn runs at this moment, so
+    rules on hours and weekdays (and fact validity) give the same result whenever the replay runs."""
     if settings is None:
         with tempfile.TemporaryDirectory(prefix="cxstack-replay-", dir=scratch_dir) as folder:
             return await replay_in_service(
@@ -364,10 +367,12 @@ async def replay_in_service(
                 conversation_prefix=conversation_prefix,
                 concurrency=concurrency,
                 on_done=on_done,
+                at=at,
             )
     from cxstack.app import build
 
-    cx = build(settings.model_copy(update={"runtime": "thread"}), engine=engine)
+    clock = (lambda: at) if at is not None else None
+    cx = build(settings.model_copy(update={"runtime": "thread"}), engine=engine, clock=clock)
     waiting = cx.store.conversations_with_pending()
     if waiting:
         # Starting a worker here would answer them with this replay's engine (and its dry-run connector).

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from cxstack.domain.models import ConversationId
@@ -38,12 +39,18 @@ class EmbeddedRuntime:
         *,
         on_commit: Callable[[ConversationId], None] | None = None,
         burst_window_ms: Mapping[str, int] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._on_commit = on_commit
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="cxstack-runtime", daemon=True)
         self.worker = TurnWorker(
-            store, orchestrator, workspace, on_commit=self._committed, burst_window_ms=burst_window_ms
+            store,
+            orchestrator,
+            workspace,
+            on_commit=self._committed,
+            burst_window_ms=burst_window_ms,
+            clock=clock,
         )
         self._started = False
 

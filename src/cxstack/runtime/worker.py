@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cxstack.domain.conversation_state import escalate_from
 from cxstack.domain.models import (
@@ -94,6 +94,7 @@ class TurnWorker:
         burst_window_ms: Mapping[str, int] | None = None,
         worker_id: str | None = None,
         retry_backoff: Callable[[int], timedelta] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
         self._orchestrator = orchestrator
@@ -106,6 +107,7 @@ class TurnWorker:
             workspace.settings.burst_window_ms if burst_window_ms is None else burst_window_ms
         )
         self._backoff = retry_backoff or _backoff
+        self._clock = clock or utcnow  # the turn's time: rules on hours, fact validity, acknowledgements
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[ConversationId, asyncio.Task[None]] = {}
         self._again: set[ConversationId] = set()
@@ -357,6 +359,7 @@ class TurnWorker:
             history=history,
             burst=tuple(burst),
             customers=self._store,
+            now=self._clock(),
         )
 
     def _internal_error(self, ctx: TurnContext, exc: Exception) -> TurnResult:
