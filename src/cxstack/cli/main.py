@@ -203,7 +203,7 @@ def serve(
         raise typer.Exit(2)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
     if backoffice is not False:
-        ensure_backoffice(ws, settings.home, console, force=bool(backoffice))
+        ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     if customers is not None:
@@ -253,7 +253,7 @@ def chat(
     ws = _load_or_exit(workspace)
     settings = _settings(home, workspace, embedder)
     if backoffice is not False:
-        ensure_backoffice(ws, settings.home, console, force=bool(backoffice))
+        ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     samples = workspace / "samples" / "customers.csv"

@@ -50,16 +50,23 @@ def is_demo(workspace: Workspace) -> bool:
 
 
 def ensure_backoffice(
-    workspace: Workspace, home: Path, console: Console, *, force: bool = False
+    workspace: Workspace,
+    home: Path,
+    console: Console,
+    *,
+    force: bool = False,
+    url: str | None = None,
 ) -> str | None:
     """Starts the demo back office in this process when the workspace is the demo (or `force`) and its local
-    back office is not up. Another workspace's `backoffice` connector is its own system: never replaced."""
+    back office is not up. Another workspace's `backoffice` connector is its own system: never replaced.
+    `url` overrides the connector's address (CXSTACK_BACKOFFICE_URL)."""
     connector = workspace.settings.connectors.get("backoffice")
     if connector is None or not (force or is_demo(workspace)):
         return None
-    parts = urlsplit(connector.base_url)
-    if parts.hostname not in _LOCAL_HOSTS or _answers(connector.base_url):
-        return connector.base_url
+    base_url = url or connector.base_url
+    parts = urlsplit(base_url)
+    if parts.hostname not in _LOCAL_HOSTS or _answers(base_url):
+        return base_url
     import uvicorn
 
     from cxstack.demo.backoffice import create_backoffice_app
@@ -75,12 +82,10 @@ def ensure_backoffice(
     )
     threading.Thread(target=server.run, name="demo-backoffice", daemon=True).start()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _answers(connector.base_url):
+    while time.monotonic() < deadline and not _answers(base_url):
         time.sleep(0.05)
-    console.print(
-        f"[dim]demo back office running at {connector.base_url} (data in {home / 'backoffice.db'})[/]"
-    )
-    return connector.base_url
+    console.print(f"[dim]demo back office running at {base_url} (data in {home / 'backoffice.db'})[/]")
+    return base_url
 
 
 def import_customers_file(store: Store, path: Path, workspace: Workspace | None = None) -> int:
