@@ -42,26 +42,108 @@ def _forge(token: str, **claims: Any) -> str:
     return f"{head}.{forged}.{signature}"
 
 
+# What a customer might send about an order that is not theirs: reads and writes, plainly or wrapped in chat.
+PROBES = (
+    "where is my order {order}?",
+    "can you tell me the status of {order} please",
+    "I want a refund of $20 for {order}",
+    "please cancel {order}",
+    "did you send the refund for {order}?",
+)
+
+
+def cross_customer_attempts(
+    client: Any, integration: str, admin: str, backoffice: Any, per_customer: int = 5
+) -> list[dict[str, Any]]:
+    """50 attempts through chat: 10 demo customers each ask about 5 orders of other customers. A leak is any
+    private detail of the other order (item names, delivery address, tracking number, owner) in the reply the
+    customer got; a write is any change the back office recorded on that order."""
+    from cxstack.testing.authz import send_as
+
+    accounts = [a for a in sorted(backoffice.accounts()) if backoffice.orders_of(a)["orders"]][:11]
+    attempts = []
+    for index, asker in enumerate(accounts[:10]):
+        others = [a for a in accounts if a != asker]
+        for n in range(per_customer):
+            owner = others[(index + n) % len(others)]
+            order = backoffice.orders_of(owner)["orders"][n % 4]
+            private = {
+                *(item["name"] for item in order["items"]),
+                order["shipping_address"],
+                order.get("tracking_number") or "",
+                owner,
+            } - {""}
+            before = backoffice.write_count(order["order_id"])
+            text = PROBES[(index + n) % len(PROBES)].format(order=order["order_id"])
+            conversation = f"leak-{asker}-{n}"
+            answer = send_as(
+                client,
+                "POST",
+                f"/v1/conversations/{conversation}/messages?wait=true",
+                integration,
+                json={"text": text, "customer": asker},
+            ).json()
+            if (
+                "confirm" in (answer.get("reply") or "").lower()
+            ):  # say yes to anything asked, as a pushy customer
+                answer = send_as(
+                    client,
+                    "POST",
+                    f"/v1/conversations/{conversation}/messages?wait=true",
+                    integration,
+                    json={"text": "yes", "customer": asker},
+                ).json()
+            reply = answer.get("reply") or ""
+            # The integration may not read traces; a staff key checks that the attempt is on record.
+            record = send_as(client, "GET", f"/v1/conversations/{conversation}", admin).json()
+            traced = any(
+                (step["output"].get("detail") or {}).get("ownership", {}).get("owner_ok") is False
+                for trace in record.get("traces", [])
+                for step in trace["steps"]
+            )
+            attempts.append(
+                {
+                    "customer": asker,
+                    "order": order["order_id"],
+                    "owner": owner,
+                    "message": text,
+                    "reply": reply,
+                    "leaked": sorted(p for p in private if p in reply),
+                    "writes": backoffice.write_count(order["order_id"]) - before,
+                    "traced": traced,
+                }
+            )
+    return attempts
+
+
 def run(embedder: str) -> dict[str, Any]:
     from cxstack.api.app import create_api
     from cxstack.api.keys import ApiKeys
     from cxstack.api.sessions import WebchatSessions
     from cxstack.app import Settings, build, build_engine
     from cxstack.demo import demo_customers_csv, demo_workspace_path
+    from cxstack.demo.backoffice import create_backoffice_app
     from cxstack.domain.auth import ApiRole
     from cxstack.domain.models import utcnow
     from cxstack.strategy.customers import parse_customers_csv
     from cxstack.testing.authz import PRINCIPALS, Targets, check_routes, send_as
+    from cxstack.testing.http_standin import LocalHttpServer
     from cxstack.workspace.loader import load_workspace
 
     started = time.perf_counter()
     # Each refusal is logged as a warning (the trace line a real attack leaves); here they are the point.
     logging.getLogger("cxstack.api.security").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalHttpServer(
+            backoffice_app := create_backoffice_app(Path(tmp) / "northwind.db")
+        ) as backoffice_url,
+    ):
+        # The real demo back office: ownership is checked on its answers (a dry run would check nothing).
         engine = build_engine(
-            load_workspace(demo_workspace_path()), embedder_name=embedder, dry_run_actions=True
+            load_workspace(demo_workspace_path()), embedder_name=embedder, backoffice_url=backoffice_url
         )
-        cx = build(Settings(home=Path(tmp) / "home", embedder=embedder, dry_run_actions=True), engine=engine)
+        cx = build(Settings(home=Path(tmp) / "home", embedder=embedder), engine=engine)
         cx.store.upsert_customers(parse_customers_csv(demo_customers_csv()))
         keys = ApiKeys(cx.store)  # the shipped argon2id profile
         credentials = {role.value: keys.create(f"authz {role.value}", role).secret for role in ApiRole}
@@ -139,6 +221,7 @@ def run(embedder: str) -> dict[str, Any]:
                     None,
                 ),
             ]
+            leaks = cross_customer_attempts(client, integration, admin, _Backoffice(backoffice_app))
             session_checks = []
             for name, method, url, token, body in attacks:
                 response = send_as(client, method, url, token, **({"json": body} if body else {}))
@@ -160,8 +243,37 @@ def run(embedder: str) -> dict[str, Any]:
         "mismatches": len(mismatches),
         "session_checks": session_checks,
         "session_mismatches": len(session_mismatches),
+        "cross_customer": leaks,
+        "leaks": sum(bool(a["leaked"]) for a in leaks),
+        "foreign_writes": sum(a["writes"] for a in leaks),
+        "untraced": sum(not a["traced"] for a in leaks),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+class _Backoffice:
+    """Reads the demo back office's own database: who owns what, and what was written to an order."""
+
+    def __init__(self, app: Any) -> None:
+        self.service = app.state.service
+
+    def accounts(self) -> list[str]:
+        with self.service.database.read() as connection:
+            return [row["id"] for row in connection.execute("SELECT id FROM accounts")]
+
+    def orders_of(self, account: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.service.orders_of(account)
+        return result
+
+    def write_count(self, order_id: str) -> int:
+        with self.service.database.read() as connection:
+            tables = ("refunds", "returns")
+            count = sum(
+                connection.execute(f"SELECT COUNT(*) FROM {t} WHERE order_id = ?", (order_id,)).fetchone()[0]
+                for t in tables
+            )
+            status = connection.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
+        return int(count) + (1 if status == "cancelled" else 0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,11 +319,28 @@ def main(argv: list[str] | None = None) -> None:
     console.print(attacks)
     console.print(f"[bold]{result['session_mismatches']} mismatches[/] in the session and key checks (aim 0)")
 
+    leaks = Table(
+        title="50 requests about another customer's order, through chat (expected: not found, nothing shown)"
+    )
+    for column in ("customer", "asked about", "message", "reply", "leaked", "writes", "traced"):
+        leaks.add_column(column)
+    for a in result["cross_customer"][:8]:
+        leaks.add_row(
+            a["customer"], f"{a['order']} ({a['owner']})", a["message"], a["reply"][:70],
+            ", ".join(a["leaked"]) or "—", str(a["writes"]), "yes" if a["traced"] else "no",
+        )  # fmt: skip
+    console.print(leaks)
+    console.print(
+        f"{len(result['cross_customer'])} attempts: [bold]{result['leaks']} leaks, "
+        f"{result['foreign_writes']} writes to another customer's order, {result['untraced']} not traced[/] "
+        "(aim 0, 0, 0; first 8 shown)"
+    )
+
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str))
         console.print(f"figures written to {args.json}")
-    if result["mismatches"] or result["session_mismatches"]:
+    if result["mismatches"] or result["session_mismatches"] or result["leaks"] or result["foreign_writes"]:
         sys.exit(1)
 
 

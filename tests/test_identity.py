@@ -407,3 +407,15 @@ async def test_the_packet_carries_the_customers_attributes_and_no_queue_name(
     assert "vulnerable: True" in packet.summary
     reply = view.traces[-1].reply or ""
     assert packet.queue == "legal" and "legal" not in reply and "a colleague" in reply
+
+
+async def test_ownership_is_checked_as_soon_as_the_object_is_named(
+    app: CxApp, backend: tuple[str, ScriptedBackend]
+) -> None:
+    view = await say(app, "o1", "I'd like a refund for ORD-10002")  # Bo's order; no amount yet
+    assert "couldn't find ORD-10002" in (view.traces[-1].reply or "")  # not "how much?"
+    view = await say(app, "o2", "I'd like a refund for ORD-10001")
+    assert "how much" in (view.traces[-1].reply or "").lower()
+    await say(app, "o2", "$20")
+    # Ana's order was checked once, when she named it, not again on every later turn
+    assert len(backend[1].requests_to("GET", "/orders/ORD-10001")) == 1

@@ -182,6 +182,8 @@ class ActionResolver:
         if confirmed and any(not _same(pending_slots.get(k), v) for k, v in values.items()):
             confirmed = False
         currency_retries = int(pending.get("currency_retries") or 0)
+        # The object ids (the check action's slots) already found to be the customer's in this request.
+        owner_ok_for: dict[str, Any] | None = pending.get("owner_ok_for")
 
         def waiting_on(slot_or_confirmation: str, reply: str, **extra: Any) -> Outcome:
             return Outcome(
@@ -195,6 +197,7 @@ class ActionResolver:
                         "slots": values,
                         "awaiting": slot_or_confirmation,
                         **({"currency_retries": currency_retries} if currency_retries else {}),
+                        **({"owner_ok_for": owner_ok_for} if owner_ok_for else {}),
                         **extra,
                     },
                     ENTITIES_KEY: entities,
@@ -241,6 +244,31 @@ class ActionResolver:
             outcome.detail["amount_check"] = check.as_detail()
             return outcome
 
+        # Ownership first: as soon as the object is named (before asking for an amount or a yes), and once
+        # per object, the back office's own answer says whether it is the customer's.
+        connector = self.connectors.get(action.connector)
+        customer_id = str(ctx.customer.id)
+        misses = int(pending.get("ownership_misses") or 0)
+        checker = (
+            ctx.workspace.action(action.owner.check_with)
+            if action.owner and action.owner.check_with
+            else None
+        )
+        if checker is not None and connector is not None and action.owner is not None:
+            needed = {s.name for s in checker.slots if s.required}
+            named = {k: v for k, v in values.items() if k in {s.name for s in checker.slots}}
+            if needed <= set(named) and owner_ok_for != named:
+                check = await connector.call(
+                    checker,
+                    _wire(named),
+                    idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
+                    customer_id=customer_id,
+                )
+                if not check.dry_run and not (check.ok and owns(check.response, action.owner, ctx.customer)):
+                    owner_ok_for = None
+                    return self._not_theirs(ctx, plan, action, values, entities, check, misses, waiting_on)
+                owner_ok_for = named
+
         early = amount_gate()
         if early is not None and not early.allowed and early.reason != AMOUNT_MISSING:
             return refuse_amount(early)
@@ -260,24 +288,6 @@ class ActionResolver:
             first = fill.missing[0]
             prefix = "Sorry, I didn't catch that. " if first in fill.invalid and first == awaiting else ""
             return waiting_on(first, prefix + (fill.prompt or ""))
-
-        connector = self.connectors.get(action.connector)
-        customer_id = str(ctx.customer.id)
-        misses = int(pending.get("ownership_misses") or 0)
-        checker = (
-            ctx.workspace.action(action.owner.check_with)
-            if action.owner and action.owner.check_with
-            else None
-        )
-        if checker is not None and connector is not None and action.owner is not None:
-            check = await connector.call(
-                checker,
-                _wire({k: v for k, v in values.items() if k in {s.name for s in checker.slots}}),
-                idempotency_key(ctx.conversation.id, ctx.message.id, checker.name),
-                customer_id=customer_id,
-            )
-            if not check.dry_run and not (check.ok and owns(check.response, action.owner, ctx.customer)):
-                return self._not_theirs(ctx, plan, action, values, entities, check, misses, waiting_on)
 
         if (action.requires_confirmation or plan.require_confirmation) and not confirmed:
             again = "Please answer yes or no. " if awaiting == CONFIRMATION else ""
