@@ -486,7 +486,7 @@ def test_tuning_and_heldout_sets_are_disjoint_and_alike() -> None:
         out_of_domain = [c for c in sample_set if c["expected"]["intent"] in (None, "small_talk")]
         assert len(out_of_domain) >= 3, "out-of-domain requests in each set"
         notes = " ".join(c.get("note", "") for c in sample_set)
-        for case in ("second request", "English only", "very long", "typos", "someone else's order"):
+        for case in ("second request", "not English", "very long", "typos", "someone else's order"):
             assert case in notes, case
         outcomes = Counter(c["expected"]["outcome"] for c in sample_set)
         assert outcomes["escalated"] >= 15 and outcomes["automated"] >= 40
