@@ -4,7 +4,8 @@
     python -m benchmarks.demo_heldout --tune [--penalty 3] [--search coordinate|grid] [--json PATH]
 
 Report (default): the demo workspace with its committed thresholds replays `conversations_heldout.jsonl`
-through the service path (CxApp: store, turn worker, orchestrator; throwaway SQLite, dry-run actions) and
+through the service path (CxApp: store, turn worker, orchestrator; throwaway SQLite; actions against a fresh
+demo back office per run, as `make run` serves it; every turn at a fixed Tuesday 10:00 New York time) and
 prints routing accuracy, outcome agreement, automation and escalation rates, and wrong urgent escalations (an
 escalation at priority urgent where the expected outcome is automated or the expected intent differs; aim 0),
 each with its 95% Wilson interval and sample size. Beside it, measured in the same run:
@@ -13,8 +14,9 @@ each with its 95% Wilson interval and sample size. Beside it, measured in the sa
     predicted intent's mechanism (human or out of scope: escalated; otherwise automated). No context, no
     strategy rules, no slots, no confidence policy: what a plain intent classifier would score.
 
-Tune (`--tune`): searches route_min_confidence, clarify_margin, knowledge_min_score and answer_min_confidence
-(answer_min_confidence > knowledge_min_score, so a weak content answer can still be refused) on the TUNING set
+Tune (`--tune`): searches route_min_confidence, clarify_margin, knowledge_min_score, answer_min_confidence and
+human_min_confidence (answer_min_confidence > knowledge_min_score, so a weak content answer can still be
+refused) on the TUNING set
 only, maximising outcome agreements minus `--penalty` x wrong urgent escalations (ties: more intents right,
 then closest to the committed values), and prints the values to commit to the workspace's cxstack.yaml. It
 never looks at the held-out set.
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,19 +40,27 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import binomtest
 
-from cxstack.app import Engine, build_engine
+from cxstack.app import Engine, build_engine, http_connectors
 from cxstack.cli.services import replay_in_service
 from cxstack.demo import demo_conversations_path, demo_workspace_path
+from cxstack.demo.backoffice import create_backoffice_app
 from cxstack.optimization.replay import (
     CONVERSATIONAL_INTENTS,
     ReplayedConversation,
     ScriptedConversation,
     load_scripts,
 )
+from cxstack.testing.http_standin import LocalHttpServer
 from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
 from cxstack.workspace.workspace import Workspace
 
-TUNED = ("route_min_confidence", "clarify_margin", "knowledge_min_score", "answer_min_confidence")
+TUNED = (
+    "route_min_confidence",
+    "clarify_margin",
+    "knowledge_min_score",
+    "answer_min_confidence",
+    "human_min_confidence",
+)
 # A replay of the tuning set takes ~5–10 s on 2 busy cores, so the grid is small: the coordinate search
 # measures about 25–50 settings (~3–5 min), the full grid (--search grid) 255.
 GRID: dict[str, tuple[float, ...]] = {
@@ -57,6 +68,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "clarify_margin": (0.05, 0.10, 0.15),
     "knowledge_min_score": (0.25, 0.30, 0.35, 0.40),
     "answer_min_confidence": (0.35, 0.40, 0.45, 0.50, 0.55),
+    "human_min_confidence": (0.40, 0.50, 0.60, 0.70, 0.80),
 }
 MIN_SAMPLE = 10  # below this a rate is "insufficient", not a number
 # A Tuesday mid-morning in the demo's time zone (America/New_York): no weekend or night rule fires, as on most
@@ -197,17 +209,26 @@ def replay(
     engine: Engine, workspace: Workspace, scripts: Sequence[ScriptedConversation]
 ) -> list[ReplayedConversation]:
     """Through the service path on a throwaway store; the trained router and knowledge index are reused.
+    Back-office actions run against a fresh demo back office (its own SQLite seeded as `make run` seeds it),
+    so an order the back office refuses to change is refused here too, and no run sees another's refunds.
     Every turn runs at AT, so rules on hours and weekdays give the same figures on any day."""
-    return asyncio.run(
-        replay_in_service(
-            replace(engine, workspace=workspace),
-            scripts,
-            None,
-            concurrency=CONCURRENCY,
-            scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
-            at=AT,
+    with (
+        tempfile.TemporaryDirectory(prefix="cxstack-backoffice-") as folder,
+        LocalHttpServer(create_backoffice_app(Path(folder) / "northwind.db")) as backoffice_url,
+    ):
+        live = replace(engine, workspace=workspace).with_connectors(
+            http_connectors(workspace, backoffice_url=backoffice_url)
         )
-    )
+        return asyncio.run(
+            replay_in_service(
+                live,
+                scripts,
+                None,
+                concurrency=CONCURRENCY,
+                scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
+                at=AT,
+            )
+        )
 
 
 def measure(
@@ -330,6 +351,7 @@ def coordinate_search(search: Search, rounds: int = 3) -> dict[str, float]:
         ("route_min_confidence",),
         ("clarify_margin",),
         ("knowledge_min_score", "answer_min_confidence"),
+        ("human_min_confidence",),
     ]
     for round_number in range(rounds):
         before = dict(best)
@@ -468,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     workspace = load_workspace(args.workspace)
     with console.status("training the router and indexing knowledge (as serve does)…"):
-        engine = build_engine(workspace, embedder_name=args.embedder, dry_run_actions=True)
+        engine = build_engine(workspace, embedder_name=args.embedder, dry_run_actions=True)  # rewired per run
     payload = tune(args, engine, workspace) if args.tune else report(args, engine, workspace)
     payload["embedder"] = engine.embedder.name
     if args.json:

@@ -312,11 +312,10 @@ async def post_message(
     )
     if not wait:
         return accepted
-    try:
-        await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
-    except TimeoutError:
+    turn = await _waited_turn(cx, conversation_id, str(result.message.id), timeout)
+    if turn is None:
         return accepted.model_copy(update={"waited": True})
-    trace, conversation = await asyncio.to_thread(_turn_of, cx, conversation_id, str(result.message.id))
+    trace, conversation = turn
     return accepted.model_copy(
         update={
             "waited": True,
@@ -326,6 +325,17 @@ async def post_message(
             "trace": trace_out(trace) if trace and principal.can(Scope.CONVERSATIONS_READ) else None,
         }
     )
+
+
+async def _waited_turn(
+    cx: CxApp, conversation_id: str, message_id: str, timeout: float
+) -> tuple[Trace | None, Conversation | None] | None:
+    """The turn that answered `message_id` once the conversation is idle; None if that took over `timeout`."""
+    try:
+        await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
+    except TimeoutError:
+        return None
+    return await asyncio.to_thread(_turn_of, cx, conversation_id, message_id)
 
 
 def _turn_of(cx: CxApp, conversation_id: str, message_id: str) -> tuple[Trace | None, Conversation | None]:
@@ -567,11 +577,10 @@ async def webchat_post(
     )
     if not wait:
         return accepted
-    try:
-        await asyncio.wait_for(cx.wait_idle(conversation_id), timeout)
-    except TimeoutError:
+    turn = await _waited_turn(cx, conversation_id, str(result.message.id), timeout)
+    if turn is None:
         return accepted.model_copy(update={"waited": True})
-    trace, _ = await asyncio.to_thread(_turn_of, cx, conversation_id, str(result.message.id))
+    trace, _ = turn
     return accepted.model_copy(
         update={"waited": True, "completed": trace is not None, "reply": trace.reply if trace else None}
     )

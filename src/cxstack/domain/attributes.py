@@ -5,7 +5,6 @@ on `vulnerable: true` matches a customer whose CSV says "yes". Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -57,24 +56,3 @@ def coerce_attribute(value: Any, kind: str) -> Any:
         except ValueError:
             raise AttributeTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
     raise AttributeTypeError(f"unknown attribute type {kind!r}")
-
-
-def coerce_attributes(attributes: Mapping[str, Any], declared: Mapping[str, str]) -> dict[str, Any]:
-    """Every declared attribute coerced (undeclared ones kept as they are); raises with every bad one."""
-    result: dict[str, Any] = {}
-    problems: list[str] = []
-    for key, value in attributes.items():
-        kind = declared.get(key)
-        if kind is None:
-            result[key] = value
-            continue
-        try:
-            coerced = coerce_attribute(value, kind)
-        except AttributeTypeError as exc:
-            problems.append(f"{key}: {exc}")
-            continue
-        if coerced is not None:
-            result[key] = coerced
-    if problems:
-        raise AttributeTypeError("; ".join(problems))
-    return result
