@@ -246,3 +246,29 @@ def test_verify_matches_email_and_order_of_one_account(tmp_path: Path) -> None:
             assert refused.status_code == 404 and refused.json() == {
                 "detail": "No account matches those details."
             }
+
+
+def test_every_write_with_the_same_idempotency_key_runs_once(client: TestClient) -> None:
+    order_id = str(first_order_with_status(client, "delivered")["order_id"])
+    headers = {"Idempotency-Key": "turn-7:start_return"}
+    first = client.post(f"/orders/{order_id}/returns", json={"method": "drop_off"}, headers=headers)
+    second = client.post(f"/orders/{order_id}/returns", json={"method": "drop_off"}, headers=headers)
+    assert first.status_code == second.status_code
+    assert first.json() == second.json()
+    if first.status_code == 201:
+        assert first.json()["return_id"] == second.json()["return_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    different = client.post(f"/orders/{order_id}/returns", json={"method": "store"}, headers=headers)
+    assert different.status_code == 422
+    account = client.get(f"/orders/{order_id}").json()["account_id"]
+    reset = {"Idempotency-Key": "turn-8:password_reset"}
+    sent = [client.post(f"/accounts/{account}/password-reset", headers=reset).json() for _ in range(3)]
+    assert sent[0] == sent[1] == sent[2]
+
+
+def test_a_failed_write_is_not_remembered(client: TestClient) -> None:
+    order_id = str(first_order_with_status(client, "received")["order_id"])
+    headers = {"Idempotency-Key": "turn-9:cancel", "X-Demo-Fault": "500"}
+    assert client.post(f"/orders/{order_id}/cancel", json={}, headers=headers).status_code == 500
+    retried = client.post(f"/orders/{order_id}/cancel", json={}, headers={"Idempotency-Key": "turn-9:cancel"})
+    assert retried.status_code == 200 and "idempotent-replayed" not in retried.headers

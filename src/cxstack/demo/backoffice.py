@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import random
 import re
 import sqlite3
@@ -207,6 +208,10 @@ CREATE TABLE IF NOT EXISTS returns (
 CREATE TABLE IF NOT EXISTS subscriptions (
     account_id TEXT PRIMARY KEY REFERENCES accounts(id), plan_name TEXT NOT NULL, status TEXT NOT NULL,
     price_per_year REAL NOT NULL, amount_due REAL NOT NULL, due_date TEXT NOT NULL, paused_until TEXT
+);
+CREATE TABLE IF NOT EXISTS idempotent_responses (
+    key TEXT PRIMARY KEY, method TEXT NOT NULL, path TEXT NOT NULL, request_hash TEXT NOT NULL,
+    status INTEGER NOT NULL, body BLOB NOT NULL, created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
@@ -966,6 +971,39 @@ class FaultInjector:
             return [dict(vars(fault)) for fault in self._armed]
 
 
+# --- idempotent writes -------------------------------------------------------------------------------------
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class IdempotencyKeys:
+    """Every write that carries an Idempotency-Key runs once: a repeat with the same key, method, path and
+    body gets the first answer back (with `Idempotent-Replayed: true`); a repeat with a different request is a
+    422. Answers of 5xx are not kept, so a failed call may be retried. A per-key lock makes a retry that
+    arrives while the first call is still running wait for it instead of running beside it."""
+
+    def __init__(self, database: BackofficeDatabase) -> None:
+        self.database = database
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def stored(self, key: str) -> sqlite3.Row | None:
+        with self.database.read() as connection:
+            row: sqlite3.Row | None = connection.execute(
+                "SELECT * FROM idempotent_responses WHERE key = ?", (key,)
+            ).fetchone()
+            return row
+
+    def keep(self, key: str, method: str, path: str, request_hash: str, status: int, body: bytes) -> None:
+        with self.database.write() as connection:
+            connection.execute(
+                "INSERT OR IGNORE INTO idempotent_responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, method, path, request_hash, status, body, _now()),
+            )
+
+
 # --- the app ----------------------------------------------------------------------------------------------
 
 
@@ -979,6 +1017,45 @@ def create_backoffice_app(db_path: Path) -> FastAPI:
     )
     app.state.service = service
     app.state.faults = faults
+    idempotency = IdempotencyKeys(service.database)
+
+    @app.middleware("http")
+    async def run_each_write_once(request: Request, call_next: Any) -> Response:
+        # Innermost middleware: an injected fault never reaches it, so a faulted call is never remembered.
+        # Refunds keep their own key on the refund row (a replay answers 200 with `replayed: true`).
+        key = request.headers.get("idempotency-key")
+        path = request.url.path
+        own_keys = path.startswith("/_demo") or path.endswith("/refunds")
+        if not key or request.method not in WRITE_METHODS or own_keys:
+            passed: Response = await call_next(request)
+            return passed
+        request_hash = hashlib.sha256(await request.body()).hexdigest()
+        async with idempotency.lock(key):
+            row = idempotency.stored(key)
+            if row is not None:
+                if (row["method"], row["path"], row["request_hash"]) != (
+                    request.method,
+                    request.url.path,
+                    request_hash,
+                ):
+                    detail = "Idempotency-Key was already used for a different request."
+                    return JSONResponse({"detail": detail}, status_code=422)
+                return Response(
+                    content=row["body"],
+                    status_code=row["status"],
+                    media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            response: Response = await call_next(request)
+            body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+            if response.status_code < 500:
+                idempotency.keep(key, request.method, path, request_hash, response.status_code, body)
+            return Response(
+                content=body,
+                status_code=response.status_code,
+                headers=dict(response.headers),
+                media_type=response.media_type,
+            )
 
     @app.middleware("http")
     async def inject_faults(request: Request, call_next: Any) -> Response:

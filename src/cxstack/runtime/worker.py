@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -112,6 +113,7 @@ class TurnWorker:
         self._tasks: dict[ConversationId, asyncio.Task[None]] = {}
         self._again: set[ConversationId] = set()
         self._wakeups: dict[ConversationId, asyncio.Event] = {}
+        self._held_since: dict[ConversationId, float] = {}  # when this worker last took or renewed a lease
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -155,7 +157,7 @@ class TurnWorker:
         try:
             while True:
                 self._again.discard(conversation_id)
-                claimed = self._store.claim_conversation(conversation_id, self.worker_id, self._lease_seconds)
+                claimed = self._hold(conversation_id)
                 if not claimed:
                     log.info("conversation %s is leased to another worker", conversation_id)
                     return
@@ -179,11 +181,29 @@ class TurnWorker:
         finally:
             if claimed:
                 with contextlib.suppress(Exception):
-                    self._store.release_conversation(conversation_id, self.worker_id)
+                    self._release(conversation_id)
             self._tasks.pop(conversation_id, None)
             self._wakeups.pop(conversation_id, None)
             if not any(not t.done() for t in self._tasks.values()):
                 self._idle.set()
+
+    def _hold(self, conversation_id: ConversationId) -> bool:
+        """Takes or renews the conversation's lease; a lease taken less than a third of its time ago is still
+        this worker's (no one else can take it before it expires), so it is not written again. The turn's
+        commit checks the lease in its own transaction either way."""
+        since = self._held_since.get(conversation_id)
+        if since is not None and time.monotonic() - since < self._lease_seconds / 3:
+            return True
+        taken_at = time.monotonic()
+        if self._store.claim_conversation(conversation_id, self.worker_id, self._lease_seconds):
+            self._held_since[conversation_id] = taken_at
+            return True
+        self._held_since.pop(conversation_id, None)
+        return False
+
+    def _release(self, conversation_id: ConversationId) -> None:
+        self._held_since.pop(conversation_id, None)
+        self._store.release_conversation(conversation_id, self.worker_id)
 
     async def _gathering(self, conversation_id: ConversationId, burst: list[Message], window_ms: int) -> bool:
         """Waits while the burst may still grow; True when it woke up early (a new message arrived)."""
@@ -207,13 +227,13 @@ class TurnWorker:
         try:
             return await self.process_burst(conversation_id, [message])
         finally:
-            self._store.release_conversation(conversation_id, self.worker_id)
+            self._release(conversation_id)
 
     async def process_burst(self, conversation_id: ConversationId, burst: list[Message]) -> TurnResult | None:
         """Runs and commits one turn for `burst`; None when it failed and was left for a retry. Raises
         LeaseLostError when another worker holds the conversation."""
         ids = tuple(m.id for m in burst)
-        if not self._store.claim_conversation(conversation_id, self.worker_id, self._lease_seconds):
+        if not self._hold(conversation_id):
             raise LeaseLostError(f"conversation {conversation_id} is leased to another worker")
         for _ in range(STALE_RETRIES):
             try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -95,6 +97,11 @@ class SqlAlchemyStore:
         )
         self.send_retry = send_retry or SendRetryPolicy()
         self._rng = rng or random.Random()
+        # SQLite has one writer at a time. Threads of this process queue here instead of in SQLite's busy
+        # handler, which sleeps 1-100 ms between polls; other processes still meet the busy handler.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def engine(self) -> Engine:
@@ -107,8 +114,17 @@ class SqlAlchemyStore:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+        with (
+            self._write_lock,
+            Session(self._write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
+
+    @contextmanager
+    def _begin_write(self) -> Iterator[Connection]:
+        with self._write_lock, self._write_engine.begin() as connection:
+            yield connection
 
     # ---- workspace versions ---------------------------------------------------------------------------
 
@@ -166,7 +182,7 @@ class SqlAlchemyStore:
         for attempt in range(_INGEST_ATTEMPTS):
             try:
                 if inbound.customer is None:
-                    with self._write_engine.begin() as connection:
+                    with self._begin_write() as connection:
                         message = _ingest_core(connection, inbound)
                 else:  # the profile it carries is upserted in the same transaction
                     with self._write() as session:
@@ -242,7 +258,7 @@ class SqlAlchemyStore:
         """True if `owner` now holds the conversation's lease (it was free, expired, or already its own).
         One conditional UPDATE: PostgreSQL's row lock and SQLite's write lock make it atomic."""
         now = utcnow()
-        with self._write_engine.begin() as connection:
+        with self._begin_write() as connection:
             claimed = connection.execute(
                 _CLAIM_LEASE,
                 {
@@ -255,7 +271,7 @@ class SqlAlchemyStore:
             return claimed.rowcount == 1
 
     def release_conversation(self, conversation_id: ConversationId, owner: str) -> None:
-        with self._write_engine.begin() as connection:
+        with self._begin_write() as connection:
             connection.execute(_RELEASE_LEASE, {"conversation_id": conversation_id, "owner": owner})
 
     def record_turn_failure(
@@ -289,7 +305,7 @@ class SqlAlchemyStore:
         the conversation changed since the turn read it, LeaseLostError if another worker holds its lease.
         """
         try:
-            with self._write_engine.begin() as connection:
+            with self._begin_write() as connection:
                 _commit_turn_core(connection, commit)
         except IntegrityError as error:
             raise ValueError(
@@ -318,7 +334,7 @@ class SqlAlchemyStore:
 
     def mark_sent(self, outbox_id: str) -> None:
         """Idempotent; the first confirmation's time is kept."""
-        with self._write_engine.begin() as connection:
+        with self._begin_write() as connection:
             marked = connection.execute(_MARK_SENT, {"outbox_id": outbox_id, "now": utcnow()}).first()
         if marked is None:
             raise KeyError(f"unknown outbox item {outbox_id}")
