@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -57,6 +57,10 @@ bench-faults: $(STAMP)
 
 bench-heldout: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --json bench-results/demo_heldout.json
+
+## What SQLite's synchronous=FULL (the default) costs against NORMAL on this disk
+bench-sqlite: $(STAMP)
+	$(BIN)/python -m benchmarks.sqlite_synchronous --dir bench-results --json bench-results/sqlite_synchronous.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

@@ -86,12 +86,13 @@ def plan_load(messages: int, conversations: int, seed: int) -> list[PlannedConve
     """Conversations of real sample messages. A customer's own order and subscription requests appear in one
     of their conversations only (a second cancel of one order is refused, which is not what we measure);
     policy questions and repeatable account requests fill the rest."""
-    from cxstack.demo import demo_conversations_path, demo_workspace_path
+    from cxstack.demo import SAMPLE_SETS, demo_conversations_path, demo_workspace_path
     from cxstack.workspace.loader import load_workspace
 
     workspace = load_workspace(demo_workspace_path())
     actions = {action.name: action for action in workspace.actions}
-    samples = [json.loads(line) for line in demo_conversations_path().read_text().splitlines() if line]
+    lines = [line for s in SAMPLE_SETS for line in demo_conversations_path(s).read_text("utf-8").splitlines()]
+    samples = [json.loads(line) for line in lines if line.strip()]
     samples = [s for s in samples if s["expected"].get("outcome") == "automated"]
 
     own: dict[str, list[dict[str, Any]]] = defaultdict(list)  # customer -> their order/account requests

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {}
+    args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix=".sqlite-sync-") as tmp:
         for threads in (1, args.threads):
             rates: dict[str, list[float]] = {"NORMAL": [], "FULL": []}
