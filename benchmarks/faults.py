@@ -264,6 +264,7 @@ async def run_load(
     think_s: tuple[float, float],
     seed: int,
     headers: dict[str, str],
+    staff_headers: dict[str, str],
     drain_timeout_s: float,
     settle_s: float,
     desk_every_s: float,
@@ -346,7 +347,9 @@ async def run_load(
             that the bot answers the customer's next messages again (the API does this without the worker)."""
             while True:
                 try:
-                    packets = (await client.get("/v1/escalations", params={"status": "open"})).json()
+                    packets = (
+                        await client.get("/v1/escalations", params={"status": "open"}, headers=staff_headers)
+                    ).json()
                 except httpx.HTTPError:
                     packets = []
                 for packet in packets:  # a hand-back resolves the packet; one reopened later is open again
@@ -356,6 +359,7 @@ async def run_load(
                     response = await client.post(
                         f"/v1/conversations/{packet['conversation_id']}/human-replies",
                         json={**reply, "hand_back": True},
+                        headers=staff_headers,
                     )
                     if response.status_code < 300:
                         result.hand_backs += 1
@@ -370,7 +374,11 @@ async def run_load(
         started = time.monotonic()
         while time.monotonic() - started < drain_timeout_s:
             state = await health()
-            queued = (await client.get("/v1/outbox", params={"status": "pending", "limit": 1})).json()
+            queued = (
+                await client.get(
+                    "/v1/outbox", params={"status": "pending", "limit": 1}, headers=staff_headers
+                )
+            ).json()
             if state["status"] == "ok" and state["pending"] == 0 and not queued:
                 result.drained = True
                 break
@@ -634,6 +642,15 @@ def report(results: dict[str, Any]) -> None:
             console.print(f"  {problem}")
 
 
+def new_key(home: Path, role: str) -> str:
+    """A fresh key in the service's own store (hashed there, like `cxstack keys create`)."""
+    from cxstack.api.keys import ApiKeys
+    from cxstack.app import Settings, open_store
+
+    store = open_store(Settings(home=home, database_url=f"sqlite:///{home / 'cxstack.db'}"))
+    return ApiKeys(store).create(f"faults benchmark ({role})", role).secret
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cxstack.demo import demo_customers_csv, demo_workspace_path
 
@@ -702,6 +719,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         headers = dict(h.split(":", 1) for h in args.header)
         headers = {k.strip(): v.strip() for k, v in headers.items()}
+        if "Authorization" not in headers:  # the load posts as the channel's integration would
+            headers["Authorization"] = f"Bearer {new_key(home, 'integration')}"
+        staff_headers = {"Authorization": f"Bearer {new_key(home, 'agent')}"}  # the desk and the drain check
         load = asyncio.run(
             run_load(
                 api_url,
@@ -711,6 +731,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 think_s=(args.think_min, args.think_max),
                 seed=args.seed,
                 headers=headers,
+                staff_headers=staff_headers,
                 drain_timeout_s=args.drain_timeout,
                 settle_s=args.settle,
                 desk_every_s=args.desk_every,

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CUSTOMERS_CSV = Path(__file__).with_name("customers.csv")
@@ -1029,7 +1030,10 @@ def create_backoffice_app(db_path: Path) -> FastAPI:
         if not key or request.method not in WRITE_METHODS or own_keys:
             passed: Response = await call_next(request)
             return passed
-        request_hash = hashlib.sha256(await request.body()).hexdigest()
+        try:
+            request_hash = hashlib.sha256(await request.body()).hexdigest()
+        except ClientDisconnect:  # the caller gave up (its timeout) before we read the request: nothing ran
+            return Response(status_code=499)
         async with idempotency.lock(key):
             row = idempotency.stored(key)
             if row is not None:
