@@ -113,6 +113,51 @@ def test_a_killed_worker_is_restarted_and_health_is_degraded_until_it_is_back(
         assert client.get("/health").json()["status"] == "ok"
 
 
+def test_a_message_that_kills_the_worker_every_time_is_set_aside_for_a_person(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0], runtime="process"
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    keys = make_role_keys(cx.store)
+    integration, viewer = keys["integration"], {"Authorization": f"Bearer {keys['viewer']}"}
+    backend = backoffice[1]
+    order = {"status": "packed (ORD-10007)"}
+    backend.on("GET", "/orders/ORD-10007", *[Reply(200, order, delay_s=30) for _ in range(5)])
+    with TestClient(create_api(cx), headers={"Authorization": f"Bearer {integration}"}) as client:
+        client.post(
+            "/v1/conversations/p1/messages",
+            json={"text": "where is my order ORD-10007?", "customer_id": CUSTOMER},
+        )
+        # Each incarnation dies while the turn waits for the back office (as a native crash would).
+        for attempt in range(1, 4):
+            wait_for(
+                lambda n=attempt: len(backend.requests_to("GET", "/orders/ORD-10007")) == n,  # type: ignore[misc]
+                120,
+                f"turn attempt {attempt}",
+            )
+            pid = client.get("/health").json()["worker"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: client.get("/health").json()["status"] == "ok", 120, "the restarted worker")
+
+        wait_for(lambda: not cx.store.pending_messages(ConversationId("p1")), 60, "the message set aside")
+        conversation = client.get("/v1/conversations/p1", headers=viewer).json()
+        assert len(backend.requests_to("GET", "/orders/ORD-10007")) == 3  # not a fourth time
+        [packet] = cx.store.list_escalations()
+        assert packet.reason_code == "internal_error"
+        [trace] = conversation["traces"]
+        assert trace["reason_code"] == "internal_error"
+        replies = [m for m in conversation["messages"] if m["role"] == Role.ASSISTANT.value]
+        assert len(replies) == 1
+        # The worker lives on and answers the next conversation.
+        answered = client.post(
+            "/v1/conversations/p2/messages?wait=true",
+            json={"text": "what is your return policy", "customer_id": CUSTOMER},
+        )
+        assert "30 days" in answered.json()["reply"]
+
+
 # ---- the supervisor on its own, with a worker that does nothing but start --------------------------------
 
 

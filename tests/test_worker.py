@@ -179,6 +179,32 @@ async def test_a_turn_that_keeps_failing_is_set_aside_for_a_person(
     assert store.conversations_with_pending() == []
 
 
+class MustNotRun:
+    async def handle_turn(self, ctx: TurnContext) -> TurnResult:
+        raise AssertionError("a message set aside is not run again")
+
+
+async def test_a_message_whose_turns_keep_dying_with_the_worker_is_set_aside(
+    store: SqlAlchemyStore, shop_path: Path
+) -> None:
+    # What the process supervisor records each time the worker process dies during the message's turn.
+    message = post(store, "c1", "where is my order ORD-10001?", "e1")
+    for _ in range(3):
+        store.record_turn_failure(ConversationId("c1"), [message.id], "the turn worker died", utcnow())
+    turns = worker(store, MustNotRun(), shop_path)  # type: ignore[arg-type]
+    await turns.recover()
+    await turns.wait_idle()
+
+    assert store.pending_messages(ConversationId("c1")) == []
+    [packet] = store.list_escalations()
+    assert packet.reason_code == "internal_error"
+    [trace] = store.list_traces()
+    error = next(s for s in trace.steps if s.name == "error").output["error"]
+    assert "3 turns on it failed or died with the worker process" in error
+    replies = [m for m in store.list_messages(ConversationId("c1")) if m.role == Role.ASSISTANT]
+    assert len(replies) == 1  # the customer is told a person will follow up
+
+
 async def test_a_failed_turn_backs_off_instead_of_spinning(
     store: SqlAlchemyStore, orchestrator: Orchestrator, shop_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ class Message:
     channel: str = "api"
     external_id: str | None = None
     author: str | None = None
+    turn_failures: int = 0  # turns on this message that failed or were cut short by a dying worker
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cxstack.domain.models import ConversationId
+from cxstack.domain.models import ConversationId, utcnow
 from cxstack.domain.ports import Store
 from cxstack.runtime.health import WorkerHealth
 
@@ -259,6 +259,7 @@ class ProcessRuntime:
                 worker.ready_at is not None and time.monotonic() - worker.ready_at >= self._healthy_after_s
             )
             failures_in_a_row = 1 if healthy else failures_in_a_row + 1
+            await asyncio.to_thread(self._count_interrupted_turns, cause)
             self._restarts += 1
             delay = restart_delay(failures_in_a_row, self._restart_first_delay_s, self._restart_max_delay_s)
             plural = "" if self._restarts == 1 else "s"
@@ -287,6 +288,20 @@ class ProcessRuntime:
             log.warning(
                 "turn worker running again (pid %s, restart %d)", replacement.process.pid, self._restarts
             )
+
+    def _count_interrupted_turns(self, cause: str) -> None:
+        """The dead worker's leases mark the conversations it was working on, and a turn always starts with a
+        conversation's oldest pending message: that message's turn is counted as failed. So a message that
+        kills the worker every time (a native crash, memory exhausted) is set aside for a person after
+        `max_turn_attempts`, instead of taking every new incarnation down with it."""
+        try:
+            for conversation_id in self._store.conversations_leased_to(self.worker_id):
+                pending = self._store.pending_messages(conversation_id)
+                if pending:
+                    error = f"the turn worker died during this turn ({cause})"
+                    self._store.record_turn_failure(conversation_id, [pending[0].id], error, utcnow())
+        except Exception:  # the store may be what failed; the restart matters more than the count
+            log.exception("could not count the turns the dead worker was running")
 
     async def _watch(self, worker: _Worker) -> str:
         """Returns, as words, why the worker is gone: it exited, or it stopped sending heartbeats."""

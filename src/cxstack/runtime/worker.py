@@ -235,6 +235,13 @@ class TurnWorker:
         ids = tuple(m.id for m in burst)
         if not self._hold(conversation_id):
             raise LeaseLostError(f"conversation {conversation_id} is leased to another worker")
+        attempts = max(m.turn_failures for m in burst)
+        if attempts >= self._max_turn_attempts:
+            # Its turns keep dying with the worker process (a crash no exception handler sees): a person
+            # gets it instead of the next worker incarnation.
+            return await self._set_aside(
+                conversation_id, burst, f"{attempts} turns on it failed or died with the worker process"
+            )
         for _ in range(STALE_RETRIES):
             try:
                 ctx = self._context(conversation_id, burst)

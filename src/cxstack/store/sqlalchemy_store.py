@@ -274,6 +274,15 @@ class SqlAlchemyStore:
         with self._begin_write() as connection:
             connection.execute(_RELEASE_LEASE, {"conversation_id": conversation_id, "owner": owner})
 
+    def conversations_leased_to(self, owner: str) -> list[ConversationId]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_CONVERSATIONS.c.id)
+                .where(_CONVERSATIONS.c.lease_owner == owner)
+                .order_by(_CONVERSATIONS.c.id)
+            )
+            return [ConversationId(row.id) for row in rows]
+
     def record_turn_failure(
         self, conversation_id: ConversationId, message_ids: Sequence[str], error: str, retry_at: datetime
     ) -> int:
@@ -1049,6 +1058,7 @@ def _message(row: MessageRow) -> Message:
         channel=row.channel,
         external_id=row.external_id,
         author=row.author,
+        turn_failures=row.turn_failures,
     )
 
 

@@ -262,7 +262,11 @@ class InMemoryStore:
             record = self._conversations.get(conversation_id)
             if record is None:
                 return []
-            return [self._messages[message_id].message for message_id in record.message_ids]
+            return [self._message(message_id) for message_id in record.message_ids]
+
+    def _message(self, message_id: MessageId) -> Message:
+        record = self._messages[message_id]
+        return replace(record.message, turn_failures=record.turn_failures)
 
     def conversations_with_pending(self) -> list[ConversationId]:
         with self._lock:
@@ -283,7 +287,7 @@ class InMemoryStore:
             if record is None:
                 return []
             return [
-                self._messages[message_id].message
+                self._message(message_id)
                 for message_id in record.message_ids
                 if self._messages[message_id].message.role == Role.CUSTOMER
                 and not self._messages[message_id].processed
@@ -310,6 +314,10 @@ class InMemoryStore:
             record = self._conversations.get(conversation_id)
             if record is not None and record.lease_owner == owner:
                 record.lease_owner, record.lease_until = None, None
+
+    def conversations_leased_to(self, owner: str) -> list[ConversationId]:
+        with self._lock:
+            return sorted(c.id for c in self._conversations.values() if c.lease_owner == owner)
 
     def record_turn_failure(
         self, conversation_id: ConversationId, message_ids: Sequence[str], error: str, retry_at: datetime

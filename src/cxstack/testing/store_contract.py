@@ -711,6 +711,24 @@ class StoreContract:
         store.commit_turn(make_commit("conv-1", message.id))
         assert store.conversations_with_pending() == []
 
+    def test_the_leases_a_worker_holds_and_the_failures_a_message_carries(self, store: Store) -> None:
+        first = store.ingest(inbound("wa-1")).message
+        store.ingest(inbound("wa-2", conversation="conv-2"))
+        store.ingest(inbound("wa-3", conversation="conv-3"))
+        assert store.claim_conversation(ConversationId("conv-1"), "worker-a", ttl_seconds=30)
+        assert store.claim_conversation(ConversationId("conv-3"), "worker-a", ttl_seconds=30)
+        assert store.claim_conversation(ConversationId("conv-2"), "worker-b", ttl_seconds=30)
+        assert store.conversations_leased_to("worker-a") == ["conv-1", "conv-3"]
+        store.release_conversation(ConversationId("conv-3"), "worker-a")
+        assert store.conversations_leased_to("worker-a") == ["conv-1"]
+        assert store.conversations_leased_to("nobody") == []
+
+        assert store.pending_messages(ConversationId("conv-1"))[0].turn_failures == 0
+        store.record_turn_failure(ConversationId("conv-1"), [first.id], "worker died", utcnow())
+        store.record_turn_failure(ConversationId("conv-1"), [first.id], "worker died", utcnow())
+        [pending] = store.pending_messages(ConversationId("conv-1"))
+        assert pending.id == first.id and pending.turn_failures == 2
+
     def test_verification_binds_the_conversation_to_the_customer(self, store: Store) -> None:
         store.upsert_customers([Customer(CustomerId("cus-real"), name="Ana")])
         message = store.ingest(inbound("wa-1", customer_id="anon-1")).message
