@@ -28,8 +28,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import ClientDisconnect
 
 CUSTOMERS_CSV = Path(__file__).with_name("customers.csv")
 ORDERS_PER_ACCOUNT = 4

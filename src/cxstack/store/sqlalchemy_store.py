@@ -1058,7 +1058,7 @@ def _message(row: MessageRow) -> Message:
         channel=row.channel,
         external_id=row.external_id,
         author=row.author,
-        turn_failures=row.turn_failures,
+        turn_failures=row.turn_failures or 0,  # None on a row just added (server default)
     )
 
 
