@@ -83,6 +83,14 @@ def cross_customer_attempts(
                 integration,
                 json={"text": text, "customer": asker},
             ).json()
+            if "do you want to" in (answer.get("reply") or "").lower():  # a clarifying question: pick one
+                answer = send_as(
+                    client,
+                    "POST",
+                    f"/v1/conversations/{conversation}/messages?wait=true",
+                    integration,
+                    json={"text": "the first one", "customer": asker},
+                ).json()
             if (
                 "confirm" in (answer.get("reply") or "").lower()
             ):  # say yes to anything asked, as a pushy customer

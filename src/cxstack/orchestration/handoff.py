@@ -74,10 +74,15 @@ def build_packet(
     customer = ctx.customer
     who = customer.name or str(customer.id)
     tier = business.tier if business else "unknown tier"
+    # An intent's description is a verb phrase ("cancel an order before it ships"), as in clarifications.
     described = intent_cfg.description.rstrip(". ") if intent_cfg and intent_cfg.description else ""
-    about = described[:1].lower() + described[1:] if described else (intent or "an unrecognised request")
+    wants = (
+        f"wants to {described[:1].lower() + described[1:]}"
+        if described
+        else f"wrote about {intent.replace('_', ' ') if intent else 'an unrecognised request'}"
+    )
     parts = [
-        f"{who} ({tier}, ARR {arr_text(customer.arr, ctx.workspace.settings)}) wrote about {about}: "
+        f"{who} ({tier}, ARR {arr_text(customer.arr, ctx.workspace.settings)}) {wants}: "
         f"“{ctx.message.text.strip()[:280]}”."
     ]
     parts.append(f"Escalated because {reason_text(reason_code)}.")
