@@ -41,6 +41,7 @@ from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
 from cxstack.runtime.embedded import EmbeddedRuntime
+from cxstack.runtime.ingest import IngestBatcher
 from cxstack.runtime.process import ProcessRuntime
 from cxstack.store.db import create_engine_for, cxstack_home, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
@@ -223,6 +224,33 @@ class ConversationView:
     escalations: list[EscalationPacket] = field(default_factory=list)
 
 
+def _inbound(
+    conversation_id: str,
+    text: str,
+    external_id: str | None,
+    channel: str,
+    customer: Customer | None,
+    customer_id: str | None,
+    verified: bool,
+) -> InboundMessage:
+    if customer is None and customer_id is None:
+        customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
+    return InboundMessage(
+        channel=channel,
+        external_id=external_id or f"auto_{time.time_ns()}",
+        conversation_id=ConversationId(conversation_id),
+        customer_id=customer.id if customer else CustomerId(str(customer_id)),
+        text=text,
+        customer=customer,
+        verified=verified,
+    )
+
+
+def _check_conversation(result: IngestResult, inbound: InboundMessage) -> None:
+    if not result.created and result.message.conversation_id != inbound.conversation_id:
+        raise ExternalIdConflictError(inbound.channel, inbound.external_id)
+
+
 class CxApp:
     """The running service: store + engine + worker + outbox. One per process."""
 
@@ -261,10 +289,14 @@ class CxApp:
                 clock=clock,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ingest = IngestBatcher(store, self._stored)
 
     @property
     def workspace(self) -> Workspace:
         return self.engine.workspace
+
+    def _stored(self, result: IngestResult) -> None:
+        self.runtime.notify(result.message.conversation_id)
 
     async def start(self) -> int:
         """Records the workspace version, starts the outbox and resumes every pending conversation."""
@@ -272,9 +304,12 @@ class CxApp:
         self.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
-        return await self.runtime.start()
+        resumed = await self.runtime.start()
+        self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
+        return resumed
 
     async def stop(self) -> None:
+        await asyncio.to_thread(self.ingest.stop)  # what is queued is stored (and acknowledged) first
         await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()
 
@@ -298,21 +333,18 @@ class CxApp:
         customer_id: str | None = None,
         verified: bool = False,
     ) -> IngestResult:
-        """Stores the message (idempotent on channel + external id) and schedules its turn. The store is
-        synchronous: it runs on a worker thread so that the event loop keeps serving.
+        """Stores the message (idempotent on channel + external id) and schedules its turn. Once started, the
+        message goes to the ingest batcher's writer thread (committed with the others arriving meanwhile);
+        before that, to a worker thread of its own. Either way the event loop keeps serving.
 
         `verified`: the channel vouched for the customer (an integration's key, a signed session).
         Raises ExternalIdConflictError if the external id is already stored in another conversation."""
-        return await asyncio.to_thread(
-            self.ingest_message,
-            conversation_id,
-            text,
-            external_id=external_id,
-            channel=channel,
-            customer=customer,
-            customer_id=customer_id,
-            verified=verified,
-        )
+        inbound = _inbound(conversation_id, text, external_id, channel, customer, customer_id, verified)
+        if not self.ingest.running:
+            return await asyncio.to_thread(self._ingest, inbound)
+        result = await self.ingest.submit(inbound)
+        _check_conversation(result, inbound)
+        return result
 
     def ingest_message(
         self,
@@ -326,23 +358,15 @@ class CxApp:
         verified: bool = False,
     ) -> IngestResult:
         """`post_message` for a caller already off the event loop (thread-safe)."""
-        cid = ConversationId(conversation_id)
-        if customer is None and customer_id is None:
-            customer_id = f"anon_{conversation_id}"  # only used if the conversation is new
-        inbound = InboundMessage(
-            channel=channel,
-            external_id=external_id or f"auto_{time.time_ns()}",
-            conversation_id=cid,
-            customer_id=customer.id if customer else CustomerId(str(customer_id)),
-            text=text,
-            customer=customer,
-            verified=verified,
+        return self._ingest(
+            _inbound(conversation_id, text, external_id, channel, customer, customer_id, verified)
         )
+
+    def _ingest(self, inbound: InboundMessage) -> IngestResult:
         result = self.store.ingest(inbound)
-        if not result.created and result.message.conversation_id != cid:
-            raise ExternalIdConflictError(channel, inbound.external_id)
+        _check_conversation(result, inbound)
         if result.created:
-            self.runtime.notify(cid)
+            self.runtime.notify(inbound.conversation_id)
         return result
 
     async def wait_idle(self, conversation_id: str | None = None) -> None:

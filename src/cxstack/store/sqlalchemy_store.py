@@ -206,6 +206,38 @@ class SqlAlchemyStore:
             return IngestResult(message, created=True)
         raise AssertionError("unreachable")
 
+    def ingest_many(self, inbounds: Sequence[InboundMessage]) -> list[IngestResult | Exception]:
+        """`ingest` for each message, committed together: one transaction (one fsync) for the batch, each
+        message in its own savepoint so that one bad message fails alone. Answers in the order given, an
+        exception in place of a message that could not be stored; nothing is stored if the commit fails.
+        Messages carrying a customer profile, and redeliveries, take `ingest`'s own path after the batch."""
+        outcomes: list[IngestResult | Exception | None] = [None] * len(inbounds)
+        alone: list[int] = []
+        with self._begin_write() as connection:
+            for index, inbound in enumerate(inbounds):
+                if inbound.customer is not None:
+                    alone.append(index)
+                    continue
+                savepoint = connection.begin_nested()
+                try:
+                    message = _ingest_core(connection, inbound)
+                except (_DuplicateMessageError, IntegrityError):
+                    savepoint.rollback()
+                    alone.append(index)
+                except Exception as error:
+                    savepoint.rollback()
+                    outcomes[index] = error
+                else:
+                    savepoint.commit()
+                    outcomes[index] = IngestResult(message, created=True)
+        for index in alone:
+            try:
+                outcomes[index] = self.ingest(inbounds[index])
+            except Exception as error:
+                outcomes[index] = error
+        assert all(outcome is not None for outcome in outcomes)
+        return cast(list[IngestResult | Exception], outcomes)
+
     def _message_by_external_id(self, channel: str, external_id: str) -> Message | None:
         with self._read() as session:
             row = session.scalar(

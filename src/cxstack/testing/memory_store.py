@@ -247,6 +247,15 @@ class InMemoryStore:
             conversation.message_ids.append(message.id)
             return IngestResult(message, created=True)
 
+    def ingest_many(self, inbounds: Sequence[InboundMessage]) -> list[IngestResult | Exception]:
+        outcomes: list[IngestResult | Exception] = []
+        for inbound in inbounds:
+            try:
+                outcomes.append(self.ingest(inbound))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
     def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
         with self._lock:
             record = self._conversations.get(conversation_id)

@@ -43,7 +43,14 @@ from cxstack.domain.models import (
     new_id,
     utcnow,
 )
-from cxstack.domain.ports import LeaseLostError, OutboxStatus, StaleStateError, Store, TurnCommit
+from cxstack.domain.ports import (
+    IngestResult,
+    LeaseLostError,
+    OutboxStatus,
+    StaleStateError,
+    Store,
+    TurnCommit,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -848,6 +855,38 @@ class StoreContract:
             store.revoke_api_key("missing", T0)
 
     # ---- concurrency -------------------------------------------------------------------------------------
+
+    def test_ingest_many_stores_a_batch_in_order_and_answers_each(self, store: Store) -> None:
+        store.ingest(inbound("wa-0", text="stored before"))
+        profile = Customer(CustomerId("cus-9"), name="Nia", plan="pro")
+        batch = [
+            inbound("wa-1", text="one"),
+            inbound("wa-0", text="a redelivery"),
+            inbound("wa-2", text="two"),
+            inbound("wa-1", text="the same message twice in one batch"),
+            inbound(
+                "wa-3", conversation="conv-2", customer_id="cus-9", customer=profile, text="with profile"
+            ),
+            inbound("wa-4", text="three"),
+        ]
+        outcomes = store.ingest_many(batch)
+
+        assert [isinstance(o, IngestResult) and o.created for o in outcomes] == [
+            True,
+            False,
+            True,
+            False,
+            True,
+            True,
+        ]
+        results = [o for o in outcomes if isinstance(o, IngestResult)]
+        assert results[3].message.id == results[0].message.id
+        texts = [m.text for m in store.list_messages(ConversationId("conv-1"))]
+        assert texts == ["stored before", "one", "two", "three"]
+        assert [m.text for m in store.pending_messages(ConversationId("conv-1"))] == texts
+        customer = store.get_customer(CustomerId("cus-9"))
+        assert customer is not None and customer.plan == "pro"
+        assert store.ingest_many([]) == []
 
     def test_concurrent_duplicate_deliveries_store_one_message(self, store: Store) -> None:
         results = run_in_threads(8, lambda i: store.ingest(inbound("wa-dup", text=f"copy {i}")))
