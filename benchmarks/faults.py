@@ -227,6 +227,7 @@ class LoadResult:
     drained: bool = False
     final_health: dict[str, Any] = field(default_factory=dict)
     hand_backs: int = 0
+    desk_errors: list[str] = field(default_factory=list)  # answers the desk did not expect, kept to report
 
 
 async def post_until_acknowledged(
@@ -346,23 +347,34 @@ async def run_load(
             """A person on the escalation desk: answers each escalated conversation and hands it back, so
             that the bot answers the customer's next messages again (the API does this without the worker)."""
             while True:
+                packets: list[dict[str, Any]] = []
                 try:
-                    packets = (
-                        await client.get("/v1/escalations", params={"status": "open"}, headers=staff_headers)
-                    ).json()
-                except httpx.HTTPError:
-                    packets = []
+                    response = await client.get(
+                        "/v1/escalations", params={"status": "open"}, headers=staff_headers
+                    )
+                    if response.status_code == 200:
+                        packets = response.json()
+                    else:
+                        result.desk_errors.append(f"GET /v1/escalations {response.status_code}")
+                except httpx.HTTPError as error:
+                    result.desk_errors.append(f"GET /v1/escalations {type(error).__name__}")
                 for packet in packets:  # a hand-back resolves the packet; one reopened later is open again
                     if not packet["conversation_id"].startswith("faults-"):
                         continue
                     reply = {"text": "A colleague here: sorted, thanks for waiting.", "author": "desk"}
-                    response = await client.post(
-                        f"/v1/conversations/{packet['conversation_id']}/human-replies",
-                        json={**reply, "hand_back": True},
-                        headers=staff_headers,
-                    )
+                    try:
+                        response = await client.post(
+                            f"/v1/conversations/{packet['conversation_id']}/human-replies",
+                            json={**reply, "hand_back": True},
+                            headers=staff_headers,
+                        )
+                    except httpx.HTTPError as error:
+                        result.desk_errors.append(f"POST human-replies {type(error).__name__}")
+                        continue
                     if response.status_code < 300:
                         result.hand_backs += 1
+                    else:
+                        result.desk_errors.append(f"POST human-replies {response.status_code}")
                 await asyncio.sleep(desk_every_s)
 
         started = time.monotonic()
@@ -386,6 +398,8 @@ async def run_load(
         result.drain_seconds = round(time.monotonic() - started, 1)
         result.final_health = await health()
         if desk_task is not None:
+            if desk_task.done() and desk_task.exception() is not None:  # it stopped handing back early
+                result.desk_errors.append(f"desk stopped: {desk_task.exception()!r}")
             desk_task.cancel()
             await asyncio.gather(desk_task, return_exceptions=True)
     return result
@@ -632,7 +646,9 @@ def report(results: dict[str, Any]) -> None:
         f"load {results['load_seconds']} s, drain {results['drain_seconds']} s "
         f"(drained: {results['drained']}), "
         f"total {results['total_seconds']} s; post retries {results['post_retries']}, "
-        f"duplicate acknowledgements {results['duplicate_acks']}; no reply by design: "
+        f"duplicate acknowledgements {results['duplicate_acks']}; "
+        f"desk errors {results['desk_errors']['count']} {results['desk_errors']['first']}; "
+        "no reply by design: "
         f"{results['service']['no_reply_reasons'] or 'none'}; faults armed: "
         + "; ".join(f"round {f['round']}: {f['mode']} x{f['count']}" for f in results["faults_armed"])
     )
@@ -754,6 +770,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "post_retries": load.post_retries,
         "duplicate_acks": load.duplicate_acks,
         "hand_backs": load.hand_backs,
+        "desk_errors": {"count": len(load.desk_errors), "first": load.desk_errors[:5]},
         "faults_armed": load.faults_armed,
         "kills": [vars(k) for k in load.kills],
         "final_health": load.final_health,

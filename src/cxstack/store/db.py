@@ -123,8 +123,8 @@ def _configure_sqlite(engine: Engine, *, wal: bool, synchronous: str) -> None:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 # FULL by default (see sqlite_synchronous): an acknowledged message must survive an OS crash.
                 # Its price, `python -m benchmarks.sqlite_synchronous` (store ingest, one commit per message,
-                # WAL, ext4 on the 2-core dev VM, median of 3): 1 thread 627 msgs/s FULL vs 1,126 NORMAL
-                # (56%); 4 threads 366 vs 782 (47%). CXSTACK_SQLITE_SYNCHRONOUS=NORMAL buys that back where
+                # WAL, ext4 on the 2-core dev VM, median of 3): 1 thread 1,884 msgs/s FULL vs 3,470 NORMAL
+                # (54%); 4 threads 1,769 vs 2,680 (66%). CXSTACK_SQLITE_SYNCHRONOUS=NORMAL buys that back where
                 # losing the last commits on a power cut is acceptable; PostgreSQL is the way to scale writes.
                 cursor.execute(f"PRAGMA synchronous = {synchronous}")
         finally:
