@@ -146,6 +146,14 @@ async def test_a_long_message_is_routed_on_its_request(app: CxApp) -> None:
     assert trace.intent == "return_policy" and "30 days" in (trace.reply or "")
 
 
+async def test_a_long_run_on_message_without_punctuation_is_still_understood(app: CxApp) -> None:
+    text = "I have been a customer for many years and " * 80 + "how long do I have to return an item"
+    assert len(text) > 3000 and "." not in text
+    view = await say(app, "long-2", text)
+    trace = view.traces[-1]
+    assert trace.intent == "return_policy" and "30 days" in (trace.reply or "")
+
+
 async def test_after_an_escalation_messages_are_acknowledged_and_attached(
     tmp_path: Path, engine: Engine
 ) -> None:

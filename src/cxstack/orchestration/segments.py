@@ -18,11 +18,17 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
 # "plus" (a product is as likely to be called Plus as a customer is to write "plus, ...").
 _CLAUSE = re.compile(
     r"\s*[,;]?\s*\b(?:and also|also|another thing|oh and|and then|by the way|btw|"
-    r"and (?:can|could|would|will) you|and i (?:also|'d also|would also))\b[\s,:]*",
+    r"and (?:can|could|would|will) you|and i (?:also|'d also|would also)|"
+    r"and (?=(?:where|when|what|how|why|is|are|do|does|did) "
+    r"(?:is|are|was|do|does|did|can|my|the|your|i)\b))\b[\s,:]*",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 MAX_SEGMENTS = 24
+# A run-on "sentence" longer than this (no punctuation for hundreds of words) is cut into windows of
+# WINDOW_WORDS, so that a question at its end is still routed on its own words.
+MAX_SENTENCE_WORDS = 80
+WINDOW_WORDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +59,16 @@ def split_requests(text: str, *, min_words: int = 1) -> list[Segment]:
                 current = f"{current} {clause}".strip() if current else clause
         if current:
             pieces.append(current)
+    pieces = [window for piece in pieces for window in _windows(piece)]
     segments = [p for p in pieces if words(p) >= min_words]
     if len(segments) > MAX_SEGMENTS:  # a wall of text: keep the opening and the closing sentences
         half = MAX_SEGMENTS // 2
         segments = segments[:half] + segments[-half:]
     return [Segment(text=s, index=i) for i, s in enumerate(segments)] or [Segment(text=text.strip(), index=0)]
+
+
+def _windows(piece: str) -> list[str]:
+    tokens = piece.split()
+    if words(piece) <= MAX_SENTENCE_WORDS:
+        return [piece]
+    return [" ".join(tokens[i : i + WINDOW_WORDS]) for i in range(0, len(tokens), WINDOW_WORDS)]

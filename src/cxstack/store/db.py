@@ -122,10 +122,11 @@ def _configure_sqlite(engine: Engine, *, wal: bool, synchronous: str) -> None:
             if wal:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 # FULL by default (see sqlite_synchronous): an acknowledged message must survive an OS crash.
-                # Its price, `python -m benchmarks.sqlite_synchronous` (store ingest, one commit per message,
-                # WAL, ext4 on the 2-core dev VM, median of 3): 1 thread 1,884 msgs/s FULL vs 3,470 NORMAL
-                # (54%); 4 threads 1,769 vs 2,680 (66%). CXSTACK_SQLITE_SYNCHRONOUS=NORMAL buys that back where
-                # losing the last commits on a power cut is acceptable; PostgreSQL is the way to scale writes.
+                # Its price, `python -m benchmarks.sqlite_synchronous` (store ingest, one commit per
+                # message, WAL, ext4 on the 2-core dev VM, median of 3): 1 thread 1,884 msgs/s FULL vs
+                # 3,470 NORMAL (54%); 4 threads 1,769 vs 2,680 (66%). CXSTACK_SQLITE_SYNCHRONOUS=NORMAL
+                # buys that back where losing the last commits on a power cut is acceptable; PostgreSQL is
+                # the way to scale writes.
                 cursor.execute(f"PRAGMA synchronous = {synchronous}")
         finally:
             cursor.close()
