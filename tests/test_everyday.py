@@ -292,3 +292,31 @@ def test_builtin_intents_are_added_unless_the_workspace_declares_them(tmp_path: 
     greetings = [i for i in overridden.intents if i.name == "greeting"]
     assert len(greetings) == 1 and not greetings[0].builtin
     assert "greeting" not in {i.name for i in overridden.active_intents}
+
+
+async def test_an_answer_its_facts_do_not_support_is_not_sent(
+    app: CxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for a writer (an LLM, a template) that adds a claim no fact makes.
+    from cxstack.knowledge.models import ComposedAnswer
+    from cxstack.resolution.resolvers import content
+
+    real = content.compose_answer
+
+    def embellished(*args: Any, **kwargs: Any) -> ComposedAnswer | None:
+        answer = real(*args, **kwargs)
+        if answer is None:
+            return None
+        return ComposedAnswer(answer.text + " Return shipping is free for 90 days.", answer.facts)
+
+    monkeypatch.setattr(content, "compose_answer", embellished)
+    view = await say(app, "ground-1", "how long do I have to return an item?")
+    trace = view.traces[-1]
+    assert trace.outcome == "escalated" and trace.reason_code == "unsupported_answer"
+    assert "90 days" not in (trace.reply or "")
+    grounding = next(
+        s.output["detail"]["grounding"] for s in trace.steps if "grounding" in s.output.get("detail", {})
+    )
+    assert [u["sentence"] for u in grounding["unsupported"]] == ["Return shipping is free for 90 days."]
+    [packet] = app.store.list_escalations()
+    assert packet.reason_code == "unsupported_answer"

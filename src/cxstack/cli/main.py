@@ -40,6 +40,10 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
 docs_app = typer.Typer(help="Documentation generated from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
+kb_app = typer.Typer(
+    help="The knowledge layer: facts, retrieval and the grounding check.", no_args_is_help=True
+)
+app.add_typer(kb_app, name="kb")
 DEMO_KEY_NAME = "make run demo"
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)
@@ -692,6 +696,53 @@ def docs_reference(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     err.print(f"wrote {output}")
+
+
+@kb_app.command("ground")
+def kb_ground(
+    file: Annotated[
+        Path, typer.Argument(help='JSONL, one {"id", "reply", "knowledge": [texts]} per line; - for stdin.')
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input line.")] = False,
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            "--embedder",
+            help="Add this embedder's similarity to the signals, if a model was fitted with it (minilm); "
+            "default: the lexical model.",
+        ),
+    ] = None,
+) -> None:
+    """Is each reply supported by its knowledge? Scores 0-1 (higher = supported) and names the sentences that
+    are not. A line that cannot be read gets {"id", "error"}; the other lines are still answered."""
+    from cxstack.cli.services import ground_lines
+
+    lines = sys.stdin.read().splitlines() if str(file) == "-" else _read_lines(file)
+    results = ground_lines(lines, embedder, progress=err)
+    if as_json:
+        for result in results:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    table = Table("id", "score", "supported", "unsupported sentences")
+    for result in results:
+        if "error" in result:
+            table.add_row(str(result["id"]), "-", "error", result["error"])
+        else:
+            table.add_row(
+                str(result["id"]),
+                f"{result['score']:.3f}",
+                "yes" if result["supported"] else "no",
+                " | ".join(result["unsupported"]),
+            )
+    console.print(table)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]cannot read {path}: {exc}[/]")
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:  # pragma: no cover

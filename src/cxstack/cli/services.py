@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
+from rich.progress import track
 
 from cxstack.domain.ports import Store
 from cxstack.optimization.replay import ReplayedConversation, ScriptedConversation, replay_scripts
@@ -428,3 +429,40 @@ def reference_inputs() -> ReferenceInputs:
 def reference_markdown() -> str:
     """docs/reference.md as `cxstack docs reference` writes it."""
     return render_reference(reference_inputs())
+
+
+def ground_lines(
+    lines: Sequence[str], embedder_name: str | None, *, progress: Console
+) -> list[dict[str, Any]]:
+    """`cxstack kb ground`: one result per non-empty line, in order; a bad line gets its own error."""
+    from cxstack.integrations.embedders.registry import load_embedder
+    from cxstack.knowledge.grounding import GroundingChecker
+
+    checker = GroundingChecker(load_embedder(embedder_name) if embedder_name else None)
+    results: list[dict[str, Any]] = []
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    for number, line in track(numbered, description="grounding", console=progress, transient=True):
+        identifier: Any = f"line {number}"
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("a line must be a JSON object")
+            identifier = item.get("id", identifier)
+            reply, knowledge = item.get("reply"), item.get("knowledge", [])
+            if not isinstance(reply, str):
+                raise ValueError('"reply" must be a string')
+            if not isinstance(knowledge, list) or not all(isinstance(k, str) for k in knowledge):
+                raise ValueError('"knowledge" must be a list of strings')
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            results.append({"id": identifier, "error": str(exc)})
+            continue
+        result = checker.check(reply, knowledge)
+        results.append(
+            {
+                "id": identifier,
+                "score": result.score,
+                "supported": result.supported,
+                "unsupported": result.unsupported,
+            }
+        )
+    return results

@@ -25,6 +25,7 @@ REASON_TEXT = {
     "out_of_scope": "the request is outside what the assistant handles",
     "low_confidence": "the assistant was not confident enough to answer",
     "no_grounded_answer": "no knowledge fact answers this",
+    "unsupported_answer": "the composed answer says something its facts do not support",
     "amount_over_cap": "the amount is over the automated cap",
     "amount_cap_missing": "the action moves money but has no cap (max_amount), so it is never automated",
     "amount_currency_mismatch": "the customer gave the amount in another currency",

@@ -67,7 +67,14 @@ LONG_MESSAGE_SEGMENTS = 4
 SECOND_REQUEST_MIN_CONFIDENCE = 0.7
 # Reasons for which the assistant itself decided a person is needed (vs. the customer or a policy asking).
 _UNCERTAIN_REASONS = frozenset(
-    {"low_confidence", "no_grounded_answer", "out_of_scope", "clarification_exhausted", "internal_error"}
+    {
+        "low_confidence",
+        "no_grounded_answer",
+        "unsupported_answer",
+        "out_of_scope",
+        "clarification_exhausted",
+        "internal_error",
+    }
 )
 
 

@@ -137,7 +137,9 @@ _MAPPING_KEY_NAMES: Mapping[str, str] = {
 MECHANISMS: Mapping[str, str] = {
     "content": "Answers from the workspace's facts, composed without an LLM: the best fact above "
     "`thresholds.knowledge_min_score`, plus a second one when it adds something. No fact above it: a "
-    "person (reason `no_grounded_answer`). The intent's `fact_tags` rank matching facts higher.",
+    "person (reason `no_grounded_answer`). Before it is sent, every sentence of the answer must be supported "
+    "by the facts it cites (the grounding check); otherwise a person (reason `unsupported_answer`). The "
+    "intent's `fact_tags` rank matching facts higher.",
     "action": "Runs the intent's `action`: fills its slots over several turns, checks identity, ownership "
     "and money caps in code, asks for a confirmation when required, calls the back office once "
     "(idempotently) and reports the result with `success_reply`.",

@@ -7,12 +7,14 @@ from zoneinfo import ZoneInfo
 from cxstack.domain.models import Role
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.knowledge.compose import compose_answer
+from cxstack.knowledge.grounding import GroundingChecker
 from cxstack.knowledge.models import ScoredFact
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps
 
 NO_GROUNDED_ANSWER = "no_grounded_answer"
+UNSUPPORTED_ANSWER = "unsupported_answer"
 # A message this short ("and to Canada?") usually leans on the previous question for its topic.
 FOLLOW_UP_MAX_WORDS = 4
 
@@ -30,6 +32,7 @@ class ContentResolver:
     def __init__(self, deps: ResolverDeps, *, candidates: int = 5) -> None:
         self.knowledge: KnowledgeIndex | None = deps.knowledge
         self.candidates = candidates
+        self.grounding = GroundingChecker()  # the lexical model: the same on every embedder
 
     def _search(self, query: str, plan: ResolutionPlan, ctx: TurnContext) -> list[ScoredFact]:
         assert self.knowledge is not None
@@ -50,7 +53,7 @@ class ContentResolver:
             combined = self._search(combined_query, plan, ctx)
             if combined and (not results or combined[0].score > results[0].score):
                 query, results = combined_query, combined
-        detail = {
+        detail: dict[str, object] = {
             "query": query,
             "on": ctx.now.isoformat(),
             "candidates": [
@@ -72,6 +75,25 @@ class ContentResolver:
         )
         if answer is None:
             return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER, detail=detail)
+        # Every sentence of the answer must be supported by the facts it cites before it may be sent.
+        grounding = self.grounding.check(answer.text, [f.fact.text for f in answer.facts])
+        detail["grounding"] = {
+            "score": grounding.score,
+            "supported": grounding.supported,
+            "unsupported": [
+                {"sentence": c.text, "score": c.score, "reasons": list(c.reasons)}
+                for c in grounding.sentences
+                if c.claim and not c.supported
+            ],
+        }
+        if not grounding.supported:
+            return Outcome(
+                kind="handoff",
+                confidence=0.0,
+                handoff_reason=UNSUPPORTED_ANSWER,
+                detail=detail,
+                facts=answer.citations(),
+            )
         return Outcome(
             kind="reply",
             confidence=answer.score,
