@@ -737,6 +737,42 @@ def kb_ground(
     console.print(table)
 
 
+@kb_app.command("audit")
+def kb_audit(
+    workspace: WorkspaceArg,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='{"findings": [...], "gaps": [...]} on stdout.')
+    ] = False,
+    today: Annotated[
+        str | None, typer.Option("--today", help="Audit as of this day (YYYY-MM-DD); default: today.")
+    ] = None,
+) -> None:
+    """Facts that repeat or contradict each other, went stale or have no owner, each with the owner to act and
+    a suggested fix."""
+    from datetime import date
+
+    from cxstack.knowledge.audit import audit_facts
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+
+    try:
+        loaded = load_workspace(workspace)
+        day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+    except WorkspaceInvalid as exc:
+        err.print(f"[red]{workspace} is not a valid workspace:[/] {exc}")
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        err.print(f"[red]--today: {exc}[/]")
+        raise typer.Exit(2) from exc
+    report = audit_facts(loaded.facts, day)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+        return
+    table = Table("kind", "facts", "owner", "detail", "fix", title=f"{report.facts} facts audited on {day}")
+    for finding in report.findings:
+        table.add_row(finding.kind, ", ".join(finding.facts), finding.owner, finding.detail, finding.fix)
+    console.print(table if report.findings else f"{report.facts} facts audited on {day}: nothing to fix")
+
+
 def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()

@@ -1,0 +1,67 @@
+"""`cxstack kb audit` on a copy of the demo with planted problems: each is found, with its owner and a fix,
+and the demo as shipped has nothing to fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cxstack.cli.main import app
+from cxstack.demo import demo_workspace_path
+
+PLANTED = """version: 1
+facts:
+  - id: bronze-window-copy
+    text: Bronze members can return an item within 60 days of delivery.
+    owner: store-ops@northwind.example
+  - id: store-hours-again
+    text: >-
+      Northwind stores are open 10am to 8pm Monday to Saturday, 11am to 6pm on Sunday
+      and until 9pm on Thursdays.
+    owner: store-ops@northwind.example
+  - id: gift-wrap-free
+    text: Gift wrapping is not free of charge for Gold members.
+    owner: ""
+  - id: old-promo
+    text: The spring sale ends on 31 March.
+    owner: marketing-ops@northwind.example
+    review_by: 2026-04-01
+"""
+
+
+def audit(workspace: Path, *extra: str) -> dict[str, object]:
+    result = CliRunner().invoke(
+        app, ["kb", "audit", str(workspace), "--json", "--today", "2026-11-29", *extra]
+    )
+    assert result.exit_code == 0, result.output
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def test_the_demo_as_shipped_has_nothing_to_fix() -> None:
+    report = audit(demo_workspace_path())
+    assert report["facts"] == 180 and report["findings"] == []
+
+
+def test_planted_duplicates_contradictions_stale_and_unowned_facts_are_found(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), workspace)
+    (workspace / "knowledge" / "planted.yaml").write_text(PLANTED)
+    findings = audit(workspace)["findings"]
+    assert isinstance(findings, list)
+    by_kind: dict[str, list[dict[str, object]]] = {}
+    for finding in findings:
+        by_kind.setdefault(finding["kind"], []).append(finding)
+
+    [contradiction] = by_kind["contradiction"]
+    assert set(contradiction["facts"]) == {"return-window-bronze", "bronze-window-copy"}  # type: ignore[arg-type]
+    assert "60 vs 90 days" in str(contradiction["detail"]) or "90 vs 60 days" in str(contradiction["detail"])
+    assert "billing-team@northwind.example" in str(contradiction["owner"])
+    [duplicate] = by_kind["near_duplicate"]
+    assert set(duplicate["facts"]) == {"store-hours", "store-hours-again"}  # type: ignore[arg-type]
+    assert [f["facts"] for f in by_kind["unowned"]] == [["gift-wrap-free"]]
+    assert [f["facts"] for f in by_kind["stale"]] == [["old-promo"]]
+    assert all(f["fix"] for f in findings)  # type: ignore[index]
