@@ -65,3 +65,35 @@ def test_planted_duplicates_contradictions_stale_and_unowned_facts_are_found(tmp
     assert [f["facts"] for f in by_kind["unowned"]] == [["gift-wrap-free"]]
     assert [f["facts"] for f in by_kind["stale"]] == [["old-promo"]]
     assert all(f["fix"] for f in findings)  # type: ignore[index]
+
+
+SUBJECTS = """version: 1
+facts:
+  - id: trailblazer-warranty
+    subject: Trailblazer boots
+    text: The warranty lasts 2 years.
+    owner: product@northwind.example
+  - id: summit-warranty
+    subject: Summit jacket
+    text: The warranty lasts 5 years.
+    owner: product@northwind.example
+  - id: trailblazer-warranty-old
+    status: retired
+    subject: Trailblazer boots
+    text: The warranty lasts 3 years.
+    owner: product@northwind.example
+"""
+
+
+def test_facts_about_different_subjects_or_retired_are_not_paired(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), workspace)
+    (workspace / "knowledge" / "planted.yaml").write_text(SUBJECTS)
+    assert audit(workspace)["findings"] == []
+    # The same facts without subjects, all published: the two warranties contradict each other.
+    unmarked = "\n".join(
+        line for line in SUBJECTS.splitlines() if "subject:" not in line and "status:" not in line
+    )
+    (workspace / "knowledge" / "planted.yaml").write_text(unmarked + "\n")
+    kinds = [f["kind"] for f in audit(workspace)["findings"]]  # type: ignore[union-attr]
+    assert kinds.count("contradiction") >= 2

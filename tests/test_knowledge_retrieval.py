@@ -174,3 +174,32 @@ def test_fact_similarity_is_cosine_between_facts(index: KnowledgeIndex) -> None:
 def test_tokenize_drops_stop_words_and_strips_plural_and_ing() -> None:
     assert tokenize("How long does shipping take for my refunds?") == ["long", "ship", "refund"]
     assert tokenize("Why is my bill wrong? Please call me") == ["bill", "wrong", "call"]
+
+
+def test_only_published_facts_answer_and_each_only_its_audience() -> None:
+    facts = [
+        FactConfig(id="draft", text="Refunds for VIP customers take 1 day.", owner="cx", status="draft"),
+        FactConfig(id="retired", text="Refunds take 10 days for everyone.", owner="cx", status="retired"),
+        FactConfig(
+            id="vip-refunds",
+            text="VIP customers get refunds within 2 days.",
+            owner="cx",
+            audience={"tiers": ["vip"]},  # type: ignore[arg-type]
+        ),
+        FactConfig(
+            id="whatsapp-refunds",
+            text="On WhatsApp, refunds are confirmed by message within a day.",
+            owner="cx",
+            audience={"channels": ["whatsapp"]},  # type: ignore[arg-type]
+        ),
+        FactConfig(id="refunds", text="Refunds reach your card within 5 to 10 days.", owner="cx"),
+    ]
+    index = KnowledgeIndex(facts, HashingEmbedder(), today=date(2025, 6, 1))
+    assert index.get("draft") is None and index.get("retired") is None
+
+    def found(**who: str) -> set[str]:
+        return {r.fact.id for r in index.search("how long do refunds take", k=10, **who)}
+
+    assert found(tier="vip", channel="webchat") == {"vip-refunds", "refunds"}
+    assert found(tier="standard", channel="whatsapp") == {"whatsapp-refunds", "refunds"}
+    assert found() == {"refunds"}  # unknown tier and channel: only facts meant for everyone

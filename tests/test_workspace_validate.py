@@ -517,3 +517,11 @@ def test_not_a_folder(tmp_path: Path) -> None:
     assert "workspace folder not found" in problem.message
     with pytest.raises(WorkspaceInvalid, match="workspace folder not found"):
         load_workspace(tmp_path / "nope")
+
+
+def test_a_fact_for_an_unknown_tier_is_an_error_with_the_right_tier_suggested(tmp_path: Path) -> None:
+    facts = FACTS_YAML + "    audience: {tiers: [enterprse]}\n"
+    root = write_workspace(tmp_path, knowledge__hours_dot_yaml=facts)
+    problem = find(validate_workspace(root, today=TODAY), "unknown tier `enterprse`")
+    assert problem.severity == "error" and problem.line == line_of(facts, "audience")
+    assert "enterprise" in problem.fix

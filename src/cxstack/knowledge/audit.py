@@ -8,7 +8,8 @@ comparing all pairs: each fact is compared with its `neighbours` most similar on
 * contradiction: similar enough to be about the same thing (cosine ≥ `related_cosine`) and conflicting on a
   number attached to the same word ("30 days" vs "60 days", "$5" vs "$8"), or one negates what the other
   affirms. Fix: the owners agree on one.
-* stale: `review_by` or `valid_to` before today. unowned: no owner.
+* Facts whose `subject`s differ are never paired.
+* stale: `review_by` or `valid_to` before today. unowned: no owner. Retired facts are left out.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def audit_facts(
     neighbours: int = 8,
 ) -> AuditReport:
     findings: list[Finding] = []
+    facts = [f for f in facts if f.status != "retired"]
     for fact in facts:
         if not fact.owner.strip():
             findings.append(
@@ -175,6 +177,8 @@ def _pair_findings(
             if cosine < related_cosine:
                 continue
             a, b = facts[pair[0]], facts[pair[1]]
+            if a.subject and b.subject and a.subject.casefold() != b.subject.casefold():
+                continue  # about different things: neither a duplicate nor a contradiction
             reasons = _conflicts(a.text, b.text)
             if reasons:
                 findings.append(

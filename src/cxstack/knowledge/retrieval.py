@@ -178,7 +178,13 @@ class KnowledgeIndex:
         self.lexical_weight = lexical_weight
         self.intent_boost = intent_boost
         self.tag_boost = tag_boost
-        self.facts: tuple[FactConfig, ...] = tuple(facts)
+        # Drafts and retired facts are kept in the workspace for the record; only published ones answer.
+        self.facts: tuple[FactConfig, ...] = tuple(f for f in facts if f.status == "published")
+        self._tiers = [frozenset(f.audience.tiers) for f in self.facts]
+        self._channels = [frozenset(f.audience.channels) for f in self.facts]
+        self._targeted = np.array(
+            [bool(t or c) for t, c in zip(self._tiers, self._channels, strict=True)], bool
+        )
         self._dated = np.array([f.valid_from is not None or f.valid_to is not None for f in self.facts], bool)
         self._position = {f.id: i for i, f in enumerate(self.facts)}
         self._bm25 = _BM25([tokenize(f.text) for f in self.facts])
@@ -209,6 +215,13 @@ class KnowledgeIndex:
             mask[i] = is_valid_on(self.facts[i], day)
         return mask
 
+    def audience_mask(self, tier: str | None, channel: str | None) -> NDArray[np.bool_]:
+        mask = np.ones(len(self.facts), dtype=bool)
+        for i in np.flatnonzero(self._targeted):
+            tiers, channels = self._tiers[i], self._channels[i]
+            mask[i] = (not tiers or tier in tiers) and (not channels or channel in channels)
+        return mask
+
     def excluded(self, on: date | None = None) -> tuple[FactConfig, ...]:
         """Facts not valid on `on` (not yet or no longer)."""
         mask = self.valid_mask(on)
@@ -222,9 +235,11 @@ class KnowledgeIndex:
         intent: str | None = None,
         tags: Sequence[str] = (),
         on: date | None = None,
+        tier: str | None = None,
+        channel: str | None = None,
     ) -> list[ScoredFact]:
-        """The k best facts for `query` among those valid on `on`, best first, each with its fused score in
-        [0, 1]."""
+        """The k best facts for `query` among those valid on `on` and meant for `tier` and `channel` (a
+        fact with an audience is left out when they are unknown), best first, with fused scores in [0, 1]."""
         if not self.facts or not query.strip() or k <= 0:
             return []
         lexical = self._bm25.normalised_scores(tokenize(query))
@@ -233,7 +248,7 @@ class KnowledgeIndex:
         fused = self.lexical_weight * lexical + (1.0 - self.lexical_weight) * semantic
         boosts = self._boosts(intent, tags)
         scores = np.clip(fused * (1.0 + boosts), 0.0, 1.0)
-        valid = self.valid_mask(on)
+        valid = self.valid_mask(on) & self.audience_mask(tier, channel)
         scores = np.where(valid, scores, -1.0)
         top = [i for i in np.argsort(-scores, kind="stable")[:k] if valid[i]]
         return [

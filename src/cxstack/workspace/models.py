@@ -613,6 +613,16 @@ class IntentCatalogue(_Strict):
 # --- knowledge/*.yaml ---------------------------------------------------------------------------------------
 
 
+class FactAudience(_Strict):
+    tiers: list[str] = Field(
+        default_factory=list,
+        description="Customer tiers (strategy.yaml) this fact is for. Empty: every tier.",
+    )
+    channels: list[str] = Field(
+        default_factory=list, description="Channels (api, webchat, whatsapp, email …) it is for. Empty: all."
+    )
+
+
 class FactConfig(_Strict):
     id: str = Field(
         description="A unique, stable id (kebab-case); answers cite it, so keep it when the text changes."
@@ -646,6 +656,21 @@ class FactConfig(_Strict):
     )
     valid_to: date | None = Field(
         None, description="Last day the fact may be used (inclusive). Omitted: no end."
+    )
+    subject: str | None = Field(
+        None,
+        description="The entity the fact is about (a product, a plan, a store, a membership level), when it "
+        "is about one. The audit compares only facts about the same subject (or without one).",
+    )
+    status: Literal["draft", "published", "retired"] = Field(
+        "published",
+        description="Only published facts are used in answers; drafts wait for their owner's approval, "
+        "retired facts stay for the record.",
+    )
+    audience: FactAudience = Field(
+        default_factory=FactAudience,
+        description="Who the fact is for; a fact outside a customer's tier or the conversation's channel is "
+        "never used for them.",
     )
 
 

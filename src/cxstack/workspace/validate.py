@@ -1010,6 +1010,15 @@ def _check_facts(check: WorkspaceCheck, today: date) -> None:
                     )
         if not fact.text.strip():
             check.add(doc, (*loc, "text"), f"fact `{fact.id}` has empty text", "write the fact, or remove it")
+        tier_names = {t.name for t in check.strategy.tiers} if check.strategy is not None else None
+        for index, tier in enumerate(fact.audience.tiers):
+            if tier_names is not None and tier not in tier_names:
+                check.add(
+                    doc,
+                    (*loc, "audience", "tiers", index),
+                    f"fact `{fact.id}` is for unknown tier `{tier}`: no customer would ever see it",
+                    _suggest(tier, tier_names, "use a tier from strategy.yaml"),
+                )
         if fact.valid_from and fact.valid_to and fact.valid_from > fact.valid_to:
             check.add(
                 doc,

@@ -38,7 +38,13 @@ class ContentResolver:
         assert self.knowledge is not None
         day = ctx.now.astimezone(ZoneInfo(ctx.workspace.strategy.timezone)).date()
         return self.knowledge.search(
-            query, k=self.candidates, intent=plan.intent, tags=plan.fact_tags, on=day
+            query,
+            k=self.candidates,
+            intent=plan.intent,
+            tags=plan.fact_tags,
+            on=day,
+            tier=ctx.business.tier if ctx.business else None,
+            channel=ctx.conversation.channel,
         )
 
     async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
