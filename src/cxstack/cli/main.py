@@ -737,6 +737,68 @@ def kb_ground(
     console.print(table)
 
 
+@kb_app.command("import")
+def kb_import(
+    workspace: WorkspaceArg,
+    file: Annotated[Path, typer.Argument(help="JSONL (one fact per line) or CSV (header: id,text,...).")],
+    into: Annotated[
+        str, typer.Option("--into", help="The new knowledge file to write, under knowledge/.")
+    ] = "imported.yaml",
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Owner of the facts that do not name one.")
+    ] = None,
+    draft: Annotated[
+        bool, typer.Option("--draft", help="Import as drafts, for their owners to publish.")
+    ] = False,
+) -> None:
+    """Bulk-load facts from another system: {"id", "text", "subject"?, "tags"?, "owner"?, "source"?} per line
+    or row. Every record is checked first: one problem and nothing is written."""
+    from rich.progress import track
+
+    from cxstack.knowledge.fact_import import FactImportError, knowledge_yaml, read_records, to_facts
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+    from cxstack.workspace.validate import validate_workspace
+
+    target = workspace / "knowledge" / into
+    if not into.endswith((".yaml", ".yml")) or Path(into).name != into:
+        err.print("[red]--into names a .yaml file directly under knowledge/[/]")
+        raise typer.Exit(2)
+    if target.exists():
+        err.print(f"[red]{target} exists; choose another --into (nothing was imported)[/]")
+        raise typer.Exit(1)
+    try:
+        loaded = load_workspace(workspace)
+        records = read_records(file)
+        facts = to_facts(
+            records,
+            existing_ids={f.id for f in loaded.facts},
+            default_owner=owner,
+            status="draft" if draft else "published",
+            progress=lambda items: track(items, description="checking facts", console=err, transient=True),
+        )
+    except WorkspaceInvalid as exc:
+        err.print(f"[red]{workspace} is not a valid workspace:[/] {exc}")
+        raise typer.Exit(1) from exc
+    except OSError as exc:
+        err.print(f"[red]cannot read {file}: {exc}[/]")
+        raise typer.Exit(2) from exc
+    except FactImportError as exc:
+        for problem in exc.problems:
+            err.print(problem.format(file))
+        err.print(f"[red]{len(exc.problems)} problem(s); nothing was imported[/]")
+        raise typer.Exit(1) from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(knowledge_yaml(facts, file.name), encoding="utf-8")
+    invalid = [p for p in validate_workspace(workspace) if p.severity == "error"]
+    if invalid:  # not expected after the checks above; never leave a workspace that does not load
+        target.unlink()
+        for found in invalid:
+            err.print(found.format())
+        raise typer.Exit(1)
+    state = "drafts" if draft else "published"
+    console.print(f"imported {len(facts)} facts ({state}) into {target}")
+
+
 @kb_app.command("audit")
 def kb_audit(
     workspace: WorkspaceArg,
