@@ -97,3 +97,47 @@ def test_facts_about_different_subjects_or_retired_are_not_paired(tmp_path: Path
     (workspace / "knowledge" / "planted.yaml").write_text(unmarked + "\n")
     kinds = [f["kind"] for f in audit(workspace)["findings"]]  # type: ignore[union-attr]
     assert kinds.count("contradiction") >= 2
+
+
+def test_knowledge_gaps_group_what_no_fact_answered(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cxstack.app import Settings, open_store
+    from cxstack.testing.store_contract import inbound, make_commit
+
+    home = tmp_path / "home"
+    store = open_store(Settings(home=home))
+    unanswered = {
+        "no_grounded_answer": [
+            "do you sell surfboards?",
+            "are surfboards sold in your stores",
+            "how much is a surfboard",
+            "can you gift wrap orders shipped abroad?",
+            "is international gift wrapping available",
+            "what is the meaning of life",
+        ],
+        "unsupported_answer": ["surfboard prices please"],
+        "amount_over_cap": ["refund $900 for my surfboard"],  # a policy escalation, not a gap
+    }
+    n = 0
+    for reason, questions in unanswered.items():
+        for question in questions:
+            n += 1
+            message = store.ingest(inbound(f"e{n}", conversation=f"c{n}", text=question)).message
+            commit = make_commit(f"c{n}", message.id, reply=None)
+            trace = dataclasses.replace(commit.trace, reason_code=reason, mechanism="content", reply=None)
+            store.commit_turn(dataclasses.replace(commit, trace=trace))
+    report = audit(demo_workspace_path(), "--home", str(home), "--embedder", "minilm")
+    assert report["gap_questions"] == 7
+    gaps = report["gaps"]
+    assert isinstance(gaps, list) and len(gaps) == 2
+    surf, wrap = gaps
+    assert surf["count"] == 4 and "surfboard" in surf["question"]
+    assert surf["reasons"] == {"no_grounded_answer": 3, "unsupported_answer": 1}
+    assert wrap["count"] == 2 and "gift wrap" in wrap["question"]
+
+
+def test_without_a_state_folder_there_are_no_gaps_and_none_is_created(tmp_path: Path) -> None:
+    report = audit(demo_workspace_path(), "--home", str(tmp_path / "none"), "--embedder", "hashing")
+    assert report["gaps"] == [] and report["gap_questions"] == 0
+    assert not (tmp_path / "none").exists()

@@ -808,12 +808,18 @@ def kb_audit(
     today: Annotated[
         str | None, typer.Option("--today", help="Audit as of this day (YYYY-MM-DD); default: today.")
     ] = None,
+    home: HomeOpt = None,
+    embedder: EmbedderOpt = None,
 ) -> None:
     """Facts that repeat or contradict each other, went stale or have no owner, each with the owner to act and
-    a suggested fix."""
+    a suggested fix; and knowledge gaps: what customers asked that no fact answered (from the traces in the
+    state folder), grouped into topics with counts."""
     from datetime import date
 
+    from cxstack.app import open_store
+    from cxstack.integrations.embedders.registry import load_embedder
     from cxstack.knowledge.audit import audit_facts
+    from cxstack.knowledge.gaps import gap_questions, knowledge_gaps
     from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
 
     try:
@@ -826,13 +832,32 @@ def kb_audit(
         err.print(f"[red]--today: {exc}[/]")
         raise typer.Exit(2) from exc
     report = audit_facts(loaded.facts, day)
+    settings = _settings(home, embedder=embedder)
+    url = settings.resolved_database_url()
+    # A SQLite file that does not exist has no traces: do not create one (and a .cxstack folder) to say so.
+    stored = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists()
+    questions = gap_questions(open_store(settings)) if stored else []
+    gaps = knowledge_gaps(questions, load_embedder(settings.embedder or loaded.settings.embedder))
+    result = {**report.to_json(), "gaps": [g.to_json() for g in gaps], "gap_questions": len(questions)}
     if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
     table = Table("kind", "facts", "owner", "detail", "fix", title=f"{report.facts} facts audited on {day}")
     for finding in report.findings:
         table.add_row(finding.kind, ", ".join(finding.facts), finding.owner, finding.detail, finding.fix)
     console.print(table if report.findings else f"{report.facts} facts audited on {day}: nothing to fix")
+    if gaps:
+        gap_table = Table(
+            "asked",
+            "most typical question",
+            "also asked as",
+            title=f"knowledge gaps ({len(questions)} questions)",
+        )
+        for gap in gaps:
+            gap_table.add_row(str(gap.count), gap.question, " | ".join(gap.examples))
+        console.print(gap_table)
+    else:
+        console.print(f"knowledge gaps: none among {len(questions)} unanswered questions")
 
 
 def _read_lines(path: Path) -> list[str]:
