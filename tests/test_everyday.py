@@ -320,3 +320,17 @@ async def test_an_answer_its_facts_do_not_support_is_not_sent(
     assert [u["sentence"] for u in grounding["unsupported"]] == ["Return shipping is free for 90 days."]
     [packet] = app.store.list_escalations()
     assert packet.reason_code == "unsupported_answer"
+
+
+async def test_the_impact_of_a_fact_lists_the_conversations_its_answers_shaped(app: CxApp) -> None:
+    from cxstack.knowledge.impact import fact_impact
+
+    await say(app, "impact-1", "how long do I have to return an item?")
+    await say(app, "impact-2", "hi")
+    fact = app.workspace.fact("return-window")
+    assert fact is not None
+    impact = fact_impact(app.store, fact)
+    assert [u.conversation_id for u in impact.uses] == ["impact-1"]
+    assert impact.intents == {"return_policy": 1} and impact.conversations == 1
+    assert "30 days" in (impact.uses[0].reply or "")
+    assert impact.traces_scanned == 2

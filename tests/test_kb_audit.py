@@ -141,3 +141,31 @@ def test_without_a_state_folder_there_are_no_gaps_and_none_is_created(tmp_path: 
     report = audit(demo_workspace_path(), "--home", str(tmp_path / "none"), "--embedder", "hashing")
     assert report["gaps"] == [] and report["gap_questions"] == 0
     assert not (tmp_path / "none").exists()
+
+
+def test_kb_impact_names_a_missing_fact_and_reads_the_traces(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cxstack.app import Settings, open_store
+    from cxstack.domain.models import Layer, TraceStep
+    from cxstack.testing.store_contract import inbound, make_commit
+
+    home = tmp_path / "home"
+    store = open_store(Settings(home=home))
+    message = store.ingest(inbound("e1", conversation="c1", text="how long can I return boots?")).message
+    commit = make_commit("c1", message.id, reply="Bronze members can return an item within 90 days.")
+    step = TraceStep(
+        Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-bronze", "score": 0.8}]}
+    )
+    trace = dataclasses.replace(commit.trace, steps=[*commit.trace.steps, step], intent="return_policy")
+    store.commit_turn(dataclasses.replace(commit, trace=trace))
+
+    runner = CliRunner()
+    ws = str(demo_workspace_path())
+    found = runner.invoke(app, ["kb", "impact", ws, "return-window-bronze", "--home", str(home), "--json"])
+    assert found.exit_code == 0, found.output
+    impact = json.loads(found.stdout)
+    assert impact["conversations"] == 1 and impact["intents"] == {"return_policy": 1}
+    assert impact["declared_intents"] == ["return_policy", "start_return"]
+    missing = runner.invoke(app, ["kb", "impact", ws, "return-window-bronz", "--home", str(home)])
+    assert missing.exit_code == 1 and "did you mean return-window-bronze" in missing.stderr

@@ -860,6 +860,51 @@ def kb_audit(
         console.print(f"knowledge gaps: none among {len(questions)} unanswered questions")
 
 
+@kb_app.command("impact")
+def kb_impact(
+    workspace: WorkspaceArg,
+    fact_id: Annotated[str, typer.Argument(help="The fact's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The impact as one JSON object.")] = False,
+    home: HomeOpt = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many of the newest turns to scan.")
+    ] = 5000,
+) -> None:
+    """Which intents declare a fact and which recent conversations' answers cited it (from the traces in the
+    state folder): what a change to it would touch."""
+    from difflib import get_close_matches
+
+    from cxstack.app import open_store
+    from cxstack.knowledge.impact import fact_impact
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+
+    try:
+        loaded = load_workspace(workspace)
+    except WorkspaceInvalid as exc:
+        err.print(f"[red]{workspace} is not a valid workspace:[/] {exc}")
+        raise typer.Exit(1) from exc
+    fact = loaded.fact(fact_id)
+    if fact is None:
+        close = get_close_matches(fact_id, [f.id for f in loaded.facts], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        err.print(f"[red]no fact `{fact_id}` in {workspace}{hint}[/]")
+        raise typer.Exit(1)
+    impact = fact_impact(open_store(_settings(home)), fact, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps(impact.to_json(), ensure_ascii=False) + "\n")
+        return
+    declared = ", ".join(impact.declared_intents) or "none"
+    console.print(
+        f"fact {fact.id} (owner {fact.owner}): declared for {declared}; cited in {len(impact.uses)} of the "
+        f"{impact.traces_scanned} newest turns, in {impact.conversations} conversation(s)"
+    )
+    table = Table("when", "conversation", "intent", "outcome", "reply")
+    for use in impact.uses[:50]:
+        table.add_row(use.at[:19], use.conversation_id, use.intent or "", use.outcome, (use.reply or "")[:80])
+    if impact.uses:
+        console.print(table)
+
+
 def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
