@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -33,6 +34,8 @@ facts:
 
 
 def audit(workspace: Path, *extra: str) -> dict[str, object]:
+    if "--home" not in extra:  # no stored conversations unless a test brings its own
+        extra = (*extra, "--home", str(Path(tempfile.mkdtemp()) / "no-state"))
     result = CliRunner().invoke(
         app, ["kb", "audit", str(workspace), "--json", "--today", "2026-11-29", *extra]
     )
@@ -169,3 +172,17 @@ def test_kb_impact_names_a_missing_fact_and_reads_the_traces(tmp_path: Path) -> 
     assert impact["declared_intents"] == ["return_policy", "start_return"]
     missing = runner.invoke(app, ["kb", "impact", ws, "return-window-bronz", "--home", str(home)])
     assert missing.exit_code == 1 and "did you mean return-window-bronze" in missing.stderr
+
+
+def test_the_html_report_charts_the_findings_and_lists_them(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), workspace)
+    (workspace / "knowledge" / "planted.yaml").write_text(PLANTED)
+    page = tmp_path / "audit.html"
+    report = audit(workspace, "--html", str(page))
+    html = page.read_text()
+    assert html.count("<svg") == 1  # findings chart; no gaps chart without stored conversations
+    assert len(report["findings"]) == 4  # type: ignore[arg-type]
+    for fact_id in ("bronze-window-copy", "store-hours-again", "gift-wrap-free", "old-promo"):
+        assert f"<code>{fact_id}</code>" in html
+    assert "No knowledge gaps" in html and "Northwind Outfitters" in html

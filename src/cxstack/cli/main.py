@@ -810,6 +810,9 @@ def kb_audit(
     ] = None,
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the report, with charts, as an HTML page.")
+    ] = None,
 ) -> None:
     """Facts that repeat or contradict each other, went stale or have no owner, each with the owner to act and
     a suggested fix; and knowledge gaps: what customers asked that no fact answered (from the traces in the
@@ -839,6 +842,12 @@ def kb_audit(
     questions = gap_questions(open_store(settings)) if stored else []
     gaps = knowledge_gaps(questions, load_embedder(settings.embedder or loaded.settings.embedder))
     result = {**report.to_json(), "gaps": [g.to_json() for g in gaps], "gap_questions": len(questions)}
+    if html is not None:
+        from cxstack.knowledge.audit import audit_html
+
+        page = audit_html(report, gaps, workspace=loaded.settings.name, day=day, questions=len(questions))
+        html.write_text(page, encoding="utf-8")
+        err.print(f"wrote {html}")
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return

@@ -201,3 +201,27 @@ def _pair_findings(
                     )
                 )
     return findings
+
+
+def audit_html(report: AuditReport, gaps: Sequence[Any], *, workspace: str, day: date, questions: int) -> str:
+    """The audit as an HTML page: bar charts of findings by kind and of the gaps, then the tables."""
+    from collections import Counter
+
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("cxstack.knowledge", "templates"), autoescape=True
+    )
+    kinds = Counter(f.kind for f in report.findings)
+    by_kind = [(k, kinds.get(k, 0)) for k in ("contradiction", "near_duplicate", "stale", "unowned")]
+    return environment.get_template("audit.html").render(
+        workspace=workspace,
+        day=day.isoformat(),
+        facts=report.facts,
+        findings=report.findings,
+        by_kind=by_kind,
+        max_kind=max((c for _, c in by_kind), default=0),
+        gaps=gaps,
+        max_gap=max((g.count for g in gaps), default=1),
+        gap_questions=questions,
+    )
