@@ -346,22 +346,6 @@ class CxApp:
         _check_conversation(result, inbound)
         return result
 
-    def ingest_message(
-        self,
-        conversation_id: str,
-        text: str,
-        *,
-        external_id: str | None = None,
-        channel: str = "api",
-        customer: Customer | None = None,
-        customer_id: str | None = None,
-        verified: bool = False,
-    ) -> IngestResult:
-        """`post_message` for a caller already off the event loop (thread-safe)."""
-        return self._ingest(
-            _inbound(conversation_id, text, external_id, channel, customer, customer_id, verified)
-        )
-
     def _ingest(self, inbound: InboundMessage) -> IngestResult:
         result = self.store.ingest(inbound)
         _check_conversation(result, inbound)

@@ -15,12 +15,12 @@ comparing all pairs: each fact is compared with its `neighbours` most similar on
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.neighbors import NearestNeighbors
@@ -158,8 +158,6 @@ def _pair_findings(
     words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, stop_words="english").fit_transform(texts)
     chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True).fit_transform(texts)
     vectors = sparse.hstack([words, chars]).tocsr()
-    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
-    vectors = sparse.diags(1 / np.where(norms > 0, norms, 1)) @ vectors
     k = min(neighbours + 1, len(facts))
     index = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(vectors)
     distances, positions = index.kneighbors(vectors)
@@ -205,8 +203,6 @@ def _pair_findings(
 
 def audit_html(report: AuditReport, gaps: Sequence[Any], *, workspace: str, day: date, questions: int) -> str:
     """The audit as an HTML page: bar charts of findings by kind and of the gaps, then the tables."""
-    from collections import Counter
-
     import jinja2
 
     environment = jinja2.Environment(

@@ -32,7 +32,6 @@ CLUSTER_DISTANCE = {"minilm": 0.6, "wordllama": 0.7, "hashing": 0.8}
 class GapQuestion:
     text: str
     reason: str
-    conversation_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +66,7 @@ def gap_questions(store: Store, *, limit: int = 5000) -> list[GapQuestion]:
         for trace in traces:
             text = texts.get(trace.message_id, "").strip()
             if text:
-                questions.append(GapQuestion(text, str(trace.reason_code), conversation_id))
+                questions.append(GapQuestion(text, str(trace.reason_code)))
     return questions
 
 

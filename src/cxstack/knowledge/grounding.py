@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,8 @@ class GroundingChecker:
         if not supported and all(c.supported for c in checks):
             # Supported one by one, not together: the weakest claim is the one to name.
             weakest = min((c for c in checks if c.claim), key=lambda c: c.score)
-            checks = [replace_supported(c, False) if c is weakest else c for c in checks]
+            weakest_fails = replace(weakest, supported=False, reasons=weakest.reasons or ("weakest claim",))
+            checks = [weakest_fails if c is weakest else c for c in checks]
         return GroundingResult(round(worst, 4), supported, tuple(checks))
 
 
@@ -278,12 +279,6 @@ def worst_values(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     worse_when_higher = {"novel_words", "novel_run", "novel_number", "negation", "novel_name"}
     keys = rows[0].keys()
     return {k: (max if k in worse_when_higher else min)(r[k] for r in rows) for k in keys}
-
-
-def replace_supported(check: SentenceCheck, supported: bool) -> SentenceCheck:
-    return SentenceCheck(
-        check.text, check.score, supported, check.claim, check.evidence, check.reasons or ("weakest claim",)
-    )
 
 
 def _reasons(values: dict[str, float], sentence: str, known: KnowledgeIndex) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ Before a fact is changed or retired, its owner sees which conversations its curr
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cxstack.domain.models import Trace
@@ -29,7 +29,10 @@ class FactImpact:
     intents: dict[str, int]  # intents of the turns that cited it, with counts
     uses: tuple[FactUse, ...]  # newest first
     traces_scanned: int
-    conversations: int = field(default=0)
+
+    @property
+    def conversations(self) -> int:
+        return len({u.conversation_id for u in self.uses})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,5 +86,4 @@ def fact_impact(store: Store, fact: FactConfig, *, limit: int = 5000) -> FactImp
         intents=dict(Counter(t.intent or "(none)" for t in citing).most_common()),
         uses=uses,
         traces_scanned=len(traces),
-        conversations=len({u.conversation_id for u in uses}),
     )
