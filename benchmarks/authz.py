@@ -15,6 +15,7 @@ import argparse
 import base64
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -148,8 +149,10 @@ def run(embedder: str) -> dict[str, Any]:
         ) as backoffice_url,
     ):
         # The real demo back office: ownership is checked on its answers (a dry run would check nothing).
+        # A copy: the knowledge routes edit (and roll back) a fact in its file.
+        workspace = shutil.copytree(demo_workspace_path(), Path(tmp) / "workspace")
         engine = build_engine(
-            load_workspace(demo_workspace_path()), embedder_name=embedder, backoffice_url=backoffice_url
+            load_workspace(workspace), embedder_name=embedder, backoffice_url=backoffice_url
         )
         cx = build(Settings(home=Path(tmp) / "home", embedder=embedder), engine=engine)
         cx.store.upsert_customers(parse_customers_csv(demo_customers_csv()))
@@ -176,6 +179,8 @@ def run(embedder: str) -> dict[str, Any]:
                 customer_id="cus_1001",
                 session_token=session["token"],
                 spare_key=lambda: keys.create("authz spare", ApiRole.VIEWER).key.id,
+                fact_id="return-policy-overview",
+                fact_version=lambda: cx.store.fact_versions("return-policy-overview")[-1].number,
             )
             checks = check_routes(api, client, credentials, targets)
 

@@ -538,6 +538,8 @@ def test_every_route_answers_by_the_role_table(api: FastAPI, client: TestClient,
         customer_id=SMALL["id"],
         session_token=session["token"],
         spare_key=lambda: spare_keys.create("spare", ApiRole.VIEWER).key.id,
+        fact_id="return-window",
+        fact_version=lambda: cx.store.fact_versions("return-window")[-1].number,
     )
     credentials = make_role_keys(cx.store)
 

@@ -34,6 +34,7 @@ from cxstack.testing.store_contract import StoreContract, inbound, make_commit
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLES = (
+    "fact_versions",
     "conversation_events",
     "api_keys",
     "escalations",

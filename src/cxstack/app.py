@@ -36,6 +36,7 @@ from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
+from cxstack.knowledge.versions import record_file_versions
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
@@ -302,6 +303,8 @@ class CxApp:
         """Records the workspace version, starts the outbox and resumes every pending conversation."""
         ws = self.engine.workspace
         self.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
+        if ws.root is not None:  # fact edits made in the files since the last start
+            record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
         resumed = await self.runtime.start()

@@ -22,6 +22,7 @@ from cxstack import __version__
 from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.keys import ApiKeys
+from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
     ConversationEvents,
@@ -225,6 +226,7 @@ def _add_api_routes(api: FastAPI) -> None:
     _add_workspace_and_customer_routes(api)
     _add_webchat_routes(api)
     _add_key_routes(api)
+    add_knowledge_routes(api)
     _add_service_routes(api)
 
 

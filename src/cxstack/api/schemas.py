@@ -398,3 +398,61 @@ class OutboxItemOut(BaseModel):
     last_error: str | None
     created_at: datetime
     next_attempt_at: datetime
+
+
+# ---- knowledge facts and their versions ----------------------------------------------------------------
+
+
+class FactVersionOut(BaseModel):
+    fact_id: str
+    version: int
+    author: str
+    reason: str
+    origin: Literal["files", "api", "rollback"] | str
+    at: datetime
+    content: dict[str, Any] | None = Field(description="The fact as JSON; null when it was removed.")
+
+
+class FactChangeOut(BaseModel):
+    field: str
+    before: Any
+    after: Any
+
+
+class FactDiffOut(BaseModel):
+    fact_id: str
+    from_version: int | None
+    to_version: int
+    changes: list[FactChangeOut]
+
+
+class FactEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    changes: dict[str, Any] = Field(
+        description="The fields to change (text, owner, status, review_by, tags, audience, …); not the id."
+    )
+    expected_version: int = Field(
+        ge=1,
+        description="The version this edit is based on; if the fact has a newer one, the answer is 409 and "
+        "nothing changes (re-read, merge, retry).",
+    )
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class FactCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fact: dict[str, Any] = Field(description="The new fact: id, text, owner and any optional field.")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    file: Annotated[str, StringConstraints(pattern=r"^knowledge/[A-Za-z0-9_./-]+\.ya?ml$")] = Field(
+        "knowledge/api.yaml", description="The knowledge file to append it to (created when missing)."
+    )
+
+
+class FactRollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int = Field(ge=1, description="The version whose content comes back, as a new version.")
+    expected_version: int = Field(ge=1, description="The newest version you saw (409 if there is a newer).")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]

@@ -31,7 +31,8 @@ class Scope(enum.StrEnum):
     ESCALATIONS_WRITE = "escalations:write"  # human replies and hand-back
     CUSTOMERS_READ = "customers:read"
     CUSTOMERS_WRITE = "customers:write"  # plan, ARR, segment, attributes: they decide tier, caps and queues
-    WORKSPACE_READ = "workspace:read"  # intents, workspace, queues
+    WORKSPACE_READ = "workspace:read"  # intents, workspace, queues, facts and their versions
+    KNOWLEDGE_WRITE = "knowledge:write"  # edit, create and roll back facts (admin only: answers say them)
     KEYS = "keys"  # create, list, revoke API keys
     WHOAMI = "whoami"  # any authenticated caller may ask who it is
     WEBCHAT_START = "webchat:start"  # open a web-chat session (anonymous: anyone)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cxstack.cli import render
+from cxstack.cli import kb_history, render
 from cxstack.cli.services import (
     copy_demo_samples,
     ensure_backoffice,
@@ -44,6 +44,9 @@ kb_app = typer.Typer(
     help="The knowledge layer: facts, retrieval and the grounding check.", no_args_is_help=True
 )
 app.add_typer(kb_app, name="kb")
+kb_app.command("history")(kb_history.history)
+kb_app.command("diff")(kb_history.diff)
+kb_app.command("rollback")(kb_history.rollback)
 DEMO_KEY_NAME = "make run demo"
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)

@@ -139,6 +139,20 @@ class TraceStep:
 
 
 @dataclass(frozen=True, slots=True)
+class FactVersion:
+    """One immutable version of a knowledge fact. `content` is the fact as JSON (every field), or None when
+    this version records the fact's removal from the workspace files."""
+
+    fact_id: str
+    number: int  # 1, 2, 3 … per fact, with no gaps
+    content: dict[str, Any] | None
+    author: str
+    reason: str
+    origin: str  # "files" (seen in the workspace files), "api" (an edit), "rollback"
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FactCitation:
     fact_id: str
     score: float

@@ -18,6 +18,7 @@ from cxstack.domain.models import (
     CustomerId,
     EscalationId,
     EscalationPacket,
+    FactVersion,
     InboundMessage,
     Message,
     Trace,
@@ -29,6 +30,20 @@ from cxstack.domain.models import (
 class IngestResult:
     message: Message
     created: bool  # False: a duplicate (channel, external_id); nothing was written
+
+
+class FactVersionConflictError(Exception):
+    """The version number is taken: someone else changed the fact first. `latest` is the newer version."""
+
+    def __init__(self, fact_id: str, latest: FactVersion | None) -> None:
+        self.fact_id = fact_id
+        self.latest = latest
+        newer = (
+            f"version {latest.number} by {latest.author} at {latest.created_at:%Y-%m-%d %H:%M:%S} UTC"
+            if latest is not None
+            else "a newer version"
+        )
+        super().__init__(f"fact {fact_id} was changed meanwhile: {newer}")
 
 
 # ---- outbox ----------------------------------------------------------------------------------------------
@@ -214,3 +229,9 @@ class Store(Protocol):
     def get_api_key(self, key_id: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...  # oldest first
     def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKey: ...  # KeyError if unknown
+
+    # knowledge fact versions: immutable; a version's number is the fact's previous number + 1, and a taken
+    # number raises FactVersionConflictError (optimistic locking: the second of two concurrent edits loses)
+    def add_fact_version(self, version: FactVersion) -> None: ...
+    def fact_versions(self, fact_id: str) -> list[FactVersion]: ...  # oldest first
+    def latest_fact_versions(self) -> dict[str, FactVersion]: ...  # every fact's newest version

@@ -219,3 +219,16 @@ class ApiKeyRow(Base):
     secret_hash: Mapped[str] = mapped_column(String, nullable=False)  # argon2id, with its parameters
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class FactVersionRow(Base):
+    __tablename__ = "fact_versions"
+
+    # The primary key is the optimistic lock: two writers of the same next number cannot both succeed.
+    fact_id: Mapped[str] = mapped_column(String, primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # None: removed
+    author: Mapped[str] = mapped_column(String, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    origin: Mapped[str] = mapped_column(String, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -26,6 +26,7 @@ from cxstack.domain.models import (
     CustomerId,
     EscalationId,
     EscalationPacket,
+    FactVersion,
     InboundMessage,
     Message,
     MessageId,
@@ -36,6 +37,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    FactVersionConflictError,
     IngestResult,
     LeaseLostError,
     OutboxItem,
@@ -62,6 +64,7 @@ from cxstack.store.orm import (
     ConversationRow,
     CustomerRow,
     EscalationRow,
+    FactVersionRow,
     MessageRow,
     OutboxRow,
     TraceRow,
@@ -526,6 +529,58 @@ class SqlAlchemyStore:
             if row.revoked_at is None:
                 row.revoked_at = as_utc(revoked_at)
             return _api_key(row)
+
+    # ---- knowledge fact versions ------------------------------------------------------------------------
+
+    def add_fact_version(self, version: FactVersion) -> None:
+        if version.number < 1:
+            raise ValueError("fact version numbers start at 1")
+        try:
+            with self._write() as session:
+                previous = session.scalar(
+                    select(func.max(FactVersionRow.number)).where(FactVersionRow.fact_id == version.fact_id)
+                )
+                if (previous or 0) + 1 != version.number:
+                    raise FactVersionConflictError(version.fact_id, None)
+                session.add(
+                    FactVersionRow(
+                        fact_id=version.fact_id,
+                        number=version.number,
+                        content=version.content,
+                        author=clean_text(version.author),
+                        reason=clean_text(version.reason),
+                        origin=version.origin,
+                        created_at=as_utc(version.created_at),
+                    )
+                )
+        except (IntegrityError, FactVersionConflictError):
+            # Two writers of the same number: the primary key lets exactly one in.
+            versions = self.fact_versions(version.fact_id)
+            raise FactVersionConflictError(version.fact_id, versions[-1] if versions else None) from None
+
+    def fact_versions(self, fact_id: str) -> list[FactVersion]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(FactVersionRow)
+                .where(FactVersionRow.fact_id == fact_id)
+                .order_by(FactVersionRow.number)
+            )
+            return [_fact_version(row) for row in rows]
+
+    def latest_fact_versions(self) -> dict[str, FactVersion]:
+        newest = (
+            select(FactVersionRow.fact_id, func.max(FactVersionRow.number).label("number"))
+            .group_by(FactVersionRow.fact_id)
+            .subquery()
+        )
+        with self._read() as session:
+            rows = session.scalars(
+                select(FactVersionRow).join(
+                    newest,
+                    (FactVersionRow.fact_id == newest.c.fact_id) & (FactVersionRow.number == newest.c.number),
+                )
+            )
+            return {row.fact_id: _fact_version(row) for row in rows}
 
 
 # ---- transaction bodies -----------------------------------------------------------------------------------
@@ -1118,6 +1173,18 @@ def _outbox_item(row: OutboxRow) -> OutboxItem:
 
 def _escalation(row: EscalationRow) -> EscalationPacket:
     return packet_from_json(row.packet, status=row.status, created_at=row.created_at)
+
+
+def _fact_version(row: FactVersionRow) -> FactVersion:
+    return FactVersion(
+        fact_id=row.fact_id,
+        number=row.number,
+        content=row.content,
+        author=row.author,
+        reason=row.reason,
+        origin=row.origin,
+        created_at=row.created_at,
+    )
 
 
 def _api_key(row: ApiKeyRow) -> ApiKey:

@@ -6,6 +6,7 @@ A route that is not in ACCESS makes `check_routes` raise, so a new route cannot 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,13 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/keys/{key_id}/revoke"): frozenset({"admin"}),
     ("GET", "/v1/me"): frozenset({*ROLES, "session"}),
     ("GET", "/v1/outbox"): STAFF_READERS,
+    ("GET", "/v1/knowledge/facts"): STAFF_READERS,
+    ("GET", "/v1/knowledge/facts/{fact_id}"): STAFF_READERS,
+    ("GET", "/v1/knowledge/facts/{fact_id}/versions"): STAFF_READERS,
+    ("GET", "/v1/knowledge/facts/{fact_id}/diff"): STAFF_READERS,
+    ("PATCH", "/v1/knowledge/facts/{fact_id}"): frozenset({"admin"}),
+    ("POST", "/v1/knowledge/facts"): frozenset({"admin"}),
+    ("POST", "/v1/knowledge/facts/{fact_id}/rollback"): frozenset({"admin"}),
 }
 
 
@@ -75,6 +83,8 @@ class Targets:
     customer_id: str
     session_token: str  # a web-chat session of another conversation
     spare_key: Callable[[], str]  # a fresh key id to revoke
+    fact_id: str = "none"  # a published fact of the workspace (edited, then rolled back to version 1)
+    fact_version: Callable[[], int] = lambda: 1  # its newest version number now
 
 
 def send_as(client: httpx.Client, method: str, url: str, token: str | None, **kwargs: Any) -> httpx.Response:
@@ -93,6 +103,7 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         path.replace("{conversation_id}", t.conversation_id)
         .replace("{escalation_id}", t.escalation_id)
         .replace("{customer_id}", t.customer_id)
+        .replace("{fact_id}", t.fact_id)
     )
     if "{key_id}" in url:
         url = url.replace("{key_id}", t.spare_key())
@@ -110,6 +121,15 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         body = {"text": "hello"}
     elif route == ("POST", "/v1/keys"):
         body = {"name": "authz spare", "role": "viewer"}
+    elif route == ("PATCH", "/v1/knowledge/facts/{fact_id}"):
+        edit = {"sources": [f"authz check {uuid.uuid4().hex[:8]}"]}
+        body = {"changes": edit, "expected_version": t.fact_version(), "reason": "authz check"}
+    elif route == ("POST", "/v1/knowledge/facts"):
+        fact_id = f"authz-{uuid.uuid4().hex[:8]}"
+        fact = {"id": fact_id, "text": "A check.", "owner": "authz", "status": "draft"}
+        body = {"fact": fact, "reason": "authz check"}
+    elif path.endswith("/rollback"):
+        body = {"to_version": 1, "expected_version": t.fact_version(), "reason": "authz check"}
     if path.endswith("/events") or route == ("GET", "/v1/webchat/messages"):
         params["timeout"] = 0
     kwargs: dict[str, Any] = {"params": params}

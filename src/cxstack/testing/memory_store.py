@@ -23,6 +23,7 @@ from cxstack.domain.models import (
     CustomerId,
     EscalationId,
     EscalationPacket,
+    FactVersion,
     InboundMessage,
     Message,
     MessageId,
@@ -33,6 +34,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    FactVersionConflictError,
     IngestResult,
     LeaseLostError,
     OutboxItem,
@@ -157,6 +159,7 @@ class InMemoryStore:
         self._outbox: dict[str, _OutboxRecord] = {}
         self._escalations: dict[str, _EscalationRecord] = {}
         self._api_keys: dict[str, ApiKey] = {}
+        self._fact_versions: dict[str, list[FactVersion]] = {}
         self._last_time = utcnow()
 
     def _now(self) -> datetime:
@@ -660,6 +663,23 @@ class InMemoryStore:
             if key.revoked_at is None:
                 key = self._api_keys[key_id] = replace(key, revoked_at=as_utc(revoked_at))
             return key
+
+    def add_fact_version(self, version: FactVersion) -> None:
+        if version.number < 1:
+            raise ValueError("fact version numbers start at 1")
+        with self._lock:
+            versions = self._fact_versions.setdefault(version.fact_id, [])
+            if len(versions) + 1 != version.number:
+                raise FactVersionConflictError(version.fact_id, versions[-1] if versions else None)
+            versions.append(replace(version, created_at=as_utc(version.created_at)))
+
+    def fact_versions(self, fact_id: str) -> list[FactVersion]:
+        with self._lock:
+            return list(self._fact_versions.get(fact_id, []))
+
+    def latest_fact_versions(self) -> dict[str, FactVersion]:
+        with self._lock:
+            return {fact_id: versions[-1] for fact_id, versions in self._fact_versions.items() if versions}
 
     def _append_outbound(
         self,

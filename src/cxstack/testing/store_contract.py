@@ -30,6 +30,7 @@ from cxstack.domain.models import (
     EscalationId,
     EscalationPacket,
     FactCitation,
+    FactVersion,
     InboundMessage,
     Layer,
     Message,
@@ -44,6 +45,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    FactVersionConflictError,
     IngestResult,
     LeaseLostError,
     OutboxStatus,
@@ -853,6 +855,39 @@ class StoreContract:
         assert store.get_api_key("k1abcdef") == revoked
         with pytest.raises(KeyError):
             store.revoke_api_key("missing", T0)
+
+    # ---- knowledge fact versions -------------------------------------------------------------------------
+
+    def test_fact_versions_are_numbered_per_fact_and_listed_oldest_first(self, store: Store) -> None:
+        first = FactVersion("returns", 1, {"id": "returns", "text": "30 days"}, "files", "seen", "files", T0)
+        second = FactVersion(
+            "returns", 2, {"id": "returns", "text": "45 days"}, "ana", "longer window", "api", T0
+        )
+        other = FactVersion("gift-wrap", 1, {"id": "gift-wrap", "text": "free"}, "files", "seen", "files", T0)
+        store.add_fact_version(first)
+        store.add_fact_version(other)
+        store.add_fact_version(second)
+        assert store.fact_versions("returns") == [first, second]
+        assert store.latest_fact_versions() == {"returns": second, "gift-wrap": other}
+        assert store.fact_versions("nope") == []
+
+    def test_a_taken_fact_version_number_is_a_conflict_naming_the_newer_version(self, store: Store) -> None:
+        store.add_fact_version(FactVersion("returns", 1, {"text": "30 days"}, "files", "seen", "files", T0))
+        mine = FactVersion("returns", 2, {"text": "45 days"}, "ana", "mine", "api", T0)
+        theirs = FactVersion("returns", 2, {"text": "60 days"}, "bo", "theirs", "api", T0)
+        store.add_fact_version(mine)
+        with pytest.raises(FactVersionConflictError) as conflict:
+            store.add_fact_version(theirs)
+        assert conflict.value.latest == mine and "version 2 by ana" in str(conflict.value)
+        with pytest.raises(FactVersionConflictError):  # skipping a number is not allowed either
+            store.add_fact_version(FactVersion("returns", 5, None, "bo", "gap", "api", T0))
+        kept = [v.content for v in store.fact_versions("returns")]
+        assert kept == [{"text": "30 days"}, {"text": "45 days"}]
+
+    def test_a_removed_fact_is_a_version_without_content(self, store: Store) -> None:
+        store.add_fact_version(FactVersion("old", 1, {"text": "x"}, "files", "seen", "files", T0))
+        store.add_fact_version(FactVersion("old", 2, None, "files", "removed", "files", T0))
+        assert store.latest_fact_versions()["old"].content is None
 
     # ---- concurrency -------------------------------------------------------------------------------------
 

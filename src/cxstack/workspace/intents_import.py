@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml as pyyaml
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
-from ruamel.yaml.scalarstring import SingleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
+from cxstack.workspace.roundtrip import detect_indent, roundtrip_yaml, yaml_scalar
 from cxstack.workspace.validate import INTENTS_FILE
 
 REQUIRED_COLUMNS = ("text", "intent")
@@ -99,32 +96,6 @@ def read_labelled_csv(csv_path: Path) -> tuple[list[tuple[str, str]], int]:
     return pairs, skipped
 
 
-def _scalar(text: str) -> str:
-    """`text`, quoted when PyYAML (the loader's reader, YAML 1.1) would not read it back as this string:
-    ruamel writes YAML 1.2, where `yes`, `on` and `no` are plain strings, but PyYAML reads booleans."""
-    try:
-        plain_ok = pyyaml.safe_load(text) == text
-    except pyyaml.YAMLError:
-        plain_ok = False
-    return text if plain_ok else SingleQuotedScalarString(text)
-
-
-def _yaml() -> YAML:
-    yaml = YAML()  # round-trip: comments and key order survive a load and dump
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long examples
-    return yaml
-
-
-def _detect_indent(text: str) -> tuple[int, int]:
-    """(sequence indent, dash offset) as the user wrote them, so appended items look like the rest."""
-    match = re.search(r"^( *)\S[^\n]*:[ \t]*\n(?:[ \t]*#[^\n]*\n|[ \t]*\n)*( *)- ", text, re.MULTILINE)
-    if match is None:
-        return 4, 2
-    offset = max(len(match.group(2)) - len(match.group(1)), 0)
-    return offset + 2, offset
-
-
 def _last_chain(node: Any) -> list[tuple[dict[Any, Any], Any, int]]:
     """The comment slots of the last element, the last element of that, and so on, outermost first.
 
@@ -181,9 +152,9 @@ def import_examples(workspace_path: Path, csv_path: Path) -> ImportReport:
     report = ImportReport(csv_file=csv_path.name, rows_read=len(pairs) + skipped, rows_skipped=skipped)
 
     intents_path = workspace_path / INTENTS_FILE
-    yaml = _yaml()
+    yaml = roundtrip_yaml()
     original = intents_path.read_text(encoding="utf-8") if intents_path.exists() else ""
-    sequence_indent, offset = _detect_indent(original)
+    sequence_indent, offset = detect_indent(original)
     yaml.indent(mapping=2, sequence=sequence_indent, offset=offset)
     try:
         document: Any = yaml.load(original) if original.strip() else None
@@ -228,7 +199,7 @@ def import_examples(workspace_path: Path, csv_path: Path) -> ImportReport:
         if intent is None:
             intent = CommentedMap(
                 [
-                    ("name", _scalar(label)),
+                    ("name", yaml_scalar(label)),
                     ("description", f"Imported from {csv_path.name}; decide a mechanism"),
                     ("mechanism", "human"),
                     ("owner", ""),
@@ -243,7 +214,7 @@ def import_examples(workspace_path: Path, csv_path: Path) -> ImportReport:
         if intent.get("examples") is None:
             intent["examples"] = CommentedSeq()
         before_append(intent["examples"])
-        intent["examples"].append(_scalar(text))
+        intent["examples"].append(yaml_scalar(text))
         owner_of[key] = label
         report.added[label] = report.added.get(label, 0) + 1
 
