@@ -111,6 +111,11 @@ def decode(data: bytes, name: str) -> str:
     return text
 
 
+def _size(count: int) -> str:
+    megabytes = count / 1024 / 1024
+    return f"{count} bytes" if megabytes < 1 else f"{megabytes:.1f}".removesuffix(".0") + " MB"
+
+
 def read_article(path: Path, *, max_bytes: int = MAX_BYTES, name: str | None = None) -> Article:
     label = name or str(path)
     kind = KINDS.get(path.suffix.lower())
@@ -119,8 +124,7 @@ def read_article(path: Path, *, max_bytes: int = MAX_BYTES, name: str | None = N
     size = path.stat().st_size  # before reading: a file over the limit is never read whole
     if size > max_bytes:
         raise ArticleError(
-            f"{label}: {size / 1024 / 1024:.1f} MB is over the {max_bytes / 1024 / 1024:g} MB limit for one "
-            "article; split it"
+            f"{label}: {_size(size)} is over the {_size(max_bytes)} limit for one article; split it"
         )
     text = decode(path.read_bytes(), label)
     if kind == "markdown":

@@ -257,16 +257,19 @@ def _has_verb(text: str) -> bool:
     return any(w.lower().replace("’", "'") in _VERBS for w in _words_of(text))
 
 
+_PRONOUNS = _set("i you he she it we they")
+
+
 def _stands_alone(part: str, *, second: bool) -> bool:
-    found = _words_of(part)
+    found = [w.lower() for w in _words_of(part)]
     if len(found) < 4 or not _has_verb(part):
         return False
     if second:
-        first = found[0].lower()
-        if first in _POINTING_BACK or first in _VERBS:
-            return False
-        # The verb must come after a subject: "… and must be unused" shares the first part's subject.
-        if found[1].lower() in _VERBS and found[0].lower() in {"not", "never", "also", "then", "still"}:
+        if found[0] in _POINTING_BACK or found[0] in _VERBS or found[0] in {"not", "never", "also", "still"}:
+            return False  # "… and must be unused", "… and this …": it leans on the first part
+        verb = next(i for i, w in enumerate(found) if w.replace("’", "'") in _VERBS)
+        # A subject of a few words, then the verb; "fact tags it may use" is a noun with a relative clause.
+        if verb > 5 or (verb > 1 and found[verb - 1] in _PRONOUNS):
             return False
     return True
 
@@ -278,6 +281,8 @@ def _compound_parts(text: str) -> list[tuple[int, int]]:
     """Cut a sentence at "; " or "and" where both sides stand alone; (start, end) of each part."""
     for match in _COMPOUND.finditer(text):
         left, right = text[: match.start()], text[match.end() :]
+        if match.group().lstrip()[:1] == "a" and not _has_verb(left.rsplit(",", 1)[-1]):
+            continue  # "…, the actions and fact tags …": an "and" without a comma ends a list, not a clause
         if _stands_alone(left, second=False) and _stands_alone(right, second=True):
             rest = _compound_parts(right)
             return [(0, match.start())] + [(match.end() + a, match.end() + b) for a, b in rest]
