@@ -286,7 +286,7 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(workspace: Path
     with pytest.raises(IngestError) as raised:
         ingest([small], facts=[], today=TODAY, max_bytes=100)
     assert raised.value.problems == [
-        f"{small}: 150 bytes is over the 100 bytes limit for one article; split it"
+        f"{small}: 147 bytes is over the 100 bytes limit for one article; split it"
     ]
 
 
