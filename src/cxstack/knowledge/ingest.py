@@ -527,6 +527,7 @@ def article_candidates(
         for claim in block_claims(block, block_subject):
             subject = find_subject(claim.text, headings, known, default_subject)
             heading = tag_headings[-1] if tag_headings else (article.title or "")
+            heading = "" if heading.endswith("?") else heading  # a FAQ's question: the answer names it
             base = "-".join(p for p in (slug(heading, 3), slug(claim.text, 5)) if p)
             candidates.append(
                 Candidate(
@@ -542,8 +543,20 @@ def article_candidates(
     return candidates
 
 
+def _batches(candidates: Sequence[Candidate], size: int) -> list[list[Candidate]]:
+    by_article: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        by_article.setdefault(candidate.span.path, []).append(candidate)
+    batches: list[list[Candidate]] = [[]]
+    for article in by_article.values():
+        if batches[-1] and len(batches[-1]) + len(article) > size:
+            batches.append([])
+        batches[-1].extend(article)
+    return batches
+
+
 def flag_candidates(
-    candidates: Sequence[Candidate], facts: Sequence[FactConfig], today: date
+    candidates: Sequence[Candidate], facts: Sequence[FactConfig], today: date, *, batch_size: int = 500
 ) -> tuple[list[Candidate], list[Skipped]]:
     """Skip exact duplicates of published facts (and of earlier candidates); flag near-duplicates and
     contradictions found by the audit between a candidate and a published fact or another candidate."""
@@ -560,17 +573,20 @@ def flag_candidates(
         kept.append(candidate)
     if not kept:
         return kept, skipped
-    drafts = [c.draft("ingest") for c in kept]
-    report = audit_facts([*published, *drafts], today)
-    ours = {c.id for c in kept}
     flags: dict[str, list[Flag]] = {}
-    for finding in report.findings:
-        if finding.kind not in ("contradiction", "near_duplicate") or len(finding.facts) != 2:
-            continue
-        a, b = finding.facts
-        for mine, other in ((a, b), (b, a)):
-            if mine in ours:
-                flags.setdefault(mine, []).append(Flag(finding.kind, other, finding.detail))
+    # In batches of whole articles: the audit compares each batch with every published fact and within
+    # itself, and its memory grows with the square of what it is given.
+    for batch in _batches(kept, batch_size):
+        drafts = [c.draft("ingest") for c in batch]
+        report = audit_facts([*published, *drafts], today)
+        ours = {c.id for c in batch}
+        for finding in report.findings:
+            if finding.kind not in ("contradiction", "near_duplicate") or len(finding.facts) != 2:
+                continue
+            a, b = finding.facts
+            for mine, other in ((a, b), (b, a)):
+                if mine in ours:
+                    flags.setdefault(mine, []).append(Flag(finding.kind, other, finding.detail))
     return [replace(c, flags=c.flags + tuple(flags.get(c.id, ()))) for c in kept], skipped
 
 
