@@ -802,6 +802,122 @@ def kb_import(
     console.print(f"imported {len(facts)} facts ({state}) into {target}")
 
 
+@kb_app.command("ingest")
+def kb_ingest(
+    workspace: WorkspaceArg,
+    source: Annotated[
+        Path, typer.Argument(help="An article (.md, .html, .txt) or a folder of them (searched recursively).")
+    ],
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="Owner of the drafts (an article's front matter `owner:` wins); default: the one owner of "
+            "all the workspace's facts, if they have one.",
+        ),
+    ] = None,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into", help="The new knowledge file to write, under knowledge/; default: ingested-NAME.yaml."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object on stdout.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the candidates; write nothing.")] = False,
+) -> None:
+    """Split long articles (Markdown, HTML, plain text) into atomic fact candidates, one claim each with its
+    source span, and store them as drafts for their owner to approve. Boilerplate (navigation, footers, cookie
+    banners, tables of contents, code) is left out; exact duplicates of published facts are skipped, and
+    near-duplicates and contradictions are flagged on the draft. One unreadable file: nothing is written."""
+    from cxstack.knowledge.ingest import (
+        IngestError,
+        article_files,
+        default_owner,
+        drafts_yaml,
+        ingest,
+        slug,
+    )
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+    from cxstack.workspace.validate import validate_workspace
+
+    stem = slug(source.stem if source.is_file() else source.resolve().name, 6) or "articles"
+    name = into or f"ingested-{stem}.yaml"
+    target = workspace / "knowledge" / name
+    if not name.endswith((".yaml", ".yml")) or Path(name).name != name:
+        err.print("[red]--into names a .yaml file directly under knowledge/[/]")
+        raise typer.Exit(2)
+    if target.exists() and not dry_run:
+        err.print(f"[red]{target} exists; choose another --into (nothing was ingested)[/]")
+        raise typer.Exit(1)
+    try:
+        loaded = load_workspace(workspace)
+    except WorkspaceInvalid as exc:
+        err.print(f"[red]{workspace} is not a valid workspace:[/] {exc}")
+        raise typer.Exit(1) from exc
+    inside = source.resolve().is_relative_to(workspace.resolve())
+    root = workspace if inside else (source.parent if source.is_file() else source.resolve().parent)
+    try:
+        files, warnings = article_files(source)
+        with Progress(
+            TextColumn("reading articles"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            result = ingest(
+                files,
+                facts=loaded.facts,
+                root=root,
+                today=datetime.now(UTC).date(),
+                progress=lambda items: bar.track(items, total=len(items)),
+            )
+        drafts = result.drafts(owner or default_owner(loaded.facts))
+    except IngestError as exc:
+        for problem in exc.problems:
+            err.print(problem)
+        err.print(f"[red]{len(exc.problems)} problem(s); nothing was ingested[/]")
+        raise typer.Exit(1) from exc
+    for warning in (*warnings, *result.warnings):
+        err.print(f"[yellow]warning:[/] {warning}")
+    written: Path | None = None
+    if not dry_run:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(drafts_yaml(drafts, source.name), encoding="utf-8")
+        invalid = [p for p in validate_workspace(workspace) if p.severity == "error"]
+        if invalid:  # not expected after the checks above; never leave a workspace that does not load
+            target.unlink()
+            for found in invalid:
+                err.print(found.format())
+            err.print("[red]the drafts do not validate; nothing was ingested[/]")
+            raise typer.Exit(1)
+        written = target
+    if as_json:
+        report = {**result.to_json(), "written": str(written) if written else None, "dry_run": dry_run}
+        report["drafts"] = [
+            {**c.to_json(), "owner": d.owner} for c, d in zip(result.candidates, drafts, strict=True)
+        ]
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        return
+    table = Table(
+        "id", "text", "source", "flags", title="drafts" + (" (dry run: nothing written)" if dry_run else "")
+    )
+    for candidate in result.candidates:
+        flags = "; ".join(f.note().removeprefix("ingest flag: ") for f in candidate.flags)
+        table.add_row(candidate.id, candidate.text, candidate.span.label(), flags)
+    console.print(table)
+    for skipped in result.skipped:
+        span = skipped.candidate.span.label()
+        console.print(f"skipped (same as `{skipped.duplicate_of}`): {skipped.candidate.text} [{span}]")
+    where = f"into {written}" if written else "(dry run: nothing written)"
+    console.print(
+        f"{len(result.candidates)} drafts from {len(result.files)} file(s) {where}; "
+        f"{len(result.flagged)} flagged for review, {len(result.skipped)} exact duplicate(s) skipped, "
+        f"{result.dropped} boilerplate block(s) left out"
+    )
+
+
 @kb_app.command("audit")
 def kb_audit(
     workspace: WorkspaceArg,
