@@ -323,3 +323,22 @@ def test_api_edit_with_optimistic_locking_and_roles(
     versions = client.get("/v1/knowledge/facts/return-window/versions", headers=viewer).json()
     assert [v["origin"] for v in versions] == ["files", "api", "rollback"]
     assert client.get("/v1/knowledge/facts/nope", headers=viewer).status_code == 404
+
+
+def test_cli_publishes_drafts_and_retires_facts(ws: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    path = ws / "knowledge" / "drafts.yaml"
+    path.write_text(
+        "version: 1\nfacts:\n  - id: gift-wrap\n    text: Gift wrapping costs $4.\n    owner: cx@shop.test\n"
+        "    status: draft\n"
+    )
+    published = runner.invoke(cli, ["kb", "publish", str(ws), "gift-wrap", *home])
+    assert published.exit_code == 0 and "published (version 2)" in published.output
+    assert "status: draft" not in path.read_text()
+    retired = runner.invoke(cli, ["kb", "retire", str(ws), "gift-wrap", "nope", "--reason", "gone", *home])
+    assert retired.exit_code == 1 and "unknown fact nope" in retired.output
+    fact = load_workspace(ws).fact("gift-wrap")
+    assert fact is not None and fact.status == "retired"
+    history = runner.invoke(cli, ["kb", "history", str(ws), "gift-wrap", "--json", *home])
+    assert [json.loads(line)["origin"] for line in history.stdout.splitlines()] == ["files", "cli", "cli"]

@@ -361,3 +361,8 @@ def test_claims_split_only_where_each_part_stands_alone() -> None:
     only = block_claims(Block("It is machine washable at 30 degrees.", (), 1, 1), None)
     assert [f.kind for f in only[0].flags] == ["needs_context"]
     assert claims("How do I return an item? Contact us:") == []
+    # A written sentence is never dropped because its verb is not in the verb list.
+    assert claims('Pick the item and choose "Return". We email you a prepaid label.') == [
+        'Pick the item and choose "Return".',
+        "We email you a prepaid label.",
+    ]

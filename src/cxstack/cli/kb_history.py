@@ -180,3 +180,64 @@ def rollback(
         f"fact {fact_id} is now version {version.number} (the content of version {to_version}); "
         "restart `cxstack serve` to answer with it"
     )
+
+
+def _set_status(
+    workspace: Path, fact_ids: list[str], status: str, reason: str, author: str | None, home: Path | None
+) -> None:
+    from cxstack.domain.ports import FactVersionConflictError
+    from cxstack.knowledge.versions import FactEditError
+    from cxstack.workspace.validate import WorkspaceInvalid
+
+    editor = _editor(workspace, home)
+    who = author or f"{getpass.getuser()} (cli)"
+    failed = False
+    for fact_id in fact_ids:
+        try:
+            latest = editor.history(fact_id)[-1]
+            if latest.content is not None and latest.content.get("status") == status:
+                console.print(f"{fact_id}: already {status}")
+                continue
+            version = editor.edit(
+                fact_id,
+                {"status": status},
+                expected_version=latest.number,
+                author=who,
+                reason=reason,
+                origin="cli",
+            )
+        except (FactEditError, FactVersionConflictError, WorkspaceInvalid) as exc:
+            err.print(f"[red]{escape(fact_id)}: {escape(str(exc))}[/]")
+            failed = True
+            continue
+        console.print(f"{fact_id}: {status} (version {version.number})")
+    if failed:
+        raise typer.Exit(1)
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the history).")]
+AuthorOpt = Annotated[str | None, typer.Option("--author", help="Who (default: the logged-in user).")]
+FactsArg = Annotated[list[str], typer.Argument(help="Fact ids.", show_default=False)]
+
+
+def publish(
+    workspace: WorkspaceArg,
+    fact_ids: FactsArg,
+    reason: ReasonOpt = "approved by its owner",
+    author: AuthorOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Approve draft facts (from `kb ingest` or `kb import --draft`): they answer customers after the next
+    start of the service. Each is a new version, written into its file."""
+    _set_status(workspace, fact_ids, "published", reason, author, home)
+
+
+def retire(
+    workspace: WorkspaceArg,
+    fact_ids: FactsArg,
+    reason: ReasonOpt,
+    author: AuthorOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Stop using facts in answers, keeping them for the record (`kb rollback` brings one back)."""
+    _set_status(workspace, fact_ids, "retired", reason, author, home)

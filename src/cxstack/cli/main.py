@@ -47,6 +47,8 @@ app.add_typer(kb_app, name="kb")
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)
+kb_app.command("publish")(kb_history.publish)
+kb_app.command("retire")(kb_history.retire)
 DEMO_KEY_NAME = "make run demo"
 # soft_wrap: a line piped to a file or another program is never cut at a terminal's 80 columns.
 console = Console(soft_wrap=True)

@@ -148,7 +148,7 @@ class FactVersion:
     content: dict[str, Any] | None
     author: str
     reason: str
-    origin: str  # "files" (seen in the workspace files), "api" (an edit), "rollback"
+    origin: str  # "files" (seen in the workspace files), "api" or "cli" (an edit), "rollback"
     created_at: datetime
 
 

@@ -300,9 +300,12 @@ def _finish(text: str) -> str:
 
 def _is_claim(text: str) -> bool:
     stripped = text.strip()
-    if stripped.endswith(("?", ":")) or len(_words_of(stripped)) < 4:
+    words = len(_words_of(stripped))
+    if stripped.endswith(("?", ":")) or words < 3:
         return False
-    return _has_verb(stripped) or len(_words_of(stripped)) >= 8
+    if stripped.endswith((".", "!")) and words >= 4:
+        return True  # a written sentence, even with a verb the list lacks ("We email you a label.")
+    return _has_verb(stripped) or words >= 8
 
 
 def _fragment(block: Block) -> bool:

@@ -238,6 +238,7 @@ class KnowledgeEditor:
         expected_version: int,
         author: str,
         reason: str,
+        origin: str = "api",
     ) -> FactVersion:
         """Change some fields of a published or draft fact, based on version `expected_version`."""
         if "id" in changes and changes["id"] != fact_id:
@@ -258,7 +259,7 @@ class KnowledgeEditor:
                     "a new fact"
                 )
             fact = _fact({**latest.content, **changes})
-            return self._write(fact, latest, author=author, reason=reason, origin="api")
+            return self._write(fact, latest, author=author, reason=reason, origin=origin)
 
     def create(self, fields: Mapping[str, Any], *, author: str, reason: str, into: str) -> FactVersion:
         """A new fact, appended to the knowledge file `into` (created when missing)."""
