@@ -21,7 +21,7 @@ Without a fitted model (or one fitted with another embedder) `search.py` falls b
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,20 @@ if TYPE_CHECKING:
 
 MODEL_PATH = Path("models") / "knowledge.json"
 NEEDS_EXTRA = ("best", "best_lexical", "best_semantic", "top3", "named", "subject", "question", "words")
-RELEVANCE_FEATURES = ("score", "lexical", "semantic", "ratio", "gap", "rank", "about_subject", "second_gap")
+RELEVANCE_FEATURES = (
+    "score",
+    "lexical",
+    "semantic",
+    "ratio",
+    "gap",
+    "rank",
+    "about_subject",
+    "second_gap",
+    "like_best",
+    "like_others",
+)
+# Fact ids -> cosine between the two facts (KnowledgeIndex.fact_similarity).
+Similarity = Callable[[str, str], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +178,19 @@ def needs_features(
     return np.concatenate([embedding, np.array(extra)])
 
 
-def relevance_features(facts: Sequence[ScoredFact], resolution: SubjectResolution) -> NDArray[np.float64]:
+def relevance_features(
+    facts: Sequence[ScoredFact], resolution: SubjectResolution, similarity: Similarity
+) -> NDArray[np.float64]:
+    """Per fact: its scores, where it stands against the best, and how alike it is to the best fact and to
+    the other top facts (the facts that answer one question tend to say alike things)."""
     if not facts:
         return np.zeros((0, len(RELEVANCE_FEATURES)))
     best = facts[0].score
     second = facts[1].score if len(facts) > 1 else 0.0
     keys = {s.lower() for s in resolution.subjects}
+    ids = [f.fact.id for f in facts]
+    alike = np.array([[similarity(a, b) if a != b else 0.0 for b in ids] for a in ids])
+    others = alike[:, :5].sum(axis=1) / max(1, min(5, len(ids)) - 1)
     rows = [
         [
             f.score,
@@ -181,6 +201,8 @@ def relevance_features(facts: Sequence[ScoredFact], resolution: SubjectResolutio
             1.0 / (rank + 1),
             float(f.fact.subject is not None and f.fact.subject.lower() in keys),
             best - second,
+            1.0 if rank == 0 else float(alike[rank, 0]),
+            float(others[rank]),
         ]
         for rank, f in enumerate(facts)
     ]
@@ -243,7 +265,7 @@ def fit_model(
         needs_rows.append(needs_features(vector, found.facts, found.subject, newest, index.embedder.dim))
         needs_labels.append(int(example.needs_knowledge))
         if example.needs_knowledge and example.relevant:
-            rows = relevance_features(found.facts, found.subject)
+            rows = relevance_features(found.facts, found.subject, index.fact_similarity)
             labels = [f.fact.id in example.relevant for f in found.facts]
             relevance_rows.extend(rows)
             relevance_labels.extend(int(y) for y in labels)

@@ -88,7 +88,9 @@ def search_conversation(
         return ConversationSearch(needs, best, resolution, query, tuple(facts), relevance, selected)
     vector = index.embedder.embed([newest])[0] if newest.strip() else None
     needs_score = fitted.needs_probability(needs_features(vector, facts, resolution, newest, fitted.dim))
-    relevance = tuple(fitted.relevance_probability(relevance_features(facts, resolution)))
+    relevance = tuple(
+        fitted.relevance_probability(relevance_features(facts, resolution, index.fact_similarity))
+    )
     selected = tuple(p >= fitted.select_threshold for p in relevance)
     return ConversationSearch(
         needs_score >= fitted.needs_threshold,
