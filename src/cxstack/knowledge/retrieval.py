@@ -16,6 +16,15 @@ Score fusion, chosen so that the score is an *absolute* number in [0, 1] that on
 
 Per-query min-max normalisation and reciprocal-rank fusion were rejected: both give the best fact of *any*
 query a high score, so an unanswerable question would look answerable.
+
+BM25 is `bm25s` (Lucene's variant, k1 = 1.2, b = 0.75) over this module's tokens (stop words, crude stemmer);
+its raw score is divided by the score of an average-length fact holding each query word once, which keeps the
+lexical score's meaning above. The embedding side is one exact matrix product up to `ANN_MIN_FACTS` facts and
+an HNSW graph (`usearch`, inner product on normalised vectors) above: the nearest `ANN_CANDIDATES` facts by
+meaning plus the best by words are then fused exactly, so a fact found by words alone is never lost.
+
+Eligibility is a filter, never a score: validity on the turn's day, audience (tier, channel), and subject (a
+fact about another subject than the conversation's, `subjects.py`, is out; a fact without a subject stays).
 """
 
 from __future__ import annotations
