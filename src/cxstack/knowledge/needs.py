@@ -1,8 +1,8 @@
 """Does a turn need knowledge, and how likely is each retrieved fact to be relevant: a `KnowledgeModel`.
 
 Two logistic regressions (scikit-learn fits them; numpy applies them), fitted from labelled conversations and
-saved in the workspace as `models/knowledge.json` (`cxstack kb fit`, or the DSTC11 benchmark on its
-development half):
+saved in the workspace as `models/knowledge.json` (`fit_model(...).save(workspace)`; the DSTC11 benchmark
+does so on its development half):
 
 * **needs knowledge** over the newest message's sentence embedding (the workspace's embedder) plus what the
   search found: the best fact's fused, lexical and semantic scores, the mean of the best three, whether a
