@@ -742,6 +742,73 @@ def kb_ground(
     console.print(table)
 
 
+@kb_app.command("search")
+def kb_search(
+    workspace: WorkspaceArg,
+    query: Annotated[str | None, typer.Argument(help="A question (or use --batch).")] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            help='JSONL, one {"id", "messages": [texts, oldest first]} per line; - for stdin.',
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per conversation.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10, help="Facts per conversation.")] = 10,
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Does a conversation's newest turn need knowledge, which subject is it about, and which facts answer it
+    (best first, with the workspace's fitted scores when it has models/knowledge.json). Each line of a batch
+    gets {"id", "needs_knowledge", "subject", "facts": [{"id", "score", "selected"}]}; a line that cannot be
+    read gets {"id", "error"} and the others are still answered."""
+    from cxstack.cli.services import open_knowledge, search_lines
+
+    if (query is None) == (batch is None):
+        err.print("[red]give a question or --batch FILE (not both)[/]")
+        raise typer.Exit(2)
+    loaded = _load_or_exit(workspace)
+    if batch is not None:
+        lines = sys.stdin.read().splitlines() if str(batch) == "-" else _read_lines(batch)
+    else:
+        lines = [json.dumps({"id": "query", "messages": [query]})]
+    with err.status("indexing knowledge…"):
+        knowledge = open_knowledge(loaded, embedder)
+    results = search_lines(
+        knowledge.index,
+        lines,
+        model=knowledge.model,
+        min_score=knowledge.min_score,
+        k=limit,
+        progress=err if len(lines) > 20 else None,
+    )
+    if as_json:
+        for result in results:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    for result in results:
+        if "error" in result:
+            err.print(f"[red]{result['id']}: {result['error']}[/]")
+            continue
+        needs = "yes" if result["needs_knowledge"] else "no"
+        table = Table(
+            "fact",
+            "score",
+            "selected",
+            "text",
+            title=f"{result['id']}: needs knowledge {needs} ({result['needs_score']:.2f}), "
+            f"subject {result['subject'] or '-'}",
+        )
+        for fact in result["facts"]:
+            found = knowledge.index.get(fact["id"])
+            table.add_row(
+                fact["id"],
+                f"{fact['score']:.3f}",
+                "yes" if fact["selected"] else "",
+                found.text if found else "",
+            )
+        console.print(table)
+
+
 @kb_app.command("import")
 def kb_import(
     workspace: WorkspaceArg,

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from cxstack.workspace.workspace import Workspace
 
 if TYPE_CHECKING:
     from cxstack.app import Engine, Settings
+    from cxstack.knowledge.needs import KnowledgeModel
+    from cxstack.knowledge.retrieval import KnowledgeIndex
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -465,4 +468,76 @@ def ground_lines(
                 "unsupported": result.unsupported,
             }
         )
+    return results
+
+
+@dataclass(frozen=True)
+class KnowledgeSearch:
+    """What `kb search` needs from a workspace: its index, its fitted model (if any), its threshold."""
+
+    index: KnowledgeIndex
+    model: KnowledgeModel | None
+    min_score: float
+
+
+def open_knowledge(workspace: Workspace, embedder_name: str | None = None) -> KnowledgeSearch:
+    from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+    from cxstack.knowledge.needs import load_model
+    from cxstack.knowledge.retrieval import KnowledgeIndex
+
+    embedder = CachedEmbedder(load_embedder(embedder_name or workspace.settings.embedder))
+    return KnowledgeSearch(
+        KnowledgeIndex(workspace.facts, embedder),
+        load_model(workspace.root),
+        workspace.settings.thresholds.knowledge_min_score,
+    )
+
+
+def _conversation(item: Any) -> list[str]:
+    """The `messages` of a search line: texts oldest first (or objects with a "text")."""
+    if not isinstance(item, dict):
+        raise ValueError("a line must be a JSON object")
+    messages = item.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError('"messages" must be a non-empty list of texts, oldest first')
+    texts: list[str] = []
+    for message in messages:
+        text = message.get("text") if isinstance(message, dict) else message
+        if not isinstance(text, str):
+            raise ValueError('each message must be a text (or an object with a "text")')
+        texts.append(text)
+    return texts
+
+
+def search_lines(
+    index: KnowledgeIndex,
+    lines: Sequence[str],
+    *,
+    model: KnowledgeModel | None,
+    min_score: float,
+    k: int = 10,
+    progress: Console | None = None,
+) -> list[dict[str, Any]]:
+    """`cxstack kb search --batch`: one result per non-empty line, in order; a bad line gets its own error."""
+    from cxstack.knowledge.search import search_conversation
+
+    results: list[dict[str, Any]] = []
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    steps = (
+        track(numbered, description="searching", console=progress, transient=True)
+        if progress is not None
+        else numbered
+    )
+    for number, line in steps:
+        identifier: Any = f"line {number}"
+        try:
+            item = json.loads(line)
+            if isinstance(item, dict):
+                identifier = item.get("id", identifier)
+            messages = _conversation(item)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            results.append({"id": identifier, "error": str(exc)})
+            continue
+        found = search_conversation(index, messages, model=model, min_score=min_score, k=k)
+        results.append({"id": identifier, **found.to_json()})
     return results

@@ -16,22 +16,33 @@ Score fusion, chosen so that the score is an *absolute* number in [0, 1] that on
 
 Per-query min-max normalisation and reciprocal-rank fusion were rejected: both give the best fact of *any*
 query a high score, so an unanswerable question would look answerable.
+
+BM25 is `bm25s` (Lucene's variant, k1 = 1.2, b = 0.75) over this module's tokens (stop words, crude stemmer);
+its raw score is divided by the score of an average-length fact holding each query word once, which keeps the
+lexical score's meaning above. The embedding side is one exact matrix product up to `ANN_MIN_FACTS` facts and
+an HNSW graph (`usearch`, inner product on normalised vectors) above: the nearest `ANN_CANDIDATES` facts by
+meaning plus the best by words are then fused exactly, so a fact found by words alone is never lost.
+
+Eligibility is a filter, never a score: validity on the turn's day, audience (tier, channel), and subject (a
+fact about another subject than the conversation's, `subjects.py`, is out; a fact without a subject stays).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import date
 
+import bm25s
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from cxstack.knowledge.models import ScoredFact
 from cxstack.knowledge.ports import Embedder
+from cxstack.knowledge.subjects import SubjectResolver
 from cxstack.workspace.models import FactConfig
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -106,60 +117,73 @@ def is_valid_on(fact: FactConfig, day: date) -> bool:
     return not (fact.valid_to is not None and day > fact.valid_to)
 
 
-class _BM25:
-    """Okapi BM25 over a fixed corpus, as one sparse (facts × vocabulary) matrix of per-term weights."""
+class _Lexical:
+    """BM25 (Lucene's variant, via `bm25s`) with scores normalised to [0, 1] as the module docstring says.
+
+    bm25s scores a document d for query terms t as Σ idf(t) · tf / (tf + k1 · (1 − b + b · |d| / avgdl)),
+    idf(t) = ln(1 + (N − df + 0.5) / (df + 0.5)). A fact of average length holding each query term once scores
+    Σ idf(t) / (1 + k1): that is the denominator here, so 1.0 still means "every informative word of the
+    question is in this fact"."""
 
     def __init__(self, documents: Sequence[list[str]], *, k1: float = 1.2, b: float = 0.75) -> None:
-        self.vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        counts: list[float] = []
-        lengths = np.array([len(d) for d in documents], dtype=np.float64)
-        for row, tokens in enumerate(documents):
-            tf: dict[int, int] = {}
-            for token in tokens:
-                col = self.vocabulary.setdefault(token, len(self.vocabulary))
-                tf[col] = tf.get(col, 0) + 1
-            for col, count in tf.items():
-                rows.append(row)
-                cols.append(col)
-                counts.append(float(count))
-        n_docs = len(documents)
-        self.n_docs = n_docs
-        tf_matrix = sparse.csr_matrix(
-            (np.array(counts), (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64))),
-            shape=(n_docs, len(self.vocabulary)),
-        )
-        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocabulary)).astype(np.float64)
-        self.idf: NDArray[np.float64] = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        self.n_docs = len(documents)
+        self.k1 = k1
+        df: Counter[str] = Counter()
+        for tokens in documents:
+            df.update(set(tokens))
+        self.idf: dict[str, float] = {
+            t: math.log1p((self.n_docs - n + 0.5) / (n + 0.5)) for t, n in df.items()
+        }
         # An unseen query word weighs like the rarest indexed word: it lowers the score without dominating it.
-        self.unseen_idf = math.log1p((n_docs - 1 + 0.5) / 1.5)
-        avg_length = float(lengths.mean()) if n_docs and lengths.mean() > 0 else 1.0
-        weights = tf_matrix.tocoo()
-        doc_norm = k1 * (1 - b + b * lengths[weights.row] / avg_length)
-        data = self.idf[weights.col] * weights.data * (k1 + 1) / (weights.data + doc_norm)
-        self.weights = sparse.csr_matrix((data, (weights.row, weights.col)), shape=tf_matrix.shape)
+        self.unseen_idf = math.log1p((self.n_docs - 1 + 0.5) / 1.5)
+        self._bm25: bm25s.BM25 | None = None
+        if df:  # bm25s cannot index a corpus without a single word
+            self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
+            self._bm25.index([list(d) for d in documents], show_progress=False)
 
     def normalised_scores(self, query_tokens: Sequence[str]) -> NDArray[np.float64]:
-        """BM25 of every document divided by the query's idf mass: in [0, 1] after clipping."""
-        distinct = set(query_tokens)
-        if not distinct or self.n_docs == 0:
+        """BM25 of every document divided by the query's reference score: in [0, 1] after clipping."""
+        distinct = sorted(set(query_tokens))
+        known = [t for t in distinct if t in self.idf]
+        if not known or self._bm25 is None:
             return np.zeros(self.n_docs)
-        known = [self.vocabulary[t] for t in distinct if t in self.vocabulary]
-        mass = float(self.idf[known].sum()) + self.unseen_idf * (len(distinct) - len(known))
-        if not known or mass <= 0:
+        mass = (sum(self.idf[t] for t in known) + self.unseen_idf * (len(distinct) - len(known))) / (
+            1.0 + self.k1
+        )
+        if mass <= 0:
             return np.zeros(self.n_docs)
-        query = np.zeros(len(self.vocabulary))
-        query[known] = 1.0
-        raw = np.asarray(self.weights @ query, dtype=np.float64).ravel()
+        raw = np.asarray(self._bm25.get_scores(known), dtype=np.float64)
         return np.clip(raw / mass, 0.0, 1.0)
 
 
+# Above this many indexed facts the embedding side is searched through an HNSW index (usearch) instead of one
+# exact matrix product; below it the exact product is faster than building a graph and loses nothing.
+ANN_MIN_FACTS = 5000
+# How many nearest facts the ANN returns per search, before filtering and fusion (also the BM25 candidates).
+ANN_CANDIDATES = 256
+
+
+class _VectorIndex:
+    """Approximate nearest neighbours by inner product (= cosine: the vectors are L2-normalised)."""
+
+    def __init__(self, embeddings: NDArray[np.float32]) -> None:
+        from usearch.index import Index
+
+        self._index = Index(ndim=int(embeddings.shape[1]), metric="ip", dtype="f32", expansion_search=128)
+        self._index.add(np.arange(len(embeddings), dtype=np.uint64), embeddings, threads=1)
+        self.size = len(embeddings)
+
+    def nearest(self, vector: NDArray[np.float32], count: int) -> NDArray[np.int64]:
+        matches = self._index.search(vector, min(count, self.size), threads=1)
+        return np.asarray(matches.keys, dtype=np.int64)
+
+
 class KnowledgeIndex:
-    """Every fact, indexed once: embeddings (one batch) and BM25 weights. A search is one query embedding plus
-    a sparse and a dense matrix-vector product, over the facts valid on the day it asks about (the turn's
-    day, not the day the engine was built: a long-running service must not keep answering with a fact that
-    expired at midnight)."""
+    """Every fact, indexed once: embeddings (one batch), BM25 and, above `ann_min_facts`, an HNSW graph. A
+    search is one query embedding plus a sparse and a dense product, over the facts that may answer: valid on
+    the day it asks about (the turn's day, not the day the engine was built: a long-running service must not
+    keep answering with a fact that expired at midnight), meant for the customer's tier and channel, and not
+    about another subject than the one the conversation is about (`subjects`)."""
 
     def __init__(
         self,
@@ -170,6 +194,7 @@ class KnowledgeIndex:
         lexical_weight: float = 0.5,
         intent_boost: float = 0.25,
         tag_boost: float = 0.10,
+        ann_min_facts: int = ANN_MIN_FACTS,
     ) -> None:
         if not 0.0 <= lexical_weight <= 1.0:
             raise ValueError("lexical_weight must be in [0, 1]")
@@ -187,15 +212,25 @@ class KnowledgeIndex:
         )
         self._dated = np.array([f.valid_from is not None or f.valid_to is not None for f in self.facts], bool)
         self._position = {f.id: i for i, f in enumerate(self.facts)}
-        self._bm25 = _BM25([tokenize(f.text) for f in self.facts])
+        self.subjects = SubjectResolver((f.subject, f.text) for f in self.facts)
+        self._subject_of = np.array(
+            [self.subjects.key(f.subject) if f.subject else "" for f in self.facts], dtype=object
+        )
+        self._lexical = _Lexical([tokenize(f.text) for f in self.facts])
         self._embeddings: NDArray[np.float32] = (
             embedder.embed([f.text for f in self.facts])
             if self.facts
             else np.zeros((0, embedder.dim), dtype=np.float32)
         )
+        self.ann_min_facts = ann_min_facts
+        self._ann = _VectorIndex(self._embeddings) if len(self.facts) >= ann_min_facts else None
 
     def __len__(self) -> int:
         return len(self.facts)
+
+    @property
+    def uses_ann(self) -> bool:
+        return self._ann is not None
 
     def get(self, fact_id: str) -> FactConfig | None:
         position = self._position.get(fact_id)
@@ -222,6 +257,13 @@ class KnowledgeIndex:
             mask[i] = (not tiers or tier in tiers) and (not channels or channel in channels)
         return mask
 
+    def subject_mask(self, subjects: Sequence[str]) -> NDArray[np.bool_]:
+        """Facts about none of `subjects` are out; facts without a subject stay. No subjects: all stay."""
+        if not subjects:
+            return np.ones(len(self.facts), dtype=bool)
+        keys = {self.subjects.key(s) for s in subjects}
+        return np.array([not key or key in keys for key in self._subject_of], dtype=bool)
+
     def excluded(self, on: date | None = None) -> tuple[FactConfig, ...]:
         """Facts not valid on `on` (not yet or no longer)."""
         mask = self.valid_mask(on)
@@ -237,20 +279,32 @@ class KnowledgeIndex:
         on: date | None = None,
         tier: str | None = None,
         channel: str | None = None,
+        subjects: Sequence[str] = (),
+        lexical_weight: float | None = None,
     ) -> list[ScoredFact]:
-        """The k best facts for `query` among those valid on `on` and meant for `tier` and `channel` (a
-        fact with an audience is left out when they are unknown), best first, with fused scores in [0, 1]."""
+        """The k best facts for `query` among those valid on `on`, meant for `tier` and `channel` (a fact with
+        an audience is left out when they are unknown) and about one of `subjects` or about no subject (all
+        subjects when empty), best first, with fused scores in [0, 1]."""
         if not self.facts or not query.strip() or k <= 0:
             return []
-        lexical = self._bm25.normalised_scores(tokenize(query))
+        eligible = self.valid_mask(on) & self.audience_mask(tier, channel) & self.subject_mask(subjects)
         query_vector = self.embedder.embed([query])[0]
-        semantic = np.clip(self._embeddings @ query_vector, 0.0, 1.0).astype(np.float64)
-        fused = self.lexical_weight * lexical + (1.0 - self.lexical_weight) * semantic
+        lexical = self._lexical.normalised_scores(tokenize(query))
+        rows = np.flatnonzero(eligible)
+        if self._ann is not None and len(rows) >= self.ann_min_facts:
+            # Candidates: the nearest facts by meaning plus the best by words, then fused exactly.
+            count = max(ANN_CANDIDATES, 4 * k)
+            near = self._ann.nearest(query_vector, count)
+            by_words = np.argsort(-lexical, kind="stable")[:count]
+            candidates = np.union1d(near, by_words[lexical[by_words] > 0])
+            rows = candidates[eligible[candidates]]
+        semantic = np.zeros(len(self.facts))
+        semantic[rows] = np.clip(self._embeddings[rows] @ query_vector, 0.0, 1.0)
+        weight = self.lexical_weight if lexical_weight is None else lexical_weight
+        fused = weight * lexical + (1.0 - weight) * semantic
         boosts = self._boosts(intent, tags)
         scores = np.clip(fused * (1.0 + boosts), 0.0, 1.0)
-        valid = self.valid_mask(on) & self.audience_mask(tier, channel)
-        scores = np.where(valid, scores, -1.0)
-        top = [i for i in np.argsort(-scores, kind="stable")[:k] if valid[i]]
+        order = rows[np.argsort(-scores[rows], kind="stable")][:k]
         return [
             ScoredFact(
                 fact=self.facts[i],
@@ -259,7 +313,7 @@ class KnowledgeIndex:
                 semantic=float(semantic[i]),
                 boost=float(boosts[i]),
             )
-            for i in top
+            for i in order
         ]
 
     def _boosts(self, intent: str | None, tags: Sequence[str]) -> NDArray[np.float64]:

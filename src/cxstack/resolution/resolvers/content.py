@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 from cxstack.domain.models import Role
@@ -26,6 +27,12 @@ def previous_customer_text(ctx: TurnContext) -> str | None:
     return earlier[-1].text if earlier else None
 
 
+def conversation_texts(ctx: TurnContext, text: str) -> list[str]:
+    """The conversation's texts, oldest first, customer and agent alike, ending with this turn's `text`."""
+    earlier = [m.text for m in ctx.history if m.id != ctx.message.id and m.text.strip()]
+    return [*earlier, text]
+
+
 class ContentResolver:
     mechanism = "content"
 
@@ -34,7 +41,9 @@ class ContentResolver:
         self.candidates = candidates
         self.grounding = GroundingChecker()  # the lexical model: the same on every embedder
 
-    def _search(self, query: str, plan: ResolutionPlan, ctx: TurnContext) -> list[ScoredFact]:
+    def _search(
+        self, query: str, plan: ResolutionPlan, ctx: TurnContext, subjects: Sequence[str] = ()
+    ) -> list[ScoredFact]:
         assert self.knowledge is not None
         day = ctx.now.astimezone(ZoneInfo(ctx.workspace.strategy.timezone)).date()
         return self.knowledge.search(
@@ -45,6 +54,7 @@ class ContentResolver:
             on=day,
             tier=ctx.business.tier if ctx.business else None,
             channel=ctx.conversation.channel,
+            subjects=subjects,
         )
 
     async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
@@ -52,16 +62,19 @@ class ContentResolver:
         if self.knowledge is None or not text:
             return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER)
         query = text
-        results = self._search(text, plan, ctx)
+        # The subject is read from the whole conversation: facts about another product or plan are out.
+        subject = self.knowledge.subjects.resolve(conversation_texts(ctx, text))
+        results = self._search(text, plan, ctx, subject.subjects)
         previous = previous_customer_text(ctx)
         if previous and len(text.split()) <= FOLLOW_UP_MAX_WORDS:
             combined_query = f"{previous} {text}"
-            combined = self._search(combined_query, plan, ctx)
+            combined = self._search(combined_query, plan, ctx, subject.subjects)
             if combined and (not results or combined[0].score > results[0].score):
                 query, results = combined_query, combined
         detail: dict[str, object] = {
             "query": query,
             "on": ctx.now.isoformat(),
+            "subject": {"name": subject.subject, "eligible": list(subject.subjects), "via": subject.via},
             "candidates": [
                 {
                     "fact_id": r.fact.id,
