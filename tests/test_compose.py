@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date
 
 from cxstack.integrations.embedders.hashing import HashingEmbedder
-from cxstack.knowledge.compose import compose_answer
+from cxstack.knowledge.compose import PartAnswer, compose_answer, compose_parts
 from cxstack.knowledge.models import ScoredFact
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.workspace.models import FactConfig
@@ -73,3 +73,18 @@ def test_tone_prefix() -> None:
     assert formal is not None and formal.text == "Thank you for your question. Our office opens at 9."
     assert warm is not None and warm.text.startswith("Happy to help! ")
     assert unknown is not None and unknown.text == "Our office opens at 9."
+
+
+def test_parts_are_answered_in_order_with_the_weakest_as_confidence() -> None:
+    first = compose_answer([scored("a", "Returns take 30 days", 0.9)], min_score=0.3)
+    second = compose_answer([scored("b", "Shipping is free", 0.5)], min_score=0.3)
+    answer = compose_parts(
+        [PartAnswer("returns?", first), PartAnswer("gift wrap?", None), PartAnswer("shipping?", second)],
+        tone="warm",
+        unanswered=lambda q: f"No answer for {q}.",
+    )
+    assert answer is not None
+    assert answer.text == "Happy to help! Returns take 30 days. Shipping is free. No answer for gift wrap."
+    assert answer.fact_ids == ("a", "b") and answer.score == 0.5
+    assert answer.unanswered == ("No answer for gift wrap.",)
+    assert compose_parts([PartAnswer("x?", None)], unanswered=str) is None

@@ -342,3 +342,41 @@ def test_cli_publishes_drafts_and_retires_facts(ws: Path, tmp_path: Path) -> Non
     assert fact is not None and fact.status == "retired"
     history = runner.invoke(cli, ["kb", "history", str(ws), "gift-wrap", "--json", *home])
     assert [json.loads(line)["origin"] for line in history.stdout.splitlines()] == ["files", "cli", "cli"]
+
+
+def test_kb_impact_replay_shows_the_answers_a_fact_change_alters(ws: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    home = tmp_path / "home"
+
+    async def converse() -> None:
+        cx = build(Settings(home=home, workspace=ws, embedder="hashing", burst_window_ms=0))
+        await cx.start()
+        try:
+            for conversation, text in (("c-ret", "what is your return policy"), ("c-ship", "shipping time?")):
+                await cx.post_message(conversation, text, customer_id="cus_1", verified=True)
+                await cx.wait_idle(conversation)
+        finally:
+            await cx.stop()
+
+    asyncio.run(converse())
+    path = ws / RETURNS
+    path.write_text(path.read_text().replace("within 30 days of delivery", "within 45 days of delivery"))
+
+    runner = CliRunner()
+    impact = runner.invoke(
+        cli,
+        ["kb", "impact", str(ws), "return-window", "--replay", "--json", "--home", str(home)],
+        env={"CXSTACK_EMBEDDER": "hashing"},
+    )
+    assert impact.exit_code == 0, impact.output
+    replay = json.loads(impact.stdout)["replay"]
+    assert [r["conversation_id"] for r in replay] == ["c-ret"]  # only the conversation that cited it
+    (turn,) = replay
+    assert turn["changed"] and "30 days" in turn["before"] and "45 days" in turn["after"]
+    assert turn["facts_before"] == turn["facts_after"] and "return-window" in turn["facts_after"]
+
+    unchanged = runner.invoke(
+        cli, ["kb", "impact", str(ws), "shipping-speed", "--replay", "--home", str(home)]
+    )
+    assert unchanged.exit_code == 1 and "nothing earlier to compare with" in unchanged.output

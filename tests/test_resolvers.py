@@ -228,6 +228,32 @@ def test_short_follow_up_uses_the_previous_question(runner: asyncio.Runner, cont
     assert outcome.facts[0].fact_id == "ship-us"
 
 
+def test_each_question_of_several_is_answered_in_order_and_an_unanswered_one_is_named(
+    runner: asyncio.Runner, content: ContentResolver
+) -> None:
+    outcome = Chat(runner, workspace()).say(
+        content,
+        "shipping_question",
+        "How do I reset my password? How long does shipping to Canada take? Can I pay with bitcoin?",
+    )
+    assert outcome.kind == "reply" and outcome.reply is not None
+    assert [f.fact_id for f in outcome.facts] == ["pw", "ship-ca"]  # the customer's order
+    assert outcome.reply.index("Forgot password") < outcome.reply.index("5 to 7 business days")
+    assert outcome.reply.endswith(
+        "I couldn't find an answer to “Can I pay with bitcoin”; just ask if you'd like me to pass it to a "
+        "colleague."
+    )
+    assert [p["facts"] for p in outcome.detail["parts"]] == [["pw"], ["ship-ca"], []]
+    assert outcome.detail["grounding"]["supported"] is True
+    # One fact answering two parts is said once; a story sentence is context, not a question.
+    again = Chat(runner, workspace()).say(
+        content,
+        "shipping_question",
+        "I live in Toronto. How long does shipping to Canada take? How many days to Canada?",
+    )
+    assert again.reply == "Shipping to Canada takes 5 to 7 business days."
+
+
 def test_content_tone_prefix_comes_from_business_context(
     runner: asyncio.Runner, content: ContentResolver
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cxstack.orchestration.segments import split_requests
+from cxstack.domain.segments import split_requests
 
 
 @pytest.mark.parametrize(

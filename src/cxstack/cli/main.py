@@ -1066,9 +1066,25 @@ def kb_impact(
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="How many of the newest turns to scan.")
     ] = 5000,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Re-run those conversations with the fact's earlier version and with its current one "
+            "(throwaway stores, dry-run actions) and show the answers that change.",
+        ),
+    ] = False,
+    against: Annotated[
+        int | None,
+        typer.Option("--against", min=1, help="The earlier version to compare with (default: the previous)."),
+    ] = None,
+    conversations: Annotated[
+        int, typer.Option("--conversations", min=1, help="How many of the newest conversations to replay.")
+    ] = 20,
+    embedder: EmbedderOpt = None,
 ) -> None:
     """Which intents declare a fact and which recent conversations' answers cited it (from the traces in the
-    state folder): what a change to it would touch."""
+    state folder): what a change to it would touch. With --replay, what the change does to those answers."""
     from difflib import get_close_matches
 
     from cxstack.app import open_store
@@ -1086,9 +1102,27 @@ def kb_impact(
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         err.print(f"[red]no fact `{fact_id}` in {workspace}{hint}[/]")
         raise typer.Exit(1)
-    impact = fact_impact(open_store(_settings(home)), fact, limit=limit)
+    store = open_store(_settings(home))
+    impact = fact_impact(store, fact, limit=limit)
+    changes = None
+    if replay:
+        changes = _replayed_changes(loaded, fact.id, store, impact, against, conversations, embedder)
     if as_json:
-        sys.stdout.write(json.dumps(impact.to_json(), ensure_ascii=False) + "\n")
+        payload = impact.to_json()
+        if changes is not None:
+            payload["replay"] = [
+                {
+                    "conversation_id": c.conversation_id,
+                    "text": c.text,
+                    "before": c.before,
+                    "after": c.after,
+                    "facts_before": list(c.facts_before),
+                    "facts_after": list(c.facts_after),
+                    "changed": c.changed,
+                }
+                for c in changes
+            ]
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return
     declared = ", ".join(impact.declared_intents) or "none"
     console.print(
@@ -1100,6 +1134,52 @@ def kb_impact(
         table.add_row(use.at[:19], use.conversation_id, use.intent or "", use.outcome, (use.reply or "")[:80])
     if impact.uses:
         console.print(table)
+    if changes is not None:
+        changed = [c for c in changes if c.changed]
+        console.print(
+            f"replayed {len({c.conversation_id for c in changes})} conversation(s), "
+            f"{len(changes)} message(s): {len(changed)} answer(s) change"
+        )
+        diff = Table("conversation", "customer", "before", "after")
+        for change in changed:
+            before, after = (change.before or "—")[:90], (change.after or "—")[:90]
+            diff.add_row(change.conversation_id, change.text[:60], before, after)
+        if changed:
+            console.print(diff)
+
+
+def _replayed_changes(
+    workspace: Any,
+    fact_id: str,
+    store: Any,
+    impact: Any,
+    against: int | None,
+    conversations: int,
+    embedder: str | None,
+) -> list[Any]:
+    from cxstack.cli.services import replay_fact_change, stored_scripts
+    from cxstack.knowledge.versions import FactEditError, KnowledgeEditor
+
+    try:
+        versions = KnowledgeEditor(workspace.root, store).history(fact_id)
+    except FactEditError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    earlier_number = against if against is not None else versions[-1].number - 1
+    earlier = next((v for v in versions if v.number == earlier_number), None)
+    if earlier is None or earlier_number >= versions[-1].number:
+        err.print(
+            f"[red]fact {fact_id} has {len(versions)} version(s): nothing earlier to compare with "
+            f"{'(pass --against N)' if len(versions) > 1 else '(change it first)'}[/]"
+        )
+        raise typer.Exit(1)
+    ids = list(dict.fromkeys(use.conversation_id for use in impact.uses))[:conversations]
+    scripts = stored_scripts(store, ids)
+    err.print(
+        f"replaying {len(scripts)} conversation(s) with version {earlier.number} and version "
+        f"{versions[-1].number} of {fact_id} …"
+    )
+    return replay_fact_change(workspace, fact_id, earlier.content, scripts, embedder_name=embedder)
 
 
 def _read_lines(path: Path) -> list[str]:

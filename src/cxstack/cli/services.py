@@ -541,3 +541,91 @@ def search_lines(
         found = search_conversation(index, messages, model=model, min_score=min_score, k=k)
         results.append({"id": identifier, **found.to_json()})
     return results
+
+
+# ---- kb impact --replay ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedChange:
+    conversation_id: str
+    text: str  # the customer's message
+    before: str | None  # the reply with the fact's earlier version
+    after: str | None  # the reply with its current version
+    facts_before: tuple[str, ...]
+    facts_after: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after or self.facts_before != self.facts_after
+
+
+def stored_scripts(store: Store, conversation_ids: Sequence[str]) -> list[ScriptedConversation]:
+    """The customer messages of stored conversations, as scripts to replay (same customer and channel)."""
+    from cxstack.domain.models import ConversationId, Customer, Role
+
+    scripts = []
+    for conversation_id in conversation_ids:
+        conversation = store.get_conversation(ConversationId(conversation_id))
+        if conversation is None:
+            continue
+        texts = [m.text for m in store.list_messages(conversation.id) if m.role == Role.CUSTOMER]
+        customer = store.get_customer(conversation.customer_id) or Customer(id=conversation.customer_id)
+        if texts:
+            scripts.append(
+                ScriptedConversation(
+                    id=conversation_id,
+                    customer=customer,
+                    channel=conversation.channel,
+                    messages=tuple(texts),
+                    verified=conversation.verified,
+                )
+            )
+    return scripts
+
+
+def replay_fact_change(
+    workspace: Workspace,
+    fact_id: str,
+    earlier: dict[str, Any] | None,
+    scripts: Sequence[ScriptedConversation],
+    *,
+    embedder_name: str | None = None,
+) -> list[ReplayedChange]:
+    """The scripts run twice through the service (throwaway stores, dry-run actions, the same moment): with
+    the fact as it was (`earlier`; None: it did not exist) and as the workspace has it now. Only the fact
+    differs between the two runs, so a changed reply is the fact change's doing."""
+    import asyncio
+
+    from cxstack.app import build_engine
+    from cxstack.workspace.loader import canonical_content, workspace_from_content
+
+    content = canonical_content(workspace)
+    others = [f for f in content["facts"] if f["id"] != fact_id]
+    before_content = {
+        **content,
+        "facts": sorted([*others, *([earlier] if earlier else [])], key=lambda f: f["id"]),
+    }
+    before_workspace = workspace_from_content(before_content, root=workspace.root)
+    at = datetime.now().astimezone()
+    runs = []
+    for version in (before_workspace, workspace):
+        engine = build_engine(version, embedder_name=embedder_name, dry_run_actions=True)
+        try:
+            runs.append(asyncio.run(replay_in_service(engine, scripts, None, at=at)))
+        finally:
+            asyncio.run(engine.aclose())
+    changes = []
+    for before, after in zip(runs[0], runs[1], strict=True):
+        for old, new in zip(before.turns, after.turns, strict=True):
+            changes.append(
+                ReplayedChange(
+                    conversation_id=before.script.id,
+                    text=old.text,
+                    before=old.reply,
+                    after=new.reply,
+                    facts_before=old.facts,
+                    facts_after=new.facts,
+                )
+            )
+    return changes

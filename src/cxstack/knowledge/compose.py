@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cxstack.knowledge.models import ComposedAnswer, ScoredFact
 
@@ -59,3 +60,35 @@ def compose_answer(
     if prefix:
         parts.insert(0, prefix)
     return ComposedAnswer(text=" ".join(p for p in parts if p), facts=tuple(chosen))
+
+
+@dataclass(frozen=True, slots=True)
+class PartAnswer:
+    """One part of a question of several parts, and the facts that answer it (None: no fact does)."""
+
+    question: str
+    answer: ComposedAnswer | None
+
+
+def compose_parts(
+    parts: Sequence[PartAnswer], *, tone: str | None = None, unanswered: Callable[[str], str]
+) -> ComposedAnswer | None:
+    """One reply for a question of several parts: the answers in the order the customer asked, each fact
+    once (two parts answered by the same fact are answered once), then one sentence per part no fact
+    answers (`unanswered(question)`). None when no part is answered."""
+    used: list[ScoredFact] = []
+    texts: list[str] = []
+    for part in parts:
+        if part.answer is None:
+            continue
+        fresh = [f for f in part.answer.facts if all(f.fact.id != u.fact.id for u in used)]
+        used.extend(fresh)
+        texts.extend(_sentence(f.fact.text) for f in fresh)
+    if not used:
+        return None
+    prefix = TONE_PREFIXES.get((tone or "").strip().lower())
+    missing = [unanswered(p.question.strip().rstrip("?.!").strip()) for p in parts if p.answer is None]
+    text = " ".join([*([prefix] if prefix else []), *texts, *missing])
+    # The best of the weakest: a reply is only as sure as its least certain answered part.
+    weakest = min(p.answer.score for p in parts if p.answer is not None)
+    return ComposedAnswer(text=text, facts=tuple(used), confidence=weakest, unanswered=tuple(missing))

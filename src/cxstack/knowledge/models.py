@@ -28,6 +28,8 @@ class ComposedAnswer:
 
     text: str
     facts: tuple[ScoredFact, ...]
+    confidence: float | None = None  # set for an answer of several parts: its weakest part's score
+    unanswered: tuple[str, ...] = ()  # the sentences saying which parts no fact answers (not claims)
 
     @property
     def fact_ids(self) -> tuple[str, ...]:
@@ -35,6 +37,8 @@ class ComposedAnswer:
 
     @property
     def score(self) -> float:
+        if self.confidence is not None:
+            return self.confidence
         return self.facts[0].score if self.facts else 0.0
 
     def citations(self) -> list[FactCitation]:

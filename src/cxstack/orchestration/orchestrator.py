@@ -45,13 +45,13 @@ from cxstack.domain.models import (
     TraceStep,
     new_id,
 )
+from cxstack.domain.segments import Segment, split_requests
 from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration import context as turn_context
 from cxstack.orchestration.handoff import build_packet
 from cxstack.orchestration.language import LANGUAGE_NAMES, detect_language, unsupported_language_reply
 from cxstack.orchestration.policy import decide, should_clarify
 from cxstack.orchestration.ports import ResolverLookup, Router
-from cxstack.orchestration.segments import Segment, split_requests
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.planner import HUMAN, plan_out_of_scope
 from cxstack.resolution.planner import plan as plan_resolution
@@ -394,7 +394,13 @@ class Orchestrator:
             other = _join([seg for seg, p in pairs if p.intent == second[1].intent])
             secondary = _Request(second[1], "segment", focus=other, request_text=other)
             primary_text = _join([seg for seg, p in pairs if p.intent != second[1].intent])
-        own = [seg for seg, p in pairs if p.intent == primary_intent]
+        # A question no intent claims stays with the request: its answer can say it found nothing for it,
+        # rather than pass over it in silence.
+        own = [
+            seg
+            for seg, p in pairs
+            if p.intent == primary_intent or (p.intent is None and seg.text.rstrip().endswith("?"))
+        ]
         # Retrieval looks at the request's own sentences, not at the greeting or the story around them.
         focus = _join(own) if len(own) < len(segments) else None
         how = "router" if first is raw and not (long or secondary) else "segment"

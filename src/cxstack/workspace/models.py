@@ -158,6 +158,11 @@ class Replies(_Strict):
         description="Said instead of an answer the assistant is not sure of (the draft goes to the person), "
         "and when it hands off because it could not understand or answer.",
     )
+    unanswered_part: str = Field(
+        "I couldn't find an answer to “{question}”; just ask if you'd like me to pass it to a colleague.",
+        description="Said after the answers to a question of several parts, for each part no fact answers. "
+        "{question} is that part, as the customer wrote it.",
+    )
     waiting: str = Field(
         "Thanks, I've added this to your conversation. {team_cap} has it and will reply here.",
         description="Acknowledges a message sent while the conversation waits for a person (at most every "

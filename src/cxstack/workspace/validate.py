@@ -662,7 +662,7 @@ def _check_settings(check: WorkspaceCheck) -> None:
             "add it to escalation.queues or pick one of them",
             "warning",
         )
-    allowed = {"scope", "name", "team", "team_cap", "value", "prompt"}
+    allowed = {"scope", "name", "team", "team_cap", "value", "prompt", "question"}
     for reply_name, template in settings.replies.model_dump().items():
         try:
             fields = {p[1] for p in string.Formatter().parse(str(template)) if p[1] is not None}

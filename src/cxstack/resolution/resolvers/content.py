@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 from cxstack.domain.models import Role
+from cxstack.domain.segments import split_requests, words
 from cxstack.domain.turn import Outcome, ResolutionPlan
-from cxstack.knowledge.compose import compose_answer
+from cxstack.knowledge.compose import PartAnswer, compose_answer, compose_parts
 from cxstack.knowledge.grounding import GroundingChecker
 from cxstack.knowledge.models import ScoredFact
 from cxstack.knowledge.retrieval import KnowledgeIndex
@@ -18,6 +20,24 @@ NO_GROUNDED_ANSWER = "no_grounded_answer"
 UNSUPPORTED_ANSWER = "unsupported_answer"
 # A message this short ("and to Canada?") usually leans on the previous question for its topic.
 FOLLOW_UP_MAX_WORDS = 4
+MAX_PARTS = 4
+_ASKS = re.compile(
+    r"^(?:how|what|what's|when|where|why|which|who|can|could|do|does|did|is|are|will|would|should|may|"
+    r"tell me|i'd like to know|i want to know)\b",
+    re.IGNORECASE,
+)
+
+
+def question_parts(text: str) -> list[str]:
+    """The questions of a message that asks several ("How long do I have to return it? And do you ship to
+    Canada?"); empty when it asks one. A sentence that tells a story ("I bought boots last week.") is context,
+    not a question to answer."""
+    parts = [
+        s.text
+        for s in split_requests(text)
+        if words(s.text) >= 3 and (s.text.rstrip().endswith("?") or _ASKS.match(s.text.strip()))
+    ]
+    return parts[:MAX_PARTS] if len(parts) >= 2 else []
 
 
 def previous_customer_text(ctx: TurnContext) -> str | None:
@@ -86,16 +106,43 @@ class ContentResolver:
                 for r in results
             ],
         }
+        min_score = ctx.workspace.settings.thresholds.knowledge_min_score
+        tone = ctx.business.tone if ctx.business else None
         answer = compose_answer(
-            results,
-            min_score=ctx.workspace.settings.thresholds.knowledge_min_score,
-            similarity=self.knowledge.fact_similarity,
-            tone=ctx.business.tone if ctx.business else None,
+            results, min_score=min_score, similarity=self.knowledge.fact_similarity, tone=tone
         )
+        parts = question_parts(text)
+        if parts:  # each question answered on its own, in the customer's order
+            answered = [
+                PartAnswer(
+                    part,
+                    compose_answer(
+                        self._search(part, plan, ctx, subject.subjects),
+                        min_score=min_score,
+                        similarity=self.knowledge.fact_similarity,
+                        max_facts=1,  # one fact per part keeps a reply of several answers readable
+                    ),
+                )
+                for part in parts
+            ]
+            detail["parts"] = [
+                {"question": p.question, "facts": list(p.answer.fact_ids) if p.answer else []}
+                for p in answered
+            ]
+            several = compose_parts(
+                answered,
+                tone=tone,
+                unanswered=lambda q: ctx.workspace.reply("unanswered_part", question=q[:120]),
+            )
+            answer = several or answer
         if answer is None:
             return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER, detail=detail)
-        # Every sentence of the answer must be supported by the facts it cites before it may be sent.
-        grounding = self.grounding.check(answer.text, [f.fact.text for f in answer.facts])
+        # Every sentence of the answer must be supported by the facts it cites before it may be sent (the
+        # sentences saying which part has no answer are the workspace's own words, not claims).
+        claims = answer.text
+        for sentence in answer.unanswered:
+            claims = claims.replace(sentence, "")
+        grounding = self.grounding.check(claims.strip(), [f.fact.text for f in answer.facts])
         detail["grounding"] = {
             "score": grounding.score,
             "supported": grounding.supported,
