@@ -829,7 +829,6 @@ def kb_import(
 
     from cxstack.knowledge.fact_import import FactImportError, knowledge_yaml, read_records, to_facts
     from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
-    from cxstack.workspace.validate import validate_workspace
 
     target = workspace / "knowledge" / into
     if not into.endswith((".yaml", ".yml")) or Path(into).name != into:
@@ -859,14 +858,7 @@ def kb_import(
             err.print(problem.format(file))
         err.print(f"[red]{len(exc.problems)} problem(s); nothing was imported[/]")
         raise typer.Exit(1) from exc
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(knowledge_yaml(facts, file.name), encoding="utf-8")
-    invalid = [p for p in validate_workspace(workspace) if p.severity == "error"]
-    if invalid:  # not expected after the checks above; never leave a workspace that does not load
-        target.unlink()
-        for found in invalid:
-            err.print(found.format())
-        raise typer.Exit(1)
+    _write_knowledge_file(workspace, target, knowledge_yaml(facts, file.name), "nothing was imported")
     state = "drafts" if draft else "published"
     console.print(f"imported {len(facts)} facts ({state}) into {target}")
 
@@ -907,7 +899,6 @@ def kb_ingest(
         slug,
     )
     from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
-    from cxstack.workspace.validate import validate_workspace
 
     stem = slug(source.stem if source.is_file() else source.resolve().name, 6) or "articles"
     name = into or f"ingested-{stem}.yaml"
@@ -952,15 +943,7 @@ def kb_ingest(
         err.print(f"[yellow]warning:[/] {warning}")
     written: Path | None = None
     if not dry_run:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(drafts_yaml(drafts, source.name), encoding="utf-8")
-        invalid = [p for p in validate_workspace(workspace) if p.severity == "error"]
-        if invalid:  # not expected after the checks above; never leave a workspace that does not load
-            target.unlink()
-            for found in invalid:
-                err.print(found.format())
-            err.print("[red]the drafts do not validate; nothing was ingested[/]")
-            raise typer.Exit(1)
+        _write_knowledge_file(workspace, target, drafts_yaml(drafts, source.name), "nothing was ingested")
         written = target
     if as_json:
         report = {**result.to_json(), "written": str(written) if written else None, "dry_run": dry_run}
@@ -1180,6 +1163,21 @@ def _replayed_changes(
         f"{versions[-1].number} of {fact_id} …"
     )
     return replay_fact_change(workspace, fact_id, earlier.content, scripts, embedder_name=embedder)
+
+
+def _write_knowledge_file(workspace: Path, target: Path, text: str, undone: str) -> None:
+    """Write a new knowledge file, then validate the whole workspace; remove the file again if it fails."""
+    from cxstack.workspace.validate import validate_workspace
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    invalid = [p for p in validate_workspace(workspace) if p.severity == "error"]
+    if invalid:  # not expected after the checks before; never leave a workspace that does not load
+        target.unlink()
+        for found in invalid:
+            err.print(found.format())
+        err.print(f"[red]{target.name} does not validate; {undone}[/]")
+        raise typer.Exit(1)
 
 
 def _read_lines(path: Path) -> list[str]:
