@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-audit tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-audit
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -65,6 +65,10 @@ bench-sqlite: $(STAMP)
 ## The grounding check on the BEGIN dev sets' held-out half, beside lexical overlap and embedding cosine
 bench-grounding: $(STAMP)
 	$(BIN)/python -m benchmarks.grounding --json bench-results/grounding.json
+
+## kb audit on 1k / 10k / 100k synthetic facts with planted duplicates and contradictions, beside the old brute force (~3 min)
+bench-audit: $(STAMP)
+	$(BIN)/python -m benchmarks.audit_scale --json bench-results/audit_scale.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

@@ -1,9 +1,9 @@
 """Synthetic support knowledge for the audit benchmark: varied facts about products, stores, plans and
 destinations, with planted near-duplicates (paraphrases) and planted contradictions.
 
-Base facts never conflict with each other: each (subject, aspect) is stated once. Facts about a product, a
-store or a plan name it as their `subject`; a tenth of the facts (shipping to a destination by a carrier) carry
-no subject field, as imported facts often do, and name their destination and carrier in the text only.
+Base facts never conflict with each other: each (subject, aspect) is stated once. Facts about a product,
+a store or a plan name it as their `subject`; a tenth of the facts (shipping to a destination by a carrier)
+carry no subject field, as imported facts often do, and name their destination and carrier in the text only.
 """
 
 from __future__ import annotations
@@ -14,33 +14,184 @@ from dataclasses import dataclass
 
 from cxstack.workspace.models import FactConfig
 
-BRANDS = (
-    "Trailblazer Summit Ridge Canyon Harbor Alpine Cascade Timber Glacier Meadow Falcon Aurora Boulder Coastal "
-    "Drift Ember Frontier Granite Horizon Juniper Kestrel Lakeside Maple Nomad Orchard Pioneer Quarry Redwood "
-    "Sierra Tundra Voyager Willow Yukon Zephyr Birch Cedar Dune Everest Fjord Grove Hawthorn Islay Jasper "
-    "Kodiak Larch Monarch Nimbus Osprey Pinecrest Rainier"
-).split()
-LINES = "Trek Ultra Classic Storm Breeze".split()
-KINDS = (
-    "boots|jacket|jeans|shirt|backpack|tent|sleeping bag|hoodie|gloves|beanie|rain shell|sandals|"
-    "trail shoes|fleece|vest|parka|socks|duffel|sun hat|belt"
-).split("|")
-CITIES = (
-    "Seattle Portland Denver Austin Boston Chicago Atlanta Phoenix Dallas Miami Tampa Omaha Tucson Fresno "
-    "Boise Reno Spokane Tacoma Eugene Salem Madison Dayton Akron Toledo Raleigh Durham Richmond Norfolk Mobile "
-    "Jackson Memphis Nashville Louisville Lexington Columbus Cleveland Detroit Lansing Flint Duluth"
-).split()
-PLANS = (
-    "Bronze membership|Silver membership|Gold membership|Platinum membership|Basic plan|Plus plan|"
-    "Family plan|Student plan|Business plan|Outdoor Club plan"
-).split("|")
-COUNTRIES = (
-    "Germany France Spain Italy Portugal Ireland Norway Sweden Finland Denmark Poland Austria Belgium Greece "
-    "Japan Mexico Brazil Chile Canada Iceland Estonia Latvia Croatia Hungary Romania Slovakia Slovenia Malta "
-    "Cyprus Luxembourg Switzerland Australia"
-).split()
-CARRIERS = "DHL|UPS|FedEx|DPD|GLS|the national postal service|Royal Mail|Purolator".split("|")
-MONTHS = "January February March April May June July August September October November December".split()
+BRANDS = [
+    "Trailblazer",
+    "Summit",
+    "Ridge",
+    "Canyon",
+    "Harbor",
+    "Alpine",
+    "Cascade",
+    "Timber",
+    "Glacier",
+    "Meadow",
+    "Falcon",
+    "Aurora",
+    "Boulder",
+    "Coastal",
+    "Drift",
+    "Ember",
+    "Frontier",
+    "Granite",
+    "Horizon",
+    "Juniper",
+    "Kestrel",
+    "Lakeside",
+    "Maple",
+    "Nomad",
+    "Orchard",
+    "Pioneer",
+    "Quarry",
+    "Redwood",
+    "Sierra",
+    "Tundra",
+    "Voyager",
+    "Willow",
+    "Yukon",
+    "Zephyr",
+    "Birch",
+    "Cedar",
+    "Dune",
+    "Everest",
+    "Fjord",
+    "Grove",
+    "Hawthorn",
+    "Islay",
+    "Jasper",
+    "Kodiak",
+    "Larch",
+    "Monarch",
+    "Nimbus",
+    "Osprey",
+    "Pinecrest",
+    "Rainier",
+]
+LINES = ["Trek", "Ultra", "Classic", "Storm", "Breeze"]
+KINDS = [
+    "boots",
+    "jacket",
+    "jeans",
+    "shirt",
+    "backpack",
+    "tent",
+    "sleeping bag",
+    "hoodie",
+    "gloves",
+    "beanie",
+    "rain shell",
+    "sandals",
+    "trail shoes",
+    "fleece",
+    "vest",
+    "parka",
+    "socks",
+    "duffel",
+    "sun hat",
+    "belt",
+]
+CITIES = [
+    "Seattle",
+    "Portland",
+    "Denver",
+    "Austin",
+    "Boston",
+    "Chicago",
+    "Atlanta",
+    "Phoenix",
+    "Dallas",
+    "Miami",
+    "Tampa",
+    "Omaha",
+    "Tucson",
+    "Fresno",
+    "Boise",
+    "Reno",
+    "Spokane",
+    "Tacoma",
+    "Eugene",
+    "Salem",
+    "Madison",
+    "Dayton",
+    "Akron",
+    "Toledo",
+    "Raleigh",
+    "Durham",
+    "Richmond",
+    "Norfolk",
+    "Mobile",
+    "Jackson",
+    "Memphis",
+    "Nashville",
+    "Louisville",
+    "Lexington",
+    "Columbus",
+    "Cleveland",
+    "Detroit",
+    "Lansing",
+    "Flint",
+    "Duluth",
+]
+PLANS = [
+    "Bronze membership",
+    "Silver membership",
+    "Gold membership",
+    "Platinum membership",
+    "Basic plan",
+    "Plus plan",
+    "Family plan",
+    "Student plan",
+    "Business plan",
+    "Outdoor Club plan",
+]
+COUNTRIES = [
+    "Germany",
+    "France",
+    "Spain",
+    "Italy",
+    "Portugal",
+    "Ireland",
+    "Norway",
+    "Sweden",
+    "Finland",
+    "Denmark",
+    "Poland",
+    "Austria",
+    "Belgium",
+    "Greece",
+    "Japan",
+    "Mexico",
+    "Brazil",
+    "Chile",
+    "Canada",
+    "Iceland",
+    "Estonia",
+    "Latvia",
+    "Croatia",
+    "Hungary",
+    "Romania",
+    "Slovakia",
+    "Slovenia",
+    "Malta",
+    "Cyprus",
+    "Luxembourg",
+    "Switzerland",
+    "Australia",
+]
+CARRIERS = ["DHL", "UPS", "FedEx", "DPD", "GLS", "the national postal service", "Royal Mail", "Purolator"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 TAILS = (
     "",
     "",
@@ -60,12 +211,17 @@ def _date(rng: random.Random) -> str:
 
 
 PRODUCT_ASPECTS: tuple[Aspect, ...] = (
-    lambda s, r: f"The {s} can be returned within {r.choice([14, 30, 45, 60, 90])} days of delivery if unworn.",
+    lambda s, r: (
+        f"The {s} can be returned within {r.choice([14, 30, 45, 60, 90])} days of delivery if unworn."
+    ),
     lambda s, r: f"The {s} comes with a {r.randint(1, 5)}-year warranty against manufacturing defects.",
-    lambda s, r: f"Standard shipping for the {s} costs ${r.randint(3, 15)} and takes {r.randint(2, 7)} "
-    "business days.",
-    lambda s, r: f"The {s} is available in sizes {r.choice(['XS', 'S'])} to {r.choice(['XL', 'XXL', '3XL'])} "
-    f"and in {r.randint(2, 9)} colours.",
+    lambda s, r: (
+        f"Standard shipping for the {s} costs ${r.randint(3, 15)} and takes {r.randint(2, 7)} business days."
+    ),
+    lambda s, r: (
+        f"The {s} is available in sizes {r.choice(['XS', 'S'])} to {r.choice(['XL', 'XXL', '3XL'])} "
+        f"and in {r.randint(2, 9)} colours."
+    ),
     lambda s, r: f"The {s} is machine washable at {r.choice([30, 40])} degrees; do not tumble dry it.",
     lambda s, r: f"Engraving a name on the {s} is free of charge in our stores.",
     lambda s, r: f"The {s} costs ${r.randint(20, 400)} at full price.",
@@ -184,9 +340,14 @@ def _contradict(text: str, rng: random.Random) -> tuple[str, str] | None:
     date_match = re.search(r"\b(\d{1,2}) (" + "|".join(MONTHS) + r")\b", text)
     if date_match:
         day = int(date_match.group(1))
-        options.append(("date", text.replace(date_match.group(0), f"{day % 28 + 1} {date_match.group(2)}", 1)))
-    number = re.search(r"(?<![$\d])(\d+)(?=[ %-](?:days|hours|year|business|grams|colours|free|points|"
-                       r"people|%|am|pm))", text)
+        options.append(
+            ("date", text.replace(date_match.group(0), f"{day % 28 + 1} {date_match.group(2)}", 1))
+        )
+    number = re.search(
+        r"(?<![$\d])(\d+)(?=[ %-](?:days|hours|year|business|grams|colours|free|points|"
+        r"people|%|am|pm))",
+        text,
+    )
     if number:
         value = int(number.group(1))
         options.append(("number", text[: number.start()] + str(value * 2 + 1) + text[number.end() :]))
