@@ -35,7 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -45,10 +45,12 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from cxstack.knowledge.models import RetrievalHistory
 from cxstack.knowledge.retrieval import tokenize
 from cxstack.workspace.models import FactConfig
 
 Search = Literal["auto", "exact", "ann"]
+__all__ = ["AuditReport", "Finding", "RetrievalHistory", "audit_facts", "audit_html", "quantities"]
 
 _MONTHS = {
     name: number
@@ -183,17 +185,6 @@ class AuditReport:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class RetrievalHistory:
-    """What the stored conversations cited: `answered` of the `turns` scanned cited at least one fact."""
-
-    turns: int
-    answered: int
-    cited: frozenset[str]
-    since: datetime | None = None
-    until: datetime | None = None
-
-
 def _number(text: str) -> str:
     try:
         value = Decimal(text.replace(",", ""))
@@ -283,9 +274,15 @@ def _negated(text: str) -> bool:
     return bool(_NEGATION.search(_NOT_NEGATION.sub(" ", text)))
 
 
-def _policy_sides(yes: re.Pattern[str], no: re.Pattern[str], text: str) -> tuple[bool, bool]:
-    affirmed = bool(yes.search(text))
-    return affirmed, bool(no.search(yes.sub(" ", text) if affirmed else text))
+def _policy_sides(yes: re.Pattern[str], no: re.Pattern[str], text: str) -> tuple[int, int]:
+    """How often a text uses each side of a policy pair ("free of charge" counts as free only)."""
+    return len(yes.findall(text)), len(no.findall(yes.sub(" ", text)))
+
+
+def _flipped(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """One affirms where the other does not, and that other uses the opposing word more: "Hemming is free;
+    alterations cost $15" against "Hemming is charged; alterations cost $15"."""
+    return (a[0] > 0 and b[0] == 0 and b[1] > a[1]) or (b[0] > 0 and a[0] == 0 and a[1] > b[1])
 
 
 def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
@@ -311,7 +308,7 @@ def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
     if _negated(a) != _negated(b):
         reasons.append("one negates what the other affirms")
     for label, yes, no in _POLICY:
-        if {_policy_sides(yes, no, a), _policy_sides(yes, no, b)} == {(True, False), (False, True)}:
+        if _flipped(_policy_sides(yes, no, a), _policy_sides(yes, no, b)):
             reasons.append(label)
     return reasons
 
