@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -69,6 +69,10 @@ bench-grounding: $(STAMP)
 ## Knowledge retrieval on DSTC11 track 5 (needs knowledge, snippet selection, entity), fitted on the dev half
 bench-dstc11: $(STAMP)
 	$(BIN)/python -m benchmarks.knowledge_dstc11 --json bench-results/knowledge_dstc11.json
+
+## kb audit on 1k / 10k / 100k synthetic facts with planted duplicates and contradictions, beside the old brute force (~3 min)
+bench-audit: $(STAMP)
+	$(BIN)/python -m benchmarks.audit_scale --json bench-results/audit_scale.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cxstack.cli.main import app
 from cxstack.demo import demo_workspace_path
+from cxstack.workspace.models import FactConfig
 
 PLANTED = """version: 1
 facts:
@@ -186,3 +187,132 @@ def test_the_html_report_charts_the_findings_and_lists_them(tmp_path: Path) -> N
     for fact_id in ("bronze-window-copy", "store-hours-again", "gift-wrap-free", "old-promo"):
         assert f"<code>{fact_id}</code>" in html
     assert "No knowledge gaps" in html and "Northwind Outfitters" in html
+
+
+REWORDED = """version: 1
+facts:
+  - id: reset-link-again
+    text: "Please note: a password reset link works only once and it expires after 30 minutes."
+    owner: accounts-team@northwind.example
+  - id: hemming-charged
+    text: Hemming is charged in Northwind stores; other alterations cost $15.
+    owner: product-team@northwind.example
+"""
+
+
+def test_a_paraphrase_and_a_flipped_policy_word_planted_in_the_demo_are_found(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), workspace)
+    (workspace / "knowledge" / "planted.yaml").write_text(REWORDED)
+    findings = audit(workspace)["findings"]
+    assert isinstance(findings, list)
+    pairs = {(f["kind"], frozenset(f["facts"])) for f in findings}
+    assert ("near_duplicate", frozenset({"password-reset-link", "reset-link-again"})) in pairs
+    [contradiction] = [f for f in findings if "hemming-charged" in f["facts"]]
+    assert contradiction["kind"] == "contradiction" and "free vs charged" in contradiction["detail"]
+    assert len(findings) == 2
+
+
+def _fact(fact_id: str, text: str, subject: str | None = None) -> FactConfig:
+    return FactConfig(id=fact_id, text=text, owner="ops@example.com", subject=subject)
+
+
+def test_dates_amounts_and_policy_words_contradict_and_their_equivalents_do_not() -> None:
+    from datetime import date
+
+    from cxstack.knowledge.audit import audit_facts, dates, quantities
+
+    assert dates("Ends on 31 March, on March 31st, 2026 and on 2026-04-02.") == {
+        "03-31",
+        "2026-03-31",
+        "2026-04-02",
+    }
+    assert quantities("a 5-year warranty for $5.00 or 7 USD") == {"year": {"5"}, "$": {"5", "7"}}
+    pairs = [
+        ("The spring sale ends on 31 March.", "The spring sale ends on March 15.", "date"),
+        ("Gift wrapping costs $5 per order.", "Gift wrapping costs 6.50 USD per order.", "$5 vs $6.5"),
+        (
+            "Dogs on a lead are allowed inside all Northwind stores and outlets.",
+            "Dogs on a lead are prohibited inside all Northwind stores and outlets.",
+            "allowed",
+        ),
+        ("Gift wrapping is free for Gold members.", "Gift wrapping is charged for Gold members.", "free vs"),
+        ("You can exchange boots once.", "You cannot exchange boots once.", "negates"),
+        (
+            "The plan includes two alterations a year.",
+            "The plan excludes two alterations a year.",
+            "included",
+        ),
+    ]
+    for a, b, why in pairs:
+        report = audit_facts([_fact("a", a), _fact("b", b)], date(2026, 1, 1))
+        kinds = [(f.kind, f.detail) for f in report.findings]
+        assert len(kinds) == 1 and kinds[0][0] == "contradiction" and why in kinds[0][1], (a, b, kinds)
+    same = [
+        ("The spring sale ends on 31 March.", "The spring sale ends on March 31st."),
+        ("Gift wrapping costs $5 per order.", "Gift wrapping costs 5.00 USD per order."),
+        ("Engraving is free of charge in our stores.", "Engraving is done at no extra cost in our stores."),
+    ]
+    for a, b in same:
+        report = audit_facts([_fact("a", a), _fact("b", b)], date(2026, 1, 1))
+        assert "contradiction" not in [f.kind for f in report.findings], (a, b, report.findings)
+    # Names that only one of them mentions: about different things, neither repeated nor contradicted.
+    apart = audit_facts(
+        [
+            _fact("a", "Express delivery to Mexico by DHL costs $25 per parcel."),
+            _fact("b", "Express delivery to Japan by DHL costs $40 per parcel."),
+        ],
+        date(2026, 1, 1),
+    )
+    assert apart.findings == ()
+
+
+def test_never_retrieved_comes_from_the_stored_answers(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cxstack.app import Settings, open_store
+    from cxstack.domain.models import Layer, TraceStep
+    from cxstack.testing.store_contract import inbound, make_commit
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), workspace)
+    home = tmp_path / "home"
+    store = open_store(Settings(home=home))
+    cited = ["return-window-bronze", "password-reset-link"]
+    for n, fact_id in enumerate([*cited, None]):
+        message = store.ingest(inbound(f"e{n}", conversation=f"c{n}", text="a question")).message
+        commit = make_commit(f"c{n}", message.id, reply="an answer")
+        facts = [{"id": fact_id, "score": 0.8}] if fact_id else []
+        step = TraceStep(Layer.RESOLUTION, "resolve", {}, {"facts": facts})
+        trace = dataclasses.replace(commit.trace, steps=[*commit.trace.steps, step])
+        store.commit_turn(dataclasses.replace(commit, trace=trace))
+    # A draft is not served, so it cannot be retrieved: not reported.
+    (workspace / "knowledge" / "draft.yaml").write_text(
+        "version: 1\nfacts:\n  - id: a-draft\n    status: draft\n"
+        "    text: Socks come in packs of three.\n    owner: product-team@northwind.example\n"
+    )
+    findings = audit(workspace, "--home", str(home), "--embedder", "hashing")["findings"]
+    assert isinstance(findings, list)
+    never = {f["facts"][0]: f for f in findings if f["kind"] == "never_retrieved"}
+    assert len(never) == 180 - len(cited) and not set(cited) & set(never) and "a-draft" not in never
+    first = never["username-format"]
+    assert first["owner"] == "accounts-team@northwind.example" and "3 stored turns" in first["detail"]
+    assert "2 answers cited facts" in first["detail"] and first["fix"]
+
+
+def test_the_approximate_search_finds_what_the_exact_one_finds() -> None:
+    from datetime import date
+
+    from benchmarks.audit_facts_gen import generate
+
+    from cxstack.knowledge.audit import audit_facts, candidate_pairs
+
+    facts, planted = generate(3000, 5)
+    exact = audit_facts(facts, date(2026, 1, 1), search="exact")
+    approximate = audit_facts(facts, date(2026, 1, 1), search="ann")
+    assert exact.findings == approximate.findings
+    assert len(exact.findings) >= 0.9 * len(planted)
+    pairs_exact = candidate_pairs(facts, search="exact")
+    pairs_ann = candidate_pairs(facts, search="ann")
+    agree = set(pairs_exact) & set(pairs_ann)
+    assert len(agree) >= 0.97 * len(pairs_exact)  # they may differ at the edge of a crowd, not in findings

@@ -985,15 +985,16 @@ def kb_audit(
         Path | None, typer.Option("--html", help="Also write the report, with charts, as an HTML page.")
     ] = None,
 ) -> None:
-    """Facts that repeat or contradict each other, went stale or have no owner, each with the owner to act and
-    a suggested fix; and knowledge gaps: what customers asked that no fact answered (from the traces in the
-    state folder), grouped into topics with counts."""
+    """Facts that repeat or contradict each other, went stale, have no owner, or that no stored answer ever
+    cited, each with the owner to act and a suggested fix; and knowledge gaps: what customers asked that no
+    fact answered (from the traces in the state folder), grouped into topics with counts."""
     from datetime import date
 
     from cxstack.app import open_store
     from cxstack.integrations.embedders.registry import load_embedder
     from cxstack.knowledge.audit import audit_facts
     from cxstack.knowledge.gaps import gap_questions, knowledge_gaps
+    from cxstack.knowledge.impact import retrieval_history
     from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
 
     try:
@@ -1005,12 +1006,14 @@ def kb_audit(
     except ValueError as exc:
         err.print(f"[red]--today: {exc}[/]")
         raise typer.Exit(2) from exc
-    report = audit_facts(loaded.facts, day)
     settings = _settings(home, embedder=embedder)
     url = settings.resolved_database_url()
     # A SQLite file that does not exist has no traces: do not create one (and a .cxstack folder) to say so.
     stored = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists()
-    questions = gap_questions(open_store(settings)) if stored else []
+    store = open_store(settings) if stored else None
+    history = retrieval_history(store) if store is not None else None
+    report = audit_facts(loaded.facts, day, history=history)
+    questions = gap_questions(store) if store is not None else []
     gaps = knowledge_gaps(questions, load_embedder(settings.embedder or loaded.settings.embedder))
     result = {**report.to_json(), "gaps": [g.to_json() for g in gaps], "gap_questions": len(questions)}
     if html is not None:

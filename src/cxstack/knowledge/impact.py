@@ -9,6 +9,7 @@ from typing import Any
 
 from cxstack.domain.models import Trace
 from cxstack.domain.ports import Store
+from cxstack.knowledge.models import RetrievalHistory
 from cxstack.workspace.models import FactConfig
 
 
@@ -86,4 +87,24 @@ def fact_impact(store: Store, fact: FactConfig, *, limit: int = 5000) -> FactImp
         intents=dict(Counter(t.intent or "(none)" for t in citing).most_common()),
         uses=uses,
         traces_scanned=len(traces),
+    )
+
+
+def retrieval_history(store: Store, *, limit: int = 5000) -> RetrievalHistory:
+    """Which facts the answers of the newest `limit` stored turns cited, for the audit's never-retrieved."""
+    traces = store.list_traces(None, limit=limit)
+    cited: set[str] = set()
+    answered = 0
+    for trace in traces:
+        facts = cited_facts(trace)
+        if facts:
+            answered += 1
+            cited |= facts
+    times = [t.created_at for t in traces]
+    return RetrievalHistory(
+        turns=len(traces),
+        answered=answered,
+        cited=frozenset(cited),
+        since=min(times) if times else None,
+        until=max(times) if times else None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from cxstack.domain.models import FactCitation
 from cxstack.workspace.models import FactConfig
@@ -43,3 +44,14 @@ class ComposedAnswer:
 
     def citations(self) -> list[FactCitation]:
         return [f.citation() for f in self.facts]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalHistory:
+    """What the stored conversations cited: `answered` of the `turns` scanned cited at least one fact."""
+
+    turns: int
+    answered: int
+    cited: frozenset[str]
+    since: datetime | None = None
+    until: datetime | None = None
