@@ -157,9 +157,7 @@ def test_kb_impact_names_a_missing_fact_and_reads_the_traces(tmp_path: Path) -> 
     store = open_store(Settings(home=home))
     message = store.ingest(inbound("e1", conversation="c1", text="how long can I return boots?")).message
     commit = make_commit("c1", message.id, reply="On the Plus plan you can return an item within 90 days.")
-    step = TraceStep(
-        Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-plus", "score": 0.8}]}
-    )
+    step = TraceStep(Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-plus", "score": 0.8}]})
     trace = dataclasses.replace(commit.trace, steps=[*commit.trace.steps, step], intent="return_policy")
     store.commit_turn(dataclasses.replace(commit, trace=trace))
 
