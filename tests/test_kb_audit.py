@@ -16,7 +16,7 @@ from cxstack.demo import demo_workspace_path
 PLANTED = """version: 1
 facts:
   - id: bronze-window-copy
-    text: On the Plus plan you can return an item within 60 days of delivery.
+    text: The Plus plan has a return window of 60 days from delivery.
     owner: store-ops@northwind.example
   - id: store-hours-again
     text: >-
@@ -156,7 +156,7 @@ def test_kb_impact_names_a_missing_fact_and_reads_the_traces(tmp_path: Path) -> 
     home = tmp_path / "home"
     store = open_store(Settings(home=home))
     message = store.ingest(inbound("e1", conversation="c1", text="how long can I return boots?")).message
-    commit = make_commit("c1", message.id, reply="On the Plus plan you can return an item within 90 days.")
+    commit = make_commit("c1", message.id, reply="The Plus plan has a return window of 90 days.")
     step = TraceStep(Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-plus", "score": 0.8}]})
     trace = dataclasses.replace(commit.trace, steps=[*commit.trace.steps, step], intent="return_policy")
     store.commit_turn(dataclasses.replace(commit, trace=trace))
