@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cxstack.demo import demo_customers_csv
-from cxstack.demo.backoffice import create_backoffice_app, load_demo_accounts
+from cxstack.demo.backoffice import BackofficeDatabase, create_backoffice_app, load_demo_accounts
 
 
 @pytest.fixture()
@@ -119,23 +119,44 @@ def test_cancel_order_refunds_the_total_once(client: TestClient) -> None:
     assert client.post(f"/orders/{order['order_id']}/cancel", json={}).status_code == 409
 
 
-def test_return_window_depends_on_membership(client: TestClient) -> None:
-    # cus_1001 is a guest: a recent delivery can be returned, the one from ~200 days ago cannot.
+def test_return_window_depends_on_plan(client: TestClient) -> None:
+    # cus_1001 is on the Basic plan (30 days): the delivery from ~200 days ago cannot be returned.
     orders = client.get("/accounts/cus_1001/orders").json()["orders"]
     oldest = orders[-1]
     assert oldest["status"] == "delivered"
-    assert client.post(f"/orders/{oldest['order_id']}/returns", json={"method": "mail"}).status_code == 409
-    # cus_1026 is gold: unlimited returns.
-    gold_oldest = client.get("/accounts/cus_1026/orders").json()["orders"][-1]
-    created = client.post(f"/orders/{gold_oldest['order_id']}/returns", json={"method": "drop-off center"})
+    refused = client.post(f"/orders/{oldest['order_id']}/returns", json={"method": "mail"})
+    assert refused.status_code == 409 and "on the Basic plan is 30 days" in refused.json()["detail"]
+    # cus_1025 is on the Business plan (180 days), whatever it spends: ~200 days is too late there too.
+    business_oldest = client.get("/accounts/cus_1025/orders").json()["orders"][-1]
+    assert business_oldest["status"] == "delivered"
+    late = client.post(f"/orders/{business_oldest['order_id']}/returns", json={"method": "mail"})
+    assert late.status_code == 409 and "on the Business plan is 180 days" in late.json()["detail"]
+    # cus_1026 is on the Enterprise plan: unlimited returns.
+    enterprise_oldest = client.get("/accounts/cus_1026/orders").json()["orders"][-1]
+    created = client.post(
+        f"/orders/{enterprise_oldest['order_id']}/returns", json={"method": "drop-off center"}
+    )
     assert created.status_code == 201
     assert created.json()["method"] == "drop_off"
     assert (
         client.post(
-            f"/orders/{gold_oldest['order_id']}/returns", json={"method": "carrier pigeon"}
+            f"/orders/{enterprise_oldest['order_id']}/returns", json={"method": "carrier pigeon"}
         ).status_code
         == 422
     )
+
+
+def test_shipping_fee_depends_on_plan_and_subtotal(tmp_path: Path) -> None:
+    # Standard shipping is free from $75, and on every Enterprise plan order (shipping-free-enterprise).
+    with BackofficeDatabase(tmp_path / "fees.db").read() as connection:
+        rows = connection.execute(
+            "SELECT a.plan, o.shipping_fee, o.total - o.shipping_fee AS subtotal FROM orders o "
+            "JOIN accounts a ON a.id = o.account_id"
+        ).fetchall()
+    for row in rows:
+        free = row["plan"] == "enterprise" or row["subtotal"] >= 75
+        assert row["shipping_fee"] == (0.0 if free else 8.0)
+    assert any(row["shipping_fee"] == 8.0 for row in rows)
 
 
 def test_account_emails_and_profile_changes(client: TestClient) -> None:
@@ -170,16 +191,25 @@ def test_promo_codes(client: TestClient) -> None:
     assert valid["valid"] is True and valid["discount_percent"] == 10
     unknown = client.post("/promo-codes/validate", json={"code": "NOPE99"}).json()
     assert unknown["valid"] is False and unknown["reason"] == "unknown"
-    guest_expired = client.post(
+    basic_expired = client.post(
         "/promo-codes/validate", json={"code": "SPRING20", "account_id": "cus_1001"}
     ).json()
-    assert guest_expired["reason"] == "expired" and guest_expired["replacement_code"] is None
-    member_expired = client.post(
+    assert basic_expired["reason"] == "expired" and basic_expired["replacement_code"] is None
+    plus_expired = client.post(
         "/promo-codes/validate", json={"code": "SPRING20", "account_id": "cus_1002"}
     ).json()
-    assert member_expired["replacement_code"]
-    gold_only = client.post("/promo-codes/validate", json={"code": "GOLD15", "account_id": "cus_1002"}).json()
-    assert gold_only["reason"] == "membership"
+    assert plus_expired["replacement_code"] and "on the Plus plan" in plus_expired["message"]
+    # BUSINESS15 is for the Business and Enterprise plans only (fact promo-business15).
+    plus_only = client.post(
+        "/promo-codes/validate", json={"code": "BUSINESS15", "account_id": "cus_1002"}
+    ).json()
+    assert plus_only["reason"] == "plan"
+    assert plus_only["message"] == "BUSINESS15 is only for customers on the Business and Enterprise plans."
+    for account_id in ("cus_1021", "cus_1026"):  # business, enterprise
+        eligible = client.post(
+            "/promo-codes/validate", json={"code": "business15", "account_id": account_id}
+        ).json()
+        assert eligible["valid"] is True and eligible["discount_percent"] == 15
 
 
 def test_fault_header_and_armed_faults(client: TestClient) -> None:

@@ -17,7 +17,7 @@ from cxstack.workspace.models import FactConfig
 PLANTED = """version: 1
 facts:
   - id: bronze-window-copy
-    text: Bronze members can return an item within 60 days of delivery.
+    text: The Plus plan has a return window of 60 days from delivery.
     owner: store-ops@northwind.example
   - id: store-hours-again
     text: >-
@@ -25,7 +25,7 @@ facts:
       and until 9pm on Thursdays.
     owner: store-ops@northwind.example
   - id: gift-wrap-free
-    text: Gift wrapping is not free of charge for Gold members.
+    text: Gift wrapping is not free of charge on the Enterprise plan.
     owner: ""
   - id: old-promo
     text: The spring sale ends on 31 March.
@@ -61,7 +61,7 @@ def test_planted_duplicates_contradictions_stale_and_unowned_facts_are_found(tmp
         by_kind.setdefault(finding["kind"], []).append(finding)
 
     [contradiction] = by_kind["contradiction"]
-    assert set(contradiction["facts"]) == {"return-window-bronze", "bronze-window-copy"}  # type: ignore[arg-type]
+    assert set(contradiction["facts"]) == {"return-window-plus", "bronze-window-copy"}  # type: ignore[arg-type]
     assert "60 vs 90 days" in str(contradiction["detail"]) or "90 vs 60 days" in str(contradiction["detail"])
     assert "billing-team@northwind.example" in str(contradiction["owner"])
     [duplicate] = by_kind["near_duplicate"]
@@ -157,22 +157,20 @@ def test_kb_impact_names_a_missing_fact_and_reads_the_traces(tmp_path: Path) -> 
     home = tmp_path / "home"
     store = open_store(Settings(home=home))
     message = store.ingest(inbound("e1", conversation="c1", text="how long can I return boots?")).message
-    commit = make_commit("c1", message.id, reply="Bronze members can return an item within 90 days.")
-    step = TraceStep(
-        Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-bronze", "score": 0.8}]}
-    )
+    commit = make_commit("c1", message.id, reply="The Plus plan has a return window of 90 days.")
+    step = TraceStep(Layer.RESOLUTION, "resolve", {}, {"facts": [{"id": "return-window-plus", "score": 0.8}]})
     trace = dataclasses.replace(commit.trace, steps=[*commit.trace.steps, step], intent="return_policy")
     store.commit_turn(dataclasses.replace(commit, trace=trace))
 
     runner = CliRunner()
     ws = str(demo_workspace_path())
-    found = runner.invoke(app, ["kb", "impact", ws, "return-window-bronze", "--home", str(home), "--json"])
+    found = runner.invoke(app, ["kb", "impact", ws, "return-window-plus", "--home", str(home), "--json"])
     assert found.exit_code == 0, found.output
     impact = json.loads(found.stdout)
     assert impact["conversations"] == 1 and impact["intents"] == {"return_policy": 1}
     assert impact["declared_intents"] == ["return_policy", "start_return"]
-    missing = runner.invoke(app, ["kb", "impact", ws, "return-window-bronz", "--home", str(home)])
-    assert missing.exit_code == 1 and "did you mean return-window-bronze" in missing.stderr
+    missing = runner.invoke(app, ["kb", "impact", ws, "return-window-plu", "--home", str(home)])
+    assert missing.exit_code == 1 and "did you mean return-window-plus" in missing.stderr
 
 
 def test_the_html_report_charts_the_findings_and_lists_them(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_any_bad_record_imports_nothing_and_names_its_line(workspace: Path, tmp_
         "\n".join(
             [
                 json.dumps({"id": "ok-1", "text": "Fine.", "owner": "cx"}),
-                json.dumps({"id": "return-window-bronze", "text": "Clashes with the demo.", "owner": "cx"}),
+                json.dumps({"id": "return-window-plus", "text": "Clashes with the demo.", "owner": "cx"}),
                 "{not json",
             ]
         )
@@ -83,7 +83,7 @@ def test_any_bad_record_imports_nothing_and_names_its_line(workspace: Path, tmp_
         "\n".join(
             [
                 json.dumps({"id": "ok-1", "text": "Fine.", "owner": "cx"}),
-                json.dumps({"id": "return-window-bronze", "text": "Clashes with the demo.", "owner": "cx"}),
+                json.dumps({"id": "return-window-plus", "text": "Clashes with the demo.", "owner": "cx"}),
                 json.dumps({"id": "ok-1", "text": "Twice.", "owner": "cx"}),
                 json.dumps({"id": "no-owner", "text": "Whose?"}),
                 json.dumps({"id": "typo", "text": "x", "owner": "cx", "tgas": ["a"]}),
@@ -93,7 +93,7 @@ def test_any_bad_record_imports_nothing_and_names_its_line(workspace: Path, tmp_
     code, _, err = run(workspace, source)
     assert code == 1
     for expected in (
-        "bad.jsonl:2: fact id `return-window-bronze` is already in the workspace",
+        "bad.jsonl:2: fact id `return-window-plus` is already in the workspace",
         "bad.jsonl:3: fact id `ok-1` repeats line 1",
         "bad.jsonl:4: no owner",
         "bad.jsonl:5: unknown field(s) tgas",

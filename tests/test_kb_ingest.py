@@ -36,10 +36,10 @@ title: Returns and refunds
 
 ## Return windows
 
-Bronze members can return an item within 60 days of delivery. Gold members can return items at any time; \
-their returns are unlimited.
+The Plus plan has a return window of 60 days from delivery. The Enterprise plan has no return window; with \
+it you can return items at any time.
 
-Guest customers can return an item within 30 days of delivery.
+The Basic plan has a return window of 30 days from delivery.
 
 ## Trailblazer boots
 
@@ -144,8 +144,8 @@ def test_a_markdown_article_becomes_atomic_drafts_with_spans(workspace: Path, ar
     )
     by_text = {c.text: c for c in result.candidates}
     assert list(by_text) == [
-        "Bronze members can return an item within 60 days of delivery.",
-        "Gold members can return items at any time; their returns are unlimited.",
+        "The Plus plan has a return window of 60 days from delivery.",
+        "The Enterprise plan has no return window; with it you can return items at any time.",
         "The Trailblazer boot is waterproof.",
         # "It comes in …" after a sentence about the boot is rewritten; "This is …" is kept with it.
         "The Trailblazer boot comes in EU sizes 36 to 47. This is our best seller.",
@@ -155,18 +155,18 @@ def test_a_markdown_article_becomes_atomic_drafts_with_spans(workspace: Path, ar
         "Refunds take 5 to 7 business days to appear, e.g. on a card statement.",
         "We email you when the refund is issued.",
     ]
-    # The demo's own "Guest customers can return an item within 30 days of delivery." is skipped, not drafted.
+    # The demo's own Basic plan window (return-window-basic) is skipped, not drafted.
     assert [(s.candidate.text, s.duplicate_of) for s in result.skipped] == [
-        ("Guest customers can return an item within 30 days of delivery.", "return-window-guest")
+        ("The Basic plan has a return window of 30 days from delivery.", "return-window-basic")
     ]
-    bronze = by_text["Bronze members can return an item within 60 days of delivery."]
-    assert bronze.span.path == "returns.md"
-    assert bronze.span.headings == ("Returns and refunds", "Return windows")
-    assert bronze.span.start is not None and bronze.span.end is not None
-    assert MARKDOWN[bronze.span.start : bronze.span.end] == bronze.text
-    assert MARKDOWN.splitlines()[bronze.span.line_start - 1].startswith("Bronze members")
-    assert bronze.id == "return-windows-bronze-members-return-item-within"
-    assert bronze.subject == "Bronze membership" and bronze.tags == ("return-windows",)
+    plus_window = by_text["The Plus plan has a return window of 60 days from delivery."]
+    assert plus_window.span.path == "returns.md"
+    assert plus_window.span.headings == ("Returns and refunds", "Return windows")
+    assert plus_window.span.start is not None and plus_window.span.end is not None
+    assert MARKDOWN[plus_window.span.start : plus_window.span.end] == plus_window.text
+    assert MARKDOWN.splitlines()[plus_window.span.line_start - 1].startswith("The Plus plan")
+    assert plus_window.id == "return-windows-plus-plan-has-return-window"
+    assert plus_window.subject == "Plus plan" and plus_window.tags == ("return-windows",)
     listed = by_text["Refunds can be paid to: a gift card, a paper check and the credit card on file."]
     assert (listed.span.line_start, listed.span.line_end) == (25, 29)
     email = by_text["We email you when the refund is issued."]
@@ -206,22 +206,24 @@ def test_a_contradiction_and_a_near_duplicate_are_flagged_on_the_draft(
     assert code == 0, err
     report = json.loads(out)
     flagged = {d["text"]: d["flags"] for d in report["drafts"] if d["flags"]}
-    bronze = flagged["Bronze members can return an item within 60 days of delivery."]
-    assert [(f["kind"], f["fact"]) for f in bronze] == [("contradiction", "return-window-bronze")]
-    assert "90 vs 60 days" in bronze[0]["detail"]
-    gold = flagged["Gold members can return items at any time; their returns are unlimited."]
-    assert [(f["kind"], f["fact"]) for f in gold] == [("near_duplicate", "return-window-gold")]
-    assert report["flagged"] == 2 and report["skipped"][0]["duplicate_of"] == "return-window-guest"
+    plus_window = flagged["The Plus plan has a return window of 60 days from delivery."]
+    assert [(f["kind"], f["fact"]) for f in plus_window] == [("contradiction", "return-window-plus")]
+    assert "90 vs 60 days" in plus_window[0]["detail"]
+    enterprise = flagged[
+        "The Enterprise plan has no return window; with it you can return items at any time."
+    ]
+    assert [(f["kind"], f["fact"]) for f in enterprise] == [("near_duplicate", "return-window-enterprise")]
+    assert report["flagged"] == 2 and report["skipped"][0]["duplicate_of"] == "return-window-basic"
     written = Path(report["written"])
     assert written == workspace / "knowledge" / "ingested-returns.yaml"
-    draft = facts_of(workspace)["return-windows-bronze-members-return-item-within"]
+    draft = facts_of(workspace)["return-windows-plus-plan-has-return-window"]
     assert draft.status == "draft" and draft.owner == OWNER  # type: ignore[attr-defined]
     assert "needs-review" in draft.tags  # type: ignore[attr-defined]
     assert draft.sources[0].startswith("returns.md:15 chars")  # type: ignore[attr-defined]
-    assert "contradiction `return-window-bronze`" in draft.sources[1]  # type: ignore[attr-defined]
-    # The published facts are untouched; the guest window was not drafted twice.
+    assert "contradiction `return-window-plus`" in draft.sources[1]  # type: ignore[attr-defined]
+    # The published facts are untouched; the Basic plan's window was not drafted twice.
     assert not any(
-        f.status == "draft" and "Guest customers" in f.text
+        f.status == "draft" and "The Basic plan has" in f.text
         for f in load_workspace(workspace).facts  # type: ignore[attr-defined]
     )
 

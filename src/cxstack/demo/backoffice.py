@@ -67,9 +67,17 @@ RETURN_METHOD_LABELS = {
     "store": "at any Northwind store",
     "drop_off": "at a drop-off center",
 }
-# Return windows by membership level, in days (None: unlimited) — from the ABCD membership privileges.
-RETURN_WINDOW_DAYS: dict[str, int | None] = {"gold": None, "silver": 180, "bronze": 90, "guest": 30}
-MEMBERSHIP_RANK = {"guest": 0, "bronze": 1, "silver": 2, "gold": 3}
+# The demo's plans (customers.csv), lowest first; policies that grow with the plan compare these ranks.
+PLAN_RANK = {"basic": 0, "plus": 1, "business": 2, "enterprise": 3}
+PLAN_LABELS = {"basic": "Basic", "plus": "Plus", "business": "Business", "enterprise": "Enterprise"}
+# Return windows by plan, in days (None: unlimited) — the knowledge facts `return-window-<plan>`.
+RETURN_WINDOW_DAYS: dict[str, int | None] = {"enterprise": None, "business": 180, "plus": 90, "basic": 30}
+# Standard shipping is free from this subtotal, and on every order of the Enterprise plan (shipping-free-*).
+FREE_SHIPPING_FROM = 75.0
+STANDARD_SHIPPING_FEE = 8.0
+FREE_SHIPPING_PLANS = frozenset({"enterprise"})
+# An expired promo code is replaced from this plan up (plan-benefit-promo, promo-basic-expired).
+PROMO_REPLACEMENT_MIN_PLAN = "plus"
 
 CATALOGUE: tuple[tuple[str, str, float], ...] = (
     ("NW-BT-101", "Calvin Klein leather boots", 149.00),
@@ -102,12 +110,12 @@ STREETS = (
 CITIES = ("Springfield", "Riverton", "Lakewood", "Fairview", "Georgetown", "Milford", "Ashland")
 
 PROMO_CODES: tuple[tuple[str, int, int, int, str], ...] = (
-    # code, percent off, valid from (days relative to today), valid to (relative), minimum membership
-    ("WELCOME10", 10, -365, 365, "guest"),
-    ("SPRING20", 20, -40, -33, "guest"),  # a 7-day promotion that has ended
-    ("GOLD15", 15, -90, 90, "gold"),
-    ("SUMMER25", 25, 20, 27, "guest"),  # announced, not started yet
-    ("FLASH30", 30, -3, 4, "guest"),
+    # code, percent off, valid from (days relative to today), valid to (relative), minimum plan
+    ("WELCOME10", 10, -365, 365, "basic"),
+    ("SPRING20", 20, -40, -33, "basic"),  # a 7-day promotion that has ended
+    ("BUSINESS15", 15, -90, 90, "business"),  # Business and Enterprise plans only (promo-business15)
+    ("SUMMER25", 25, 20, 27, "basic"),  # announced, not started yet
+    ("FLASH30", 30, -3, 4, "basic"),
 )
 
 
@@ -184,7 +192,7 @@ class FaultConfig(_Body):
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, username TEXT NOT NULL,
-    phone TEXT NOT NULL, plan TEXT NOT NULL, membership TEXT NOT NULL, country TEXT NOT NULL,
+    phone TEXT NOT NULL, plan TEXT NOT NULL, country TEXT NOT NULL,
     address TEXT NOT NULL, two_factor INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS orders (
@@ -292,14 +300,9 @@ def load_demo_accounts(path: Path = CUSTOMERS_CSV) -> list[DemoAccount]:
         ]
 
 
-def membership_level(account: DemoAccount) -> str:
-    if account.plan == "enterprise":
-        return "gold"
-    if account.plan == "business":
-        return "gold" if account.arr >= 10000 else "silver"
-    if account.plan == "plus":
-        return "silver" if account.arr >= 1000 else "bronze"
-    return "guest"
+def plan_rank(plan: str) -> int:
+    """The rank of a plan (basic 0 … enterprise 3); an unknown plan ranks as basic."""
+    return PLAN_RANK.get(plan, 0)
 
 
 def username_for(name: str) -> str:
@@ -318,9 +321,8 @@ def seed_database(connection: sqlite3.Connection, today: date) -> None:
         street = f"{rng.randint(10, 9800)} {rng.choice(STREETS)}"
         address = f"{street}, {rng.choice(CITIES)}, {rng.randint(10000, 99999)}"
         phone = f"({rng.randint(201, 989)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}"
-        membership = membership_level(account)
         connection.execute(
-            "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (
                 account.id,
                 account.name,
@@ -328,7 +330,6 @@ def seed_database(connection: sqlite3.Connection, today: date) -> None:
                 username_for(account.name),
                 phone,
                 account.plan,
-                membership,
                 account.country,
                 address,
             ),
@@ -352,7 +353,8 @@ def seed_database(connection: sqlite3.Connection, today: date) -> None:
                 for sku, name, price in items
             ]
             subtotal = sum(quantity * price for _, _, quantity, price in lines)
-            shipping_fee = 0.0 if subtotal >= 75 or membership == "gold" else 8.0
+            free_shipping = subtotal >= FREE_SHIPPING_FROM or account.plan in FREE_SHIPPING_PLANS
+            shipping_fee = 0.0 if free_shipping else STANDARD_SHIPPING_FEE
             connection.execute(
                 "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -638,17 +640,17 @@ class BackofficeService:
                     409,
                     detail=f"Order {order_id} is {order['status_label']}; a return starts after delivery.",
                 )
-            membership = connection.execute(
-                "SELECT membership FROM accounts WHERE id = ?", (order["account_id"],)
-            ).fetchone()["membership"]
-            window = RETURN_WINDOW_DAYS[membership]
+            plan = connection.execute(
+                "SELECT plan FROM accounts WHERE id = ?", (order["account_id"],)
+            ).fetchone()["plan"]
+            window = RETURN_WINDOW_DAYS.get(plan, RETURN_WINDOW_DAYS["basic"])
             delivered = date.fromisoformat(order["delivered_on"] or order["eta"])
             if window is not None and (today - delivered).days > window:
                 raise HTTPException(
                     409,
                     detail=(
                         f"Order {order_id} was delivered {(today - delivered).days} days ago; the return "
-                        f"window for {membership} members is {window} days."
+                        f"window on the {PLAN_LABELS.get(plan, plan)} plan is {window} days."
                     ),
                 )
             return_id = f"RMA-{uuid.uuid4().hex[:8].upper()}"
@@ -836,27 +838,31 @@ class BackofficeService:
             )
             return result
         _, percent, start, end, minimum = found
-        membership = "guest"
+        plan = "basic"
         if request.account_id:
             with self.database.read() as connection:
-                membership = self._account_row(connection, request.account_id)["membership"]
+                plan = self._account_row(connection, request.account_id)["plan"]
+        plan_label = PLAN_LABELS.get(plan, plan)
         valid_from, valid_to = today + timedelta(days=start), today + timedelta(days=end)
         if today < valid_from:
             result.update(reason="not_started", message=f"{code} starts on {valid_from.isoformat()}.")
         elif today > valid_to:
             result.update(reason="expired", message=f"{code} expired on {valid_to.isoformat()}.")
-            # ABCD policy: members (bronze and up) get a fresh code when theirs no longer works.
-            if MEMBERSHIP_RANK[membership] >= MEMBERSHIP_RANK["bronze"]:
+            # The Plus plan and up get a fresh code when theirs no longer works (plan-benefit-promo).
+            if plan_rank(plan) >= plan_rank(PROMO_REPLACEMENT_MIN_PLAN):
                 replacement = f"NW{percent}{uuid.uuid4().hex[:4].upper()}"
                 result.update(
                     replacement_code=replacement,
                     message=(
-                        f"{code} expired on {valid_to.isoformat()}, but as a {membership} member here is a "
+                        f"{code} expired on {valid_to.isoformat()}, but on the {plan_label} plan here is a "
                         f"new code for {percent}% off: {replacement}."
                     ),
                 )
-        elif MEMBERSHIP_RANK[membership] < MEMBERSHIP_RANK[minimum]:
-            result.update(reason="membership", message=f"{code} is reserved for {minimum} members.")
+        elif plan_rank(plan) < plan_rank(minimum):
+            eligible = [PLAN_LABELS[name] for name, rank in PLAN_RANK.items() if rank >= plan_rank(minimum)]
+            named = eligible[0] if len(eligible) == 1 else ", ".join(eligible[:-1]) + " and " + eligible[-1]
+            plans = "plan" if len(eligible) == 1 else "plans"
+            result.update(reason="plan", message=f"{code} is only for customers on the {named} {plans}.")
         else:
             result.update(
                 valid=True,
