@@ -16,7 +16,7 @@ from cxstack.workspace.models import FactConfig
 
 PLANTED = """version: 1
 facts:
-  - id: bronze-window-copy
+  - id: plus-window-copy
     text: The Plus plan has a return window of 60 days from delivery.
     owner: store-ops@northwind.example
   - id: store-hours-again
@@ -61,7 +61,7 @@ def test_planted_duplicates_contradictions_stale_and_unowned_facts_are_found(tmp
         by_kind.setdefault(finding["kind"], []).append(finding)
 
     [contradiction] = by_kind["contradiction"]
-    assert set(contradiction["facts"]) == {"return-window-plus", "bronze-window-copy"}  # type: ignore[arg-type]
+    assert set(contradiction["facts"]) == {"return-window-plus", "plus-window-copy"}  # type: ignore[arg-type]
     assert "60 vs 90 days" in str(contradiction["detail"]) or "90 vs 60 days" in str(contradiction["detail"])
     assert "billing-team@northwind.example" in str(contradiction["owner"])
     [duplicate] = by_kind["near_duplicate"]
@@ -182,7 +182,7 @@ def test_the_html_report_charts_the_findings_and_lists_them(tmp_path: Path) -> N
     html = page.read_text()
     assert html.count("<svg") == 1  # findings chart; no gaps chart without stored conversations
     assert len(report["findings"]) == 4  # type: ignore[arg-type]
-    for fact_id in ("bronze-window-copy", "store-hours-again", "gift-wrap-free", "old-promo"):
+    for fact_id in ("plus-window-copy", "store-hours-again", "gift-wrap-free", "old-promo"):
         assert f"<code>{fact_id}</code>" in html
     assert "No knowledge gaps" in html and "Northwind Outfitters" in html
 
@@ -276,7 +276,7 @@ def test_never_retrieved_comes_from_the_stored_answers(tmp_path: Path) -> None:
     shutil.copytree(demo_workspace_path(), workspace)
     home = tmp_path / "home"
     store = open_store(Settings(home=home))
-    cited = ["return-window-bronze", "password-reset-link"]
+    cited = ["return-window-plus", "password-reset-link"]
     for n, fact_id in enumerate([*cited, None]):
         message = store.ingest(inbound(f"e{n}", conversation=f"c{n}", text="a question")).message
         commit = make_commit(f"c{n}", message.id, reply="an answer")

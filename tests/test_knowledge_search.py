@@ -213,3 +213,12 @@ def test_dstc11_names_are_resolved_from_the_real_knowledge() -> None:
         resolver.resolve(["Is the Alexandar Bed and Breakfast quiet?"]).subject
         == "ALEXANDER BED AND BREAKFAST"
     )
+
+
+def test_a_name_ending_in_s_is_not_taken_for_a_plural() -> None:
+    from cxstack.knowledge.subjects import SubjectResolver
+
+    resolver = SubjectResolver([("Plus plan", "a"), ("Business plan", "b"), ("boots", "c")])
+    assert resolver.resolve(["what does the Plus fee cover?"]).subject == "Plus plan"
+    assert resolver.resolve(["return window for plus members?"]).subject == "Plus plan"
+    assert resolver.resolve(["are my boots waterproof?"]).subject == "boots"

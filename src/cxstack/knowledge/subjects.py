@@ -63,7 +63,8 @@ _SPELLING = {
 def _plural(token: str) -> str:
     if len(token) > 4 and token.endswith("ies"):
         return token[:-3] + "y"
-    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+    # "plus", "campus", "status", "axis" and "glass" are not plurals.
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
         return token[:-1]
     return token
 
