@@ -2,7 +2,7 @@
 
     python -m benchmarks.audit_scale [--json PATH] [--seed 1] [--sizes 1000,10000,100000]
 
-Data (`benchmarks/audit_facts_gen.py`): facts about products, stores and plans (each names its `subject`)
+Data (`benchmarks/_audit_facts_gen.py`): facts about products, stores and plans (each names its `subject`)
 and a tenth about shipping destinations without a subject field; 5% of each set are planted second facts: half
 paraphrases of another fact (synonyms, clause reordering, an added opening), half contradictions (a changed
 number, amount or date, a negation, or a flipped policy word such as can/cannot, free/charged, includes/
@@ -13,7 +13,7 @@ Systems, in the same run, each size in its own process (time of `audit_facts` on
 facts; peak memory = the process's maximum resident set, generation included):
 
 * cxstack: `audit_facts` as shipped (blocking by subject; usearch HNSW for large searches, exact re-ranking).
-* baseline: the audit before it scaled (`benchmarks/audit_baseline.py`, main at 53ce3ff): brute-force
+* baseline: the audit before it scaled (`benchmarks/_audit_baseline.py`, main at 53ce3ff): brute-force
   nearest neighbours over all facts, number and negation checks only. Not run at 100k: its brute-force
   search compares every pair (10¹⁰ sparse dot products; about 100× its 10k time, and its distance matrix
   chunks); its 10k figure is the evidence.
@@ -42,12 +42,12 @@ DEV_SEED = 11
 
 
 def run_one(size: int, seed: int, system: str) -> dict[str, Any]:
-    from benchmarks.audit_facts_gen import generate
+    from benchmarks._audit_facts_gen import generate
 
     facts, planted = generate(size, seed)
     started = time.perf_counter()
     if system == "baseline":
-        from benchmarks.audit_baseline import pairs
+        from benchmarks._audit_baseline import pairs
 
         found = {frozenset(ids): kind for kind, ids in pairs(facts)}
     else:

@@ -301,7 +301,7 @@ def test_never_retrieved_comes_from_the_stored_answers(tmp_path: Path) -> None:
 def test_the_approximate_search_finds_what_the_exact_one_finds() -> None:
     from datetime import date
 
-    from benchmarks.audit_facts_gen import generate
+    from benchmarks._audit_facts_gen import generate
 
     from cxstack.knowledge.audit import audit_facts, candidate_pairs
 
