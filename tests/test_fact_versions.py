@@ -14,7 +14,7 @@ from tests.conftest import write_workspace
 from typer.testing import CliRunner
 
 from cxstack.api.app import create_api
-from cxstack.app import Settings, build
+from cxstack.app import CxApp, Settings, build
 from cxstack.cli.main import app as cli
 from cxstack.domain.ports import FactVersionConflictError
 from cxstack.knowledge.versions import (
@@ -380,3 +380,48 @@ def test_kb_impact_replay_shows_the_answers_a_fact_change_alters(ws: Path, tmp_p
         cli, ["kb", "impact", str(ws), "shipping-speed", "--replay", "--home", str(home)]
     )
     assert unchanged.exit_code == 1 and "nothing earlier to compare with" in unchanged.output
+
+
+def test_a_running_service_answers_with_an_edited_fact_from_the_next_turn(ws: Path, tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    async def ask(cx: CxApp, conversation: str) -> tuple[str, str]:
+        await cx.post_message(conversation, "what is your return policy", customer_id="cus_1", verified=True)
+        await cx.wait_idle(conversation)
+        view = cx.conversation_view(conversation)
+        assert view is not None
+        return view.messages[-1].text, str(view.traces[-1].workspace_version)
+
+    async def scenario() -> None:
+        settings = Settings(
+            home=tmp_path / "home",
+            workspace=ws,
+            embedder="hashing",
+            burst_window_ms=0,
+            knowledge_reload_seconds=0.01,
+        )
+        cx = build(settings)
+        await cx.start()
+        try:
+            before, first_version = await ask(cx, "c1")
+            assert "30 days" in before
+            editor = KnowledgeEditor(ws, cx.store)
+            latest = editor.history("return-window")[-1].number
+            text = "Our return policy: you can return any item within 45 days of delivery for a full refund."
+            editor.edit("return-window", {"text": text}, expected_version=latest, author="ana", reason="x")
+            time.sleep(0.05)
+            after, second_version = await ask(cx, "c2")
+            assert "45 days" in after and second_version != first_version
+            assert cx.store.get_workspace_version(second_version) is not None  # stored for replay and audit
+
+            # A broken knowledge file is ignored: the service keeps answering with what it had.
+            broken = "version: 1\nfacts:\n  - id: x\n    text: [unclosed\n"
+            (ws / "knowledge" / "broken.yaml").write_text(broken)
+            time.sleep(0.05)
+            kept, third_version = await ask(cx, "c3")
+            assert "45 days" in kept and third_version == second_version
+        finally:
+            await cx.stop()
+
+    asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -36,7 +37,7 @@ from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
-from cxstack.knowledge.versions import record_file_versions
+from cxstack.knowledge.versions import read_facts, record_file_versions
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
@@ -46,7 +47,8 @@ from cxstack.runtime.ingest import IngestBatcher
 from cxstack.runtime.process import ProcessRuntime
 from cxstack.store.db import create_engine_for, cxstack_home, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
-from cxstack.workspace.loader import canonical_content, load_workspace
+from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
+from cxstack.workspace.validate import WorkspaceInvalid
 from cxstack.workspace.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class Settings(BaseSettings):
     runtime: Literal["thread", "process"] = "thread"
     # Overrides the workspace's per-channel burst windows (0: every message is its own turn; tests, tools).
     burst_window_ms: int | None = None
+    # How often a running service looks at the knowledge files for edits (API, kb rollback, a git pull) and
+    # answers with them from the next turn; 0: never (the facts stay as they were at start).
+    knowledge_reload_seconds: float = 2.0
 
     def burst_windows(self, workspace: Workspace) -> dict[str, int]:
         windows = dict(workspace.settings.burst_window_ms)
@@ -198,6 +203,80 @@ def http_connectors(
     return built
 
 
+class KnowledgeReloader:
+    """Keeps a running engine's facts in step with its workspace's knowledge files.
+
+    Asked for the workspace before each turn, it looks at the files at most every `interval_seconds` (their
+    sizes and times only); when they changed and still validate, the knowledge index is rebuilt in place
+    (the vectors of unchanged texts are kept) and a workspace with the new facts, so a new version, is
+    returned: the next traces record it. Intents, rules and settings are read at start only (the router is
+    not retrained). Files that do not validate are logged and ignored: the service keeps the facts it had.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store | None,
+        *,
+        interval_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.interval = interval_seconds
+        self.clock = clock
+        root = engine.workspace.root
+        self._signature = self._files(root) if root is not None else ()
+        self._checked = clock()
+
+    @staticmethod
+    def _files(root: Path) -> tuple[tuple[str, int, int], ...]:
+        base = root / "knowledge"
+        if not base.is_dir():
+            return ()
+        found = []
+        for path in base.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    stat = path.stat()
+                    found.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(found))
+
+    def current(self) -> Workspace:
+        workspace = self.engine.workspace
+        root = workspace.root
+        if root is None or self.interval <= 0 or self.clock() - self._checked < self.interval:
+            return workspace
+        self._checked = self.clock()
+        signature = self._files(root)
+        if signature == self._signature:
+            return workspace
+        self._signature = signature
+        try:
+            facts = read_facts(root)
+        except (WorkspaceInvalid, OSError) as exc:
+            log.warning(
+                "knowledge files changed but do not validate; still answering with %s: %s",
+                workspace.version,
+                exc,
+            )
+            return workspace
+        content = canonical_content(workspace)
+        dumped = sorted((f.model_dump(mode="json") for f in facts), key=lambda f: str(f["id"]))
+        if dumped == content["facts"]:
+            return workspace
+        updated = workspace_from_content({**content, "facts": dumped}, root=root)
+        self.engine.knowledge.replace_facts(updated.facts)
+        self.engine.workspace = updated
+        if self.store is not None:
+            self.store.save_workspace_version(
+                updated.version, updated.settings.name, canonical_content(updated)
+            )
+            record_file_versions(self.store, facts, root=root)
+        log.info("knowledge reloaded: %d facts, workspace %s", len(facts), updated.version)
+        return updated
+
+
 def open_store(settings: Settings) -> Store:
     url = settings.resolved_database_url()
     if url.startswith("sqlite"):
@@ -272,6 +351,7 @@ class CxApp:
             for name in {"api", "webchat", *engine.workspace.settings.channels}
         }
         self.outbox = OutboxDispatcher(store, channels)
+        self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
             options = {
@@ -284,7 +364,7 @@ class CxApp:
             self.runtime = EmbeddedRuntime(
                 store,
                 engine.orchestrator,
-                engine.workspace,
+                self.reloader.current,
                 on_commit=self._committed,
                 burst_window_ms=settings.burst_windows(engine.workspace),
                 clock=clock,
@@ -294,7 +374,9 @@ class CxApp:
 
     @property
     def workspace(self) -> Workspace:
-        return self.engine.workspace
+        if self.settings.runtime == "process":
+            return self.reloader.current()  # the turns run in the worker, which reloads on its own
+        return self.engine.workspace  # the runtime's thread reloads it between turns
 
     def _stored(self, result: IngestResult) -> None:
         self.runtime.notify(result.message.conversation_id)
@@ -382,7 +464,9 @@ class CxApp:
         return message
 
 
-def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Workspace, Any]:
+def worker_components(
+    options: dict[str, Any],
+) -> tuple[Store, Orchestrator, Callable[[], Workspace], Any]:
     """What the worker process builds for itself: its own store connection and engine."""
     settings = Settings(**options["settings"])
     workspace: Workspace = options["workspace"]
@@ -393,7 +477,9 @@ def worker_components(options: dict[str, Any]) -> tuple[Store, Orchestrator, Wor
         dry_run_actions=settings.dry_run_actions,
         cache_dir=settings.cache_dir(),
     )
-    return open_store(settings), engine.orchestrator, workspace, engine.aclose
+    store = open_store(settings)
+    reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
+    return store, engine.orchestrator, reloader.current, engine.aclose
 
 
 def build(

@@ -1,8 +1,8 @@
 """/v1/knowledge: facts and their versions; admins edit, create and roll back (optimistic locking).
 
 Every write goes through `KnowledgeEditor`: a version in the store, then the workspace file rewritten, so the
-files stay the source of truth. The running service keeps answering from the workspace it started with until
-it is restarted; `cxstack serve` records every change made in the files as a version when it starts.
+files stay the source of truth; the running service picks the change up from the files before its next turn
+(`KnowledgeReloader`), and records changes made to the files by other means as versions.
 """
 
 from __future__ import annotations

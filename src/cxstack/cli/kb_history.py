@@ -177,8 +177,8 @@ def rollback(
     except (FactEditError, WorkspaceInvalid) as exc:
         raise _fail(str(exc)) from None
     console.print(
-        f"fact {fact_id} is now version {version.number} (the content of version {to_version}); "
-        "restart `cxstack serve` to answer with it"
+        f"fact {fact_id} is now version {version.number} (the content of version {to_version}); a running "
+        "service answers with it from its next turn"
     )
 
 
@@ -227,8 +227,8 @@ def publish(
     author: AuthorOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Approve draft facts (from `kb ingest` or `kb import --draft`): they answer customers after the next
-    start of the service. Each is a new version, written into its file."""
+    """Approve draft facts (from `kb ingest` or `kb import --draft`): a running service answers with them from
+    its next turn. Each is a new version, written into its file."""
     _set_status(workspace, fact_ids, "published", reason, author, home)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 import bm25s
@@ -195,6 +195,7 @@ class KnowledgeIndex:
         intent_boost: float = 0.25,
         tag_boost: float = 0.10,
         ann_min_facts: int = ANN_MIN_FACTS,
+        reuse: Mapping[str, NDArray[np.float32]] | None = None,
     ) -> None:
         if not 0.0 <= lexical_weight <= 1.0:
             raise ValueError("lexical_weight must be in [0, 1]")
@@ -217,13 +218,39 @@ class KnowledgeIndex:
             [self.subjects.key(f.subject) if f.subject else "" for f in self.facts], dtype=object
         )
         self._lexical = _Lexical([tokenize(f.text) for f in self.facts])
-        self._embeddings: NDArray[np.float32] = (
-            embedder.embed([f.text for f in self.facts])
-            if self.facts
-            else np.zeros((0, embedder.dim), dtype=np.float32)
-        )
+        self._embeddings: NDArray[np.float32] = self._embed_all(reuse or {})
         self.ann_min_facts = ann_min_facts
         self._ann = _VectorIndex(self._embeddings) if len(self.facts) >= ann_min_facts else None
+
+    def _embed_all(self, reuse: Mapping[str, NDArray[np.float32]]) -> NDArray[np.float32]:
+        """One vector per fact; texts embedded before (`reuse`, by text) are not embedded again."""
+        vectors = np.zeros((len(self.facts), self.embedder.dim), dtype=np.float32)
+        missing = [i for i, f in enumerate(self.facts) if f.text not in reuse]
+        for i, fact in enumerate(self.facts):
+            if fact.text in reuse:
+                vectors[i] = reuse[fact.text]
+        if missing:
+            vectors[missing] = self.embedder.embed([self.facts[i].text for i in missing])
+        return vectors
+
+    def vectors_by_text(self) -> dict[str, NDArray[np.float32]]:
+        return {f.text: self._embeddings[i] for i, f in enumerate(self.facts)}
+
+    def replace_facts(self, facts: Sequence[FactConfig]) -> None:
+        """Index another set of facts in place (a running service after a knowledge edit), keeping every
+        setting and the vectors of unchanged texts. The new index is built first and taken over at once, so a
+        search sees the old facts or the new ones, never a mix, provided it runs on the same thread."""
+        fresh = KnowledgeIndex(
+            facts,
+            self.embedder,
+            today=self.today,
+            lexical_weight=self.lexical_weight,
+            intent_boost=self.intent_boost,
+            tag_boost=self.tag_boost,
+            ann_min_facts=self.ann_min_facts,
+            reuse=self.vectors_by_text(),
+        )
+        self.__dict__.update(fresh.__dict__)
 
     def __len__(self) -> int:
         return len(self.facts)

@@ -181,6 +181,18 @@ def record_file_versions(
     return recorded
 
 
+def read_facts(root: Path) -> list[FactConfig]:
+    """The facts of the workspace at `root` as its files say now, or WorkspaceInvalid naming what is wrong.
+    Only the knowledge files must be valid (the intents may use mechanisms only the running service knows)."""
+    check = check_workspace(root)
+    if not root.is_dir():
+        raise WorkspaceInvalid(check.problems)
+    broken = [p for p in check.problems if p.is_error and p.file.startswith(KNOWLEDGE_DIR + "/")]
+    if broken or not check.facts_ok:
+        raise WorkspaceInvalid(broken or [p for p in check.problems if p.is_error])
+    return [sourced.item for sourced in check.facts]
+
+
 def _lock_path(root: Path) -> Path:
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"cxstack-knowledge-{digest}.lock"
@@ -201,15 +213,8 @@ class KnowledgeEditor:
             yield
 
     def sync(self) -> list[FactConfig]:
-        """The facts as the files say now, with every change since the last look recorded as a version.
-        Only the knowledge files must be valid (the intents may use mechanisms only the service knows)."""
-        check = check_workspace(self.root)
-        if not self.root.is_dir():
-            raise WorkspaceInvalid(check.problems)
-        broken = [p for p in check.problems if p.is_error and p.file.startswith(KNOWLEDGE_DIR + "/")]
-        if broken or not check.facts_ok:
-            raise WorkspaceInvalid(broken or [p for p in check.problems if p.is_error])
-        facts = [sourced.item for sourced in check.facts]
+        """The facts as the files say now, with every change since the last look recorded as a version."""
+        facts = read_facts(self.root)
         record_file_versions(self.store, facts, root=self.root, now=self.clock())
         return facts
 

@@ -35,7 +35,7 @@ class EmbeddedRuntime:
         self,
         store: Store,
         orchestrator: Orchestrator,
-        workspace: Workspace,
+        workspace: Workspace | Callable[[], Workspace],
         *,
         on_commit: Callable[[ConversationId], None] | None = None,
         burst_window_ms: Mapping[str, int] | None = None,

@@ -86,7 +86,7 @@ class TurnWorker:
         self,
         store: Store,
         orchestrator: Orchestrator,
-        workspace: Workspace,
+        workspace: Workspace | Callable[[], Workspace],
         *,
         on_commit: Callable[[ConversationId], Awaitable[None]] | None = None,
         commit_retries: int = 5,
@@ -99,13 +99,15 @@ class TurnWorker:
     ) -> None:
         self._store = store
         self._orchestrator = orchestrator
-        self._workspace = workspace
+        # A callable: the workspace as of now (a running service picks up knowledge edits between turns).
+        self._workspace_source = workspace if callable(workspace) else None
+        self._workspace = workspace() if callable(workspace) else workspace
         self._on_commit = on_commit
         self._commit_retries = commit_retries
         self._max_turn_attempts = max_turn_attempts
         self._lease_seconds = lease_seconds
         self._burst_window_ms = dict(
-            workspace.settings.burst_window_ms if burst_window_ms is None else burst_window_ms
+            self._workspace.settings.burst_window_ms if burst_window_ms is None else burst_window_ms
         )
         self._backoff = retry_backoff or _backoff
         self._clock = clock or utcnow  # the turn's time: rules on hours, fact validity, acknowledgements
@@ -378,6 +380,8 @@ class TurnWorker:
             for m in self._store.list_messages(conversation_id)
             if m.created_at <= message.created_at and m.id not in in_burst
         ]
+        if self._workspace_source is not None:
+            self._workspace = self._workspace_source()
         return TurnContext(
             workspace=self._workspace,
             conversation=conversation,
