@@ -71,7 +71,7 @@ def search_conversation(
     query = resolution.strip_mentions(newest) or newest
     facts = index.search(
         query,
-        k=k,
+        k=k if fitted is None else max(k, fitted.candidates),
         intent=intent,
         tags=tags,
         on=on,
@@ -88,16 +88,28 @@ def search_conversation(
         return ConversationSearch(needs, best, resolution, query, tuple(facts), relevance, selected)
     vector = index.embedder.embed([newest])[0] if newest.strip() else None
     needs_score = fitted.needs_probability(needs_features(vector, facts, resolution, newest, fitted.dim))
-    relevance = tuple(
-        fitted.relevance_probability(relevance_features(facts, resolution, index.fact_similarity))
+    needs = needs_score >= fitted.needs_threshold
+    probabilities = fitted.relevance_probability(
+        relevance_features(
+            facts,
+            resolution,
+            index.fact_vectors([f.fact.id for f in facts]),
+            query,
+            associations=fitted.associations,
+            tags=fitted.tags,
+        )
     )
-    selected = tuple(p >= fitted.select_threshold for p in relevance)
+    order = sorted(range(len(facts)), key=lambda i: -probabilities[i])[:k]
+    # A turn that needs knowledge is answered from at least its most probable fact.
+    selected = tuple(
+        probabilities[i] >= fitted.select_threshold or (needs and n == 0) for n, i in enumerate(order)
+    )
     return ConversationSearch(
-        needs_score >= fitted.needs_threshold,
+        needs,
         needs_score,
         resolution,
         query,
-        tuple(facts),
-        relevance,
+        tuple(facts[i] for i in order),
+        tuple(probabilities[i] for i in order),
         selected,
     )
