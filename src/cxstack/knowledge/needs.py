@@ -8,10 +8,14 @@ does so on its development half):
   search found: the best fact's fused, lexical and semantic scores, the mean of the best three, whether a
   subject is named or carried over, a question mark, the length. The embedding tells "book a table for two"
   (a task) from "is the food there any good?" (a question the facts answer); the scores tell whether the facts
-  can answer it.
-* **relevance** of each of the top facts: its fused, lexical and semantic scores, its score relative to the
-  best, its rank, whether it is about the resolved subject. Its probability is the fact's calibrated score;
-  the facts at or above `select_threshold` are the ones selected.
+  can answer it. Its threshold maximises F1 on out-of-fold probabilities (folds by conversation).
+* **relevance** of each of the `candidates` best facts (50; the output keeps the k most probable): its fused,
+  lexical and semantic scores; where it stands against the best fact and the best fact of its own subject
+  (rank, ratio, z-score); the share of the question's words it holds; how alike it is to the best and top
+  three facts; its length and tags; and learned word **associations** (`Associations`: how often a fact
+  holding word w was relevant when the question held word q — "sanitized" → "clean", "wifi" → "internet").
+  Its probability is the fact's calibrated score; the facts at or above `select_threshold` are the ones
+  selected, and a turn that needs knowledge always has its most probable fact selected.
 
 Why this and not a fine-tuned transformer: it fits in seconds on a few thousand examples on 2 cores, needs no
 GPU or download, and its outputs are probabilities the confidence policy can compare with one threshold.
@@ -353,6 +357,18 @@ def _best_threshold(
     return round(best, 2)
 
 
+def _needs_threshold(probabilities: NDArray[np.float64], labels: NDArray[np.int64]) -> float:
+    """The needs-knowledge threshold with the best turn-level F1 (0.5 on ties)."""
+    best, best_f1 = 0.5, -1.0
+    for threshold in sorted(np.arange(0.2, 0.81, 0.05), key=lambda t: abs(t - 0.5)):
+        predicted = probabilities >= threshold
+        tp = int((predicted & (labels == 1)).sum())
+        f1 = 2 * tp / (tp + int(predicted.sum()) + int((labels == 1).sum())) if tp else 0.0
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(threshold), f1
+    return round(best, 2)
+
+
 @dataclass
 class _Retrieved:
     facts: list[ScoredFact]
@@ -422,7 +438,22 @@ def fit_model(
                     zlib.crc32(first.strip().lower().encode()) % FOLDS,
                 )
             )
-    needs = Logistic.fit(np.array(needs_rows), needs_labels, c=c_needs)
+    needs_matrix = np.array(needs_rows)
+    needs = Logistic.fit(needs_matrix, needs_labels, c=c_needs)
+    # The needs threshold from out-of-fold probabilities: in-sample ones are overconfident.
+    folds = np.array(
+        [zlib.crc32((e.messages[0] if e.messages else "").strip().lower().encode()) % FOLDS for e in examples]
+    )
+    held_out = np.zeros(len(examples))
+    labels_array = np.array(needs_labels)
+    for fold in range(FOLDS):
+        inside = folds != fold
+        if inside.all() or not inside.any() or len(set(labels_array[inside])) < 2:
+            held_out[~inside] = needs.probability(needs_matrix[~inside])
+            continue
+        part = Logistic.fit(needs_matrix[inside], labels_array[inside].tolist(), c=c_needs)
+        held_out[~inside] = part.probability(needs_matrix[~inside])
+    needs_threshold = _needs_threshold(held_out, labels_array)
     tags = _common_tags(retrieved)
     words = [turn.words() for turn in retrieved]
     per_turn: list[tuple[NDArray[np.float64], list[bool], int]] = []
@@ -452,7 +483,7 @@ def fit_model(
         dim=index.embedder.dim,
         needs=needs,
         relevance=relevance,
-        needs_threshold=0.5,
+        needs_threshold=needs_threshold,
         select_threshold=threshold,
         lexical_weight=lexical_weight,
         fitted_on=note,

@@ -6,10 +6,12 @@ The one path that `cxstack kb search`, the content resolver's trace and the DSTC
 2. the newest message, without the subject's name (it says *which* facts, not *what about* them), is the
    query of the hybrid search (`retrieval.py`);
 3. a `KnowledgeModel` fitted on labelled conversations (`needs.py`), when the workspace has one, turns the
-   search into calibrated probabilities: that the turn needs knowledge at all, and that each fact is relevant;
-   it selects the facts whose probability reaches its threshold. Without one: the turn needs knowledge when
-   its best fact reaches `knowledge_min_score`, and the selected facts are those the composer would use
-   (above `knowledge_min_score` and within `second_fact_ratio` of the best).
+   search into calibrated probabilities: that the turn needs knowledge at all, and that each of its
+   `candidates` best facts is relevant; the k most probable are returned, most probable first, and those
+   whose probability reaches its threshold are selected (at least one when the turn needs knowledge).
+   Without one: the turn needs knowledge when its best fact reaches `knowledge_min_score`, and the selected
+   facts are those the composer would use (above `knowledge_min_score` and within `second_fact_ratio` of the
+   best).
 """
 
 from __future__ import annotations
