@@ -222,3 +222,40 @@ def test_a_name_ending_in_s_is_not_taken_for_a_plural() -> None:
     assert resolver.resolve(["what does the Plus fee cover?"]).subject == "Plus plan"
     assert resolver.resolve(["return window for plus members?"]).subject == "Plus plan"
     assert resolver.resolve(["are my boots waterproof?"]).subject == "boots"
+
+
+def test_learned_associations_link_question_words_to_the_words_facts_use() -> None:
+    from cxstack.knowledge.needs import Associations
+
+    turns = [
+        ({"sanit", "bathroom"}, [({"bathroom", "clean"}, True), ({"breakfast", "tasty"}, False)]),
+        ({"sanit", "room"}, [({"room", "spotless", "clean"}, True), ({"staff", "rude"}, False)]),
+        ({"wifi"}, [({"internet", "fast"}, True), ({"clean", "room"}, False)]),
+    ]
+    learned = Associations.count(turns)
+    assert learned.prior == pytest.approx(0.5)
+    strongest, lift, _ = learned.features({"sanit"}, {"clean", "towel"})
+    assert strongest > learned.prior and lift > 0
+    assert learned.features({"sanit"}, {"breakfast"}) == (learned.prior, 0.0, learned.prior)
+    assert "breakfast" not in learned.pairs.get("sanit", {})  # never seen relevant: not kept
+    assert Associations.from_json(json.loads(json.dumps(learned.to_json()))) == learned
+
+
+def test_a_fitted_model_reranks_more_candidates_and_returns_at_most_k() -> None:
+    pairs = [("HOBSONS HOUSE", f"Sentence {i} about the garden and the view.") for i in range(30)]
+    pairs += [("HOBSONS HOUSE", "The room was spotless and clean.")]
+    pairs += [("HOBSONS HOUSE", "Very clean bathroom.")]
+    index = KnowledgeIndex(facts_of(pairs), HashingEmbedder())
+    examples = [
+        LabelledTurn(("Is Hobsons House clean?",), True, frozenset({"f30", "f31"})),
+        LabelledTurn(("Is the bathroom at Hobsons House sanitary?",), True, frozenset({"f31"})),
+        LabelledTurn(("Book Hobsons House for two nights",), False),
+        LabelledTurn(("A taxi to the station please",), False),
+    ] * 3
+    model = fit_model(index, examples, embedder_name="hashing", k=40)
+    assert model.candidates == 40 and model.associations is not None
+    found = search_conversation(index, ["Is Hobsons House clean?"], model=model, k=5)
+    assert len(found.facts) == 5
+    assert list(found.relevance) == sorted(found.relevance, reverse=True)
+    assert found.needs_knowledge and any(found.selected)
+    assert found.facts[0].fact.id in {"f30", "f31"} and found.selected[0]

@@ -270,6 +270,15 @@ class KnowledgeIndex:
             return 0.0
         return float(self._embeddings[a] @ self._embeddings[b])
 
+    def fact_vectors(self, fact_ids: Sequence[str]) -> NDArray[np.float32]:
+        """The indexed facts' embeddings, one row per id (zeros for an id not indexed)."""
+        out = np.zeros((len(fact_ids), self._embeddings.shape[1]), dtype=np.float32)
+        for row, fact_id in enumerate(fact_ids):
+            position = self._position.get(fact_id)
+            if position is not None:
+                out[row] = self._embeddings[position]
+        return out
+
     def valid_mask(self, on: date | None = None) -> NDArray[np.bool_]:
         day = on or self.today or date.today()
         mask = np.ones(len(self.facts), dtype=bool)

@@ -6,10 +6,12 @@ The one path that `cxstack kb search`, the content resolver's trace and the DSTC
 2. the newest message, without the subject's name (it says *which* facts, not *what about* them), is the
    query of the hybrid search (`retrieval.py`);
 3. a `KnowledgeModel` fitted on labelled conversations (`needs.py`), when the workspace has one, turns the
-   search into calibrated probabilities: that the turn needs knowledge at all, and that each fact is relevant;
-   it selects the facts whose probability reaches its threshold. Without one: the turn needs knowledge when
-   its best fact reaches `knowledge_min_score`, and the selected facts are those the composer would use
-   (above `knowledge_min_score` and within `second_fact_ratio` of the best).
+   search into calibrated probabilities: that the turn needs knowledge at all, and that each of its
+   `candidates` best facts is relevant; the k most probable are returned, most probable first, and those
+   whose probability reaches its threshold are selected (at least one when the turn needs knowledge).
+   Without one: the turn needs knowledge when its best fact reaches `knowledge_min_score`, and the selected
+   facts are those the composer would use (above `knowledge_min_score` and within `second_fact_ratio` of the
+   best).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def search_conversation(
     query = resolution.strip_mentions(newest) or newest
     facts = index.search(
         query,
-        k=k,
+        k=k if fitted is None else max(k, fitted.candidates),
         intent=intent,
         tags=tags,
         on=on,
@@ -88,16 +90,28 @@ def search_conversation(
         return ConversationSearch(needs, best, resolution, query, tuple(facts), relevance, selected)
     vector = index.embedder.embed([newest])[0] if newest.strip() else None
     needs_score = fitted.needs_probability(needs_features(vector, facts, resolution, newest, fitted.dim))
-    relevance = tuple(
-        fitted.relevance_probability(relevance_features(facts, resolution, index.fact_similarity))
+    needs = needs_score >= fitted.needs_threshold
+    probabilities = fitted.relevance_probability(
+        relevance_features(
+            facts,
+            resolution,
+            index.fact_vectors([f.fact.id for f in facts]),
+            query,
+            associations=fitted.associations,
+            tags=fitted.tags,
+        )
     )
-    selected = tuple(p >= fitted.select_threshold for p in relevance)
+    order = sorted(range(len(facts)), key=lambda i: -probabilities[i])[:k]
+    # A turn that needs knowledge is answered from at least its most probable fact.
+    selected = tuple(
+        probabilities[i] >= fitted.select_threshold or (needs and n == 0) for n, i in enumerate(order)
+    )
     return ConversationSearch(
-        needs_score >= fitted.needs_threshold,
+        needs,
         needs_score,
         resolution,
         query,
-        tuple(facts),
-        relevance,
+        tuple(facts[i] for i in order),
+        tuple(probabilities[i] for i in order),
         selected,
     )
