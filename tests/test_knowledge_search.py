@@ -259,3 +259,49 @@ def test_a_fitted_model_reranks_more_candidates_and_returns_at_most_k() -> None:
     assert list(found.relevance) == sorted(found.relevance, reverse=True)
     assert found.needs_knowledge and any(found.selected)
     assert found.facts[0].fact.id in {"f30", "f31"} and found.selected[0]
+
+
+def test_kb_fit_writes_the_model_kb_search_uses_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    import shutil
+
+    from cxstack.demo import demo_workspace_path
+
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path(), ws)
+    labelled = [
+        (["are the Trailblazer boots waterproof?"], True, ["boots-waterproof"]),
+        (["how do I get paint off my boots"], True, ["boots-paint-stain"]),
+        (["how long is the return window on the Plus plan?"], True, ["return-window-plus"]),
+        (["what's the return window for enterprise?"], True, ["return-window-enterprise"]),
+        (["thanks, bye"], False, []),
+        (["hello"], False, []),
+        (["please cancel my order ORD-10001"], False, []),
+        (["where is my order ORD-10002"], False, []),
+    ]
+    good = tmp_path / "labelled.jsonl"
+    good.write_text(
+        "".join(json.dumps({"messages": m, "needs_knowledge": n, "facts": f}) + "\n" for m, n, f in labelled)
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"messages": ["x"], "needs_knowledge": "yes"}\n{"messages": ["a"], "needs_knowledge": true, '
+        '"facts": ["no-such-fact"]}\n'
+    )
+    runner = CliRunner()
+    refused = runner.invoke(app, ["kb", "fit", str(ws), str(bad), "--embedder", "hashing"])
+    assert refused.exit_code == 1 and "line 1" in refused.output and "no-such-fact" in refused.output
+    assert load_model(ws) is None
+
+    fitted = runner.invoke(app, ["kb", "fit", str(ws), str(good), "--embedder", "hashing"])
+    assert fitted.exit_code == 0, fitted.output
+    model = load_model(ws)
+    assert model is not None and model.embedder == "hashing"
+    found = runner.invoke(
+        app, ["kb", "search", str(ws), "are the boots waterproof?", "--json", "--embedder", "hashing"]
+    )
+    result = json.loads(found.stdout)
+    assert result["needs_knowledge"] and result["facts"][0] == {
+        **result["facts"][0],
+        "id": "boots-waterproof",
+    }
+    assert result["facts"][0]["selected"] is True

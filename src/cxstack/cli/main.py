@@ -742,6 +742,46 @@ def kb_ground(
     console.print(table)
 
 
+@kb_app.command("fit")
+def kb_fit(
+    workspace: WorkspaceArg,
+    examples: Annotated[
+        Path,
+        typer.Argument(
+            help='JSONL: {"messages": [texts, oldest first], "needs_knowledge": bool, "facts": [ids]} per '
+            "line, labelled by people (e.g. from reviewed conversations).",
+            show_default=False,
+        ),
+    ],
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Fit the workspace's knowledge model (models/knowledge.json): the probability that a turn needs
+    knowledge and that each fact is relevant, with thresholds that maximise F1 on the examples. `kb search`
+    uses it. Every line is checked first: one bad line and nothing is fitted. Check it on examples it was not
+    fitted on (the figures printed here are on its own examples, so they are optimistic)."""
+    from cxstack.cli.services import open_knowledge
+    from cxstack.knowledge.needs import fit_model, read_labelled_turns
+
+    loaded = _load_or_exit(workspace)
+    try:
+        turns = read_labelled_turns(_read_lines(examples), {f.id for f in loaded.facts})
+    except ValueError as exc:
+        err.print(f"[red]{examples}: {exc}[/]")
+        err.print("[red]nothing was fitted[/]")
+        raise typer.Exit(1) from None
+    with err.status(f"fitting on {len(turns)} labelled turns…"):
+        knowledge = open_knowledge(loaded, embedder)
+        name = embedder or loaded.settings.embedder
+        model = fit_model(
+            knowledge.index, turns, embedder_name=name, note=f"{examples.name}, {len(turns)} turns"
+        )
+    path = model.save(loaded.root)
+    console.print(
+        f"wrote {path}: {len(turns)} turns ({sum(t.needs_knowledge for t in turns)} need knowledge); "
+        f"needs threshold {model.needs_threshold:.2f}, selection threshold {model.select_threshold:.2f}"
+    )
+
+
 @kb_app.command("search")
 def kb_search(
     workspace: WorkspaceArg,

@@ -25,7 +25,7 @@ Without a fitted model (or one fitted with another embedder) `search.py` falls b
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -491,3 +491,46 @@ def fit_model(
         tags=tags,
         candidates=k,
     )
+
+
+def read_labelled_turns(lines: Sequence[str], known_facts: Collection[str]) -> list[LabelledTurn]:
+    """`{"messages": [texts, oldest first], "needs_knowledge": bool, "facts": [relevant fact ids]}` per
+    line. Every line is checked first; any problem raises ValueError naming each bad line, so a model is
+    never fitted on half a file."""
+    turns: list[LabelledTurn] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(item, dict):
+            problems.append(f"line {number}: expected an object")
+            continue
+        messages = item.get("messages")
+        needs = item.get("needs_knowledge")
+        facts = item.get("facts", [])
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, str) for m in messages):
+            problems.append(f'line {number}: "messages" must be a non-empty list of texts')
+            continue
+        if not isinstance(needs, bool):
+            problems.append(f'line {number}: "needs_knowledge" must be true or false')
+            continue
+        if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+            problems.append(f'line {number}: "facts" must be a list of fact ids')
+            continue
+        unknown = [f for f in facts if f not in known_facts]
+        if unknown:
+            problems.append(f"line {number}: unknown fact(s) {', '.join(unknown)}")
+            continue
+        turns.append(LabelledTurn(tuple(messages), needs, frozenset(facts)))
+    if problems:
+        raise ValueError("\n".join(problems))
+    if len({t.needs_knowledge for t in turns}) < 2 or not any(t.relevant for t in turns):
+        raise ValueError(
+            "need turns that need knowledge (with their facts) and turns that do not, to fit both models"
+        )
+    return turns
