@@ -203,3 +203,30 @@ def test_only_published_facts_answer_and_each_only_its_audience() -> None:
     assert found(tier="vip", channel="webchat") == {"vip-refunds", "refunds"}
     assert found(tier="standard", channel="whatsapp") == {"whatsapp-refunds", "refunds"}
     assert found() == {"refunds"}  # unknown tier and channel: only facts meant for everyone
+
+
+def test_a_fact_for_a_locale_is_used_only_in_that_language() -> None:
+    facts = [
+        FactConfig(
+            id="quebec-returns",
+            text="Au Québec, les retours sont gratuits pendant 30 jours.",
+            owner="cx",
+            audience={"locales": ["fr-CA"]},  # type: ignore[arg-type]
+        ),
+        FactConfig(
+            id="returns-en",
+            text="Returns are free for 30 days.",
+            owner="cx",
+            audience={"locales": ["en"]},  # type: ignore[arg-type]
+        ),
+        FactConfig(id="returns-any", text="Retours et returns: 30 jours / 30 days.", owner="cx"),
+    ]
+    index = KnowledgeIndex(facts, HashingEmbedder(), today=date(2025, 6, 1))
+
+    def found(locale: str | None) -> set[str]:
+        return {r.fact.id for r in index.search("retours returns 30 jours days", k=10, locale=locale)}
+
+    assert found("fr") == {"quebec-returns", "returns-any"}  # `fr` is all a detector can tell
+    assert found("en") == {"returns-en", "returns-any"}
+    assert found("en-GB") == {"returns-en", "returns-any"}
+    assert found(None) == {"returns-any"}  # unknown language: only facts meant for every language

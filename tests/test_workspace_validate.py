@@ -525,3 +525,13 @@ def test_a_fact_for_an_unknown_tier_is_an_error_with_the_right_tier_suggested(tm
     problem = find(validate_workspace(root, today=TODAY), "unknown tier `enterprse`")
     assert problem.severity == "error" and problem.line == line_of(facts, "audience")
     assert "enterprise" in problem.fix
+
+
+def test_a_fact_for_a_language_the_workspace_does_not_answer_in_is_warned(shop_path: Path) -> None:
+    (shop_path / "knowledge" / "fr.yaml").write_text(
+        "version: 1\nfacts:\n  - id: fr-returns\n    text: Les retours sont gratuits.\n"
+        "    owner: cx@shop.test\n    audience: {locales: [fr-CA]}\n"
+    )
+    problems = [p for p in validate_workspace(shop_path) if "fr-returns" in p.message]
+    assert [(p.severity, p.file) for p in problems] == [("warning", "knowledge/fr.yaml")]
+    assert "does not answer in" in problems[0].message

@@ -208,8 +208,10 @@ class KnowledgeIndex:
         self.facts: tuple[FactConfig, ...] = tuple(f for f in facts if f.status == "published")
         self._tiers = [frozenset(f.audience.tiers) for f in self.facts]
         self._channels = [frozenset(f.audience.channels) for f in self.facts]
+        self._locales = [frozenset(x.lower() for x in f.audience.locales) for f in self.facts]
         self._targeted = np.array(
-            [bool(t or c) for t, c in zip(self._tiers, self._channels, strict=True)], bool
+            [bool(t or c or lo) for t, c, lo in zip(self._tiers, self._channels, self._locales, strict=True)],
+            bool,
         )
         self._dated = np.array([f.valid_from is not None or f.valid_to is not None for f in self.facts], bool)
         self._position = {f.id: i for i, f in enumerate(self.facts)}
@@ -286,11 +288,21 @@ class KnowledgeIndex:
             mask[i] = is_valid_on(self.facts[i], day)
         return mask
 
-    def audience_mask(self, tier: str | None, channel: str | None) -> NDArray[np.bool_]:
+    def audience_mask(
+        self, tier: str | None, channel: str | None, locale: str | None = None
+    ) -> NDArray[np.bool_]:
+        """Facts meant for this tier, channel and language; a fact with an audience is out when the one it
+        names is unknown (a locale fact needs the customer's language)."""
+        language = (locale or "").lower()
+        accepted = {language, language.split("-")[0]} - {""}
         mask = np.ones(len(self.facts), dtype=bool)
         for i in np.flatnonzero(self._targeted):
-            tiers, channels = self._tiers[i], self._channels[i]
-            mask[i] = (not tiers or tier in tiers) and (not channels or channel in channels)
+            tiers, channels, locales = self._tiers[i], self._channels[i], self._locales[i]
+            mask[i] = (
+                (not tiers or tier in tiers)
+                and (not channels or channel in channels)
+                and (not locales or any(x in accepted or x.split("-")[0] == language for x in locales))
+            )
         return mask
 
     def subject_mask(self, subjects: Sequence[str]) -> NDArray[np.bool_]:
@@ -317,13 +329,15 @@ class KnowledgeIndex:
         channel: str | None = None,
         subjects: Sequence[str] = (),
         lexical_weight: float | None = None,
+        locale: str | None = None,
     ) -> list[ScoredFact]:
         """The k best facts for `query` among those valid on `on`, meant for `tier` and `channel` (a fact with
         an audience is left out when they are unknown) and about one of `subjects` or about no subject (all
         subjects when empty), best first, with fused scores in [0, 1]."""
         if not self.facts or not query.strip() or k <= 0:
             return []
-        eligible = self.valid_mask(on) & self.audience_mask(tier, channel) & self.subject_mask(subjects)
+        audience = self.audience_mask(tier, channel, locale)
+        eligible = self.valid_mask(on) & audience & self.subject_mask(subjects)
         query_vector = self.embedder.embed([query])[0]
         lexical = self._lexical.normalised_scores(tokenize(query))
         rows = np.flatnonzero(eligible)

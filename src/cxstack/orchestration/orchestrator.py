@@ -277,6 +277,7 @@ class Orchestrator:
         supported = ctx.workspace.languages
         detected = detect_language(turn.text)
         is_supported = detected.code is None or detected.code in supported
+        ctx.language = detected.code if detected.code in supported else ctx.workspace.settings.language
         with turn.rec.step(Layer.ORCHESTRATION, "language", {"supported": supported}) as s:
             s["output"] = {
                 "detected": detected.code,

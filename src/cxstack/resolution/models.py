@@ -26,6 +26,8 @@ class TurnContext:
     burst: tuple[Message, ...] = ()
     # The sentence(s) of the message this request is about, when the message says more (retrieval query).
     focus: str | None = None
+    # The language the customer writes in (detected, else the workspace's): facts for other locales are out.
+    language: str | None = None
     # The text this request's slots are read from, when another request in the same message shares it.
     request_text: str | None = None
     # Looks up stored customer profiles (a verification step binds the conversation to one of them).

@@ -626,6 +626,11 @@ class FactAudience(_Strict):
     channels: list[str] = Field(
         default_factory=list, description="Channels (api, webchat, whatsapp, email …) it is for. Empty: all."
     )
+    locales: list[str] = Field(
+        default_factory=list,
+        description="Languages (en, fr) or locales (fr-CA) it is for, matched against the language the "
+        "customer writes in (`fr` covers `fr-CA`). Empty: every language.",
+    )
 
 
 class FactConfig(_Strict):

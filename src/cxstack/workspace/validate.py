@@ -1019,6 +1019,16 @@ def _check_facts(check: WorkspaceCheck, today: date) -> None:
                     f"fact `{fact.id}` is for unknown tier `{tier}`: no customer would ever see it",
                     _suggest(tier, tier_names, "use a tier from strategy.yaml"),
                 )
+        languages = set(check.settings.languages or [check.settings.language]) if check.settings else None
+        for index, locale in enumerate(fact.audience.locales):
+            if languages is not None and locale.lower().split("-")[0] not in languages:
+                check.add(
+                    doc,
+                    (*loc, "audience", "locales", index),
+                    f"fact `{fact.id}` is for locale `{locale}`, a language the workspace does not answer in",
+                    f"add it to cxstack.yaml's languages, or use one of: {', '.join(sorted(languages))}",
+                    "warning",
+                )
         if fact.valid_from and fact.valid_to and fact.valid_from > fact.valid_to:
             check.add(
                 doc,

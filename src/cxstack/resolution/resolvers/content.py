@@ -74,6 +74,7 @@ class ContentResolver:
             on=day,
             tier=ctx.business.tier if ctx.business else None,
             channel=ctx.conversation.channel,
+            locale=ctx.language,
             subjects=subjects,
         )
 
