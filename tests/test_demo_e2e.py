@@ -90,3 +90,39 @@ async def test_refund_top_tier_to_a_person_low_tier_automated_after_confirmation
     assert done.outcome == "automated"
     [action] = next(s for s in done.steps if s.name == "resolve:action").output["actions"]
     assert action["action"] == "issue_refund" and action["ok"]
+
+
+def test_a_story_sentence_before_the_question_does_not_become_the_request() -> None:
+    """'I'm on the Plus plan.' routes to the plan's intent on its own; the question after it is the request,
+    and each question of the message is answered (gift wrap included)."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from cxstack.app import Settings, build
+    from cxstack.demo import demo_workspace_path
+    from cxstack.knowledge.impact import cited_facts
+
+    async def ask() -> tuple[str, list[str]]:
+        with tempfile.TemporaryDirectory() as home:
+            cx = build(
+                Settings(
+                    home=Path(home), workspace=demo_workspace_path(), embedder="hashing", burst_window_ms=0
+                )
+            )
+            await cx.start()
+            try:
+                text = "Hi, I'm on the Plus plan. How long do I have to return boots? Also, do you gift wrap?"
+                await cx.post_message("story", text, customer_id="cus_1002", verified=True)
+                await cx.wait_idle("story")
+                view = cx.conversation_view("story")
+                assert view is not None
+                trace = view.traces[-1]
+                cited = [fact for t in view.traces for fact in cited_facts(t)]
+                return str(trace.intent), cited
+            finally:
+                await cx.stop()
+
+    intent, cited = asyncio.run(ask())
+    assert intent != "membership_benefits"
+    assert any(fact.startswith("gift-wrap") for fact in cited)

@@ -20,7 +20,8 @@ _CLAUSE = re.compile(
     r"\s*[,;]?\s*\b(?:and also|also|another thing|oh and|and then|by the way|btw|"
     r"and (?:can|could|would|will) you|and i (?:also|'d also|would also)|"
     r"and (?=(?:where|when|what|how|why|is|are|do|does|did) "
-    r"(?:is|are|was|do|does|did|can|my|the|your|i)\b))\b[\s,:]*",
+    r"(?:is|are|was|do|does|did|can|my|the|your|i)\b)|"
+    r"and (?=how (?:long|much|many|soon|often)\b))\b[\s,:]*",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -72,3 +73,17 @@ def _windows(piece: str) -> list[str]:
     if words(piece) <= MAX_SENTENCE_WORDS:
         return [piece]
     return [" ".join(tokens[i : i + WINDOW_WORDS]) for i in range(0, len(tokens), WINDOW_WORDS)]
+
+
+_ASKS = re.compile(
+    r"^(?:how|what|what's|whats|when|where|why|which|who|can|could|do|does|did|is|are|will|would|should|"
+    r"may|tell me|i'd like to know|i want to know)\b",
+    re.IGNORECASE,
+)
+
+
+def is_question(text: str) -> bool:
+    """Does the sentence ask something ("How long…?", "can you…", "tell me…"), rather than tell the story
+    around a request ("I'm on the Plus plan.")?"""
+    stripped = text.strip()
+    return stripped.endswith("?") or bool(_ASKS.match(stripped))

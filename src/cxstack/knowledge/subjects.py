@@ -61,8 +61,16 @@ _SPELLING = {
 
 
 def _plural(token: str) -> str:
+    """The word's base form for matching names: plurals made singular, and "wrapping" or "stitched" taken
+    as "wrap" and "stitch" (a customer asks about "gift wrap", the facts are about "gift wrapping")."""
     if len(token) > 4 and token.endswith("ies"):
         return token[:-3] + "y"
+    if len(token) > 6 and token.endswith("ing"):
+        stem = token[:-3]
+        return stem[:-1] if stem[-1] == stem[-2] and stem[-1] not in "ls" else stem
+    if len(token) > 5 and token.endswith("ed") and not token.endswith("eed"):
+        stem = token[:-2]
+        return stem[:-1] if stem[-1] == stem[-2] and stem[-1] not in "ls" else stem
     # "plus", "campus", "status", "axis" and "glass" are not plurals.
     if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
         return token[:-1]

@@ -45,7 +45,7 @@ from cxstack.domain.models import (
     TraceStep,
     new_id,
 )
-from cxstack.domain.segments import Segment, split_requests
+from cxstack.domain.segments import Segment, is_question, split_requests
 from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration import context as turn_context
 from cxstack.orchestration.handoff import build_packet
@@ -376,7 +376,10 @@ class Orchestrator:
         if not requests:
             return _Routed(_Request(raw, "router")), view
         long = len(text) > LONG_MESSAGE_CHARS or len(segments) > LONG_MESSAGE_SEGMENTS
-        _, first = max(requests, key=lambda r: r[1].confidence) if long else requests[0]
+        # The first question, when the message asks one: "I'm on the Plus plan. How long do I have to
+        # return boots?" is about returns, not about the plan the story mentions first.
+        asks = [r for r in requests if is_question(r[0].text)]
+        first_segment, first = max(requests, key=lambda r: r[1].confidence) if long else (asks or requests)[0]
         primary_intent = str(first.intent)
         if raw.intent == primary_intent and raw.confidence >= first.confidence and not long:
             first = raw  # the whole message says it more clearly than any one sentence
@@ -386,6 +389,8 @@ class Orchestrator:
                 for seg, p in requests
                 if p.intent != primary_intent
                 and p.confidence >= max(SECOND_REQUEST_MIN_CONFIDENCE, thresholds.route_min_confidence)
+                # A statement before the question is the story around it, not a second request.
+                and (is_question(seg.text) or seg.index > first_segment.index or not asks)
             ),
             None,
         )
@@ -400,7 +405,7 @@ class Orchestrator:
         own = [
             seg
             for seg, p in pairs
-            if p.intent == primary_intent or (p.intent is None and seg.text.rstrip().endswith("?"))
+            if p.intent == primary_intent or (p.intent is None and is_question(seg.text))
         ]
         # Retrieval looks at the request's own sentences, not at the greeting or the story around them.
         focus = _join(own) if len(own) < len(segments) else None

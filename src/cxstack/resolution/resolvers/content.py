@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 from cxstack.domain.models import Role
-from cxstack.domain.segments import split_requests, words
+from cxstack.domain.segments import is_question, split_requests, words
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.knowledge.compose import PartAnswer, compose_answer, compose_parts
 from cxstack.knowledge.grounding import GroundingChecker
@@ -21,22 +20,13 @@ UNSUPPORTED_ANSWER = "unsupported_answer"
 # A message this short ("and to Canada?") usually leans on the previous question for its topic.
 FOLLOW_UP_MAX_WORDS = 4
 MAX_PARTS = 4
-_ASKS = re.compile(
-    r"^(?:how|what|what's|when|where|why|which|who|can|could|do|does|did|is|are|will|would|should|may|"
-    r"tell me|i'd like to know|i want to know)\b",
-    re.IGNORECASE,
-)
 
 
 def question_parts(text: str) -> list[str]:
     """The questions of a message that asks several ("How long do I have to return it? And do you ship to
     Canada?"); empty when it asks one. A sentence that tells a story ("I bought boots last week.") is context,
     not a question to answer."""
-    parts = [
-        s.text
-        for s in split_requests(text)
-        if words(s.text) >= 3 and (s.text.rstrip().endswith("?") or _ASKS.match(s.text.strip()))
-    ]
+    parts = [s.text for s in split_requests(text) if words(s.text) >= 3 and is_question(s.text)]
     return parts[:MAX_PARTS] if len(parts) >= 2 else []
 
 
@@ -78,13 +68,22 @@ class ContentResolver:
             subjects=subjects,
         )
 
+    def _part_subjects(self, ctx: TurnContext, part: str) -> tuple[str, ...]:
+        """What one question of several is about: the conversation so far, the message's own story ("I'm on
+        the Plus plan.") and the question itself, but not the other questions ("Also, do you gift wrap?")."""
+        assert self.knowledge is not None
+        story = [s.text for s in split_requests(ctx.message.text) if not is_question(s.text)]
+        earlier = conversation_texts(ctx, "")[:-1]
+        return self.knowledge.subjects.resolve([*earlier, " ".join([*story, part])]).subjects
+
     async def resolve(self, ctx: TurnContext, plan: ResolutionPlan) -> Outcome:
         text = (ctx.focus or ctx.message.text).strip()
         if self.knowledge is None or not text:
             return Outcome(kind="handoff", confidence=0.0, handoff_reason=NO_GROUNDED_ANSWER)
         query = text
         # The subject is read from the whole conversation: facts about another product or plan are out.
-        subject = self.knowledge.subjects.resolve(conversation_texts(ctx, text))
+        # The whole message, not only this request's sentences: "I'm on the Plus plan. How long do I have…?"
+        subject = self.knowledge.subjects.resolve(conversation_texts(ctx, ctx.message.text))
         results = self._search(text, plan, ctx, subject.subjects)
         previous = previous_customer_text(ctx)
         if previous and len(text.split()) <= FOLLOW_UP_MAX_WORDS:
@@ -118,7 +117,7 @@ class ContentResolver:
                 PartAnswer(
                     part,
                     compose_answer(
-                        self._search(part, plan, ctx, subject.subjects),
+                        self._search(part, plan, ctx, self._part_subjects(ctx, part)),
                         min_score=min_score,
                         similarity=self.knowledge.fact_similarity,
                         max_facts=1,  # one fact per part keeps a reply of several answers readable
