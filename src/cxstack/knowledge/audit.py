@@ -30,6 +30,7 @@ rule on one seed of the synthetic benchmark (`benchmarks/audit_scale.py --seed 1
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter
@@ -37,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +49,9 @@ from sklearn.preprocessing import normalize
 from cxstack.knowledge.models import RetrievalHistory
 from cxstack.knowledge.retrieval import tokenize
 from cxstack.workspace.models import FactConfig
+
+if TYPE_CHECKING:
+    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
 
 Search = Literal["auto", "exact", "ann"]
 __all__ = ["AuditReport", "Finding", "RetrievalHistory", "audit_facts", "audit_html", "quantities"]
@@ -147,6 +151,7 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
+PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
 
@@ -248,26 +253,62 @@ def names(text: str) -> set[str]:
     return found
 
 
-def _comparable(a: str, b: str, *, same_words: float = 0.75) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Traits:
+    """What the pair rules compare in one fact, worked out once however many pairs it is in."""
+
+    text: str
+    content: frozenset[str]
+    names: frozenset[str]
+    quantities: dict[str, set[str]]
+    negated: bool
+    policy: tuple[tuple[int, int], ...]
+
+    @property
+    def values(self) -> frozenset[tuple[str, str]]:
+        """The numbers it states, whatever word follows them ("4 business days" and "4 working days" state
+        the same 4); amounts by currency and dates apart."""
+        return frozenset(
+            (unit if unit in ("date", "$", "€", "£") else "", value)
+            for unit, found in self.quantities.items()
+            for value in found
+        )
+
+
+def _traits(text: str) -> _Traits:
+    return _Traits(
+        text=text,
+        content=frozenset(_content(text)),
+        names=frozenset(names(text)),
+        quantities=quantities(text),
+        negated=_negated(text),
+        policy=tuple(_policy_sides(yes, no, text) for _, yes, no in _POLICY),
+    )
+
+
+def _comparable(a: _Traits, b: _Traits, *, same_words: float = 0.75) -> bool:
     """Whether two facts talk about the same thing, so that they can repeat or contradict each other. Not when
     each names something the other does not ("to Mexico" and "to Japan"), nor when their content words
     (numbers, dates and policy words aside) overlap by less than `same_words` (Jaccard) and each adds some."""
     if _different_names(a, b):
         return False
-    wa, wb = _content(a), _content(b)
-    return not (_word_overlap(a, b) < same_words and wa - wb and wb - wa)
+    return not (_word_overlap(a, b) < same_words and a.content - b.content and b.content - a.content)
 
 
-def _word_overlap(a: str, b: str) -> float:
+def _word_overlap(a: _Traits, b: _Traits) -> float:
     """Jaccard overlap of the content words (numbers, dates and policy words aside)."""
-    wa, wb = _content(a), _content(b)
-    union = wa | wb
-    return len(wa & wb) / len(union) if union else 1.0
+    union = a.content | b.content
+    return len(a.content & b.content) / len(union) if union else 1.0
 
 
-def _different_names(a: str, b: str) -> bool:
-    na, nb = names(a), names(b)
-    return bool(na - nb and nb - na)
+def _different_names(a: _Traits, b: _Traits) -> bool:
+    return bool(a.names - b.names and b.names - a.names)
+
+
+def _same_claims(a: _Traits, b: _Traits) -> bool:
+    """Neither states a number, amount, date, negation or name that the other does not: what a repeat needs
+    (a conflict is a contradiction; "by DHL" against "by the national postal service" is another fact)."""
+    return a.names == b.names and a.values == b.values and a.negated == b.negated
 
 
 def _negated(text: str) -> bool:
@@ -285,13 +326,14 @@ def _flipped(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (a[0] > 0 and b[0] == 0 and b[1] > a[1]) or (b[0] > 0 and a[0] == 0 and a[1] > b[1])
 
 
-def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
+def _conflicts(a: _Traits, b: _Traits, *, same_words: float = 0.75, numbers_only: bool = False) -> list[str]:
     """Why two related facts disagree; nothing when they are about different things (`_comparable`): "Silver
-    members … 180 days" and "Bronze members … 90 days" are not compared."""
+    members … 180 days" and "Bronze members … 90 days" are not compared. `numbers_only`: numbers, amounts
+    and dates only, not negations or policy words."""
     if not _comparable(a, b, same_words=same_words):
         return []
     reasons: list[str] = []
-    qa, qb = quantities(a), quantities(b)
+    qa, qb = a.quantities, b.quantities
     for unit in sorted(set(qa) & set(qb)):
         if unit == "date":
             if not _same_day(qa[unit], qb[unit]):
@@ -302,13 +344,15 @@ def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
             label = (
                 f"{unit}{left} vs {unit}{right}"
                 if unit in "$€£"
-                else f"{left} vs {right} {_as_written(unit, a, b)}"
+                else f"{left} vs {right} {_as_written(unit, a.text, b.text)}"
             )
             reasons.append(label)
-    if _negated(a) != _negated(b):
+    if numbers_only:
+        return reasons
+    if a.negated != b.negated:
         reasons.append("one negates what the other affirms")
-    for label, yes, no in _POLICY:
-        if _flipped(_policy_sides(yes, no, a), _policy_sides(yes, no, b)):
+    for (label, _, _), sides_a, sides_b in zip(_POLICY, a.policy, b.policy, strict=True):
+        if _flipped(sides_a, sides_b):
             reasons.append(label)
     return reasons
 
@@ -331,9 +375,11 @@ def audit_facts(
     *,
     duplicate_cosine: float = 0.85,
     related_cosine: float = 0.5,
+    candidate_cosine: float = 0.4,
     neighbours: int = 8,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
+    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
     history: RetrievalHistory | None = None,
     search: Search = "auto",
 ) -> AuditReport:
@@ -370,7 +416,15 @@ def audit_facts(
         findings.extend(_never_retrieved(facts, history, today))
     findings.extend(
         _pair_findings(
-            facts, duplicate_cosine, related_cosine, neighbours, search, paraphrase_cosine, paraphrase_words
+            facts,
+            duplicate_cosine,
+            related_cosine,
+            neighbours,
+            search,
+            candidate_cosine,
+            paraphrase_cosine,
+            paraphrase_words,
+            paraphrase_embedding,
         )
     )
     order = {"contradiction": 0, "near_duplicate": 1, "stale": 2, "unowned": 3, "never_retrieved": 4}
@@ -584,15 +638,26 @@ def _pair_findings(
     related_cosine: float,
     neighbours: int,
     search: Search = "auto",
+    candidate_cosine: float = 0.4,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
+    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    pairs = candidate_pairs(facts, related_cosine=related_cosine, neighbours=neighbours, search=search)
+    floor = min(related_cosine, candidate_cosine)
+    pairs = candidate_pairs(facts, related_cosine=floor, neighbours=neighbours, search=search)
+    traits: dict[int, _Traits] = {}
+
+    def of(position: int) -> _Traits:
+        if position not in traits:
+            traits[position] = _traits(facts[position].text)
+        return traits[position]
+
+    undecided: list[tuple[int, int, float]] = []  # repeats only if their meaning is as close as their claims
     for (i, j), value in sorted(pairs.items()):
         cosine = min(1.0, value)
         a, b = facts[i], facts[j]
-        reasons = _conflicts(a.text, b.text)
+        reasons = _conflicts(of(i), of(j), numbers_only=cosine < related_cosine)
         if reasons:
             findings.append(
                 Finding(
@@ -603,20 +668,59 @@ def _pair_findings(
                     "the owners agree on one version; retire or correct the other",
                 )
             )
-        elif not _different_names(a.text, b.text) and (
-            cosine >= duplicate_cosine
-            or (cosine >= paraphrase_cosine and _word_overlap(a.text, b.text) >= paraphrase_words)
-        ):
-            findings.append(
-                Finding(
-                    "near_duplicate",
-                    (a.id, b.id),
-                    _owners(a, b),
-                    f"say the same thing (cosine {cosine:.2f})",
-                    f"keep one (e.g. {a.id}) and retire the other, or merge them",
-                )
-            )
+        elif _same_claims(of(i), of(j)):
+            if cosine >= duplicate_cosine or (
+                cosine >= paraphrase_cosine and _word_overlap(of(i), of(j)) >= paraphrase_words
+            ):
+                findings.append(_duplicate(a, b, f"cosine {cosine:.2f}"))
+            else:
+                undecided.append((i, j, cosine))
+    if undecided and paraphrase_embedding is not None:
+        meaning = _meaning_cosines(facts, undecided)
+        if meaning is not None:
+            for (i, j, cosine), close in zip(undecided, meaning.tolist(), strict=True):
+                if close >= paraphrase_embedding:
+                    findings.append(
+                        _duplicate(facts[i], facts[j], f"cosine {cosine:.2f}, meaning {close:.2f}")
+                    )
     return findings
+
+
+def _duplicate(a: FactConfig, b: FactConfig, how: str) -> Finding:
+    return Finding(
+        "near_duplicate",
+        (a.id, b.id),
+        _owners(a, b),
+        f"say the same thing ({how})",
+        f"keep one (e.g. {a.id}) and retire the other, or merge them",
+    )
+
+
+def _meaning_cosines(
+    facts: Sequence[FactConfig], pairs: Sequence[tuple[int, int, float]]
+) -> NDArray[np.float32] | None:
+    """Cosine of WordLlama's static embeddings (offline, shipped in its wheel) for each pair: close for a
+    rewording in other words ("take about 9 business days" / "need roughly 9 working days") where TF-IDF
+    sees different words. None when the embedder cannot load."""
+    from cxstack.integrations.embedders.minilm_onnx import EmbedderUnavailableError
+
+    try:
+        embedder = _meaning_embedder()
+    except EmbedderUnavailableError:
+        return None
+    positions = sorted({p for i, j, _ in pairs for p in (i, j)})
+    row = {p: n for n, p in enumerate(positions)}
+    vectors = embedder.embed([facts[p].text for p in positions])
+    left = vectors[[row[i] for i, _, _ in pairs]]
+    right = vectors[[row[j] for _, j, _ in pairs]]
+    return np.asarray((left * right).sum(axis=1), dtype=np.float32)
+
+
+@functools.cache
+def _meaning_embedder() -> WordLlamaEmbedder:
+    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
+
+    return WordLlamaEmbedder()
 
 
 KINDS = ("contradiction", "near_duplicate", "stale", "unowned", "never_retrieved")
