@@ -34,7 +34,7 @@ import functools
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -151,6 +151,7 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
+BRUTE_LIMIT = 400_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
 PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
@@ -253,18 +254,34 @@ def names(text: str) -> set[str]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
 class _Traits:
-    """What the pair rules compare in one fact, worked out once however many pairs it is in."""
+    """What the pair rules compare in one fact, each worked out once (and only if a rule asks) however many
+    pairs the fact is in."""
 
-    text: str
-    content: frozenset[str]
-    names: frozenset[str]
-    quantities: dict[str, set[str]]
-    negated: bool
-    policy: tuple[tuple[int, int], ...]
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-    @property
+    @functools.cached_property
+    def content(self) -> frozenset[str]:
+        return frozenset(_content(self.text))
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(names(self.text))
+
+    @functools.cached_property
+    def quantities(self) -> dict[str, set[str]]:
+        return quantities(self.text)
+
+    @functools.cached_property
+    def negated(self) -> bool:
+        return _negated(self.text)
+
+    @functools.cached_property
+    def policy(self) -> tuple[tuple[int, int], ...]:
+        return tuple(_policy_sides(yes, no, self.text) for _, yes, no in _POLICY)
+
+    @functools.cached_property
     def values(self) -> frozenset[tuple[str, str]]:
         """The numbers it states, whatever word follows them ("4 business days" and "4 working days" state
         the same 4); amounts by currency and dates apart."""
@@ -273,17 +290,6 @@ class _Traits:
             for unit, found in self.quantities.items()
             for value in found
         )
-
-
-def _traits(text: str) -> _Traits:
-    return _Traits(
-        text=text,
-        content=frozenset(_content(text)),
-        names=frozenset(names(text)),
-        quantities=quantities(text),
-        negated=_negated(text),
-        policy=tuple(_policy_sides(yes, no, text) for _, yes, no in _POLICY),
-    )
 
 
 def _comparable(a: _Traits, b: _Traits, *, same_words: float = 0.75) -> bool:
@@ -481,8 +487,12 @@ def _sketch(vectors: sparse.csr_matrix, dim: int = SKETCH_DIM) -> NDArray[np.flo
 _Pairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
 
 
+_Keep = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
+
+
 class _Neighbours:
-    """Each query's `k` nearest facts among a set of candidates, kept only when cosine ≥ `floor`."""
+    """Each query's `k` nearest facts among a set of candidates, kept only when cosine ≥ `floor` (and, with
+    `keep`, only the candidates `keep` allows: those can take no neighbour's place)."""
 
     def __init__(self, vectors: sparse.csr_matrix, k: int, floor: float, search: Search) -> None:
         self.vectors = vectors
@@ -491,11 +501,28 @@ class _Neighbours:
         self.search = search
         self._dense: NDArray[np.float32] | None = None
 
-    def __call__(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
+    def __call__(
+        self, queries: NDArray[np.int64], base: NDArray[np.int64], keep: _Keep | None = None, fetch: int = 0
+    ) -> _Pairs:
+        """`fetch`: how many candidates to look at per query before `keep` and the top `k` (default 2k)."""
         if len(queries) == 0 or len(base) == 0:
             return _empty()
-        exact = self.search == "exact" or (self.search == "auto" and len(queries) * len(base) <= EXACT_LIMIT)
-        return self._exact(queries, base) if exact else self._approximate(queries, base)
+        fetch = max(fetch, 2 * self.k)
+        size = len(queries) * len(base)
+        if self.search == "exact" or (self.search == "auto" and size <= EXACT_LIMIT):
+            left, right, values = self._exact(queries, base, fetch)
+        else:
+            left, right = self._approximate(
+                queries, base, fetch, brute=self.search == "auto" and size <= BRUTE_LIMIT
+            )
+            values = self.cosines(left, right)
+            close = values >= self.floor
+            left, right, values = left[close], right[close], values[close]
+        if keep is not None and len(left):
+            allowed = keep(left, right)
+            left, right, values = left[allowed], right[allowed], values[allowed]
+        chosen = _per_query_top(left, values, self.k, right)
+        return left[chosen], right[chosen], values[chosen]
 
     def cosines(self, left: NDArray[np.int64], right: NDArray[np.int64]) -> NDArray[np.float32]:
         out = np.empty(len(left), dtype=np.float32)
@@ -506,35 +533,54 @@ class _Neighbours:
             out[start : start + step] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
         return out
 
-    def _exact(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
+    def _exact(self, queries: NDArray[np.int64], base: NDArray[np.int64], fetch: int) -> _Pairs:
         left: list[NDArray[np.int64]] = []
         right: list[NDArray[np.int64]] = []
         values: list[NDArray[np.float32]] = []
         base_vectors = self.vectors[base].T.tocsc()
-        k = min(self.k + 1, len(base))
+        count = min(fetch + 1, len(base))
         step = max(1, 2_000_000 // len(base))
         for start in range(0, len(queries), step):
             rows = queries[start : start + step]
             scores = np.asarray((self.vectors[rows] @ base_vectors).todense(), dtype=np.float32)
             scores[rows[:, None] == base[None, :]] = -1.0  # not its own neighbour
             top = (
-                np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                if k < len(base)
+                np.argpartition(-scores, count - 1, axis=1)[:, :count]
+                if count < len(base)
                 else np.tile(np.arange(len(base)), (len(rows), 1))
             )
             best = np.take_along_axis(scores, top, axis=1)
-            keep = _top_k(best, self.k) & (best >= self.floor)
-            left.append(np.repeat(rows, top.shape[1])[keep.ravel()])
-            right.append(base[top[keep]])
-            values.append(best[keep])
+            close = best >= self.floor
+            left.append(np.repeat(rows, top.shape[1])[close.ravel()])
+            right.append(base[top[close]])
+            values.append(best[close])
         return np.concatenate(left), np.concatenate(right), np.concatenate(values)
 
-    def _approximate(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
-        from usearch.index import BatchMatches, Index
-
+    def _approximate(
+        self, queries: NDArray[np.int64], base: NDArray[np.int64], fetch: int, *, brute: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Candidate pairs by the sketch's cosine: every query against every candidate (a dense product, for
+        a search of moderate size) or through an HNSW index (usearch); the caller re-checks them exactly."""
         if self._dense is None:
             self._dense = _sketch(self.vectors)
         dense = self._dense
+        count = min(fetch + 1, len(base))
+        if brute:
+            keys, sketched = _brute_top(dense[queries], dense[base], count)
+            found = np.ones(keys.shape, dtype=bool)
+        else:
+            keys, sketched, found = self._hnsw(dense, queries, base, count)
+        rows = np.repeat(queries, keys.shape[1]).reshape(keys.shape)
+        others = base[np.where(found, keys, 0)]
+        keep = found & (others != rows) & (np.nan_to_num(sketched, nan=-1.0) >= self.floor - _MARGIN)
+        return rows[keep], others[keep]
+
+    @staticmethod
+    def _hnsw(
+        dense: NDArray[np.float32], queries: NDArray[np.int64], base: NDArray[np.int64], count: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+        from usearch.index import BatchMatches, Index
+
         index = Index(
             ndim=dense.shape[1],
             metric="cos",
@@ -545,38 +591,42 @@ class _Neighbours:
         )
         threads = os.cpu_count() or 1
         index.add(np.arange(len(base), dtype=np.uint64), dense[base], threads=threads)
-        count = min(2 * self.k + 1, len(base))
         matches = index.search(dense[queries], count, threads=threads)
         assert isinstance(matches, BatchMatches)
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
         sketched = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
         found = np.arange(keys.shape[1])[None, :] < np.asarray(matches.counts).reshape(-1, 1)
-        rows = np.repeat(queries, keys.shape[1]).reshape(keys.shape)
-        others = base[np.where(found, keys, 0)]
-        keep = found & (others != rows) & (np.nan_to_num(sketched, nan=-1.0) >= self.floor - _MARGIN)
-        left, right = rows[keep], others[keep]
-        values = self.cosines(left, right)
-        close = values >= self.floor
-        left, right, values = left[close], right[close], values[close]
-        chosen = _per_query_top(left, values, self.k)
-        return left[chosen], right[chosen], values[chosen]
+        return keys, sketched, found
+
+
+def _brute_top(
+    queries: NDArray[np.float32], base: NDArray[np.float32], count: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Each query's `count` highest dot products with the rows of `base` (positions, values), in chunks."""
+    keys: list[NDArray[np.int64]] = []
+    values: list[NDArray[np.float32]] = []
+    step = max(1, 8_000_000 // len(base))
+    for start in range(0, len(queries), step):
+        scores = queries[start : start + step] @ base.T
+        top = (
+            np.argpartition(-scores, count - 1, axis=1)[:, :count]
+            if count < len(base)
+            else np.tile(np.arange(len(base)), (len(scores), 1))
+        )
+        keys.append(top.astype(np.int64))
+        values.append(np.take_along_axis(scores, top, axis=1))
+    return np.concatenate(keys), np.concatenate(values)
 
 
 def _empty() -> _Pairs:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
 
 
-def _top_k(scores: NDArray[np.float32], k: int) -> NDArray[np.bool_]:
-    """In each row, the `k` highest entries (ties by position)."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
-    return np.asarray(rank < k)
-
-
-def _per_query_top(queries: NDArray[np.int64], values: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-    """Positions of the `k` highest values of each query."""
-    order = np.lexsort((-values, queries))
+def _per_query_top(
+    queries: NDArray[np.int64], values: NDArray[np.float32], k: int, others: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
+    """Positions of the `k` highest values of each query (ties: the lower of `others` first)."""
+    order = np.lexsort((-values, queries) if others is None else (others, -values, queries))
     sorted_queries = queries[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_queries)) + 1]
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -591,10 +641,42 @@ def candidate_pairs(
     search: Search = "auto",
 ) -> dict[tuple[int, int], float]:
     """The pairs (i < j, positions in `facts`) worth comparing, with their cosine: each fact's
-    `neighbours` nearest among the facts it may be paired with (same subject, or either has none), if
-    ≥ `related_cosine`."""
+    `neighbours` nearest among the facts it may be paired with (same subject, or either has none; for a fact
+    without a subject, not one of those that each name something the other does not), if ≥
+    `related_cosine`."""
+    return _candidates(facts, related_cosine, neighbours, search, _Traited(facts))
+
+
+class _Traited:
+    """Each fact's `_Traits`, worked out when first asked for."""
+
+    def __init__(self, facts: Sequence[FactConfig]) -> None:
+        self.facts = facts
+        self.known: dict[int, _Traits] = {}
+
+    def __call__(self, position: int) -> _Traits:
+        found = self.known.get(position)
+        if found is None:
+            found = self.known[position] = _Traits(self.facts[position].text)
+        return found
+
+
+def _candidates(
+    facts: Sequence[FactConfig], related_cosine: float, neighbours: int, search: Search, of: _Traited
+) -> dict[tuple[int, int], float]:
     if len(facts) < 2:
         return {}
+
+    def same_thing(left: NDArray[np.int64], right: NDArray[np.int64]) -> NDArray[np.bool_]:
+        # A fact without a subject says what it is about only in its text: among many near-identical
+        # template facts ("Orders shipped to Brazil by DHL / by UPS / …") those naming something else
+        # cannot be paired with it, and must not crowd its real repeat out of its neighbours.
+        return np.fromiter(
+            (not _different_names(of(i), of(j)) for i, j in zip(left.tolist(), right.tolist(), strict=True)),
+            dtype=bool,
+            count=len(left),
+        )
+
     vectors = _vectors([f.text for f in facts])
     find = _Neighbours(vectors, neighbours, related_cosine, search)
     blocks: dict[str, list[int]] = {}
@@ -613,7 +695,7 @@ def candidate_pairs(
     ]
     if len(pool):
         found.append(find(np.setdiff1d(everyone, pool), pool))  # facts with a subject, among those without
-        found.append(find(pool, everyone))  # facts without a subject, among all
+        found.append(find(pool, everyone, same_thing, 4 * neighbours))  # without a subject, among all
     if not found:
         return {}
     left = np.concatenate([f[0] for f in found])
@@ -623,7 +705,7 @@ def candidate_pairs(
     keys = left * len(facts) + right
     _, unique = np.unique(keys, return_index=True)
     left, right, values = left[unique], right[unique], values[unique]
-    chosen = _per_query_top(left, values, neighbours)
+    chosen = _per_query_top(left, values, neighbours, right)
     pairs: dict[tuple[int, int], float] = {}
     for i, j, value in zip(
         left[chosen].tolist(), right[chosen].tolist(), values[chosen].tolist(), strict=True
@@ -645,13 +727,8 @@ def _pair_findings(
 ) -> list[Finding]:
     findings: list[Finding] = []
     floor = min(related_cosine, candidate_cosine)
-    pairs = candidate_pairs(facts, related_cosine=floor, neighbours=neighbours, search=search)
-    traits: dict[int, _Traits] = {}
-
-    def of(position: int) -> _Traits:
-        if position not in traits:
-            traits[position] = _traits(facts[position].text)
-        return traits[position]
+    of = _Traited(facts)
+    pairs = _candidates(facts, floor, neighbours, search, of)
 
     undecided: list[tuple[int, int, float]] = []  # repeats only if their meaning is as close as their claims
     for (i, j), value in sorted(pairs.items()):
