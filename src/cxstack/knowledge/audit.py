@@ -161,7 +161,7 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
-BRUTE_LIMIT = 400_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
+BRUTE_LIMIT = 1_000_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
 PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
