@@ -161,7 +161,7 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
-BRUTE_LIMIT = 1_000_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
+BRUTE_LIMIT = 400_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
 PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
@@ -604,9 +604,10 @@ class _Neighbours:
             expansion_add=48,
             expansion_search=96,
         )
-        threads = os.cpu_count() or 1
-        index.add(np.arange(len(base), dtype=np.uint64), dense[base], threads=threads)
-        matches = index.search(dense[queries], count, threads=threads)
+        # Built on one thread: the same graph every run (built on several, a third of the queries' results
+        # changed from run to run); searching it on several changes nothing.
+        index.add(np.arange(len(base), dtype=np.uint64), dense[base], threads=1)
+        matches = index.search(dense[queries], count, threads=os.cpu_count() or 1)
         assert isinstance(matches, BatchMatches)
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
         sketched = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
