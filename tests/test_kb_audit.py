@@ -366,3 +366,12 @@ def test_a_repeat_without_a_subject_is_found_among_many_template_siblings() -> N
     assert ("near_duplicate", frozenset({"s5", "repeat"})) in found, report.findings
     assert ("contradiction", frozenset({"s5", "changed"})) in found, report.findings
     assert all("s5" in ids or "repeat" in ids or "changed" in ids for _, ids in found), found
+
+
+def test_the_approximate_search_gives_the_same_pairs_every_run() -> None:
+    from benchmarks._audit_facts_gen import generate
+
+    from cxstack.knowledge.audit import candidate_pairs
+
+    facts, _ = generate(3000, 5)
+    assert candidate_pairs(facts, search="ann") == candidate_pairs(facts, search="ann")
