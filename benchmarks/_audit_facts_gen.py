@@ -176,8 +176,57 @@ COUNTRIES = [
     "Luxembourg",
     "Switzerland",
     "Australia",
+    "Netherlands",
+    "Czechia",
+    "Lithuania",
+    "Bulgaria",
+    "Serbia",
+    "Albania",
+    "Montenegro",
+    "Bosnia",
+    "Moldova",
+    "Ukraine",
+    "Georgia",
+    "Armenia",
+    "Turkey",
+    "Israel",
+    "Jordan",
+    "Morocco",
+    "Tunisia",
+    "Egypt",
+    "Kenya",
+    "Ghana",
+    "Nigeria",
+    "Senegal",
+    "Namibia",
+    "Botswana",
+    "India",
+    "Nepal",
+    "Thailand",
+    "Vietnam",
+    "Malaysia",
+    "Singapore",
+    "Indonesia",
+    "Philippines",
+    "Korea",
+    "Taiwan",
+    "Mongolia",
+    "Kazakhstan",
+    "Argentina",
+    "Uruguay",
+    "Paraguay",
+    "Peru",
+    "Ecuador",
+    "Colombia",
+    "Panama",
+    "Guatemala",
+    "Jamaica",
+    "Bahamas",
+    "Fiji",
+    "Zealand",
 ]
 CARRIERS = ["DHL", "UPS", "FedEx", "DPD", "GLS", "the national postal service", "Royal Mail", "Purolator"]
+SERVICES = ["Standard", "Express", "Economy", "Priority"]  # enough destinations for a tenth of 100k facts
 MONTHS = [
     "January",
     "February",
@@ -374,7 +423,9 @@ def generate(n: int, seed: int, *, planted_share: float = 0.05) -> tuple[list[Fa
     rng = random.Random(seed)
     products = [f"{b} {line} {k}" for b in BRANDS for line in LINES for k in KINDS]
     stores = [f"{c} store" for c in CITIES]
-    destinations = [f"{c} by {carrier}" for c in COUNTRIES for carrier in CARRIERS]
+    destinations = [
+        f"{c} by {carrier} {service}" for c in COUNTRIES for carrier in CARRIERS for service in SERVICES
+    ]
     planted_n = int(n * planted_share)
     base_n = n - planted_n
     slots: list[tuple[str, str | None, Aspect]] = []
@@ -388,7 +439,9 @@ def generate(n: int, seed: int, *, planted_share: float = 0.05) -> tuple[list[Fa
     # A tenth without a subject field (destinations: the text names them), the rest about products.
     unlabelled = [(d, a) for d in destinations for _, _, a in destination_slots]
     rng.shuffle(unlabelled)
-    take_unlabelled = min(len(unlabelled), base_n // 10)
+    take_unlabelled = base_n // 10
+    if take_unlabelled > len(unlabelled):
+        raise ValueError(f"the generator makes at most {len(unlabelled)} facts without a subject")
     chosen: list[tuple[str, str | None, str]] = []
     for destination, aspect in unlabelled[:take_unlabelled]:
         chosen.append(("shipping", None, aspect(destination, rng)))

@@ -314,3 +314,64 @@ def test_the_approximate_search_finds_what_the_exact_one_finds() -> None:
     pairs_ann = candidate_pairs(facts, search="ann")
     agree = set(pairs_exact) & set(pairs_ann)
     assert len(agree) >= 0.97 * len(pairs_exact)  # they may differ at the edge of a crowd, not in findings
+
+
+def test_a_rewording_in_other_words_is_a_repeat_and_a_fact_about_another_carrier_is_not() -> None:
+    from datetime import date
+
+    from cxstack.knowledge.audit import audit_facts
+
+    subject = "Cedar Ultra belt"
+    facts = [
+        _fact("a", f"Repairs to the {subject} take about 8 business days at our workshop.", subject),
+        _fact("b", f"Repairs to the {subject} need roughly 8 working days at our workshop.", subject),
+        _fact("c", f"The {subject} weighs 1063 grams.", subject),
+        _fact("d", f"For your information, the {subject} weighs 2127 grams.", subject),
+        # Same template, another carrier (one that has no capitalised name): neither a repeat nor a conflict.
+        _fact("e", "Customs duties for orders to Estonia by DPD are paid by the customer on delivery."),
+        _fact(
+            "f", "Customs duties for orders to Estonia by the national postal service are paid on delivery."
+        ),
+        _fact("g", "Orders shipped to Iceland by FedEx arrive within 8 business days."),
+        _fact("h", "Orders shipped to Iceland by the national postal service arrive within 6 business days."),
+    ]
+    report = audit_facts(facts, date(2026, 1, 1))
+    found = {(f.kind, f.facts) for f in report.findings}
+    assert found == {("near_duplicate", ("a", "b")), ("contradiction", ("c", "d"))}, report.findings
+    [weights] = report.of_kind("contradiction")
+    assert "1063 vs 2127 grams" in weights.detail
+
+
+def test_a_repeat_without_a_subject_is_found_among_many_template_siblings() -> None:
+    from datetime import date
+
+    from cxstack.knowledge.audit import audit_facts
+
+    carriers = [f"{name} Freight" for name in ("Acme", "Bolt", "Crest", "Delta", "Echo", "Flint", "Gale")]
+    services = ["Standard", "Express", "Economy", "Priority"]
+    facts = [
+        _fact(
+            f"s{n}",
+            f"Orders shipped to Brazil by {carrier} {service} arrive within {3 + n % 9} business days.",
+        )
+        for n, (carrier, service) in enumerate((c, s) for c in carriers for s in services)
+    ]
+    original = facts[5].text
+    facts.append(
+        _fact("repeat", original.replace("business days", "working days").replace("arrive", "get there"))
+    )
+    facts.append(_fact("changed", original.replace(f"within {3 + 5 % 9} ", "within 30 ")))
+    report = audit_facts(facts, date(2026, 1, 1), search="ann")
+    found = {(f.kind, frozenset(f.facts)) for f in report.findings}
+    assert ("near_duplicate", frozenset({"s5", "repeat"})) in found, report.findings
+    assert ("contradiction", frozenset({"s5", "changed"})) in found, report.findings
+    assert all("s5" in ids or "repeat" in ids or "changed" in ids for _, ids in found), found
+
+
+def test_the_approximate_search_gives_the_same_pairs_every_run() -> None:
+    from benchmarks._audit_facts_gen import generate
+
+    from cxstack.knowledge.audit import candidate_pairs
+
+    facts, _ = generate(3000, 5)
+    assert candidate_pairs(facts, search="ann") == candidate_pairs(facts, search="ann")

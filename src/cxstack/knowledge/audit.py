@@ -5,39 +5,50 @@ Pairs are found by nearest neighbours over TF-IDF vectors of the facts (word and
 never by comparing all pairs:
 
 * Blocking by subject. A fact with a `subject` is compared with the facts about the same subject and with the
-  facts without one; a fact without a subject with every fact. Facts whose `subject`s differ are never paired.
+  facts without one; a fact without a subject with the other facts without one (and with a fact with a
+  subject when it is among that fact's nearest: pairs go both ways). Facts whose `subject`s differ are never
+  paired.
 * In each block, each fact keeps its `neighbours` most similar candidates (the same rule as one global search,
-  restricted to the facts it may be paired with). A small search is exact (sparse cosine); a large one asks an
-  HNSW index (usearch) over a 256-dimensional sketch of the vectors for twice as many candidates, then keeps
-  those whose exact cosine clears the bar. Exact and approximate searches give the same findings in the tests.
+  restricted to the facts it may be paired with). A small search is exact (sparse cosine); a larger one
+  compares a 256-dimensional sketch of the vectors (every query with every candidate while that stays
+  moderate, beyond that through an HNSW index, usearch) for twice as many candidates, then keeps those whose
+  exact cosine clears the bar. Exact and approximate searches give the same findings in the tests.
+* A fact without a subject says what it is about only in its text, and template facts crowd around it
+  ("Orders shipped to Brazil by DHL / by UPS / …"): it looks at 4 × `neighbours` candidates and skips those
+  that name something it does not while it names something they do not, which could never pair with it.
 
-On the pairs:
+On the pairs (the rules compare per-fact traits, each worked out once):
 
-* near-duplicate: neither fact says something the other does not (same numbers, amounts, dates, negation
-  and policy words, no name that only one mentions), and either cosine ≥ `duplicate_cosine` or, for a
-  paraphrase, cosine ≥ `paraphrase_cosine` with content words overlapping ≥ `paraphrase_words` (Jaccard).
-  Fix: keep one, retire the other.
-* contradiction: similar enough to be about the same thing (cosine ≥ `related_cosine`) and conflicting on a
-  number attached to the same word ("30 days" vs "60 days"), an amount ("$5" vs "5.50 USD"), a date
-  ("31 March" vs "March 15"), or a policy word ("can" vs "cannot", "allowed" vs "prohibited", "free" vs
-  "charged"); or one negates what the other affirms. Fix: the owners agree on one.
+* near-duplicate: neither fact says something the other does not (same numbers, amounts and dates, whatever
+  word follows a number; same negation; the same names; no conflicting policy word), and either cosine ≥
+  `duplicate_cosine`; or, for a paraphrase, cosine ≥ `paraphrase_cosine` with content words overlapping ≥
+  `paraphrase_words` (Jaccard); or, for a rewording in other words ("take about 9 business days" / "need
+  roughly 9 working days"), the cosine of WordLlama's static embeddings ≥ `paraphrase_embedding`. Fix: keep
+  one, retire the other.
+* contradiction: about the same thing and conflicting on a number attached to the same word ("30 days" vs
+  "60 days"), an amount ("$5" vs "5.50 USD"), a date ("31 March" vs "March 15") — from cosine ≥
+  `candidate_cosine`, since the differing digits' rare character n-grams pull the cosine of such a pair down —
+  or, from cosine ≥ `related_cosine`, on a policy word ("can" vs "cannot", "allowed" vs "prohibited", "free"
+  vs "charged"), or one negates what the other affirms. Fix: the owners agree on one.
 * stale: `review_by` or `valid_to` before today. unowned: no owner. Retired facts are left out.
 * never retrieved: with stored conversations, published facts that no answer cited in the stored history.
 
-`duplicate_cosine` and `related_cosine` were chosen on the demo; the paraphrase rule (0.6, 0.65) and the name
-rule on one seed of the synthetic benchmark (`benchmarks/audit_scale.py --seed 11`), which reports others.
+`duplicate_cosine` and `related_cosine` were chosen on the demo; the paraphrase rule (0.6, 0.65), the name
+rule, `candidate_cosine` (0.4) and `paraphrase_embedding` (0.85) on one seed of the synthetic benchmark
+(`benchmarks/audit_scale.py --seed 11`, others checked on seed 7), which reports others.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +59,9 @@ from sklearn.preprocessing import normalize
 from cxstack.knowledge.models import RetrievalHistory
 from cxstack.knowledge.retrieval import tokenize
 from cxstack.workspace.models import FactConfig
+
+if TYPE_CHECKING:
+    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
 
 Search = Literal["auto", "exact", "ann"]
 __all__ = ["AuditReport", "Finding", "RetrievalHistory", "audit_facts", "audit_html", "quantities"]
@@ -147,6 +161,8 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
+BRUTE_LIMIT = 400_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
+PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
 
@@ -248,26 +264,72 @@ def names(text: str) -> set[str]:
     return found
 
 
-def _comparable(a: str, b: str, *, same_words: float = 0.75) -> bool:
+class _Traits:
+    """What the pair rules compare in one fact, each worked out once (and only if a rule asks) however many
+    pairs the fact is in."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @functools.cached_property
+    def content(self) -> frozenset[str]:
+        return frozenset(_content(self.text))
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(names(self.text))
+
+    @functools.cached_property
+    def quantities(self) -> dict[str, set[str]]:
+        return quantities(self.text)
+
+    @functools.cached_property
+    def negated(self) -> bool:
+        return _negated(self.text)
+
+    @functools.cached_property
+    def policy(self) -> tuple[tuple[int, int], ...]:
+        return tuple(_policy_sides(yes, no, self.text) for _, yes, no in _POLICY)
+
+    @functools.cached_property
+    def values(self) -> frozenset[tuple[str, str]]:
+        """The numbers it states, whatever word follows them ("4 business days" and "4 working days" state
+        the same 4); amounts by currency and dates apart."""
+        return frozenset(
+            (unit if unit in ("date", "$", "€", "£") else "", value)
+            for unit, found in self.quantities.items()
+            for value in found
+        )
+
+
+def _comparable(a: _Traits, b: _Traits, *, same_words: float = 0.75) -> bool:
     """Whether two facts talk about the same thing, so that they can repeat or contradict each other. Not when
     each names something the other does not ("to Mexico" and "to Japan"), nor when their content words
     (numbers, dates and policy words aside) overlap by less than `same_words` (Jaccard) and each adds some."""
     if _different_names(a, b):
         return False
-    wa, wb = _content(a), _content(b)
-    return not (_word_overlap(a, b) < same_words and wa - wb and wb - wa)
+    return not (_word_overlap(a, b) < same_words and a.content - b.content and b.content - a.content)
 
 
-def _word_overlap(a: str, b: str) -> float:
+def _word_overlap(a: _Traits, b: _Traits) -> float:
     """Jaccard overlap of the content words (numbers, dates and policy words aside)."""
-    wa, wb = _content(a), _content(b)
-    union = wa | wb
-    return len(wa & wb) / len(union) if union else 1.0
+    union = a.content | b.content
+    return len(a.content & b.content) / len(union) if union else 1.0
 
 
-def _different_names(a: str, b: str) -> bool:
-    na, nb = names(a), names(b)
-    return bool(na - nb and nb - na)
+def _different_names(a: _Traits, b: _Traits) -> bool:
+    return bool(a.names - b.names and b.names - a.names)
+
+
+def _same_claims(a: _Traits, b: _Traits) -> bool:
+    """Neither states a number, amount, date, negation, policy word or name that the other does not: what a
+    repeat needs (a conflict is a contradiction; "by DHL" and "by the national postal service": two facts)."""
+    return (
+        a.names == b.names
+        and a.values == b.values
+        and a.negated == b.negated
+        and not any(_flipped(x, y) for x, y in zip(a.policy, b.policy, strict=True))
+    )
 
 
 def _negated(text: str) -> bool:
@@ -285,13 +347,14 @@ def _flipped(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (a[0] > 0 and b[0] == 0 and b[1] > a[1]) or (b[0] > 0 and a[0] == 0 and a[1] > b[1])
 
 
-def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
+def _conflicts(a: _Traits, b: _Traits, *, same_words: float = 0.75, numbers_only: bool = False) -> list[str]:
     """Why two related facts disagree; nothing when they are about different things (`_comparable`): "Silver
-    members … 180 days" and "Bronze members … 90 days" are not compared."""
+    members … 180 days" and "Bronze members … 90 days" are not compared. `numbers_only`: numbers, amounts
+    and dates only, not negations or policy words."""
     if not _comparable(a, b, same_words=same_words):
         return []
     reasons: list[str] = []
-    qa, qb = quantities(a), quantities(b)
+    qa, qb = a.quantities, b.quantities
     for unit in sorted(set(qa) & set(qb)):
         if unit == "date":
             if not _same_day(qa[unit], qb[unit]):
@@ -302,13 +365,15 @@ def _conflicts(a: str, b: str, *, same_words: float = 0.75) -> list[str]:
             label = (
                 f"{unit}{left} vs {unit}{right}"
                 if unit in "$€£"
-                else f"{left} vs {right} {_as_written(unit, a, b)}"
+                else f"{left} vs {right} {_as_written(unit, a.text, b.text)}"
             )
             reasons.append(label)
-    if _negated(a) != _negated(b):
+    if numbers_only:
+        return reasons
+    if a.negated != b.negated:
         reasons.append("one negates what the other affirms")
-    for label, yes, no in _POLICY:
-        if _flipped(_policy_sides(yes, no, a), _policy_sides(yes, no, b)):
+    for (label, _, _), sides_a, sides_b in zip(_POLICY, a.policy, b.policy, strict=True):
+        if _flipped(sides_a, sides_b):
             reasons.append(label)
     return reasons
 
@@ -331,9 +396,11 @@ def audit_facts(
     *,
     duplicate_cosine: float = 0.85,
     related_cosine: float = 0.5,
+    candidate_cosine: float = 0.4,
     neighbours: int = 8,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
+    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
     history: RetrievalHistory | None = None,
     search: Search = "auto",
 ) -> AuditReport:
@@ -370,7 +437,15 @@ def audit_facts(
         findings.extend(_never_retrieved(facts, history, today))
     findings.extend(
         _pair_findings(
-            facts, duplicate_cosine, related_cosine, neighbours, search, paraphrase_cosine, paraphrase_words
+            facts,
+            duplicate_cosine,
+            related_cosine,
+            neighbours,
+            search,
+            candidate_cosine,
+            paraphrase_cosine,
+            paraphrase_words,
+            paraphrase_embedding,
         )
     )
     order = {"contradiction": 0, "near_duplicate": 1, "stale": 2, "unowned": 3, "never_retrieved": 4}
@@ -427,8 +502,12 @@ def _sketch(vectors: sparse.csr_matrix, dim: int = SKETCH_DIM) -> NDArray[np.flo
 _Pairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
 
 
+_Keep = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
+
+
 class _Neighbours:
-    """Each query's `k` nearest facts among a set of candidates, kept only when cosine ≥ `floor`."""
+    """Each query's `k` nearest facts among a set of candidates, kept only when cosine ≥ `floor` (and, with
+    `keep`, only the candidates `keep` allows: those can take no neighbour's place)."""
 
     def __init__(self, vectors: sparse.csr_matrix, k: int, floor: float, search: Search) -> None:
         self.vectors = vectors
@@ -437,11 +516,28 @@ class _Neighbours:
         self.search = search
         self._dense: NDArray[np.float32] | None = None
 
-    def __call__(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
+    def __call__(
+        self, queries: NDArray[np.int64], base: NDArray[np.int64], keep: _Keep | None = None, fetch: int = 0
+    ) -> _Pairs:
+        """`fetch`: how many candidates to look at per query before `keep` and the top `k` (default 2k)."""
         if len(queries) == 0 or len(base) == 0:
             return _empty()
-        exact = self.search == "exact" or (self.search == "auto" and len(queries) * len(base) <= EXACT_LIMIT)
-        return self._exact(queries, base) if exact else self._approximate(queries, base)
+        fetch = max(fetch, 2 * self.k)
+        size = len(queries) * len(base)
+        if self.search == "exact" or (self.search == "auto" and size <= EXACT_LIMIT):
+            left, right, values = self._exact(queries, base, fetch)
+        else:
+            left, right = self._approximate(
+                queries, base, fetch, brute=self.search == "auto" and size <= BRUTE_LIMIT
+            )
+            values = self.cosines(left, right)
+            close = values >= self.floor
+            left, right, values = left[close], right[close], values[close]
+        if keep is not None and len(left):
+            allowed = keep(left, right)
+            left, right, values = left[allowed], right[allowed], values[allowed]
+        chosen = _per_query_top(left, values, self.k, right)
+        return left[chosen], right[chosen], values[chosen]
 
     def cosines(self, left: NDArray[np.int64], right: NDArray[np.int64]) -> NDArray[np.float32]:
         out = np.empty(len(left), dtype=np.float32)
@@ -452,35 +548,54 @@ class _Neighbours:
             out[start : start + step] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
         return out
 
-    def _exact(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
+    def _exact(self, queries: NDArray[np.int64], base: NDArray[np.int64], fetch: int) -> _Pairs:
         left: list[NDArray[np.int64]] = []
         right: list[NDArray[np.int64]] = []
         values: list[NDArray[np.float32]] = []
         base_vectors = self.vectors[base].T.tocsc()
-        k = min(self.k + 1, len(base))
+        count = min(fetch + 1, len(base))
         step = max(1, 2_000_000 // len(base))
         for start in range(0, len(queries), step):
             rows = queries[start : start + step]
             scores = np.asarray((self.vectors[rows] @ base_vectors).todense(), dtype=np.float32)
             scores[rows[:, None] == base[None, :]] = -1.0  # not its own neighbour
             top = (
-                np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                if k < len(base)
+                np.argpartition(-scores, count - 1, axis=1)[:, :count]
+                if count < len(base)
                 else np.tile(np.arange(len(base)), (len(rows), 1))
             )
             best = np.take_along_axis(scores, top, axis=1)
-            keep = _top_k(best, self.k) & (best >= self.floor)
-            left.append(np.repeat(rows, top.shape[1])[keep.ravel()])
-            right.append(base[top[keep]])
-            values.append(best[keep])
+            close = best >= self.floor
+            left.append(np.repeat(rows, top.shape[1])[close.ravel()])
+            right.append(base[top[close]])
+            values.append(best[close])
         return np.concatenate(left), np.concatenate(right), np.concatenate(values)
 
-    def _approximate(self, queries: NDArray[np.int64], base: NDArray[np.int64]) -> _Pairs:
-        from usearch.index import BatchMatches, Index
-
+    def _approximate(
+        self, queries: NDArray[np.int64], base: NDArray[np.int64], fetch: int, *, brute: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Candidate pairs by the sketch's cosine: every query against every candidate (a dense product, for
+        a search of moderate size) or through an HNSW index (usearch); the caller re-checks them exactly."""
         if self._dense is None:
             self._dense = _sketch(self.vectors)
         dense = self._dense
+        count = min(fetch + 1, len(base))
+        if brute:
+            keys, sketched = _brute_top(dense[queries], dense[base], count)
+            found = np.ones(keys.shape, dtype=bool)
+        else:
+            keys, sketched, found = self._hnsw(dense, queries, base, count)
+        rows = np.repeat(queries, keys.shape[1]).reshape(keys.shape)
+        others = base[np.where(found, keys, 0)]
+        keep = found & (others != rows) & (np.nan_to_num(sketched, nan=-1.0) >= self.floor - _MARGIN)
+        return rows[keep], others[keep]
+
+    @staticmethod
+    def _hnsw(
+        dense: NDArray[np.float32], queries: NDArray[np.int64], base: NDArray[np.int64], count: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+        from usearch.index import BatchMatches, Index
+
         index = Index(
             ndim=dense.shape[1],
             metric="cos",
@@ -489,40 +604,45 @@ class _Neighbours:
             expansion_add=48,
             expansion_search=96,
         )
-        threads = os.cpu_count() or 1
-        index.add(np.arange(len(base), dtype=np.uint64), dense[base], threads=threads)
-        count = min(2 * self.k + 1, len(base))
-        matches = index.search(dense[queries], count, threads=threads)
+        # Built on one thread: the same graph every run (built on several, a third of the queries' results
+        # changed from run to run); searching it on several changes nothing.
+        index.add(np.arange(len(base), dtype=np.uint64), dense[base], threads=1)
+        matches = index.search(dense[queries], count, threads=os.cpu_count() or 1)
         assert isinstance(matches, BatchMatches)
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
         sketched = 1.0 - np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
         found = np.arange(keys.shape[1])[None, :] < np.asarray(matches.counts).reshape(-1, 1)
-        rows = np.repeat(queries, keys.shape[1]).reshape(keys.shape)
-        others = base[np.where(found, keys, 0)]
-        keep = found & (others != rows) & (np.nan_to_num(sketched, nan=-1.0) >= self.floor - _MARGIN)
-        left, right = rows[keep], others[keep]
-        values = self.cosines(left, right)
-        close = values >= self.floor
-        left, right, values = left[close], right[close], values[close]
-        chosen = _per_query_top(left, values, self.k)
-        return left[chosen], right[chosen], values[chosen]
+        return keys, sketched, found
+
+
+def _brute_top(
+    queries: NDArray[np.float32], base: NDArray[np.float32], count: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Each query's `count` highest dot products with the rows of `base` (positions, values), in chunks."""
+    keys: list[NDArray[np.int64]] = []
+    values: list[NDArray[np.float32]] = []
+    step = max(1, 8_000_000 // len(base))
+    for start in range(0, len(queries), step):
+        scores = queries[start : start + step] @ base.T
+        top = (
+            np.argpartition(-scores, count - 1, axis=1)[:, :count]
+            if count < len(base)
+            else np.tile(np.arange(len(base)), (len(scores), 1))
+        )
+        keys.append(top.astype(np.int64))
+        values.append(np.take_along_axis(scores, top, axis=1))
+    return np.concatenate(keys), np.concatenate(values)
 
 
 def _empty() -> _Pairs:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
 
 
-def _top_k(scores: NDArray[np.float32], k: int) -> NDArray[np.bool_]:
-    """In each row, the `k` highest entries (ties by position)."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
-    return np.asarray(rank < k)
-
-
-def _per_query_top(queries: NDArray[np.int64], values: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-    """Positions of the `k` highest values of each query."""
-    order = np.lexsort((-values, queries))
+def _per_query_top(
+    queries: NDArray[np.int64], values: NDArray[np.float32], k: int, others: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
+    """Positions of the `k` highest values of each query (ties: the lower of `others` first)."""
+    order = np.lexsort((-values, queries) if others is None else (others, -values, queries))
     sorted_queries = queries[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_queries)) + 1]
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -537,10 +657,42 @@ def candidate_pairs(
     search: Search = "auto",
 ) -> dict[tuple[int, int], float]:
     """The pairs (i < j, positions in `facts`) worth comparing, with their cosine: each fact's
-    `neighbours` nearest among the facts it may be paired with (same subject, or either has none), if
-    ≥ `related_cosine`."""
+    `neighbours` nearest, if ≥ `related_cosine`, among the facts it may be paired with: a fact with a subject
+    among those about the same subject and those without one; a fact without a subject among the others
+    without one, skipping those that each name something the other does not."""
+    return _candidates(facts, related_cosine, neighbours, search, _Traited(facts))
+
+
+class _Traited:
+    """Each fact's `_Traits`, worked out when first asked for."""
+
+    def __init__(self, facts: Sequence[FactConfig]) -> None:
+        self.facts = facts
+        self.known: dict[int, _Traits] = {}
+
+    def __call__(self, position: int) -> _Traits:
+        found = self.known.get(position)
+        if found is None:
+            found = self.known[position] = _Traits(self.facts[position].text)
+        return found
+
+
+def _candidates(
+    facts: Sequence[FactConfig], related_cosine: float, neighbours: int, search: Search, of: _Traited
+) -> dict[tuple[int, int], float]:
     if len(facts) < 2:
         return {}
+
+    def same_thing(left: NDArray[np.int64], right: NDArray[np.int64]) -> NDArray[np.bool_]:
+        # A fact without a subject says what it is about only in its text: among many near-identical
+        # template facts ("Orders shipped to Brazil by DHL / by UPS / …") those naming something else
+        # cannot be paired with it, and must not crowd its real repeat out of its neighbours.
+        return np.fromiter(
+            (not _different_names(of(i), of(j)) for i, j in zip(left.tolist(), right.tolist(), strict=True)),
+            dtype=bool,
+            count=len(left),
+        )
+
     vectors = _vectors([f.text for f in facts])
     find = _Neighbours(vectors, neighbours, related_cosine, search)
     blocks: dict[str, list[int]] = {}
@@ -558,8 +710,10 @@ def candidate_pairs(
         if len(b) > 1
     ]
     if len(pool):
-        found.append(find(np.setdiff1d(everyone, pool), pool))  # facts with a subject, among those without
-        found.append(find(pool, everyone))  # facts without a subject, among all
+        # Facts with a subject, among those without: the pairs go both ways, so a fact without a subject
+        # meets the facts with one that have it among their nearest (no index over every fact for it).
+        found.append(find(np.setdiff1d(everyone, pool), pool))
+        found.append(find(pool, pool, same_thing, 4 * neighbours))  # without a subject, among themselves
     if not found:
         return {}
     left = np.concatenate([f[0] for f in found])
@@ -569,7 +723,7 @@ def candidate_pairs(
     keys = left * len(facts) + right
     _, unique = np.unique(keys, return_index=True)
     left, right, values = left[unique], right[unique], values[unique]
-    chosen = _per_query_top(left, values, neighbours)
+    chosen = _per_query_top(left, values, neighbours, right)
     pairs: dict[tuple[int, int], float] = {}
     for i, j, value in zip(
         left[chosen].tolist(), right[chosen].tolist(), values[chosen].tolist(), strict=True
@@ -584,15 +738,21 @@ def _pair_findings(
     related_cosine: float,
     neighbours: int,
     search: Search = "auto",
+    candidate_cosine: float = 0.4,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
+    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    pairs = candidate_pairs(facts, related_cosine=related_cosine, neighbours=neighbours, search=search)
+    floor = min(related_cosine, candidate_cosine)
+    of = _Traited(facts)
+    pairs = _candidates(facts, floor, neighbours, search, of)
+
+    undecided: list[tuple[int, int, float]] = []  # repeats only if their meaning is as close as their claims
     for (i, j), value in sorted(pairs.items()):
         cosine = min(1.0, value)
         a, b = facts[i], facts[j]
-        reasons = _conflicts(a.text, b.text)
+        reasons = _conflicts(of(i), of(j), numbers_only=cosine < related_cosine)
         if reasons:
             findings.append(
                 Finding(
@@ -603,20 +763,59 @@ def _pair_findings(
                     "the owners agree on one version; retire or correct the other",
                 )
             )
-        elif not _different_names(a.text, b.text) and (
-            cosine >= duplicate_cosine
-            or (cosine >= paraphrase_cosine and _word_overlap(a.text, b.text) >= paraphrase_words)
-        ):
-            findings.append(
-                Finding(
-                    "near_duplicate",
-                    (a.id, b.id),
-                    _owners(a, b),
-                    f"say the same thing (cosine {cosine:.2f})",
-                    f"keep one (e.g. {a.id}) and retire the other, or merge them",
-                )
-            )
+        elif _same_claims(of(i), of(j)):
+            if cosine >= duplicate_cosine or (
+                cosine >= paraphrase_cosine and _word_overlap(of(i), of(j)) >= paraphrase_words
+            ):
+                findings.append(_duplicate(a, b, f"cosine {cosine:.2f}"))
+            else:
+                undecided.append((i, j, cosine))
+    if undecided and paraphrase_embedding is not None:
+        meaning = _meaning_cosines(facts, undecided)
+        if meaning is not None:
+            for (i, j, cosine), close in zip(undecided, meaning.tolist(), strict=True):
+                if close >= paraphrase_embedding:
+                    findings.append(
+                        _duplicate(facts[i], facts[j], f"cosine {cosine:.2f}, meaning {close:.2f}")
+                    )
     return findings
+
+
+def _duplicate(a: FactConfig, b: FactConfig, how: str) -> Finding:
+    return Finding(
+        "near_duplicate",
+        (a.id, b.id),
+        _owners(a, b),
+        f"say the same thing ({how})",
+        f"keep one (e.g. {a.id}) and retire the other, or merge them",
+    )
+
+
+def _meaning_cosines(
+    facts: Sequence[FactConfig], pairs: Sequence[tuple[int, int, float]]
+) -> NDArray[np.float32] | None:
+    """Cosine of WordLlama's static embeddings (offline, shipped in its wheel) for each pair: close for a
+    rewording in other words ("take about 9 business days" / "need roughly 9 working days") where TF-IDF
+    sees different words. None when the embedder cannot load."""
+    from cxstack.integrations.embedders.minilm_onnx import EmbedderUnavailableError
+
+    try:
+        embedder = _meaning_embedder()
+    except EmbedderUnavailableError:
+        return None
+    positions = sorted({p for i, j, _ in pairs for p in (i, j)})
+    row = {p: n for n, p in enumerate(positions)}
+    vectors = embedder.embed([facts[p].text for p in positions])
+    left = vectors[[row[i] for i, _, _ in pairs]]
+    right = vectors[[row[j] for _, j, _ in pairs]]
+    return np.asarray((left * right).sum(axis=1), dtype=np.float32)
+
+
+@functools.cache
+def _meaning_embedder() -> WordLlamaEmbedder:
+    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
+
+    return WordLlamaEmbedder()
 
 
 KINDS = ("contradiction", "near_duplicate", "stale", "unowned", "never_retrieved")
