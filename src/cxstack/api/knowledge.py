@@ -7,6 +7,7 @@ files stay the source of truth; the running service picks the change up from the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -86,6 +87,14 @@ def _failure(exc: Exception) -> HTTPException:
     if isinstance(exc, InvalidFactError):
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
     return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+
+
+def _written(change: Callable[[KnowledgeEditor], FactVersion], cx: CxApp) -> FactVersionOut:
+    """A write through the editor, its refusals as HTTP errors (nothing changed when one is raised)."""
+    try:
+        return version_out(change(_editor(cx)))
+    except (FactEditError, FactVersionConflictError, WorkspaceInvalid) as exc:
+        raise _failure(exc) from None
 
 
 def _history(cx: CxApp, fact_id: str) -> list[FactVersion]:
@@ -178,17 +187,16 @@ def add_knowledge_routes(api: FastAPI) -> None:
     ) -> FactVersionOut:
         """Change fields of a fact, based on `expected_version`. The new version is written into the fact's
         file (that fact's lines only). A retired fact is refused: roll it back instead."""
-        try:
-            version = _editor(cx).edit(
+        return _written(
+            lambda editor: editor.edit(
                 fact_id,
                 body.changes,
                 expected_version=body.expected_version,
                 author=principal.label,
                 reason=body.reason,
-            )
-        except (FactEditError, FactVersionConflictError, WorkspaceInvalid) as exc:
-            raise _failure(exc) from None
-        return version_out(version)
+            ),
+            cx,
+        )
 
     @api.post(
         "/v1/knowledge/facts",
@@ -202,12 +210,8 @@ def add_knowledge_routes(api: FastAPI) -> None:
     ) -> FactVersionOut:
         """A new fact, appended to `file`. Give it `status: draft` to keep it out of answers until an owner
         publishes it."""
-        try:
-            editor = _editor(cx)
-            version = editor.create(body.fact, author=principal.label, reason=body.reason, into=body.file)
-        except (FactEditError, FactVersionConflictError, WorkspaceInvalid) as exc:
-            raise _failure(exc) from None
-        return version_out(version)
+        author, reason, into = principal.label, body.reason, body.file
+        return _written(lambda editor: editor.create(body.fact, author=author, reason=reason, into=into), cx)
 
     @api.post(
         "/v1/knowledge/facts/{fact_id}/rollback",
@@ -222,14 +226,13 @@ def add_knowledge_routes(api: FastAPI) -> None:
         principal: Annotated[Principal, requires(Scope.KNOWLEDGE_WRITE)],
     ) -> FactVersionOut:
         """The content of `to_version` back, as a new version (restores a retired or removed fact too)."""
-        try:
-            version = _editor(cx).rollback(
+        return _written(
+            lambda editor: editor.rollback(
                 fact_id,
                 body.to_version,
                 author=principal.label,
                 reason=body.reason,
                 expected_version=body.expected_version,
-            )
-        except (FactEditError, FactVersionConflictError, WorkspaceInvalid) as exc:
-            raise _failure(exc) from None
-        return version_out(version)
+            ),
+            cx,
+        )
