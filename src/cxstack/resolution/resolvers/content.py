@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,19 @@ UNSUPPORTED_ANSWER = "unsupported_answer"
 # A message this short ("and to Canada?") usually leans on the previous question for its topic.
 FOLLOW_UP_MAX_WORDS = 4
 MAX_PARTS = 4
+
+
+_POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|there)\b", re.IGNORECASE)
+
+
+def part_queries(parts: Sequence[str]) -> list[str]:
+    """What to search for each part: a part that leans on the one before ("how much does it cost?" after
+    "do you ship to Canada?") is searched together with it."""
+    queries: list[str] = []
+    for index, part in enumerate(parts):
+        leans = index > 0 and (_POINTS_BACK.search(part) is not None or words(part) <= FOLLOW_UP_MAX_WORDS)
+        queries.append(f"{parts[index - 1]} {part}" if leans else part)
+    return queries
 
 
 def question_parts(text: str) -> list[str]:
@@ -113,18 +127,21 @@ class ContentResolver:
         )
         parts = question_parts(text)
         if parts:  # each question answered on its own, in the customer's order
-            answered = [
-                PartAnswer(
-                    part,
-                    compose_answer(
-                        self._search(part, plan, ctx, self._part_subjects(ctx, part)),
-                        min_score=min_score,
-                        similarity=self.knowledge.fact_similarity,
-                        max_facts=1,  # one fact per part keeps a reply of several answers readable
-                    ),
+            answered: list[PartAnswer] = []
+            used: set[str] = set()
+            for part, query in zip(parts, part_queries(parts), strict=True):
+                found = self._search(query, plan, ctx, self._part_subjects(ctx, query))
+                # A part searched together with the one before it must not answer with that one's fact again
+                # (a part that asks the same thing on its own is answered once, by compose_parts).
+                fresh = [r for r in found if r.fact.id not in used] if query != part else found
+                answer = compose_answer(
+                    fresh,
+                    min_score=min_score,
+                    similarity=self.knowledge.fact_similarity,
+                    max_facts=1,  # one fact per part keeps a reply of several answers readable
                 )
-                for part in parts
-            ]
+                used.update(answer.fact_ids if answer else ())
+                answered.append(PartAnswer(part, answer))
             detail["parts"] = [
                 {"question": p.question, "facts": list(p.answer.fact_ids) if p.answer else []}
                 for p in answered
