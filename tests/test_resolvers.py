@@ -544,7 +544,8 @@ def test_plug_in_registered_by_hand_is_resolved(runner: asyncio.Runner) -> None:
 def test_a_part_that_leans_on_the_one_before_is_searched_with_it() -> None:
     from cxstack.resolution.resolvers.content import part_queries
 
-    assert part_queries(["Do you ship to Canada?", "How much does it cost?", "What about gift wrapping?"]) == [
+    parts = ["Do you ship to Canada?", "How much does it cost?", "What about gift wrapping?"]
+    assert part_queries(parts) == [
         "Do you ship to Canada?",
         "Do you ship to Canada? How much does it cost?",
         "What about gift wrapping?",
