@@ -31,7 +31,7 @@ def part_queries(parts: Sequence[str]) -> list[str]:
     "do you ship to Canada?") is searched together with it."""
     queries: list[str] = []
     for index, part in enumerate(parts):
-        leans = index > 0 and (_POINTS_BACK.search(part) is not None or words(part) <= FOLLOW_UP_MAX_WORDS)
+        leans = index > 0 and (_POINTS_BACK.search(part) is not None or words(part) <= 3)  # "and to Canada?"
         queries.append(f"{parts[index - 1]} {part}" if leans else part)
     return queries
 
