@@ -210,7 +210,10 @@ async def test_a_failed_turn_backs_off_instead_of_spinning(
 ) -> None:
     failing = CommitFails(store)
     post(store, "c1", "how long do I have to return an item?", "e1")
-    turns = worker(failing, orchestrator, shop_path, commit_retries=0)
+    # A back-off no busy machine can outlast between the failure and the checks below (the default starts
+    # at 1 s; `_backoff` is checked on its own).
+    backoff = lambda failures: timedelta(minutes=5) * failures  # noqa: E731
+    turns = worker(failing, orchestrator, shop_path, commit_retries=0, retry_backoff=backoff)
     await turns.recover()
     await turns.wait_idle()
     assert failing.commit_attempts == 1
@@ -263,3 +266,9 @@ def test_commit_refuses_a_turn_from_a_worker_without_the_lease(store: SqlAlchemy
 
     with pytest.raises(LeaseLostError):
         store.commit_turn(replace(make_commit("c1", message.id), lease_owner="w2"))
+
+
+def test_the_default_back_off_grows_fourfold_up_to_ten_minutes() -> None:
+    from cxstack.runtime.worker import _backoff
+
+    assert [_backoff(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [1, 4, 16, 64, 256, 600]
