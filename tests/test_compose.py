@@ -88,3 +88,18 @@ def test_parts_are_answered_in_order_with_the_weakest_as_confidence() -> None:
     assert answer.fact_ids == ("a", "b") and answer.score == 0.5
     assert answer.unanswered == ("No answer for gift wrap.",)
     assert compose_parts([PartAnswer("x?", None)], unanswered=str) is None
+
+
+def test_a_fact_that_adds_to_another_never_leads() -> None:
+    answer = compose_answer(
+        [
+            scored("exception", "On the Plus plan you can also return an item outside your window", 0.8),
+            scored("window", "The Plus plan has a return window of 90 days", 0.75),
+        ],
+        min_score=0.3,
+        similarity=no_similarity,
+    )
+    assert answer is not None
+    assert answer.fact_ids == ("window", "exception")
+    assert answer.text.startswith("The Plus plan has a return window of 90 days.")
+    assert answer.score == 0.8  # the confidence is still the best fact's

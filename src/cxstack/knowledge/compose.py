@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,13 @@ TONE_PREFIXES: dict[str, str] = {
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if not text or text[-1] in ".!?" else text + "."
+
+
+_ADDS = re.compile(r"\b(?:also|as well|in addition|additionally|too|even|still)\b", re.IGNORECASE)
+
+
+def _adds_to_another(text: str) -> bool:
+    return _ADDS.search(text) is not None
 
 
 def compose_answer(
@@ -55,11 +63,14 @@ def compose_answer(
         )
         if not redundant:
             chosen.append(candidate)
+    # A fact that adds to another ("you can also…", "…as well") never leads: the fact it adds to goes first.
+    chosen.sort(key=lambda f: _adds_to_another(f.fact.text))
     parts = [_sentence(f.fact.text) for f in chosen]
     prefix = TONE_PREFIXES.get((tone or "").strip().lower())
     if prefix:
         parts.insert(0, prefix)
-    return ComposedAnswer(text=" ".join(p for p in parts if p), facts=tuple(chosen))
+    text = " ".join(p for p in parts if p)
+    return ComposedAnswer(text=text, facts=tuple(chosen), confidence=ranked[0].score)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ class ComposedAnswer:
 
     text: str
     facts: tuple[ScoredFact, ...]
-    confidence: float | None = None  # set for an answer of several parts: its weakest part's score
+    confidence: float | None = None  # the best fact's score; for an answer of several parts, its weakest
     unanswered: tuple[str, ...] = ()  # the sentences saying which parts no fact answers (not claims)
 
     @property
