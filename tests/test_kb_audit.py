@@ -11,6 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cxstack.cli.main import app
+from cxstack.cli.services import paraphrase_embedder
 from cxstack.demo import demo_workspace_path
 from cxstack.workspace.models import FactConfig
 
@@ -335,7 +336,7 @@ def test_a_rewording_in_other_words_is_a_repeat_and_a_fact_about_another_carrier
         _fact("g", "Orders shipped to Iceland by FedEx arrive within 8 business days."),
         _fact("h", "Orders shipped to Iceland by the national postal service arrive within 6 business days."),
     ]
-    report = audit_facts(facts, date(2026, 1, 1))
+    report = audit_facts(facts, date(2026, 1, 1), meaning=paraphrase_embedder())
     found = {(f.kind, f.facts) for f in report.findings}
     assert found == {("near_duplicate", ("a", "b")), ("contradiction", ("c", "d"))}, report.findings
     [weights] = report.of_kind("contradiction")
@@ -361,7 +362,7 @@ def test_a_repeat_without_a_subject_is_found_among_many_template_siblings() -> N
         _fact("repeat", original.replace("business days", "working days").replace("arrive", "get there"))
     )
     facts.append(_fact("changed", original.replace(f"within {3 + 5 % 9} ", "within 30 ")))
-    report = audit_facts(facts, date(2026, 1, 1), search="ann")
+    report = audit_facts(facts, date(2026, 1, 1), search="ann", meaning=paraphrase_embedder())
     found = {(f.kind, frozenset(f.facts)) for f in report.findings}
     assert ("near_duplicate", frozenset({"s5", "repeat"})) in found, report.findings
     assert ("contradiction", frozenset({"s5", "changed"})) in found, report.findings

@@ -930,6 +930,7 @@ def kb_ingest(
     source span, and store them as drafts for their owner to approve. Boilerplate (navigation, footers, cookie
     banners, tables of contents, code) is left out; exact duplicates of published facts are skipped, and
     near-duplicates and contradictions are flagged on the draft. One unreadable file: nothing is written."""
+    from cxstack.cli.services import paraphrase_embedder
     from cxstack.knowledge.ingest import (
         IngestError,
         article_files,
@@ -972,6 +973,7 @@ def kb_ingest(
                 root=root,
                 today=datetime.now(UTC).date(),
                 progress=lambda items: bar.track(items, total=len(items)),
+                meaning=paraphrase_embedder(),
             )
         drafts = result.drafts(owner or default_owner(loaded.facts))
     except IngestError as exc:
@@ -1031,6 +1033,7 @@ def kb_audit(
     from datetime import date
 
     from cxstack.app import open_store
+    from cxstack.cli.services import paraphrase_embedder
     from cxstack.integrations.embedders.registry import load_embedder
     from cxstack.knowledge.audit import audit_facts
     from cxstack.knowledge.gaps import gap_questions, knowledge_gaps
@@ -1052,7 +1055,7 @@ def kb_audit(
     stored = not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).exists()
     store = open_store(settings) if stored else None
     history = retrieval_history(store) if store is not None else None
-    report = audit_facts(loaded.facts, day, history=history)
+    report = audit_facts(loaded.facts, day, history=history, meaning=paraphrase_embedder())
     questions = gap_questions(store) if store is not None else []
     gaps = knowledge_gaps(questions, load_embedder(settings.embedder or loaded.settings.embedder))
     result = {**report.to_json(), "gaps": [g.to_json() for g in gaps], "gap_questions": len(questions)}

@@ -27,6 +27,7 @@ from cxstack.workspace.workspace import Workspace
 if TYPE_CHECKING:
     from cxstack.app import Engine, Settings
     from cxstack.knowledge.needs import KnowledgeModel
+    from cxstack.knowledge.ports import Embedder
     from cxstack.knowledge.retrieval import KnowledgeIndex
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -629,3 +630,16 @@ def replay_fact_change(
                 )
             )
     return changes
+
+
+def paraphrase_embedder() -> Embedder | None:
+    """The embedder the audit confirms rewordings with (`PARAPHRASE_EMBEDDER`), or None when it cannot load
+    here (the audit then leaves rewordings out and still runs every other check)."""
+    from cxstack.integrations.embedders.minilm_onnx import EmbedderUnavailableError
+    from cxstack.integrations.embedders.registry import load_embedder
+    from cxstack.knowledge.audit import PARAPHRASE_EMBEDDER
+
+    try:
+        return load_embedder(PARAPHRASE_EMBEDDER)
+    except EmbedderUnavailableError:
+        return None

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,11 +57,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from cxstack.knowledge.models import RetrievalHistory
+from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import tokenize
 from cxstack.workspace.models import FactConfig
-
-if TYPE_CHECKING:
-    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
 
 Search = Literal["auto", "exact", "ann"]
 __all__ = ["AuditReport", "Finding", "RetrievalHistory", "audit_facts", "audit_html", "quantities"]
@@ -162,7 +160,10 @@ _POLICY_WORDS = re.compile("|".join(f"(?:{p.pattern})|(?:{q.pattern})" for _, p,
 SKETCH_DIM = 256
 EXACT_LIMIT = 4_000_000  # a search of |queries| × |candidates| up to this is exact (sparse cosine)
 BRUTE_LIMIT = 400_000_000  # up to this, every query meets every candidate in the sketch; beyond, HNSW
-PARAPHRASE_EMBEDDING = 0.85  # WordLlama cosine at which a pair with the same claims is a rewording
+# The embedder (registry name) whose cosine confirms a rewording, and the cosine chosen for it: at 0.85 a pair
+# with the same claims is a rewording. Another embedder would need its own threshold.
+PARAPHRASE_EMBEDDER = "wordllama"
+PARAPHRASE_EMBEDDING = 0.85
 _MARGIN = 0.25  # how far the sketch's cosine may fall below the exact one before a pair is lost
 
 
@@ -400,12 +401,15 @@ def audit_facts(
     neighbours: int = 8,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
-    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
+    paraphrase_embedding: float = PARAPHRASE_EMBEDDING,
+    meaning: Embedder | None = None,
     history: RetrievalHistory | None = None,
     search: Search = "auto",
 ) -> AuditReport:
-    """Every finding about `facts` as of `today`. `history` (what stored answers cited) adds never-retrieved
-    facts; `search` forces the exact or the approximate neighbour search (default: by size)."""
+    """Every finding about `facts` as of `today`. `meaning` (the embedder named PARAPHRASE_EMBEDDER, which
+    `paraphrase_embedding` was chosen for) confirms rewordings; without it they are not looked for.
+    `history` (what stored answers cited) adds never-retrieved facts; `search` forces the exact or the
+    approximate neighbour search (default: by size)."""
     findings: list[Finding] = []
     facts = [f for f in facts if f.status != "retired"]
     for fact in facts:
@@ -446,6 +450,7 @@ def audit_facts(
             paraphrase_cosine,
             paraphrase_words,
             paraphrase_embedding,
+            meaning,
         )
     )
     order = {"contradiction": 0, "near_duplicate": 1, "stale": 2, "unowned": 3, "never_retrieved": 4}
@@ -741,7 +746,8 @@ def _pair_findings(
     candidate_cosine: float = 0.4,
     paraphrase_cosine: float = 0.6,
     paraphrase_words: float = 0.65,
-    paraphrase_embedding: float | None = PARAPHRASE_EMBEDDING,
+    paraphrase_embedding: float = PARAPHRASE_EMBEDDING,
+    meaning: Embedder | None = None,
 ) -> list[Finding]:
     findings: list[Finding] = []
     floor = min(related_cosine, candidate_cosine)
@@ -770,14 +776,11 @@ def _pair_findings(
                 findings.append(_duplicate(a, b, f"cosine {cosine:.2f}"))
             else:
                 undecided.append((i, j, cosine))
-    if undecided and paraphrase_embedding is not None:
-        meaning = _meaning_cosines(facts, undecided)
-        if meaning is not None:
-            for (i, j, cosine), close in zip(undecided, meaning.tolist(), strict=True):
-                if close >= paraphrase_embedding:
-                    findings.append(
-                        _duplicate(facts[i], facts[j], f"cosine {cosine:.2f}, meaning {close:.2f}")
-                    )
+    if undecided and meaning is not None:
+        closeness = _meaning_cosines(facts, undecided, meaning)
+        for (i, j, cosine), close in zip(undecided, closeness.tolist(), strict=True):
+            if close >= paraphrase_embedding:
+                findings.append(_duplicate(facts[i], facts[j], f"cosine {cosine:.2f}, meaning {close:.2f}"))
     return findings
 
 
@@ -792,30 +795,16 @@ def _duplicate(a: FactConfig, b: FactConfig, how: str) -> Finding:
 
 
 def _meaning_cosines(
-    facts: Sequence[FactConfig], pairs: Sequence[tuple[int, int, float]]
-) -> NDArray[np.float32] | None:
-    """Cosine of WordLlama's static embeddings (offline, shipped in its wheel) for each pair: close for a
-    rewording in other words ("take about 9 business days" / "need roughly 9 working days") where TF-IDF
-    sees different words. None when the embedder cannot load."""
-    from cxstack.integrations.embedders.minilm_onnx import EmbedderUnavailableError
-
-    try:
-        embedder = _meaning_embedder()
-    except EmbedderUnavailableError:
-        return None
+    facts: Sequence[FactConfig], pairs: Sequence[tuple[int, int, float]], embedder: Embedder
+) -> NDArray[np.float32]:
+    """Cosine of the embeddings for each pair: close for a rewording in other words ("take about 9 business
+    days" / "need roughly 9 working days") where TF-IDF sees different words."""
     positions = sorted({p for i, j, _ in pairs for p in (i, j)})
     row = {p: n for n, p in enumerate(positions)}
     vectors = embedder.embed([facts[p].text for p in positions])
     left = vectors[[row[i] for i, _, _ in pairs]]
     right = vectors[[row[j] for _, j, _ in pairs]]
     return np.asarray((left * right).sum(axis=1), dtype=np.float32)
-
-
-@functools.cache
-def _meaning_embedder() -> WordLlamaEmbedder:
-    from cxstack.integrations.embedders.wordllama_static import WordLlamaEmbedder
-
-    return WordLlamaEmbedder()
 
 
 KINDS = ("contradiction", "near_duplicate", "stale", "unowned", "never_retrieved")

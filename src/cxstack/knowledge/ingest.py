@@ -39,6 +39,7 @@ import yaml
 
 from cxstack.knowledge.articles import KINDS, MAX_BYTES, Article, ArticleError, Block, read_article
 from cxstack.knowledge.audit import audit_facts
+from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import tokenize
 from cxstack.workspace.models import FactConfig
 
@@ -559,7 +560,12 @@ def _batches(candidates: Sequence[Candidate], size: int) -> list[list[Candidate]
 
 
 def flag_candidates(
-    candidates: Sequence[Candidate], facts: Sequence[FactConfig], today: date, *, batch_size: int = 500
+    candidates: Sequence[Candidate],
+    facts: Sequence[FactConfig],
+    today: date,
+    *,
+    batch_size: int = 500,
+    meaning: Embedder | None = None,
 ) -> tuple[list[Candidate], list[Skipped]]:
     """Skip exact duplicates of published facts (and of earlier candidates); flag near-duplicates and
     contradictions found by the audit between a candidate and a published fact or another candidate."""
@@ -581,7 +587,7 @@ def flag_candidates(
     # itself, and its memory grows with the square of what it is given.
     for batch in _batches(kept, batch_size):
         drafts = [c.draft("ingest") for c in batch]
-        report = audit_facts([*published, *drafts], today)
+        report = audit_facts([*published, *drafts], today, meaning=meaning)
         ours = {c.id for c in batch}
         for finding in report.findings:
             if finding.kind not in ("contradiction", "near_duplicate") or len(finding.facts) != 2:
@@ -601,9 +607,10 @@ def ingest(
     today: date,
     max_bytes: int = MAX_BYTES,
     progress: Callable[[Sequence[Path]], Iterable[Path]] = lambda items: items,
+    meaning: Embedder | None = None,
 ) -> IngestResult:
-    """Read every article, then split, name and flag the candidates. One unreadable file and nothing is
-    returned: an `IngestError` lists every file's problem."""
+    """Read every article, then split, name and flag the candidates (`meaning`: as for `audit_facts`). One
+    unreadable file and nothing is returned: an `IngestError` lists every file's problem."""
     problems: list[str] = []
     articles: list[tuple[Article, str]] = []
     warnings: list[str] = []
@@ -631,7 +638,7 @@ def ingest(
         candidates.extend(found)
     if not candidates:
         raise IngestError(["no fact candidates found in " + ", ".join(label for _, label in articles)])
-    kept, skipped = flag_candidates(candidates, facts, today)
+    kept, skipped = flag_candidates(candidates, facts, today, meaning=meaning)
     return IngestResult(
         files=tuple(label for _, label in articles),
         candidates=tuple(kept),
