@@ -99,29 +99,21 @@ def word_diff(before: str, after: str) -> str:
     return " ".join(marks[kind].format(words) for kind, words in word_changes(before, after))
 
 
+def _git(root: Path, *args: str) -> str:
+    """What a git command prints in `root` (raises OSError or SubprocessError when it fails)."""
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+    return done.stdout.strip()
+
+
 def _git_describe(root: Path, path: Path) -> tuple[str, str] | None:
     """(author, reason) of the commit that last changed `path`, when it is committed and unchanged since."""
     if shutil.which("git") is None:
         return None
+    path = path.resolve()  # git runs in `root`: a path relative to elsewhere would name another file
     try:
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", str(path)],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        if dirty:
-            return None
-        log = subprocess.run(
-            ["git", "log", "-1", "--format=%an <%ae>%x00%s", "--", str(path)],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        if _git(root, "status", "--porcelain", "--", str(path)):
+            return None  # changed since its last commit: that commit's author did not write this
+        log = _git(root, "log", "-1", "--format=%an <%ae>%x00%s", "--", str(path))
     except (OSError, subprocess.SubprocessError):
         return None
     if "\x00" not in log:
