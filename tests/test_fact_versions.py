@@ -425,3 +425,26 @@ def test_a_running_service_answers_with_an_edited_fact_from_the_next_turn(ws: Pa
             await cx.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_committed_file_change_takes_its_author_and_reason_from_git(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=ws, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=Ana", "-c", "user.email=ana@shop.test", "commit", "-qm", "first knowledge")
+    monkeypatch.chdir(ws.parent)  # the workspace given as a relative path, as people type it
+    (version,) = KnowledgeEditor(Path(ws.name), InMemoryStore()).history("return-window")
+    assert (version.author, version.reason) == (
+        "Ana <ana@shop.test>",
+        f"first recorded from {RETURNS} (first knowledge)",
+    )
