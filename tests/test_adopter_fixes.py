@@ -160,3 +160,26 @@ def test_customer_facing_words_come_from_the_workspace(tmp_path: Path) -> None:
     over_cap, legal = asyncio.run(run())
     assert "the billing desk" in over_cap and "approval" in over_cap
     assert legal == "Please keep every letter you received; a colleague will call you."
+
+
+def test_serve_refuses_a_back_office_address_where_another_service_answers(tmp_path: Path) -> None:
+    """Another program on the demo back office's port (another cxstack, say) would answer every order
+    lookup with 404, which customers read as "no such order": serve says so and does not start."""
+    from fastapi import FastAPI
+
+    from cxstack.testing.http_standin import LocalHttpServer
+
+    other = FastAPI()
+
+    @other.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with LocalHttpServer(other) as url:
+        result = CliRunner().invoke(
+            app,
+            ["serve", str(demo_workspace_path()), "--home", str(tmp_path / "home"), "--embedder", "hashing"],
+            env={"CXSTACK_BACKOFFICE_URL": url},
+        )
+    assert result.exit_code == 1
+    assert "is not the demo back office" in result.output

@@ -89,6 +89,7 @@ def _settings(home: Path | None, workspace: Path | None = None, embedder: str | 
 @contextlib.contextmanager
 def _starting() -> Iterator[None]:
     """Errors a person can fix before starting (an unset ${SECRET}, an unknown connector type) as one line."""
+    from cxstack.cli.services import BackofficePortTakenError
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
 
@@ -97,7 +98,7 @@ def _starting() -> Iterator[None]:
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
-    except UnknownConnectorTypeError as exc:
+    except (UnknownConnectorTypeError, BackofficePortTakenError) as exc:
         err.print(f"[bold red]cannot start:[/] {exc}")
         raise typer.Exit(1) from None
 
@@ -212,7 +213,8 @@ def serve(
         raise typer.Exit(2)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
     if backoffice is not False:
-        ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
+        with _starting():
+            ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     if customers is not None:
@@ -262,7 +264,8 @@ def chat(
     ws = _load_or_exit(workspace)
     settings = _settings(home, workspace, embedder)
     if backoffice is not False:
-        ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
+        with _starting():
+            ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
     samples = workspace / "samples" / "customers.csv"
@@ -393,7 +396,8 @@ def replay(
     keep = keep or home is not None
     settings = _settings(home) if keep else None
     if live_actions:
-        ensure_backoffice(ws, _settings(home).home, quiet)
+        with _starting():
+            ensure_backoffice(ws, _settings(home).home, quiet)
     # Kept conversations get a run prefix, so a second replay into the same store starts fresh ones.
     prefix = f"{new_id('replay')}_" if keep else "replay_"
     with _starting(), quiet.status("training the router and indexing knowledge…"):

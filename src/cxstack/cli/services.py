@@ -33,11 +33,30 @@ if TYPE_CHECKING:
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
+BACKOFFICE_SERVICE = "northwind-backoffice"  # what the demo back office's /health names itself
+
+
+class BackofficePortTakenError(RuntimeError):
+    """Something that is not the demo back office answers at its address."""
+
+
 def _answers(url: str) -> bool:
+    """Does the demo back office answer at `url`? Something else answering there is an error: its 404s would
+    read as "no such order" to every customer."""
     try:
-        return httpx.get(f"{url.rstrip('/')}/health", timeout=0.5).status_code == 200
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=0.5)
     except httpx.HTTPError:
         return False
+    try:
+        service = response.json().get("service") if response.status_code == 200 else None
+    except (ValueError, AttributeError):
+        service = None
+    if service != BACKOFFICE_SERVICE:
+        raise BackofficePortTakenError(
+            f"{url} answers, but it is not the demo back office: stop what runs there, or point the "
+            "backoffice connector elsewhere (CXSTACK_BACKOFFICE_URL)"
+        )
+    return True
 
 
 DEMO_NAME = "Northwind Outfitters"
