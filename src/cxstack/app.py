@@ -22,6 +22,7 @@ from cxstack import __version__
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
+from cxstack.domain.llm import LLMSessions
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -35,6 +36,7 @@ from cxstack.domain.models import (
 from cxstack.domain.ports import IngestResult, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
     embedder: str | None = None  # overrides the workspace's choice (e.g. "hashing" in tests)
     backoffice_url: str | None = None  # overrides connectors.backoffice.base_url
     dry_run_actions: bool = False
+    # Overrides the workspace's llm.base_url (a local model server started for this run, say).
+    llm_base_url: str | None = None
+    # False: run without the workspace's LLM even when one is configured (the offline path).
+    llm: bool = True
     # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
     # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses).
     runtime: Literal["thread", "process"] = "thread"
@@ -108,15 +114,16 @@ class Engine:
     connectors: Mapping[str, ActionConnector]
     embedder: Embedder
     load_seconds: float
+    llm: LLMSessions | None = None
 
     def with_connectors(self, connectors: Mapping[str, ActionConnector]) -> Engine:
         """The same trained router and knowledge index, wired to other connectors (e.g. a dry run)."""
-        registry = ResolverRegistry.from_entry_points(
-            ResolverDeps(knowledge=self.knowledge, connectors=connectors)
-        )
-        return replace(self, orchestrator=Orchestrator(self.router, registry), connectors=connectors)
+        orchestrator = _orchestrator(self.router, self.knowledge, connectors, self.llm)
+        return replace(self, orchestrator=orchestrator, connectors=connectors)
 
     async def aclose(self) -> None:
+        if self.llm is not None:
+            await self.llm.aclose()
         for connector in self.connectors.values():
             close = getattr(connector, "aclose", None)
             if close is not None:
@@ -132,10 +139,13 @@ def build_engine(
     dry_run_actions: bool = False,
     connectors: Mapping[str, ActionConnector] | None = None,
     cache_dir: Path | None = None,
+    llm: LLMSessions | Literal["workspace"] | None = "workspace",
+    llm_base_url: str | None = None,
 ) -> Engine:
     """Trains the router and indexes knowledge for `workspace`. With `cache_dir`, a router trained before for
     the same workspace version and embedder is loaded instead (serve's worker process, a restarted worker
-    and a restarted serve then start in seconds, not minutes)."""
+    and a restarted serve then start in seconds, not minutes). `llm`: the workspace's configured model
+    (default; `llm_base_url` overrides its endpoint), another client, or None for none."""
     started = time.perf_counter()
     name = embedder_name or workspace.settings.embedder
     if embedder is None:
@@ -144,9 +154,13 @@ def build_engine(
     knowledge = KnowledgeIndex(workspace.facts, embedder)
     if connectors is None:
         connectors = http_connectors(workspace, backoffice_url=backoffice_url, dry_run=dry_run_actions)
+    if llm == "workspace":
+        config = workspace.settings.llm
+        llm = llm_client(config, base_url=llm_base_url) if config is not None else None
     return Engine(
         workspace=workspace,
-        orchestrator=_orchestrator(router, knowledge, connectors),
+        orchestrator=_orchestrator(router, knowledge, connectors, llm),
+        llm=llm,
         router=router,
         router_report=report,
         knowledge=knowledge,
@@ -184,10 +198,13 @@ def _trained_router(
 
 
 def _orchestrator(
-    router: IntentRouter, knowledge: KnowledgeIndex, connectors: Mapping[str, ActionConnector]
+    router: IntentRouter,
+    knowledge: KnowledgeIndex,
+    connectors: Mapping[str, ActionConnector],
+    llm: LLMSessions | None = None,
 ) -> Orchestrator:
     registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
-    return Orchestrator(router, registry)
+    return Orchestrator(router, registry, llm=llm)
 
 
 def http_connectors(
@@ -476,6 +493,8 @@ def worker_components(
         backoffice_url=settings.backoffice_url,
         dry_run_actions=settings.dry_run_actions,
         cache_dir=settings.cache_dir(),
+        llm="workspace" if settings.llm else None,
+        llm_base_url=settings.llm_base_url,
     )
     store = open_store(settings)
     reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
@@ -502,5 +521,7 @@ def build(
             backoffice_url=settings.backoffice_url,
             dry_run_actions=settings.dry_run_actions,
             cache_dir=settings.cache_dir(),
+            llm="workspace" if settings.llm else None,
+            llm_base_url=settings.llm_base_url,
         )
     return CxApp(settings, open_store(settings), engine, clock=clock)

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cxstack.domain.conversation_state import Transition
+from cxstack.domain.llm import LLMSessions, LLMUsageSummary
 from cxstack.domain.models import (
     ConversationStatus,
     Customer,
@@ -76,6 +77,9 @@ _UNCERTAIN_REASONS = frozenset(
         "internal_error",
     }
 )
+
+
+LLM_STEP = "llm"  # the trace step that records the turn's model calls
 
 
 @dataclass(slots=True)
@@ -156,13 +160,21 @@ class _Routed:
 
 class Orchestrator:
     def __init__(
-        self, router: Router, resolvers: ResolverLookup, *, clock: Callable[[], float] = time.perf_counter
+        self,
+        router: Router,
+        resolvers: ResolverLookup,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        llm: LLMSessions | None = None,
     ):
         self._router = router
         self._resolvers = resolvers
         self._clock = clock
+        self.llm = llm
 
     async def handle_turn(self, ctx: TurnContext) -> TurnResult:
+        if self.llm is not None and ctx.llm is None:
+            ctx.llm = self.llm.session()  # one token and time budget for all of this turn's model calls
         turn = _Turn(ctx=ctx, rec=_Recorder(), state=dict(ctx.conversation.state), started=self._clock())
         status = ctx.conversation.status
         if status == ConversationStatus.CLOSED:
@@ -766,6 +778,8 @@ class Orchestrator:
     ) -> TurnResult:
         ctx = turn.ctx
         reply = "\n\n".join(r for r in turn.replies if r) or None
+        if ctx.llm is not None and ctx.llm.record.calls:
+            turn.rec.steps.append(_llm_step(ctx.llm.record))
         trace = Trace(
             id=TraceId(new_id("trc")),
             conversation_id=ctx.conversation.id,
@@ -792,6 +806,24 @@ class Orchestrator:
             reopen_escalation=turn.reopen_escalation,
             verified_customer=turn.verified_customer,
         )
+
+
+def _llm_step(record: LLMUsageSummary) -> TraceStep:
+    """Every model call of the turn, and their sum: tokens, latency and cost (the key is never part of it)."""
+    cost = record.cost
+    usage = record.usage
+    return TraceStep(
+        layer=Layer.ORCHESTRATION,
+        name=LLM_STEP,
+        input={"calls": len(record.calls)},
+        output={
+            "calls": [c.view() for c in record.calls],
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost": str(cost) if cost is not None else None,
+        },
+        duration_ms=record.latency_ms,
+    )
 
 
 def _join(segments: list[Segment]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cxstack.domain.llm import LLMTurn
 from cxstack.domain.models import Conversation, Customer, Message, utcnow
 from cxstack.domain.ports import CustomerDirectory
 from cxstack.domain.turn import BusinessContext, IntentPrediction
@@ -32,3 +33,5 @@ class TurnContext:
     request_text: str | None = None
     # Looks up stored customer profiles (a verification step binds the conversation to one of them).
     customers: CustomerDirectory | None = None
+    # The turn's model calls (one budget, one record), when the workspace configures an LLM.
+    llm: LLMTurn | None = None

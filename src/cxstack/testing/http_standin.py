@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -82,9 +82,11 @@ class Reply:
     """A scripted response: status, JSON body (a str body is sent as text), delay before answering."""
 
     status: int = 200
-    body: Any = field(default_factory=dict)
+    body: Any = field(default_factory=dict)  # JSON; a str is sent as text and bytes as they are
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    # Server-sent events: each item is one `data:` event (a dict as JSON), in order; `body` is unused
+    events: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,19 @@ class ScriptedBackend:
             reply = route.next_reply(recorded) if route else Reply(404, {"error": "not scripted"})
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.events is not None:
+            return StreamingResponse(
+                _events(reply.events), status_code=reply.status, media_type="text/event-stream"
+            )
+        if isinstance(reply.body, bytes):
+            # Sent as given: a Content-Length header larger than the body makes a reply cut short.
+            return Response(reply.body, status_code=reply.status, headers=reply.headers)
         if isinstance(reply.body, str):
             return PlainTextResponse(reply.body, status_code=reply.status, headers=reply.headers)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+async def _events(events: tuple[Any, ...]) -> AsyncIterator[bytes]:
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event)
+        yield f"data: {data}\n\n".encode()

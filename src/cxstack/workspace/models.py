@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from cxstack.domain.money import invalid_currency, invalid_locale
+from cxstack.domain.secrets import references
 
 SCHEMA_VERSION = 1
 
@@ -265,6 +266,76 @@ class ConnectorConfig(_Strict):
     )
 
 
+class ModelPriceConfig(_Strict):
+    input_per_million: Decimal = Field(
+        ge=0, description="Price of one million input (prompt) tokens, in the workspace currency."
+    )
+    output_per_million: Decimal = Field(
+        ge=0, description="Price of one million output (completion) tokens, in the workspace currency."
+    )
+
+
+class LLMSettings(_Strict):
+    provider: str = Field(
+        description="The LLM-provider plug-in, by its name in the `cxstack.llm_providers` entry point group "
+        "(built in: openai — any OpenAI-compatible chat completions endpoint: OpenAI, vLLM, Ollama, "
+        "llama.cpp, LiteLLM — and anthropic)."
+    )
+    model: str = Field(description="The model name the endpoint expects (gpt-4o-mini, claude-…, smollm2).")
+    base_url: str | None = Field(
+        None,
+        description="The endpoint, for a server other than the provider's own (http://127.0.0.1:8080/v1). "
+        "${ENV_NAME} references are resolved from the environment.",
+    )
+    api_key: str | None = Field(
+        None,
+        description="The key, always as an ${ENV_NAME} reference (a literal key is an error): resolved when "
+        "the provider starts, never stored, traced, logged or returned. Empty for a local server.",
+    )
+    stream: bool = Field(False, description="Receive answers as a stream (OpenAI-compatible endpoints).")
+    timeout_s: float = Field(20.0, gt=0, description="Seconds one model call may take.")
+    max_retries: int = Field(
+        2, ge=0, le=5, description="Extra attempts after a 429, a 5xx, a timeout or a dropped connection."
+    )
+    max_tokens: int = Field(400, ge=16, le=8192, description="Most tokens one answer may have.")
+    turn_tokens: int = Field(
+        8000, ge=100, description="Most tokens (in and out) all model calls of one turn may use together."
+    )
+    turn_seconds: float = Field(
+        30.0, gt=0, description="Most seconds all model calls of one turn may take together."
+    )
+    breaker_failures: int = Field(
+        5, ge=1, description="Failures in a row after which calls stop for `breaker_reset_s`."
+    )
+    breaker_reset_s: float = Field(30.0, gt=0, description="Seconds the circuit breaker stays open.")
+    on_failure: Literal["fallback", "escalate"] = Field(
+        "fallback",
+        description="When the provider fails: `fallback` answers the offline way (template answers, "
+        "deterministic agents); `escalate` hands the conversation to a person with reason llm_unavailable.",
+    )
+    answers: bool = Field(
+        True,
+        description="Write content answers with the model (from the retrieved facts only, with citations, "
+        "grounding-checked before sending). False: facts are composed without the model.",
+    )
+    prices: dict[str, ModelPriceConfig] = Field(
+        default_factory=dict,
+        description="Price per model, so that the cost of each turn and of each automated resolution is "
+        "recorded in the trace.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_reference(cls, value: str | None) -> str | None:
+        if value and not references(value):
+            raise PydanticCustomError(
+                "literal_secret",
+                "api_key is a literal key; keys never live in workspace files",
+                {"fix": "write api_key: ${OPENAI_API_KEY} and set that variable in the environment"},
+            )
+        return value
+
+
 class VerificationConfig(_Strict):
     action: str = Field(
         description="An action (in actions.yaml) that checks details an anonymous customer gives, e.g. email "
@@ -368,6 +439,11 @@ class WorkspaceSettings(_Strict):
         description="Per channel: messages that arrive within this many milliseconds of each other are "
         "answered as one turn (people often send a request in several short messages). Channels not "
         "listed: 0, every message is its own turn.",
+    )
+    llm: LLMSettings | None = Field(
+        None,
+        description="A language model for written answers and micro-agents. None (the default): cxstack "
+        "works without one — answers are composed from facts and agents run deterministically.",
     )
     currency: str = Field(
         "USD",

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from babel import Locale, UnknownLocaleError
 
 from cxstack.domain.models import Role
 from cxstack.domain.segments import is_question, split_requests, words
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.knowledge.compose import PartAnswer, compose_answer, compose_parts
 from cxstack.knowledge.grounding import GroundingChecker
-from cxstack.knowledge.models import ScoredFact
+from cxstack.knowledge.models import ComposedAnswer, ScoredFact
 from cxstack.knowledge.retrieval import KnowledgeIndex
+from cxstack.resolution.answer_writer import AnswerWriter
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.registry import ResolverDeps
 
 NO_GROUNDED_ANSWER = "no_grounded_answer"
+LLM_UNAVAILABLE = "llm_unavailable"
 UNSUPPORTED_ANSWER = "unsupported_answer"
 # A message this short ("and to Canada?") usually leans on the previous question for its topic.
 FOLLOW_UP_MAX_WORDS = 4
@@ -57,6 +63,19 @@ def conversation_texts(ctx: TurnContext, text: str) -> list[str]:
     return [*earlier, text]
 
 
+@dataclass(slots=True)
+class _Written:
+    detail: dict[str, Any]
+    outcome: Outcome | None  # None: send the template answer
+
+
+def language_name(code: str | None) -> str:
+    try:
+        return Locale.parse(code or "en").english_name or "English"
+    except (ValueError, TypeError, UnknownLocaleError):
+        return "English"
+
+
 class ContentResolver:
     mechanism = "content"
 
@@ -64,6 +83,55 @@ class ContentResolver:
         self.knowledge: KnowledgeIndex | None = deps.knowledge
         self.candidates = candidates
         self.grounding = GroundingChecker()  # the lexical model: the same on every embedder
+        self.writer = AnswerWriter(self.grounding)
+
+    async def _written(
+        self,
+        ctx: TurnContext,
+        text: str,
+        results: Sequence[ScoredFact],
+        template: ComposedAnswer,
+        min_score: float,
+        tone: str | None,
+    ) -> _Written:
+        """The model's answer from the facts retrieved for this turn, if it passes every check; otherwise the
+        template answer (or a person, when the workspace says so and the provider failed)."""
+        assert ctx.llm is not None and ctx.workspace.settings.llm is not None
+        settings = ctx.workspace.settings.llm
+        facts = list(template.facts)
+        facts += [r for r in results if r.score >= min_score and r.fact.id not in template.fact_ids]
+        self.writer.max_tokens = settings.max_tokens
+        result = await self.writer.write(
+            ctx.llm,
+            text,
+            facts[: self.candidates + MAX_PARTS],
+            business_name=ctx.workspace.settings.name,
+            language=language_name(ctx.language or ctx.workspace.settings.language),
+            tone=tone,
+            earlier=[m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id],
+        )
+        detail: dict[str, Any] = {"attempts": [a.view() for a in result.attempts]}
+        if result.answer is not None:
+            by_id = {f.fact.id: f for f in facts}
+            detail["used"] = "llm"
+            return _Written(
+                detail,
+                Outcome(
+                    kind="reply",
+                    confidence=template.score,
+                    reply=result.answer.text,
+                    facts=[by_id[i].citation() for i in result.answer.fact_ids if i in by_id],
+                    detail={},
+                ),
+            )
+        if result.error is not None and settings.on_failure == "escalate":
+            detail["used"] = "escalation"
+            return _Written(
+                detail,
+                Outcome(kind="handoff", confidence=0.0, handoff_reason=LLM_UNAVAILABLE, detail={}),
+            )
+        detail["used"] = "template"
+        return _Written(detail, None)
 
     def _search(
         self, query: str, plan: ResolutionPlan, ctx: TurnContext, subjects: Sequence[str] = ()
@@ -169,6 +237,13 @@ class ContentResolver:
                 if c.claim and not c.supported
             ],
         }
+        llm_settings = ctx.workspace.settings.llm
+        if ctx.llm is not None and llm_settings is not None and llm_settings.answers:
+            written = await self._written(ctx, text, results, answer, min_score, tone)
+            detail["llm"] = written.detail
+            if written.outcome is not None:
+                written.outcome.detail = detail
+                return written.outcome
         if not grounding.supported:
             return Outcome(
                 kind="handoff",
