@@ -56,13 +56,13 @@ def test_an_unset_secret_is_one_clear_line_and_a_dry_run_needs_none(
 
 
 def test_a_mechanism_nothing_can_resolve_is_an_error(tmp_path: Path) -> None:
-    intents = SHOP["intents.yaml"].replace("mechanism: content", "mechanism: agent", 1)
+    intents = SHOP["intents.yaml"].replace("mechanism: content", "mechanism: multi_agent", 1)
     [problem] = [
         p
         for p in validate_workspace(write_workspace(tmp_path / "ws", **{"intents.yaml": intents}))
-        if "no resolver for mechanism `agent`" in p.message
+        if "no resolver for mechanism `multi_agent`" in p.message
     ]
-    assert problem.is_error and problem.file == "intents.yaml" and "LLM provider" in problem.fix
+    assert problem.is_error and problem.file == "intents.yaml" and "planner" in problem.fix
 
 
 def test_a_typo_in_a_reply_is_an_error(tmp_path: Path) -> None:

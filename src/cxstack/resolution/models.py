@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from cxstack.domain.llm import LLMTurn
 from cxstack.domain.models import Conversation, Customer, Message, utcnow
@@ -35,3 +36,7 @@ class TurnContext:
     customers: CustomerDirectory | None = None
     # The turn's model calls (one budget, one record), when the workspace configures an LLM.
     llm: LLMTurn | None = None
+    # Set by an agent for the action it runs: JSON schemas its slot values must pass, and values the agent
+    # read from the customer's own words (checked against their text before they are offered here).
+    slot_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    proposed_slots: dict[str, str] = field(default_factory=dict)

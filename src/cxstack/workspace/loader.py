@@ -20,6 +20,7 @@ from cxstack.workspace.builtin import with_builtin_intents
 from cxstack.workspace.models import (
     SCHEMA_VERSION,
     ActionConfig,
+    AgentConfig,
     Experiments,
     FactConfig,
     IntentConfig,
@@ -59,6 +60,7 @@ def load_workspace(path: Path, *, known_mechanisms: Collection[str] = DEFAULT_ME
         actions=tuple(s.item for s in check.actions),
         rubric=check.rubric,
         experiments=check.experiments,
+        agents=tuple(s.item for s in check.agents),
         root=Path(path).resolve(),
     )
     return _with_version(workspace)
@@ -79,6 +81,7 @@ def canonical_content(workspace: Workspace) -> dict[str, Any]:
         "actions": [a.model_dump(mode="json") for a in workspace.actions],
         "rubric": workspace.rubric.model_dump(mode="json"),
         "experiments": workspace.experiments.model_dump(mode="json"),
+        **({"agents": [a.model_dump(mode="json") for a in workspace.agents]} if workspace.agents else {}),
     }
 
 
@@ -97,6 +100,7 @@ def workspace_from_content(content: dict[str, Any], root: Path | None = None) ->
         actions=tuple(ActionConfig.model_validate(a) for a in content["actions"]),
         rubric=Rubric.model_validate(content.get("rubric", {})),
         experiments=Experiments.model_validate(content.get("experiments", {})),
+        agents=tuple(AgentConfig.model_validate(a) for a in content.get("agents", [])),
         root=root,
     )
     return _with_version(workspace)

@@ -656,6 +656,9 @@ class IntentConfig(_Strict):
     action: str | None = Field(
         None, description="For mechanism action: the action (in actions.yaml) that serves it."
     )
+    agent: str | None = Field(
+        None, description="For mechanism agent: the micro-agent (in agents/) that serves it."
+    )
     fact_tags: list[str] = Field(
         default_factory=list,
         description="For mechanism content: facts with one of these tags rank higher. A boost, not a filter.",
@@ -828,6 +831,12 @@ class ActionConfig(_Strict):
         description="A unique name in snake_case; intents refer to it with `action:`. Shown to customers "
         "with spaces in a generic confirmation question."
     )
+    agents: list[str] | None = Field(
+        None,
+        description="The micro-agents that may call this action (checked in code when the call is made). "
+        "Unset: any agent that lists the action in its own `actions`; [] : no agent, only the action "
+        "mechanism.",
+    )
     description: str = Field("", description="What the action does, for the team.")
     connector: str = Field(
         "backoffice", description="The connector (in cxstack.yaml `connectors`) that performs the call."
@@ -979,3 +988,53 @@ class Experiments(_Strict):
         description="Planned and running experiments. Reserved for the optimization layer: recorded with "
         "each workspace version, not yet applied to conversations.",
     )
+
+
+# --- agents/*.yaml ------------------------------------------------------------------------------------------
+
+
+class AgentExit(_Strict):
+    after_action: str | None = Field(
+        None,
+        description="The agent's work is done once this action has run (default: the last of `actions`).",
+    )
+
+
+class AgentConfig(_Strict):
+    name: str = Field(description="A unique name; intents refer to it with `agent:`.")
+    description: str = Field("", description="What the agent handles, for the team and for other agents.")
+    instructions: str = Field(
+        "",
+        description="How the agent works, for the model (with an LLM). Rules that matter for money, identity "
+        "or other people's data are enforced in code, not here.",
+    )
+    actions: list[str] = Field(
+        default_factory=list,
+        description="The actions (in actions.yaml) the agent may call. Without an LLM it runs them in this "
+        "order, each one's slots filled from the conversation and the customer profile.",
+    )
+    fact_tags: list[str] = Field(
+        default_factory=list, description="The knowledge it may answer from (facts with one of these tags)."
+    )
+    slots: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="JSON schemas that slot values must also pass before an action runs "
+        "(`amount: {type: number, exclusiveMinimum: 0}`); a value that fails is asked for again, with "
+        "the reason.",
+    )
+    handoff_to: list[str] = Field(
+        default_factory=list, description="Agents this one may hand the conversation to."
+    )
+    exit: AgentExit = Field(default_factory=AgentExit, description="When the agent's work is done.")
+    max_turns: int = Field(
+        8, ge=1, le=50, description="Customer turns the agent may take before a person takes over."
+    )
+
+    @property
+    def done_after(self) -> str | None:
+        return self.exit.after_action or (self.actions[-1] if self.actions else None)
+
+
+class AgentFile(_Strict):
+    version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
+    agents: list[AgentConfig] = Field(description="The micro-agents of this file; names are unique.")

@@ -32,6 +32,7 @@ from pydantic_core import PydanticUndefined
 from cxstack.workspace.builtin import BUILTIN_INTENTS
 from cxstack.workspace.models import (
     ActionCatalogue,
+    AgentFile,
     Experiments,
     FactConfig,
     IntentCatalogue,
@@ -107,6 +108,15 @@ WORKSPACE_FILES: tuple[WorkspaceFile, ...] = (
         required=False,
     ),
     WorkspaceFile(
+        "agents/*.yaml",
+        "micro-agents",
+        AgentFile,
+        "Micro-agents for intents with `mechanism: agent`: instructions for a model, the actions and fact "
+        "tags they may use, JSON-schema rules for slot values, when their work is done, and how many turns "
+        "they may take. Any number of files under `agents/`.",
+        required=False,
+    ),
+    WorkspaceFile(
         "rubric.yaml",
         "quality rubric",
         Rubric,
@@ -148,11 +158,14 @@ MECHANISMS: Mapping[str, str] = {
     "`replies.handoff`.",
     "conversational": "Answers greetings, thanks, goodbyes and small talk with the workspace's `replies`; "
     "never escalates. Used by the built-in intents (above).",
+    "agent": "Runs the intent's micro-agent (`agent:`, a file in `agents/`). It emits typed commands — ask "
+    "for a slot, call an action, answer from facts, hand off, escalate — that cxstack executes. Without an "
+    "LLM it runs its actions in the declared order; with one, the model picks the command and code enforces "
+    "which actions it may call, which slot values it may propose and everything the action mechanism checks.",
 }
 RESERVED_MECHANISMS: Mapping[str, str] = {
-    "agent": "Reserved for LLM micro-agents. `validate` accepts the name, but no resolver ships with cxstack "
-    "yet: until a plug-in provides one, do not use it.",
-    "multi_agent": "Reserved for several cooperating LLM agents; as for `agent`.",
+    "multi_agent": "Reserved for several cooperating agents behind a planner. `validate` accepts the name, "
+    "but no resolver ships with cxstack yet: until one does, do not use it.",
 }
 CONNECTOR_TYPES: Mapping[str, str] = {
     "http": "Calls `base_url` + the action's `path` with the action's method. Sends the `headers` (with "

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 from cxstack.workspace.models import (
     ActionCatalogue,
     ActionConfig,
+    AgentConfig,
+    AgentFile,
     Condition,
     Experiments,
     FactConfig,
@@ -61,6 +63,7 @@ ACTIONS_FILE = "actions.yaml"
 RUBRIC_FILE = "rubric.yaml"
 EXPERIMENTS_FILE = "experiments.yaml"
 KNOWLEDGE_DIR = "knowledge"
+AGENTS_DIR = "agents"
 # Long human-written articles are ingested into facts by a separate step; the loader does not read them.
 ARTICLES_DIR = "articles"
 KNOWN_TOP_LEVEL_FILES = (
@@ -335,6 +338,7 @@ class WorkspaceCheck:
     declared_actions: set[str] | None = field(default_factory=set)
     rubric: Rubric = field(default_factory=Rubric)
     experiments: Experiments = field(default_factory=Experiments)
+    agents: list[Sourced[AgentConfig]] = field(default_factory=list)
     docs: dict[str, _Doc] = field(default_factory=dict)
 
     @property
@@ -496,6 +500,7 @@ def _load_files(check: WorkspaceCheck) -> None:
         check.experiments = _validate_model(check, doc, Experiments, doc.data) or Experiments()
 
     _load_knowledge(check)
+    _load_agents(check)
 
     for path in sorted(root.glob("*.y*ml")):
         if path.name not in KNOWN_TOP_LEVEL_FILES and path.suffix in (".yaml", ".yml"):
@@ -863,7 +868,8 @@ def _check_intents(check: WorkspaceCheck, known_mechanisms: Collection[str]) -> 
                 (*loc, "mechanism"),
                 f"intent `{intent.name}`: no resolver for mechanism `{intent.mechanism}` is installed; every "
                 "message for it would be escalated as an internal error",
-                f"use one of {', '.join(sorted(mechanisms))} (agents need an LLM provider plug-in)",
+                f"use one of {', '.join(sorted(mechanisms))} "
+                "(multi_agent needs a planner plug-in, not yet shipped)",
             )
         elif intent.mechanism not in mechanisms:
             check.add(
@@ -1215,8 +1221,11 @@ def _check_unreachable_caps(check: WorkspaceCheck) -> None:
     else:
         rules = _salvage_items(check, doc, "rules", PolicyRule)
     money_actions = {a.item.name for a in check.actions if a.item.moves_money}
-    intent_action = {i.item.name: i.item.action for i in check.intents}
-    money_intents = {name for name, action in intent_action.items() if action in money_actions}
+    agent_actions = {a.item.name: set(a.item.actions) for a in check.agents}
+    intent_actions = {
+        i.item.name: {i.item.action, *agent_actions.get(i.item.agent or "", set())} for i in check.intents
+    }
+    money_intents = {name for name, actions in intent_actions.items() if actions & money_actions}
     for sourced in rules:
         rule = sourced.item
         if rule.then.cap_amount is None:
@@ -1235,6 +1244,93 @@ def _check_unreachable_caps(check: WorkspaceCheck) -> None:
                 f"rule `{rule.id}` caps amounts but {where}, so the cap never limits anything",
                 "list an intent whose action has an amount_slot in `when.intent_in`, or set `max_amount` "
                 "on the action itself and remove this rule",
+            )
+
+
+def _load_agents(check: WorkspaceCheck) -> None:
+    base = check.root / AGENTS_DIR
+    if not base.is_dir():
+        return
+    for path in sorted([*base.glob("*.yaml"), *base.glob("*.yml")]):
+        rel = path.relative_to(check.root).as_posix()
+        doc = _read_doc(check, path, rel)
+        if doc is None or doc.data is None:
+            continue
+        if not isinstance(doc.data, dict):
+            check.add(
+                doc, (), "an agents file must be a mapping with `agents:`", "put the agents under `agents:`"
+            )
+            continue
+        _validate_model(check, doc, AgentFile, doc.data)
+        check.agents.extend(_salvage_items(check, doc, "agents", AgentConfig))
+
+
+def _check_agents(check: WorkspaceCheck) -> None:
+    """Every name an agent or an intent uses resolves; slot schemas are valid JSON schemas."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    agents = {a.item.name for a in check.agents}
+    actions = {a.item.name: a.item for a in check.actions}
+    _duplicates(check, check.agents, "name", "agent", lambda a: a.name)
+    for sourced in check.agents:
+        agent, doc, loc = sourced.item, sourced.doc, sourced.loc
+        for index, name in enumerate(agent.actions):
+            action = actions.get(name)
+            if action is None and check.declared_actions is not None:
+                check.add(
+                    doc,
+                    (*loc, "actions", index),
+                    f"agent `{agent.name}` names unknown action `{name}`",
+                    _suggest(name, actions, "define it in actions.yaml"),
+                )
+            elif action is not None and action.agents is not None and agent.name not in action.agents:
+                check.add(
+                    doc,
+                    (*loc, "actions", index),
+                    f"agent `{agent.name}` lists action `{name}`, whose `agents` do not include it",
+                    f"add {agent.name} to the action's agents, or remove the action here",
+                )
+        if agent.exit.after_action is not None and agent.exit.after_action not in agent.actions:
+            check.add(
+                doc,
+                (*loc, "exit", "after_action"),
+                f"agent `{agent.name}` exits after `{agent.exit.after_action}`, which it may not call",
+                "name one of its `actions`",
+            )
+        for index, other in enumerate(agent.handoff_to):
+            if other not in agents:
+                check.add(
+                    doc,
+                    (*loc, "handoff_to", index),
+                    f"agent `{agent.name}` hands off to unknown agent `{other}`",
+                    _suggest(other, agents, "define it in agents/"),
+                )
+        for slot, schema in agent.slots.items():
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as error:
+                check.add(
+                    doc,
+                    (*loc, "slots", slot),
+                    f"slot `{slot}` of agent `{agent.name}` has an invalid JSON schema: {error.message}",
+                    "write a JSON schema such as {type: number, exclusiveMinimum: 0}",
+                )
+    for sourced_intent in check.intents:
+        intent, doc = sourced_intent.item, sourced_intent.doc
+        if intent.mechanism == "agent" and intent.agent is None and not intent.never_automate:
+            check.add(
+                doc,
+                (*sourced_intent.loc, "mechanism"),
+                f"intent `{intent.name}` uses mechanism agent but names no `agent`",
+                "add `agent:` with the name of an agent in agents/",
+            )
+        if intent.agent is not None and intent.agent not in agents:
+            check.add(
+                doc,
+                (*sourced_intent.loc, "agent"),
+                f"intent `{intent.name}` names unknown agent `{intent.agent}`",
+                _suggest(intent.agent, agents, "define it in a file in agents/"),
             )
 
 
@@ -1468,6 +1564,7 @@ def check_workspace(
     _check_connectors(check)
     _check_attribute_rules(check)
     _check_rubric_and_experiments(check)
+    _check_agents(check)
     order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
     check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))
     return check

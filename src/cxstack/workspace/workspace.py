@@ -8,6 +8,7 @@ from pathlib import Path
 from cxstack.domain.models import WorkspaceVersionId
 from cxstack.workspace.models import (
     ActionConfig,
+    AgentConfig,
     Experiments,
     FactConfig,
     IntentConfig,
@@ -26,6 +27,7 @@ class Workspace:
     actions: tuple[ActionConfig, ...]
     rubric: Rubric = field(default_factory=Rubric)
     experiments: Experiments = field(default_factory=Experiments)
+    agents: tuple[AgentConfig, ...] = ()
     # sha256 over the canonical content of every file: the workspace version every trace records.
     version: WorkspaceVersionId = field(default_factory=lambda: WorkspaceVersionId(""))
     root: Path | None = None
@@ -35,6 +37,9 @@ class Workspace:
 
     def action(self, name: str) -> ActionConfig | None:
         return next((a for a in self.actions if a.name == name), None)
+
+    def agent(self, name: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a.name == name), None)
 
     def fact(self, fact_id: str) -> FactConfig | None:
         return next((f for f in self.facts if f.id == fact_id), None)

@@ -109,6 +109,26 @@ def _wire_value(value: SlotValue) -> Any:
     return amount
 
 
+def _schema_failures(values: Mapping[str, Any], schemas: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+    """The slots whose value fails the agent's JSON schema for it, each with the reason in words (an amount is
+    checked as its number)."""
+    if not schemas:
+        return {}
+    from jsonschema import Draft202012Validator
+
+    failures: dict[str, str] = {}
+    for name, schema in schemas.items():
+        if name not in values:
+            continue
+        value = values[name]
+        money = money_from_json(value)
+        checked = float(money.amount) if money is not None else value
+        error = next(iter(Draft202012Validator(schema).iter_errors(checked)), None)
+        if error is not None:
+            failures[name] = f"That {name.replace('_', ' ')} doesn't work: {error.message}."
+    return failures
+
+
 def _same(left: Any, right: Any) -> bool:
     """Two slot values say the same thing (an amount is the same amount, whatever words it came from)."""
     money_left, money_right = money_from_json(left), money_from_json(right)
@@ -170,13 +190,16 @@ class ActionResolver:
             action.slots,
             text,
             customer=ctx.customer,
-            known={**remembered, **pending_slots},
+            known={**ctx.proposed_slots, **remembered, **pending_slots},
             earlier_texts=earlier,
             awaiting=awaiting if awaiting != CONFIRMATION else None,
             currency=currency,
             locale=settings.locale,
         )
         values = dict(fill.values)
+        rejected = _schema_failures(values, ctx.slot_schemas)
+        for name in rejected:
+            values.pop(name, None)
         entities.update({k: v for k, v in values.items() if k in reusable})
         # A value changed while we waited for a yes is a new request: it needs a new yes.
         if confirmed and any(not _same(pending_slots.get(k), v) for k, v in values.items()):
@@ -283,6 +306,11 @@ class ActionResolver:
                 state_updates={PENDING_KEY: None, ENTITIES_KEY: entities},
                 detail={"action": action.name, "profile_lacks": from_profile},
             )
+
+        if rejected:  # an agent's slot rule refused the value: ask again, saying why
+            name, why = next(iter(rejected.items()))
+            slot = next(s for s in action.slots if s.name == name)
+            return waiting_on(name, f"{why} {prompt_for(slot)}")
 
         if not fill.complete:
             first = fill.missing[0]
