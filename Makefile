@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -73,6 +73,11 @@ bench-dstc11: $(STAMP)
 ## kb audit on 1k / 10k / 100k synthetic facts with planted duplicates and contradictions, beside the old brute force (~3 min)
 bench-audit: $(STAMP)
 	$(BIN)/python -m benchmarks.audit_scale --json bench-results/audit_scale.json
+
+## 240 prompt-injection / excessive-agency attacks on the demo (OWASP LLM01, LLM06), judged by the back office's
+## own record of writes, beside AgentDojo's undefended GPT-4o and the held-out false-refusal rate (~1 min)
+bench-injection: $(STAMP)
+	$(BIN)/python -m benchmarks.injection --json bench-results/injection.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

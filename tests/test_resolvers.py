@@ -388,6 +388,24 @@ def test_amount_over_cap_hands_off_and_never_calls(
     assert len(backend.requests) == 1
 
 
+def test_the_cap_holds_for_the_whole_conversation_so_a_refund_cannot_be_split(
+    runner: asyncio.Runner, backend: ScriptedBackend, base_url: str, action_resolver: ResolverFor
+) -> None:
+    backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "R-1"}))
+    ws = workspace(base_url)
+    capped = BusinessContext(tier="std", value=1, priority=Priority.NORMAL, cap_amount=Decimal(100))
+    chat = Chat(runner, ws, business=capped)
+    resolver = action_resolver(ws)
+    assert chat.say(resolver, "refund_request", "refund €60 for ORD-10001").kind == "reply"
+    split = chat.say(resolver, "refund_request", "and another €60 for ORD-10001")
+    assert (split.kind, split.handoff_reason) == ("handoff", "amount_over_cap")
+    assert len(backend.requests) == 1
+    # What the cap still allows in this conversation goes through, and nothing beyond it.
+    assert chat.say(resolver, "refund_request", "then €40 for ORD-10001").kind == "reply"
+    assert chat.say(resolver, "refund_request", "and €1 for ORD-10001").handoff_reason == "amount_over_cap"
+    assert [r.json for r in backend.requests] == [{"amount": 60}, {"amount": 40}]
+
+
 def with_refund(ws: Workspace, **changes: Any) -> Workspace:
     """`ws` with the refund action changed as a workspace that skipped `validate` could have it."""
     refund = ws.action("refund_order")

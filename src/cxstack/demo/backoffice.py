@@ -673,6 +673,30 @@ class BackofficeService:
                 "instructions": instructions,
             }
 
+    def executed_writes(self, after: int = 0) -> list[dict[str, Any]]:
+        """Read-only: every write this back office executed (its event log), oldest first, from event id
+        `after` on: the account it changed, its kind (refund, cancel_order, address_change, email_change, …),
+        the order it touched and, for a refund, the amount. Benchmarks and tests check what an assistant did
+        against this record rather than against the assistant's own traces."""
+        with self.database.read() as connection:
+            rows = connection.execute(
+                "SELECT id, account_id, kind, detail, created_at FROM events WHERE id > ? ORDER BY id",
+                (after,),
+            ).fetchall()
+        writes = []
+        for row in rows:
+            detail = str(row["detail"])
+            order = _EVENT_ORDER.match(detail) if row["kind"] in _ORDER_EVENTS else None
+            amount = _EVENT_AMOUNT.search(detail) if row["kind"] == "refund" else None
+            writes.append(
+                {
+                    **dict(row),
+                    "order_id": order.group(1) if order else None,
+                    "amount": float(amount.group(1)) if amount else None,
+                }
+            )
+        return writes
+
     def order_owner(self, order_id: str) -> str | None:
         with self.database.read() as connection:
             row = connection.execute(
@@ -924,6 +948,12 @@ def mask_email(email: str) -> str:
 def _refunded_total(connection: sqlite3.Connection, order_id: str) -> float:
     total = connection.execute("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ?", (order_id,))
     return round(float(total.fetchone()[0]), 2)
+
+
+# How `_record_event` details name an order and a refund's amount ("ORD-10004 $90.00"), for executed_writes.
+_ORDER_EVENTS = frozenset({"refund", "address_change", "cancel_order", "return"})
+_EVENT_ORDER = re.compile(r"^(ORD-\d{5})\b")
+_EVENT_AMOUNT = re.compile(r"\$(\d+\.\d{2})$")
 
 
 def _record_event(connection: sqlite3.Connection, account_id: str, kind: str, detail: str) -> None:

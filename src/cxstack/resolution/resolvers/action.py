@@ -7,6 +7,7 @@ clears the key):
                    "currency_retries": n (money actions, after an amount in another currency)}
                   or None
   entities:       {slot name: last value} for identifier slots, so "and for my other order?" can reuse them
+  money_moved:    {action name: amount moved so far in this conversation, as a decimal string}
 
 Identity: an action that is not `public` runs only for a verified customer; an anonymous one is taken through
 the workspace's verification action first (its own pending action, with "verifying_for"), or handed to a
@@ -17,7 +18,9 @@ as for an object that does not exist.
 
 A money action (one with a money slot) runs `money_policy.check_amount` once the amount is known (to ask again
 or hand off before asking for a confirmation) and again immediately before the connector call, which is the
-gate: nothing reaches the back office that it did not allow. Money is shown in the workspace locale.
+gate: nothing reaches the back office that it did not allow. The caps hold for everything the action moved in
+the conversation, not for each call: what earlier calls moved comes off them, so one refund above the cap
+cannot be split into several below it. Money is shown in the workspace locale.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from cxstack.workspace.models import ActionConfig
 
 PENDING_KEY = "pending_action"
 ENTITIES_KEY = "entities"
+MOVED_KEY = "money_moved"
 CONFIRMATION = "confirmation"
 _OTHER = re.compile(r"\b(other|another|different|second)\b", re.IGNORECASE)
 
@@ -129,6 +133,11 @@ def _schema_failures(values: Mapping[str, Any], schemas: Mapping[str, dict[str, 
     return failures
 
 
+def _left(cap: Decimal | None, moved: Decimal) -> Decimal | None:
+    """What a cap still allows after `moved` went out in this conversation (None: no cap)."""
+    return None if cap is None else max(cap - moved, Decimal(0))
+
+
 def _same(left: Any, right: Any) -> bool:
     """Two slot values say the same thing (an amount is the same amount, whatever words it came from)."""
     money_left, money_right = money_from_json(left), money_from_json(right)
@@ -164,6 +173,8 @@ class ActionResolver:
         pending_slots: dict[str, Any] = dict(pending.get("slots") or {})
         awaiting = pending.get("awaiting")
         entities: dict[str, Any] = dict(state.get(ENTITIES_KEY) or {})
+        moved_so_far: dict[str, Any] = dict(state.get(MOVED_KEY) or {})
+        moved = Decimal(str(moved_so_far.get(action.name) or 0))
 
         text = ctx.request_text or ctx.message.text
         confirmed = False
@@ -238,8 +249,8 @@ class ActionResolver:
             return check_amount(
                 values.get(money_slot.name),
                 refusal=fill.refusals.get(money_slot.name),
-                max_amount=action.max_amount,
-                rule_cap=plan.cap_amount,
+                max_amount=_left(action.max_amount, moved),
+                rule_cap=_left(plan.cap_amount, moved),
                 currency=currency,
                 rule_currency=settings.currency,
                 currency_retries=currency_retries,
@@ -348,7 +359,9 @@ class ActionResolver:
         own_answer = action.owner is not None and checker is None and not result.dry_run
         if own_answer and not (result.ok and owns(result.response, action.owner, ctx.customer)):  # type: ignore[arg-type]
             return self._not_theirs(ctx, plan, action, values, entities, result, misses, waiting_on)
-        done_state = {PENDING_KEY: None, ENTITIES_KEY: entities}
+        done_state: dict[str, Any] = {PENDING_KEY: None, ENTITIES_KEY: entities}
+        if result.ok and gate is not None and gate.amount is not None:
+            done_state[MOVED_KEY] = {**moved_so_far, action.name: str(moved + gate.amount.amount)}
         if not result.ok:
             return Outcome(
                 kind="handoff",
