@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,49 @@ def backoffice() -> Iterator[tuple[str, object]]:
     backend.on("POST", "/orders/{order_id}/refunds", Reply(201, {"refund_id": "RF-1"}))
     with backend.serve() as base_url:
         yield base_url, backend
+
+
+def openai_completion(
+    content: str | None = "Hi there.",
+    *,
+    finish: str = "stop",
+    tool_calls: list[dict[str, Any]] | None = None,
+    model: str = "test-model",
+    usage: tuple[int, int] = (12, 5),
+) -> dict[str, Any]:
+    """An OpenAI chat completion as the wire carries it (what a local model stand-in answers)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    prompt, completion = usage
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+@pytest.fixture
+def model() -> Iterator[tuple[object, str]]:
+    """A local stand-in for a model server: script POST /v1/chat/completions on it."""
+    from cxstack.testing.http_standin import ScriptedBackend
+
+    backend = ScriptedBackend()
+    with backend.serve() as base_url:
+        yield backend, base_url
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[Any]]:
+    """Apps a test starts go here; each is stopped when the test ends."""
+    started: list[Any] = []
+    yield started
+    for cx in started:
+        await cx.stop()

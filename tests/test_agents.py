@@ -4,12 +4,10 @@ code enforces whatever the model says."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from tests.conftest import SHOP, write_workspace
+from tests.conftest import SHOP, openai_completion, write_workspace
 
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import Customer, CustomerId
@@ -42,34 +40,7 @@ LLM = "llm:\n  provider: openai\n  model: test-model\n  max_retries: 0\n"
 
 def completion(output: dict[str, Any] | str) -> Reply:
     content = output if isinstance(output, str) else json.dumps(output)
-    return Reply(
-        200,
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "test-model",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        },
-    )
-
-
-@pytest.fixture
-def model() -> Iterator[tuple[ScriptedBackend, str]]:
-    backend = ScriptedBackend()
-    with backend.serve() as base_url:
-        yield backend, base_url
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[CxApp]]:
-    started: list[CxApp] = []
-    yield started
-    for cx in started:
-        await cx.stop()
+    return Reply(200, openai_completion(content, usage=(100, 20)))
 
 
 async def make(tmp_path: Path, backoffice: str, running: list[CxApp], llm_url: str | None = None) -> CxApp:

@@ -5,12 +5,12 @@ the template answer or a person — and the trace says which, with tokens and co
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import SHOP, write_workspace
+from tests.conftest import SHOP, openai_completion, write_workspace
 
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import Customer, CustomerId
@@ -34,16 +34,7 @@ llm:
 
 
 def completion(content: str, *, finish: str = "stop") -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "test-model",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
-        ],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 40, "total_tokens": 340},
-    }
+    return openai_completion(content, finish=finish, usage=(300, 40))
 
 
 def answer(*sentences: tuple[str, list[str]]) -> Reply:
@@ -55,13 +46,6 @@ GOOD = answer(("You can return any item within 30 days of delivery for a full re
 INVENTED = answer(
     ("You can return any item within 90 days, and we pay the return shipping.", ["return-window"])
 )
-
-
-@pytest.fixture
-def model() -> Iterator[tuple[ScriptedBackend, str]]:
-    backend = ScriptedBackend()
-    with backend.serve() as base_url:
-        yield backend, base_url
 
 
 def app_for(tmp_path: Path, model_url: str, backoffice: str, *, on_failure: str = "fallback") -> CxApp:
@@ -78,14 +62,6 @@ def make(
     tmp_path: Path, model: tuple[ScriptedBackend, str], backoffice: tuple[str, Any]
 ) -> Callable[..., CxApp]:
     return lambda **options: app_for(tmp_path, model[1], backoffice[0], **options)
-
-
-@pytest.fixture
-async def running() -> AsyncIterator[list[CxApp]]:
-    started: list[CxApp] = []
-    yield started
-    for cx in started:
-        await cx.stop()
 
 
 async def ask(cx: CxApp, started: list[CxApp], text: str, conversation: str = "c1") -> Any:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from tests.conftest import openai_completion as wire_completion
 
 from cxstack.domain.llm import (
     ChatMessage,
@@ -43,17 +44,7 @@ LOOKUP = ToolSpec(
 def openai_completion(
     content: str | None = "Hi there.", *, finish: str = "stop", tool_calls: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-test",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-    }
+    return wire_completion(content, finish=finish, tool_calls=tool_calls, model="gpt-test")
 
 
 def anthropic_message(content: list[dict[str, Any]], *, stop: str = "end_turn") -> dict[str, Any]:

@@ -120,9 +120,8 @@ def prompt(
 
 
 class AnswerWriter:
-    def __init__(self, grounding: GroundingChecker, *, max_tokens: int = 400) -> None:
+    def __init__(self, grounding: GroundingChecker) -> None:
         self.grounding = grounding
-        self.max_tokens = max_tokens
 
     async def write(
         self,
@@ -134,6 +133,7 @@ class AnswerWriter:
         language: str,
         tone: str | None,
         earlier: Sequence[str] = (),
+        max_tokens: int = 400,
     ) -> WriterResult:
         messages = prompt(
             question, facts, business_name=business_name, language=language, tone=tone, earlier=earlier
@@ -145,7 +145,7 @@ class AnswerWriter:
                 messages=messages,
                 output_schema=output_schema(ids),
                 schema_name="answer",
-                max_tokens=self.max_tokens,
+                max_tokens=max_tokens,
             )
             try:
                 response = await llm.complete(request, purpose="answer")

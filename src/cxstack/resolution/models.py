@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from cxstack.domain.llm import LLMTurn
-from cxstack.domain.models import Conversation, Customer, Message, utcnow
+from cxstack.domain.models import Conversation, Customer, Message, Role, utcnow
 from cxstack.domain.ports import CustomerDirectory
 from cxstack.domain.turn import BusinessContext, IntentPrediction
 from cxstack.workspace.workspace import Workspace
@@ -40,3 +40,7 @@ class TurnContext:
     # read from the customer's own words (checked against their text before they are offered here).
     slot_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     proposed_slots: dict[str, str] = field(default_factory=dict)
+
+    def earlier_customer_texts(self) -> list[str]:
+        """What the customer wrote before this turn's message, oldest first."""
+        return [m.text for m in self.history if m.role == Role.CUSTOMER and m.id != self.message.id]

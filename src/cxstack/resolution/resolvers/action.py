@@ -32,7 +32,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from cxstack.domain.models import ActionResult, CustomerId, Role
+from cxstack.domain.models import ActionResult, CustomerId
 from cxstack.domain.money import format_money, money_from_json
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.resolution.identity import IDENTITY_MISMATCH, IDENTITY_REQUIRED, lookup, owns
@@ -191,7 +191,7 @@ class ActionResolver:
             confirmed = answer is True
 
         reusable = {s.name for s in action.slots if s.type == "string" and not s.from_customer}
-        earlier = [m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id]
+        earlier = ctx.earlier_customer_texts()
         remembered = {k: v for k, v in entities.items() if k in reusable}
         if not pending and _OTHER.search(text):
             earlier, remembered = [], {}  # "my other order": not the one we just talked about

@@ -22,7 +22,6 @@ from dataclasses import replace
 from typing import Any
 
 from cxstack.domain.llm import ChatMessage, LLMError, LLMRequest
-from cxstack.domain.models import Role
 from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.resolution.answer_writer import untrusted
 from cxstack.resolution.commands import (
@@ -80,8 +79,7 @@ def _asked(action: ActionConfig) -> list[str]:
 
 
 def _customer_texts(ctx: TurnContext) -> list[str]:
-    texts = [m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id]
-    return [*texts, ctx.message.text]
+    return [*ctx.earlier_customer_texts(), ctx.message.text]
 
 
 def grounded_arguments(

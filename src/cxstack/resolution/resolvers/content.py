@@ -100,7 +100,6 @@ class ContentResolver:
         settings = ctx.workspace.settings.llm
         facts = list(template.facts)
         facts += [r for r in results if r.score >= min_score and r.fact.id not in template.fact_ids]
-        self.writer.max_tokens = settings.max_tokens
         result = await self.writer.write(
             ctx.llm,
             text,
@@ -108,7 +107,8 @@ class ContentResolver:
             business_name=ctx.workspace.settings.name,
             language=language_name(ctx.language or ctx.workspace.settings.language),
             tone=tone,
-            earlier=[m.text for m in ctx.history if m.role == Role.CUSTOMER and m.id != ctx.message.id],
+            earlier=ctx.earlier_customer_texts(),
+            max_tokens=settings.max_tokens,
         )
         detail: dict[str, Any] = {"attempts": [a.view() for a in result.attempts]}
         if result.answer is not None:
