@@ -17,7 +17,7 @@ from cxstack.cli.main import app
 from cxstack.cli.services import ensure_backoffice, is_demo
 from cxstack.demo import demo_workspace_path
 from cxstack.workspace.loader import load_workspace
-from cxstack.workspace.validate import validate_workspace
+from cxstack.workspace.validate import DEFAULT_MECHANISMS, validate_workspace
 
 runner = CliRunner()
 SECRET_HEADER = SHOP["cxstack.yaml"].replace(
@@ -57,12 +57,15 @@ def test_an_unset_secret_is_one_clear_line_and_a_dry_run_needs_none(
 
 def test_a_mechanism_nothing_can_resolve_is_an_error(tmp_path: Path) -> None:
     intents = SHOP["intents.yaml"].replace("mechanism: content", "mechanism: multi_agent", 1)
+    without = [m for m in DEFAULT_MECHANISMS if m != "multi_agent"]  # as if its plug-in were uninstalled
+    workspace = write_workspace(tmp_path / "ws", **{"intents.yaml": intents})
     [problem] = [
         p
-        for p in validate_workspace(write_workspace(tmp_path / "ws", **{"intents.yaml": intents}))
+        for p in validate_workspace(workspace, without)
         if "no resolver for mechanism `multi_agent`" in p.message
     ]
-    assert problem.is_error and problem.file == "intents.yaml" and "planner" in problem.fix
+    assert problem.is_error and problem.file == "intents.yaml" and "content" in problem.fix
+    assert not [p for p in validate_workspace(workspace) if "no resolver" in p.message]
 
 
 def test_a_typo_in_a_reply_is_an_error(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ async def test_content_question_is_answered_with_cited_facts(demo: CxApp) -> Non
 async def test_action_runs_against_the_demo_back_office(demo: CxApp) -> None:
     trace = await turn(demo, "d2", "where is my order ORD-10001?", "cus_1001")
     assert trace.intent == "order_status" and trace.outcome == "automated"
-    [action] = next(s for s in trace.steps if s.name == "resolve:action").output["actions"]
+    [action] = next(s for s in trace.steps if s.name == "resolve:agent").output["actions"]
     assert action["action"] == "get_order_status" and action["ok"] and action["status"] == 200
     assert "ORD-10001" in trace.reply and "delivered" in trace.reply
 
@@ -88,7 +88,7 @@ async def test_refund_top_tier_to_a_person_low_tier_automated_after_confirmation
     assert "confirm" in first.reply.lower() or "?" in first.reply  # asks before moving money
     done = await turn(demo, "d5", "yes please", "cus_1001")
     assert done.outcome == "automated"
-    [action] = next(s for s in done.steps if s.name == "resolve:action").output["actions"]
+    [action] = next(s for s in done.steps if s.name == "resolve:agent").output["actions"]
     assert action["action"] == "issue_refund" and action["ok"]
 
 

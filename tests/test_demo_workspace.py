@@ -28,6 +28,7 @@ from cxstack.demo import (
 from cxstack.demo.backoffice import create_backoffice_app
 from cxstack.domain.models import Customer, CustomerId
 from cxstack.resolution.slots import fill_slots
+from cxstack.workspace.loader import load_workspace
 from cxstack.workspace.models import (
     ActionCatalogue,
     ActionConfig,
@@ -265,11 +266,15 @@ def test_mechanisms_are_complete(
     intents: list[IntentConfig], actions: list[ActionConfig], facts: list[FactConfig]
 ) -> None:
     action_names = {action.name for action in actions}
+    agents = {a.name: a for a in load_workspace(WORKSPACE).agents}
     for intent in intents:
-        assert intent.mechanism in {"content", "action", "human"}, intent.name
+        assert intent.mechanism in {"content", "action", "agent", "human"}, intent.name
         assert intent.fallback in (None, "human", "content"), intent.name
         if intent.mechanism == "action":
             assert intent.action in action_names, intent.name
+        if intent.mechanism == "agent":
+            agent = agents[str(intent.agent)]
+            assert agent.actions and set(agent.actions) <= action_names, intent.name
         if intent.mechanism == "content":
             assert intent.fact_tags, intent.name
             answering = [fact for fact in facts if set(fact.tags) & set(intent.fact_tags)]

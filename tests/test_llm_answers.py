@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conftest import SHOP, openai_completion, write_workspace
+from typer.testing import CliRunner
 
 from cxstack.app import CxApp, Settings, build
+from cxstack.cli.main import app as cli
+from cxstack.domain.llm import LLM_STEP
 from cxstack.domain.models import Customer, CustomerId
-from cxstack.orchestration.orchestrator import LLM_STEP
 from cxstack.resolution.answer_writer import untrusted
 from cxstack.testing.http_standin import Reply, ScriptedBackend
 from cxstack.workspace.loader import load_workspace
@@ -187,3 +190,33 @@ def test_untrusted_text_cannot_close_its_own_quotation() -> None:
     quoted = untrusted(attack)
     assert "</customer_message>" not in quoted and "<system>" not in quoted
     assert "refund please" in quoted and len(untrusted("x" * 10_000)) == 2000
+
+
+async def test_model_cost_is_summed_per_intent_beside_what_a_person_costs(
+    tmp_path: Path, model: tuple[ScriptedBackend, str], backoffice: tuple[str, Any], running: list[CxApp]
+) -> None:
+    backend, model_url = model
+    backend.on("POST", CHAT, GOOD)
+    cx = app_for(tmp_path, model_url, backoffice[0])
+    for conversation in ("c1", "c2"):
+        await ask(cx, running, "how long do I have to return an item?", conversation)
+    await ask(cx, running, "I will sue you", "c3")  # a person's turn: no model call
+    workspace = tmp_path / "shop"
+    settings_file = (workspace / "cxstack.yaml").read_text()
+    (workspace / "cxstack.yaml").write_text(
+        settings_file.replace("escalation:\n", "escalation:\n  cost_per_handoff: 4.50\n", 1)
+    )
+    result = CliRunner().invoke(
+        cli, ["report", "costs", str(workspace), "--json", "--home", str(tmp_path / "home")]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    by_intent = {i["intent"]: i for i in report["intents"]}
+    returns = by_intent["return_policy"]
+    assert (returns["turns"], returns["automated"], returns["llm_calls"]) == (2, 2, 2)
+    assert (returns["input_tokens"], returns["output_tokens"]) == (600, 80)
+    assert returns["cost"] == "0.00184" and returns["cost_per_automated"] == "0.00092"
+    assert by_intent["legal_threat"]["llm_calls"] == 0 and by_intent["legal_threat"]["cost"] is None
+    assert Decimal(report["cost_per_handoff"]) == Decimal("4.5") and report["currency"] == "USD"
+    table = CliRunner().invoke(cli, ["report", "costs", str(workspace), "--home", str(tmp_path / "home")])
+    assert "return_policy" in table.output and "0.0018 USD" in table.output

@@ -13,13 +13,12 @@ import pytest
 from tests.conftest import SHOP, write_workspace
 
 from cxstack.app import Settings, build
-from cxstack.domain.llm import ChatMessage, LLMRequest
+from cxstack.domain.llm import LLM_STEP, ChatMessage, LLMRequest
 from cxstack.domain.models import Customer, CustomerId
 from cxstack.integrations.llm.guard import LLMClient
 from cxstack.integrations.llm.local_server import LocalModelServer
 from cxstack.integrations.llm.openai_compatible import OpenAICompatibleProvider
 from cxstack.knowledge.grounding import GroundingChecker
-from cxstack.orchestration.orchestrator import LLM_STEP
 from cxstack.workspace.loader import load_workspace
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,13 @@ from cxstack.domain.money import Money
 from cxstack.domain.turn import IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration.context import (
     amount_in,
+    answers_awaited_slot,
     asks_for_person,
     continues_previous,
     resolve_clarification,
 )
 from cxstack.orchestration.policy import decide, should_clarify
-from cxstack.workspace.models import Thresholds, WorkspaceSettings
+from cxstack.workspace.models import SlotConfig, Thresholds, WorkspaceSettings
 
 THRESHOLDS = Thresholds(answer_min_confidence=0.5, clarify_margin=0.1, route_min_confidence=0.4)
 
@@ -125,6 +126,22 @@ def test_pending_action_keeps_its_intent_for_short_answers() -> None:
     assert continues_previous("ORD-10001", IntentPrediction("order_status", 0.9), state) == "refund_request"
     moved_on = IntentPrediction("store_hours", 0.95)
     assert continues_previous("actually what time do your stores open on sunday", moved_on, state) is None
+
+
+def test_a_pending_action_keeps_a_long_answer_that_holds_what_it_asked_for() -> None:
+    state = {"pending_action": {"intent": "change_phone", "action": "update_phone", "awaiting": "phone"}}
+    elsewhere = IntentPrediction("recover_username", 0.8)
+    answer = "sure thing, my number is (325) 784-8823"
+    assert continues_previous(answer, elsewhere, state) is None  # the router alone would move on
+    assert continues_previous(answer, elsewhere, state, answers_pending=True) == "change_phone"
+    settings = WorkspaceSettings(name="shop")
+    phone = SlotConfig(name="phone", pattern=r"\(?\d{3}\)?[ -]?\d{3}-\d{4}")
+    assert answers_awaited_slot(answer, phone, settings)
+    assert not answers_awaited_slot("actually, what are your opening hours on sunday", phone, settings)
+    amount = SlotConfig(name="amount", type="money")
+    assert answers_awaited_slot("it was about $35 I think, for the blue jacket", amount, settings)
+    assert not answers_awaited_slot("I don't remember how much it was", amount, settings)
+    assert not answers_awaited_slot("no idea, why do you need it", SlotConfig(name="reason"), settings)
 
 
 def test_clarification_answers_by_ordinal_or_by_meaning() -> None:

@@ -73,7 +73,7 @@ def cxstack(line: str, input: str | None = None) -> Any:
 
 def test_every_example_runs() -> None:
     """The commands the tests below run are exactly the README's (a new one must get a run here)."""
-    covered = {*DEMO_BLOCK, *KEYS_BLOCK, *NOT_RUN_HERE}
+    covered = {*DEMO_BLOCK, *KEYS_BLOCK, COSTS_LINE, *NOT_RUN_HERE}
     assert set(command_lines()) == covered
 
 
@@ -88,6 +88,7 @@ DEMO_BLOCK = [
     ".venv/bin/cxstack customers import d/samples/customers.csv",
     ".venv/bin/cxstack trace CONVERSATION_ID",
 ]
+COSTS_LINE = ".venv/bin/cxstack report costs d --days 30"
 KEYS_BLOCK = [
     '.venv/bin/cxstack keys create --role integration --name "crm sync"',
     ".venv/bin/cxstack keys list",
@@ -121,6 +122,8 @@ def test_the_demo_block(project: Path) -> None:
         lines[".venv/bin/cxstack trace CONVERSATION_ID"].replace("CONVERSATION_ID", conversation[1])
     )
     assert "return policy" in traced.output
+    costs = cxstack(COSTS_LINE).output  # the chat's turns, without a model: no calls, no cost
+    assert "return_policy" in costs and "order_status" in costs
 
 
 def test_the_replay_line_format() -> None:

@@ -44,6 +44,8 @@ kb_app = typer.Typer(
     help="The knowledge layer: facts, retrieval and the grounding check.", no_args_is_help=True
 )
 app.add_typer(kb_app, name="kb")
+report_app = typer.Typer(help="Reports from the stored traces.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)
@@ -517,6 +519,31 @@ def trace(
     for packet in store.list_escalations(status=None):
         if packet.conversation_id == conversation.id:
             console.print(render.packet_panel(packet))
+
+
+@report_app.command("costs")
+def report_costs(
+    workspace: WorkspaceArg,
+    days: Annotated[float, typer.Option("--days", min=0, help="The period: the last N days.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Model calls, tokens and cost per intent (from each turn's trace), and the model cost of an automated
+    resolution beside what a person costs (`escalation.cost_per_handoff`)."""
+    from datetime import timedelta
+
+    from cxstack.app import open_store
+    from cxstack.domain.models import utcnow
+
+    loaded = _load_or_exit(workspace)
+    settings = loaded.settings
+    since = utcnow() - timedelta(days=days)
+    usages = open_store(_settings(home, workspace)).usage_by_intent(since=since)
+    human = settings.escalation.cost_per_handoff
+    if as_json:
+        console.print_json(data=render.usage_json(usages, settings.currency, human, since))
+        return
+    console.print(render.usage_table(usages, settings, human, days))
 
 
 @intents_app.callback(invoke_without_command=True)

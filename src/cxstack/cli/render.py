@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console, Group
@@ -10,9 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cxstack.domain.llm import IntentUsage
 from cxstack.domain.models import EscalationPacket, Trace, TraceStep
 from cxstack.monitoring.metrics import Agreement, RateRow
 from cxstack.orchestration.calibration import ReliabilityBin
+from cxstack.workspace.models import WorkspaceSettings
 
 LAYER_STYLE = {
     "strategy": "magenta",
@@ -186,3 +190,64 @@ def router_summary(report: Any) -> str:
     if report.cv_accuracy is None or report.expected_calibration_error is None:
         return f"{head}, not measured (an intent has fewer than 2 examples; add examples to measure it)"
     return f"{head}, cv accuracy {report.cv_accuracy:.1%}, ECE {report.expected_calibration_error:.3f}"
+
+
+def _money(amount: Decimal | None, settings: WorkspaceSettings) -> str:
+    if amount is None:
+        return "—"
+    # Model costs are fractions of a cent: four decimals say more than the locale's two.
+    return f"{amount.quantize(Decimal('0.0001'))} {settings.currency}"
+
+
+def usage_table(
+    usages: Sequence[IntentUsage], settings: WorkspaceSettings, human: Decimal | None, days: float
+) -> Table:
+    table = Table(title=f"Model usage and cost per intent, last {days:g} days")
+    for column in ("intent", "turns", "escalated", "model calls", "tokens in", "tokens out", "model cost"):
+        table.add_column(column, justify="left" if column == "intent" else "right")
+    table.add_column("per automated resolution", justify="right")
+    if human is not None:
+        table.add_column("person per handoff", justify="right")
+    for u in usages:
+        row = [
+            u.intent or "(no intent)",
+            str(u.turns),
+            str(u.escalated),
+            str(u.llm_calls),
+            str(u.input_tokens),
+            str(u.output_tokens),
+            _money(u.cost, settings) + (f" ({u.unpriced_turns} unpriced)" if u.unpriced_turns else ""),
+            _money(u.cost_per_automated, settings),
+        ]
+        table.add_row(*row, *([_money(human, settings)] if human is not None else []))
+    if not usages:
+        table.caption = "No turns in this period."
+    return table
+
+
+def usage_json(
+    usages: Sequence[IntentUsage], currency: str, human: Decimal | None, since: datetime
+) -> dict[str, Any]:
+    def text(amount: Decimal | None) -> str | None:
+        return None if amount is None else str(amount)
+
+    return {
+        "since": since.isoformat(),
+        "currency": currency,
+        "cost_per_handoff": text(human),
+        "intents": [
+            {
+                "intent": u.intent,
+                "turns": u.turns,
+                "automated": u.automated,
+                "escalated": u.escalated,
+                "llm_calls": u.llm_calls,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cost": text(u.cost),
+                "cost_per_automated": text(u.cost_per_automated),
+                "unpriced_turns": u.unpriced_turns,
+            }
+            for u in usages
+        ],
+    }

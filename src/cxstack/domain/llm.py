@@ -205,6 +205,32 @@ class LLMUsageSummary:
         return sum(c.latency_ms for c in self.calls)
 
 
+LLM_STEP = "llm"  # the trace step that records a turn's model calls (and their tokens and cost)
+COST_MICROS = Decimal(1_000_000)  # costs are summed in millionths of the workspace currency, exactly
+
+
+@dataclass(frozen=True, slots=True)
+class IntentUsage:
+    """Model usage and cost of the turns of one intent over a period (summed by the store, per intent), so the
+    cost of an automated resolution can be set against a person's."""
+
+    intent: str | None
+    turns: int
+    automated: int  # turns that ended automated
+    escalated: int
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None  # None when no call was priced
+    unpriced_turns: int  # turns with model calls but no price for their model
+
+    @property
+    def cost_per_automated(self) -> Decimal | None:
+        if self.cost is None or not self.automated:
+            return None
+        return self.cost / self.automated
+
+
 class LLMTurn(Protocol):
     """The model calls of one turn (one token and time budget, one record): what resolvers call."""
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from cxstack.domain.auth import ApiKey
 from cxstack.domain.conversation_state import StatusChange, Transition
+from cxstack.domain.llm import IntentUsage
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -192,6 +193,12 @@ class Store(Protocol):
     def list_traces(
         self, conversation_id: ConversationId | None = None, limit: int = 1000
     ) -> list[Trace]: ...
+    def usage_by_intent(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[IntentUsage]:
+        """Turns, outcomes, model calls, tokens and cost per intent for traces created in [since, until),
+        summed by the store (an indexed query, not a scan of every trace); most turns first."""
+        ...
 
     # outbox: replies wait here until their channel confirms them. The store owns the retry schedule
     # (`SendRetryPolicy`): a failure moves `next_attempt_at` back, the last allowed one makes the item dead.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -64,3 +65,68 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
     # A verification step matched the customer's details to this customer (the conversation is bound to it).
     verified_customer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step of a turn's plan: which specialist did what, how sure it was, and what the verifier found."""
+
+    intent: str
+    mechanism: str
+    agent: str | None
+    kind: OutcomeKind
+    confidence: float
+    failed_checks: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()  # "name:ok" / "name:failed"
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "mechanism": self.mechanism,
+            "agent": self.agent,
+            "kind": self.kind,
+            "confidence": round(self.confidence, 4),
+            "failed_checks": list(self.failed_checks),
+            "facts": list(self.facts),
+            "actions": list(self.actions),
+        }
+
+
+@dataclass(slots=True)
+class SharedContext:
+    """What the specialists of one turn hand each other, whole, at every handoff: the steps so far, the facts
+    they used, the back-office results they got and the confidence so far. The conversation and the verified
+    customer travel beside it in the turn context, which is passed whole too.
+
+    Confidence so far is the product of the steps' confidences: a mistake in any step spoils what follows,
+    so unsure steps compound instead of averaging out."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    facts: list[FactCitation] = field(default_factory=list)
+    actions: list[ActionResult] = field(default_factory=list)
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        return math.prod(s.confidence for s in self.steps) if self.steps else 1.0
+
+    def record(self, step: StepRecord, outcome: Outcome) -> None:
+        self.steps.append(step)
+        known = {f.fact_id for f in self.facts}
+        self.facts += [f for f in outcome.facts if f.fact_id not in known]
+        self.actions += [a for a in outcome.actions if a not in self.actions]
+
+    def hand_off(self, source: str, target: str, reason: str) -> dict[str, Any]:
+        """Log a handoff between specialists; the orchestrator turns each into a trace step."""
+        entry = {"from": source, "to": target, "reason": reason, "context": self.view()}
+        self.handoffs.append(entry)
+        return entry
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "steps": [s.view() for s in self.steps],
+            "facts": [f.fact_id for f in self.facts],
+            "actions": [{"action": a.action, "ok": a.ok} for a in self.actions],
+            "confidence": round(self.confidence, 4),
+        }

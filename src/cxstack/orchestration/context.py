@@ -7,7 +7,7 @@ from typing import Any
 
 from cxstack.domain.money import Money, find_money, money_from_json, money_to_json
 from cxstack.domain.turn import IntentPrediction
-from cxstack.workspace.models import WorkspaceSettings
+from cxstack.workspace.models import SlotConfig, WorkspaceSettings
 
 _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
 # Not "one"/"two": "the second one" must not read as the first option.
@@ -57,17 +57,34 @@ def resolve_clarification(text: str, options: list[str], prediction: IntentPredi
     return None
 
 
-def continues_previous(text: str, prediction: IntentPrediction, state: dict[str, Any]) -> str | None:
+def answers_awaited_slot(text: str, slot: SlotConfig | None, settings: WorkspaceSettings) -> bool:
+    """The message holds what a pending action asked for: a value its slot's pattern matches, or an amount
+    for a money slot. ("My number is (325) 784-8823" answers "what's your phone number?", whatever else the
+    router thinks it resembles.) A free-text slot proves nothing, nor does a bare yes or no."""
+    if slot is None:
+        return False
+    if slot.pattern:
+        return re.search(slot.pattern, text) is not None
+    if slot.type == "money":
+        mentions = find_money(text, currency=settings.currency, locale=settings.locale)
+        return any(m.money is not None for m in mentions)
+    return False
+
+
+def continues_previous(
+    text: str, prediction: IntentPrediction, state: dict[str, Any], *, answers_pending: bool = False
+) -> str | None:
     """The intent a message carries on from, when it is a follow-up rather than a new request.
 
-    A pending action (waiting for a slot or a confirmation) keeps its intent unless the customer clearly
-    moved to a new topic; a short or "and ..." message that the router cannot place keeps the last intent.
+    A pending action (waiting for a slot or a confirmation) keeps its intent when the message answers what
+    it asked for, or unless the customer clearly moved to a new topic; a short or "and ..." message that the
+    router cannot place keeps the last intent.
     """
     words = text.split()
     pending = state.get("pending_action")
     if pending:
         intent = str(pending.get("intent", ""))
-        if prediction.intent == intent or len(words) <= 4 or prediction.confidence < 0.6:
+        if answers_pending or prediction.intent == intent or len(words) <= 4 or prediction.confidence < 0.6:
             return intent
         return None
     last = state.get("last_intent")

@@ -38,6 +38,14 @@ REASON_TEXT = {
     "unsupported_language": "the customer wrote in a language the assistant does not support",
     "identity_required": "the request needs a verified customer",
     "identity_mismatch": "the customer asked about something that is not theirs",
+    "unverified": "a step's output failed the verifier and was not sent",
+    "chain_low_confidence": "confidence across the steps of this request fell below the workspace threshold",
+    "agent_action_refused": "an agent asked, twice, for an action it may not use",
+    "agent_invalid_command": "an agent's command was invalid after one repair",
+    "agent_max_turns": "an agent used up its turns",
+    "agent_escalated": "an agent asked for a person",
+    "agent_not_configured": "the intent's agent is missing from the workspace",
+    "llm_unavailable": "the language model was unavailable",
 }
 
 
@@ -92,6 +100,15 @@ def build_packet(
     if customer.attributes:
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(customer.attributes.items()))
         parts.append(f"Customer attributes: {shown}.")
+    earlier = ctx.shared.steps
+    if len(earlier) > 1 or (earlier and earlier[0].intent != intent):
+        done_steps = "; ".join(
+            f"{s.intent} by {s.agent or s.mechanism} ({s.kind}, confidence {s.confidence:.2f})"
+            for s in earlier
+        )
+        parts.append(f"Steps this turn: {done_steps}.")
+    facts = [*ctx.shared.facts, *(f for f in facts if f not in ctx.shared.facts)]
+    actions = [*ctx.shared.actions, *(a for a in actions if a not in ctx.shared.actions)]
     if draft_reply:
         parts.append("A draft answer was withheld because the assistant was not confident; see the draft.")
     if business and business.fired_rules:

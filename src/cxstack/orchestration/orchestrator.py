@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cxstack.domain.conversation_state import Transition
-from cxstack.domain.llm import LLMSessions, LLMUsageSummary
+from cxstack.domain.llm import LLM_STEP, LLMSessions, LLMUsageSummary
 from cxstack.domain.models import (
     ConversationStatus,
     Customer,
@@ -47,16 +47,17 @@ from cxstack.domain.models import (
     new_id,
 )
 from cxstack.domain.segments import Segment, is_question, split_requests
-from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan
+from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan, StepRecord
 from cxstack.orchestration import context as turn_context
 from cxstack.orchestration.handoff import build_packet
 from cxstack.orchestration.language import LANGUAGE_NAMES, detect_language, unsupported_language_reply
-from cxstack.orchestration.policy import decide, should_clarify
+from cxstack.orchestration.policy import PolicyVerdict, decide, should_clarify
 from cxstack.orchestration.ports import ResolverLookup, Router
 from cxstack.resolution.models import TurnContext
 from cxstack.resolution.planner import HUMAN, plan_out_of_scope
 from cxstack.resolution.planner import plan as plan_resolution
 from cxstack.resolution.slots import parse_yes_no
+from cxstack.resolution.verifier import evidence_for, verify_step
 from cxstack.strategy.policy import assess
 from cxstack.workspace.builtin import BUILTIN_NAMES
 
@@ -75,11 +76,13 @@ _UNCERTAIN_REASONS = frozenset(
         "out_of_scope",
         "clarification_exhausted",
         "internal_error",
+        "unverified",
+        "chain_low_confidence",
     }
 )
 
 
-LLM_STEP = "llm"  # the trace step that records the turn's model calls
+MULTI_AGENT = "multi_agent"
 
 
 @dataclass(slots=True)
@@ -224,6 +227,7 @@ class Orchestrator:
                 }
                 turn.replies.append("Once this is done, I'll help with your other question too.")
             else:
+                self._hand_off(turn, routed.secondary, "second_request")
                 ended = await self._then(turn, routed.secondary)
                 if ended is not None:
                     return ended
@@ -233,7 +237,9 @@ class Orchestrator:
             and not turn.state.get("pending_action")
         ):
             queued = turn.state.pop("queued_request")
-            ended = await self._then(turn, self._requeued(turn, queued))
+            request = self._requeued(turn, queued)
+            self._hand_off(turn, request, "queued_request")
+            ended = await self._then(turn, request)
             if ended is not None:
                 return ended
         return self._finish(turn, prediction, plan.mechanism, Decision.CONTINUE, "automated")
@@ -365,12 +371,24 @@ class Orchestrator:
                 # settles the intent, but the record keeps the router's own uncertainty.
                 p = float((clarify.get("p") or {}).get(picked, raw.confidence))
                 return _Routed(_Request(IntentPrediction(picked, p), "clarified")), "clarified"
-        carried = turn_context.continues_previous(text, raw, state)
+        carried = turn_context.continues_previous(
+            text, raw, state, answers_pending=self._answers_pending(turn)
+        )
         if carried:
             return _Routed(_Request(IntentPrediction(carried, raw.confidence), "context")), "context"
         if state.get("pending_action"):
             state.pop("pending_action")  # the customer moved on to something else
         return None, "router"
+
+    def _answers_pending(self, turn: _Turn) -> bool:
+        pending = turn.state.get("pending_action")
+        if not isinstance(pending, dict):
+            return False
+        workspace = turn.ctx.workspace
+        action = workspace.action(str(pending.get("action") or ""))
+        awaiting = pending.get("awaiting")
+        slot = next((s for s in action.slots if s.name == awaiting), None) if action else None
+        return turn_context.answers_awaited_slot(turn.text, slot, workspace.settings)
 
     def _by_sentence(self, turn: _Turn, raw: IntentPrediction) -> tuple[_Routed, list[dict[str, Any]]]:
         text = turn.text
@@ -594,6 +612,8 @@ class Orchestrator:
                 Layer.ORCHESTRATION, "decide", {"mechanism": plan.mechanism, "attempt": 1}
             ) as s:
                 s["output"] = {"decision": verdict.decision.value, "reason": verdict.reason}
+        if verdict.decision != Decision.ESCALATE:
+            verdict = self._verify(turn, plan, outcome, verdict)
         if verdict.decision == Decision.ESCALATE and outcome.kind != "handoff":
             # An answer the policy does not trust is never sent; a person gets it as a draft.
             outcome.detail["draft"] = outcome.reply
@@ -602,9 +622,53 @@ class Orchestrator:
             outcome.handoff_reason = verdict.reason
         return outcome, plan
 
+    def _verify(
+        self, turn: _Turn, plan: ResolutionPlan, outcome: Outcome, verdict: PolicyVerdict
+    ) -> PolicyVerdict:
+        """Check the step's output before anything of it is sent or the next step starts, and add it to the
+        turn's shared context; escalate when it fails or the confidence across the turn's steps is too low."""
+        ctx = turn.ctx
+        thresholds = ctx.workspace.settings.thresholds
+        check = verify_step(
+            outcome,
+            mechanism=plan.mechanism,
+            evidence=[*evidence_for(ctx, outcome), *(r for r in turn.replies)],
+            min_confidence=thresholds.answer_min_confidence,
+        )
+        agent = (outcome.detail.get("agent") or {}).get("name")
+        if plan.mechanism != MULTI_AGENT:  # the multi-agent resolver records each of its agents' steps
+            ctx.shared.record(
+                StepRecord(
+                    intent=plan.intent,
+                    mechanism=plan.mechanism,
+                    agent=str(agent) if agent else None,
+                    kind=outcome.kind,
+                    confidence=outcome.confidence,
+                    failed_checks=check.failed,
+                    facts=tuple(f.fact_id for f in outcome.facts),
+                    actions=tuple(f"{a.action}:{'ok' if a.ok else 'failed'}" for a in outcome.actions),
+                ),
+                outcome,
+            )
+        chained = len(ctx.shared.steps) > 1
+        with turn.rec.step(Layer.ORCHESTRATION, "verify", {"mechanism": plan.mechanism}) as s:
+            s["output"] = {
+                "passed": check.passed,
+                "failed": list(check.failed),
+                **({"unsupported": list(check.unsupported)} if check.unsupported else {}),
+                **({"confidence_so_far": round(ctx.shared.confidence, 4)} if chained else {}),
+            }
+            s["confidence"] = ctx.shared.confidence
+        if not check.passed:
+            return PolicyVerdict(Decision.ESCALATE, f"unverified:{check.failed[0]}")
+        if chained and outcome.kind == "reply" and ctx.shared.confidence < thresholds.chain_min_confidence:
+            return PolicyVerdict(Decision.ESCALATE, "chain_low_confidence")
+        return verdict
+
     async def _run_resolver(self, turn: _Turn, plan: ResolutionPlan) -> Outcome:
         ctx = turn.ctx
         layer = Layer.KNOWLEDGE if plan.mechanism == "content" else Layer.RESOLUTION
+        before = len(ctx.shared.handoffs)
         with turn.rec.step(
             layer, f"resolve:{plan.mechanism}", {"intent": plan.intent, "attempt": ctx.attempt}
         ) as s:
@@ -619,7 +683,23 @@ class Orchestrator:
                 )
             s["output"] = _outcome_view(outcome)
             s["confidence"] = outcome.confidence
+        for handoff in ctx.shared.handoffs[before:]:  # between the resolver's own agents
+            self._trace_handoff(turn, handoff)
         return outcome
+
+    def _hand_off(self, turn: _Turn, target: _Request, reason: str) -> None:
+        """The next request of this message goes to its own specialist, with the turn's context whole."""
+        shared = turn.ctx.shared
+        last = shared.steps[-1] if shared.steps else None
+        source = f"{last.intent}/{last.agent or last.mechanism}" if last else "router"
+        self._trace_handoff(turn, shared.hand_off(source, str(target.prediction.intent), reason))
+
+    def _trace_handoff(self, turn: _Turn, handoff: dict[str, Any]) -> None:
+        with turn.rec.step(
+            Layer.ORCHESTRATION, "handoff", {"from": handoff["from"], "to": handoff["to"]}
+        ) as s:
+            s["output"] = {"reason": handoff["reason"], "context": handoff["context"]}
+            s["confidence"] = handoff["context"]["confidence"]
 
     async def _then(self, turn: _Turn, request: _Request) -> TurnResult | None:
         """A second request, after the first one was answered; a TurnResult only if it ends the turn."""
@@ -673,6 +753,9 @@ class Orchestrator:
     ) -> TurnResult:
         reason = outcome.handoff_reason or "low_confidence"
         draft = outcome.detail.get("draft")
+        if MULTI_AGENT in outcome.detail and outcome.reply:
+            turn.replies.append(outcome.reply)  # what the steps before the failing one said stays said
+            outcome.reply = None
         note = None
         if also is not None and also.prediction.intent:
             about = _describe(turn.ctx, also.prediction.intent)

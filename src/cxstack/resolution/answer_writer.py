@@ -22,7 +22,9 @@ from cxstack.knowledge.models import ScoredFact
 MAX_ANSWER_CHARS = 1200
 MAX_SENTENCES = 6
 # Markers that delimit untrusted text in a prompt; the same markers inside that text are removed first.
-_UNTRUSTED = re.compile(r"<{1,2}/?\s*(?:customer_message|untrusted|facts?|system)[^>]*>{1,2}", re.IGNORECASE)
+_UNTRUSTED = re.compile(
+    r"<{1,2}/?\s*(?:customer_message|tool_output|untrusted|facts?|system)[^>]*>{1,2}", re.IGNORECASE
+)
 
 _SYSTEM = """You are the customer support assistant of {name}. You write the reply to the customer's \
 latest message.

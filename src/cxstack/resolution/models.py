@@ -7,7 +7,7 @@ from typing import Any
 from cxstack.domain.llm import LLMTurn
 from cxstack.domain.models import Conversation, Customer, Message, Role, utcnow
 from cxstack.domain.ports import CustomerDirectory
-from cxstack.domain.turn import BusinessContext, IntentPrediction
+from cxstack.domain.turn import BusinessContext, IntentPrediction, SharedContext
 from cxstack.workspace.workspace import Workspace
 
 
@@ -40,7 +40,18 @@ class TurnContext:
     # read from the customer's own words (checked against their text before they are offered here).
     slot_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     proposed_slots: dict[str, str] = field(default_factory=dict)
+    # What this turn's steps have done so far (facts, action results, confidence), handed whole from one
+    # specialist to the next.
+    shared: SharedContext = field(default_factory=SharedContext)
 
     def earlier_customer_texts(self) -> list[str]:
         """What the customer wrote before this turn's message, oldest first."""
         return [m.text for m in self.history if m.role == Role.CUSTOMER and m.id != self.message.id]
+
+
+def with_updates(state: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """Conversation state after a resolver's `state_updates` (a key set to None is removed)."""
+    merged = {**state, **{k: v for k, v in updates.items() if v is not None}}
+    for key in [k for k, v in updates.items() if v is None]:
+        merged.pop(key, None)
+    return merged

@@ -12,8 +12,10 @@ import enum
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cxstack.domain.llm import COST_MICROS, LLM_STEP
 from cxstack.domain.models import (
     ActionResult,
     ConversationId,
@@ -133,6 +135,27 @@ def trace_fields(trace: Trace) -> dict[str, Any]:
         "duration_ms": optional_float(trace.duration_ms) or 0.0,
         "created_at": as_utc(trace.created_at),
         "turn_at": None if trace.turn_at is None else as_utc(trace.turn_at),
+        **llm_usage_fields(trace.steps),
+    }
+
+
+def llm_usage_fields(steps: list[TraceStep]) -> dict[str, Any]:
+    """The turn's model usage, from its `llm` step, as columns the store can sum per intent."""
+    step = next((s for s in steps if s.name == LLM_STEP), None)
+    if step is None:
+        return {"llm_calls": 0, "llm_input_tokens": 0, "llm_output_tokens": 0, "llm_cost_micros": None}
+    output = step.output
+    micros = None
+    if output.get("cost") is not None:
+        try:
+            micros = int((Decimal(str(output["cost"])) * COST_MICROS).to_integral_value())
+        except InvalidOperation:
+            micros = None
+    return {
+        "llm_calls": len(output.get("calls") or []),
+        "llm_input_tokens": int(output.get("input_tokens") or 0),
+        "llm_output_tokens": int(output.get("output_tokens") or 0),
+        "llm_cost_micros": micros,
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -154,6 +155,11 @@ class TraceRow(Base):
     duration_ms: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     turn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The turn's model usage (from its `llm` step), summed per intent without reading the steps.
+    llm_calls: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    llm_input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    llm_output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    llm_cost_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OutboxRow(Base):

@@ -8,9 +8,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
+from cxstack.domain.llm import COST_MICROS, IntentUsage
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -366,6 +368,31 @@ class SqlAlchemyStore:
             rows = list(session.scalars(query))
         rows.reverse()
         return [_trace(row) for row in rows]
+
+    def usage_by_intent(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[IntentUsage]:
+        def count_if(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        query = select(
+            TraceRow.intent,
+            func.count(),
+            count_if(TraceRow.outcome == "automated"),
+            count_if(TraceRow.outcome == "escalated"),
+            func.coalesce(func.sum(TraceRow.llm_calls), 0),
+            func.coalesce(func.sum(TraceRow.llm_input_tokens), 0),
+            func.coalesce(func.sum(TraceRow.llm_output_tokens), 0),
+            func.sum(TraceRow.llm_cost_micros),
+            count_if((TraceRow.llm_calls > 0) & TraceRow.llm_cost_micros.is_(None)),
+        ).group_by(TraceRow.intent)
+        if since is not None:
+            query = query.where(TraceRow.created_at >= as_utc(since))
+        if until is not None:
+            query = query.where(TraceRow.created_at < as_utc(until))
+        with self._read() as session:
+            rows = session.execute(query).all()
+        return sorted((_usage(*row) for row in rows), key=lambda u: (-u.turns, u.intent or ""))
 
     # ---- outbox -----------------------------------------------------------------------------------------
 
@@ -1154,6 +1181,21 @@ _TRACE_COLUMNS = tuple(column.key for column in TraceRow.__table__.columns)
 
 def _trace(row: TraceRow) -> Trace:
     return trace_from_fields({column: getattr(row, column) for column in _TRACE_COLUMNS})
+
+
+def _usage(intent: str | None, *sums: Any) -> IntentUsage:
+    turns, automated, escalated, calls, tokens_in, tokens_out, micros, unpriced = sums
+    return IntentUsage(
+        intent=intent,
+        turns=int(turns),
+        automated=int(automated),
+        escalated=int(escalated),
+        llm_calls=int(calls),
+        input_tokens=int(tokens_in),
+        output_tokens=int(tokens_out),
+        cost=None if micros is None else Decimal(int(micros)) / COST_MICROS,
+        unpriced_turns=int(unpriced),
+    )
 
 
 def _outbox_item(row: OutboxRow) -> OutboxItem:

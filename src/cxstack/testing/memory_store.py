@@ -11,10 +11,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import StatusChange, Transition, apply_all
+from cxstack.domain.llm import COST_MICROS, IntentUsage
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -523,6 +525,35 @@ class InMemoryStore:
             rows.sort(key=lambda row: (row["created_at"], row["id"]))
             newest = rows[-limit:] if limit > 0 else []
             return [trace_from_fields(row) for row in newest]
+
+    def usage_by_intent(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[IntentUsage]:
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        with self._lock:
+            for row in self._traces.values():
+                if since is not None and row["created_at"] < as_utc(since):
+                    continue
+                if until is not None and row["created_at"] >= as_utc(until):
+                    continue
+                groups.setdefault(row["intent"], []).append(row)
+        usages = []
+        for intent, rows in groups.items():
+            priced = [r["llm_cost_micros"] for r in rows if r["llm_cost_micros"] is not None]
+            usages.append(
+                IntentUsage(
+                    intent=intent,
+                    turns=len(rows),
+                    automated=sum(r["outcome"] == "automated" for r in rows),
+                    escalated=sum(r["outcome"] == "escalated" for r in rows),
+                    llm_calls=sum(r["llm_calls"] for r in rows),
+                    input_tokens=sum(r["llm_input_tokens"] for r in rows),
+                    output_tokens=sum(r["llm_output_tokens"] for r in rows),
+                    cost=Decimal(sum(priced)) / COST_MICROS if priced else None,
+                    unpriced_turns=sum(r["llm_calls"] > 0 and r["llm_cost_micros"] is None for r in rows),
+                )
+            )
+        return sorted(usages, key=lambda u: (-u.turns, u.intent or ""))
 
     # ---- outbox -----------------------------------------------------------------------------------------
 

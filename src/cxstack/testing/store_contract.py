@@ -14,12 +14,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from cxstack.domain.auth import ApiKey, ApiRole
 from cxstack.domain.conversation_state import IllegalTransitionError, Transition
+from cxstack.domain.llm import LLM_STEP
 from cxstack.domain.models import (
     ActionResult,
     ConversationId,
@@ -404,6 +406,45 @@ class StoreContract:
         assert store.list_traces(limit=2) == created[3:]
         assert store.list_traces(ConversationId("conv-a")) == [created[0], created[2], created[4]]
         assert store.list_traces(ConversationId("conv-missing")) == []
+
+    def test_model_usage_is_summed_per_intent_over_a_period(self, store: Store) -> None:
+        def llm_step(calls: int, tokens: tuple[int, int], cost: str | None) -> TraceStep:
+            output = {
+                "calls": [{"model": "m"}] * calls,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "cost": cost,
+            }
+            return TraceStep(Layer.ORCHESTRATION, LLM_STEP, {"calls": calls}, output)
+
+        turns = [  # intent, outcome, model step, minutes after T0
+            ("refund", "automated", llm_step(2, (1000, 200), "0.0012"), 0),
+            ("refund", "escalated", llm_step(1, (500, 0), "0.000300"), 1),
+            ("refund", "automated", None, 2),
+            ("order_status", "automated", llm_step(1, (10, 5), None), 3),  # a model with no price
+            ("refund", "automated", llm_step(1, (1, 1), "9"), 60),  # outside the period
+        ]
+        for i, (intent, outcome, step, minutes) in enumerate(turns):
+            message = store.ingest(inbound(f"wa-{i}", conversation=f"conv-{i}")).message
+            trace = make_trace(
+                f"conv-{i}", message.id, intent=intent, created_at=T0 + timedelta(minutes=minutes)
+            )
+            trace = replace(trace, outcome=outcome, steps=[*trace.steps, *([step] if step else [])])
+            store.commit_turn(TurnCommit(trace.conversation_id, message.id, trace, None, {}))
+
+        refund, status = store.usage_by_intent(since=T0, until=T0 + timedelta(minutes=30))
+        assert (refund.intent, refund.turns, refund.automated, refund.escalated) == ("refund", 3, 2, 1)
+        assert (refund.llm_calls, refund.input_tokens, refund.output_tokens) == (3, 1500, 200)
+        assert refund.cost == Decimal("0.0015") and refund.unpriced_turns == 0
+        assert refund.cost_per_automated == Decimal("0.00075")
+        assert (status.intent, status.llm_calls, status.cost, status.unpriced_turns) == (
+            "order_status",
+            1,
+            None,
+            1,
+        )
+        assert [u.turns for u in store.usage_by_intent()] == [4, 1]
+        assert store.usage_by_intent(since=T0 + timedelta(days=1)) == []
 
     def test_state_is_stored_as_plain_json(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message

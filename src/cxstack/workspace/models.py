@@ -76,6 +76,15 @@ class Thresholds(_Strict):
         "the customer gets `replies.low_confidence` and the unsent draft goes to the person. Keep it above "
         "knowledge_min_score, or an unsure content answer is never held back.",
     )
+    chain_min_confidence: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="When one message is served in several steps (two requests, or a multi_agent intent's "
+        "agents), the product of the steps' confidences so far must stay at or above this; below it the rest "
+        "goes to a person with everything done so far. A product, because a mistake in any step spoils "
+        "what follows.",
+    )
     max_clarifications: int = Field(
         1,
         ge=0,
@@ -117,6 +126,12 @@ class EscalationConfig(_Strict):
         default_factory=list,
         description="The teams a conversation can be handed to. Names used anywhere else must be listed "
         "here (validate checks); empty: only default_queue.",
+    )
+    cost_per_handoff: Decimal | None = Field(
+        None,
+        ge=0,
+        description="What a person's handling of one escalated conversation costs, in the workspace "
+        "currency. `cxstack report costs` sets the model cost of an automated resolution beside it.",
     )
     language_queues: dict[str, str] = Field(
         default_factory=dict,
@@ -658,6 +673,12 @@ class IntentConfig(_Strict):
     )
     agent: str | None = Field(
         None, description="For mechanism agent: the micro-agent (in agents/) that serves it."
+    )
+    agents: list[str] = Field(
+        default_factory=list,
+        description="For mechanism multi_agent: the specialist agents (in agents/) that serve it, one step "
+        "each, in this order. Each step's output is verified before the next starts, every handoff passes "
+        "the turn's whole context (facts used, action results, confidence so far) and is traced.",
     )
     fact_tags: list[str] = Field(
         default_factory=list,

@@ -162,11 +162,13 @@ MECHANISMS: Mapping[str, str] = {
     "for a slot, call an action, answer from facts, hand off, escalate — that cxstack executes. Without an "
     "LLM it runs its actions in the declared order; with one, the model picks the command and code enforces "
     "which actions it may call, which slot values it may propose and everything the action mechanism checks.",
+    "multi_agent": "Runs the intent's specialist agents (`agents:`) one after another in the same turn, "
+    "with one shared context — facts used, action results, confidence so far — passed whole at every "
+    "handoff. Each step's output is checked by the verifier before the next starts; a step that fails, "
+    "or confidence across the steps below `thresholds.chain_min_confidence`, ends with a person and "
+    "everything done so far in the packet. A step that waits for the customer resumes on the next turn.",
 }
-RESERVED_MECHANISMS: Mapping[str, str] = {
-    "multi_agent": "Reserved for several cooperating agents behind a planner. `validate` accepts the name, "
-    "but no resolver ships with cxstack yet: until one does, do not use it.",
-}
+RESERVED_MECHANISMS: Mapping[str, str] = {}
 CONNECTOR_TYPES: Mapping[str, str] = {
     "http": "Calls `base_url` + the action's `path` with the action's method. Sends the `headers` (with "
     "`${ENV}` references resolved at start), an `Idempotency-Key` header (the same on every retry) and the "

@@ -868,8 +868,7 @@ def _check_intents(check: WorkspaceCheck, known_mechanisms: Collection[str]) -> 
                 (*loc, "mechanism"),
                 f"intent `{intent.name}`: no resolver for mechanism `{intent.mechanism}` is installed; every "
                 "message for it would be escalated as an internal error",
-                f"use one of {', '.join(sorted(mechanisms))} "
-                "(multi_agent needs a planner plug-in, not yet shipped)",
+                f"use one of {', '.join(sorted(mechanisms))}",
             )
         elif intent.mechanism not in mechanisms:
             check.add(
@@ -1325,6 +1324,30 @@ def _check_agents(check: WorkspaceCheck) -> None:
                 f"intent `{intent.name}` uses mechanism agent but names no `agent`",
                 "add `agent:` with the name of an agent in agents/",
             )
+        if intent.mechanism == "multi_agent" and len(intent.agents) < 2 and not intent.never_automate:
+            check.add(
+                doc,
+                (*sourced_intent.loc, "agents"),
+                f"intent `{intent.name}` uses mechanism multi_agent but names "
+                f"{'one agent' if intent.agents else 'no agents'}",
+                "list two or more agents under `agents:` (for one, use mechanism agent)",
+            )
+        if intent.agents and intent.mechanism != "multi_agent":
+            check.add(
+                doc,
+                (*sourced_intent.loc, "agents"),
+                f"intent `{intent.name}` lists `agents` but its mechanism is `{intent.mechanism}`",
+                "set mechanism: multi_agent, or remove `agents`",
+                "warning",
+            )
+        for index, name in enumerate(intent.agents):
+            if name not in agents:
+                check.add(
+                    doc,
+                    (*sourced_intent.loc, "agents", index),
+                    f"intent `{intent.name}` names unknown agent `{name}`",
+                    _suggest(name, agents, "define it in a file in agents/"),
+                )
         if intent.agent is not None and intent.agent not in agents:
             check.add(
                 doc,
