@@ -266,22 +266,16 @@ async def converse(cx: Any, conversation: Conversation, result: Result) -> None:
         text = customer.answer(reply)
     else:
         result.reason = "turn_limit"
-    # Routed right: every turn (but a clarifying question) went to the subflow's intent, none elsewhere or
-    # nowhere (a slot answer taken for a new request, a second request read into the first message).
-    wrong = [
-        i
-        for i, t in enumerate(result.turns)
-        if t["decision"] != "clarify" and t["intent"] != conversation.subflow
-    ]
-    result.routed = not wrong
-    if wrong:
-        elsewhere = result.turns[wrong[0]]["intent"]
-        if wrong[0] == 0:
-            result.routing = "first message"
-        elif any(t["second_request"] == elsewhere for t in result.turns[: wrong[0]]):
-            result.routing = "a second request read into an earlier message"
-        else:
-            result.routing = "an answer taken for a new request"
+    # Routed right: every turn (but a clarifying question) went to the subflow's intent and nowhere else, and
+    # no message was read as holding a second request (which the assistant then serves, with its own actions).
+    subflow = conversation.subflow
+    wrong = [i for i, t in enumerate(result.turns) if t["decision"] != "clarify" and t["intent"] != subflow]
+    second = [i for i, t in enumerate(result.turns) if t["second_request"] not in (None, subflow)]
+    result.routed = not wrong and not second
+    if second and (not wrong or second[0] <= wrong[0]):
+        result.routing = "a second request read into a message"
+    elif wrong:
+        result.routing = "first message" if wrong[0] == 0 else "an answer taken for a new request"
     result.customer_gave_up = customer.gave_up
 
 
