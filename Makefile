@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -78,6 +78,11 @@ bench-audit: $(STAMP)
 ## own record of writes, beside AgentDojo's undefended GPT-4o and the held-out false-refusal rate (~1 min)
 bench-injection: $(STAMP)
 	$(BIN)/python -m benchmarks.injection --json bench-results/injection.json
+
+## ABCD's 55 subflows, one micro-agent each (written from guidelines.json): the back office's record of the
+## actions each agent executed against kb.json's required sequence, beside the one-action mechanism (~2 min)
+bench-agents: $(STAMP)
+	$(BIN)/python -m benchmarks.agent_actions_abcd --json bench-results/agent_actions_abcd.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

@@ -182,3 +182,41 @@ def test_validation_names_unknown_agents_and_actions(tmp_path: Path) -> None:
     messages = [p.message for p in validate_workspace(path) if p.is_error]
     assert any("unknown action `refund_everything`" in m for m in messages)
     assert any("unknown agent `refundz`" in m for m in messages)
+
+
+FIVE_STEPS = """\
+version: 1
+agents:
+  - name: checklist
+    description: A procedure of five back-office steps, none of which needs anything from the customer.
+    actions: [step_a, step_b, step_c, step_d, step_e]
+"""
+
+
+async def test_an_agent_runs_every_step_that_needs_nothing_from_the_customer_in_one_turn(
+    tmp_path: Path, backoffice: tuple[str, ScriptedBackend], running: list[CxApp]
+) -> None:
+    base_url, backend = backoffice
+    backend.on("POST", "/steps/{name}", Reply(200, {}))
+    steps = "".join(
+        f"  - name: step_{s}\n    path: /steps/{s}\n    success_reply: Step {s} done.\n" for s in "abcde"
+    )
+    actions = SHOP["actions.yaml"] + steps
+    intents = SHOP["intents.yaml"].replace(
+        "    mechanism: action\n    action: get_order_status\n",
+        "    mechanism: agent\n    agent: checklist\n",
+    )
+    files = {"intents.yaml": intents, "agents/checklist.yaml": FIVE_STEPS, "actions.yaml": actions}
+    path = write_workspace(tmp_path / "shop", **files)
+    cx = build(
+        Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=base_url),
+        workspace=load_workspace(path),
+    )
+    cx.store.upsert_customers([SAM])
+    await cx.start()
+    running.append(cx)
+    trace = await say(cx, "where is my order? it has not arrived")
+    assert trace.outcome == "automated" and trace.intent == "order_status"
+    assert [r.path for r in backend.requests] == [f"/steps/{s}" for s in "abcde"]
+    assert agent_detail(trace)["done"] is True
+    assert "Step a done." in trace.reply and "Step e done." in trace.reply

@@ -46,7 +46,8 @@ from cxstack.resolution.slots import prompt_for
 from cxstack.workspace.models import ActionConfig, AgentConfig
 
 AGENT_KEY = "agent"
-MAX_STEPS_PER_TURN = 4  # actions run back to back, plus one handoff
+# Commands one turn may run besides the agent's own actions (which run back to back): a handoff, refusals.
+MAX_STEPS_PER_TURN = 4
 MAX_REFUSALS = 2
 
 AGENT_NOT_CONFIGURED = "agent_not_configured"
@@ -151,7 +152,9 @@ class AgentResolver:
         facts = []
         handed_off = False
         outcome: Outcome | None = None
-        for _ in range(MAX_STEPS_PER_TURN):
+        taken = 0
+        while taken < len(agent.actions) + MAX_STEPS_PER_TURN:  # `agent` may change at a handoff
+            taken += 1
             command, how = await self._next_command(ctx, agent, state, steps)
             steps.append({"agent": agent.name, "by": how, **command_view(command)})
             if isinstance(command, HandOff):
