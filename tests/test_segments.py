@@ -14,7 +14,9 @@ from cxstack.domain.segments import is_question, split_requests
         ("cancel my subscription and where is ORD-10001", 2),
         ("what is the return window and how do I start a return", 2),
         ("where is ORD-10005 and how long do I have to return an item?", 2),
+        ("where is ORD-10005 and can I get a refund of $10 for ORD-10001", 2),
         ("cancel and refund it", 1),  # one request with two verbs
+        ("I got the jacket and I want a refund", 1),  # the story and its request
         ("boots and jackets", 1),
         ("I want a refund of $1,500.50 for ORD-10001", 1),  # the amount's dot ends no sentence
         ("also", 1),

@@ -19,6 +19,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
 _CLAUSE = re.compile(
     r"\s*[,;]?\s*\b(?:and also|also|another thing|oh and|and then|by the way|btw|"
     r"and (?:can|could|would|will) you|and i (?:also|'d also|would also)|"
+    r"and (?=(?:can|could|may) i (?:get|have|change|cancel|return|exchange|update)\b)|"
     r"and (?=(?:where|when|what|how|why|is|are|do|does|did) "
     r"(?:is|are|was|do|does|did|can|my|the|your|i)\b)|"
     r"and (?=how (?:long|much|many|soon|often)\b))\b[\s,:]*",
