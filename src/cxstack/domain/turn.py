@@ -111,7 +111,20 @@ class SharedContext:
     def confidence(self) -> float:
         return math.prod(s.confidence for s in self.steps) if self.steps else 1.0
 
-    def record(self, step: StepRecord, outcome: Outcome) -> None:
+    def record(
+        self, intent: str, mechanism: str, agent: str | None, outcome: Outcome, failed: tuple[str, ...]
+    ) -> None:
+        """Add a step's outcome (and what the verifier found) to the context."""
+        step = StepRecord(
+            intent=intent,
+            mechanism=mechanism,
+            agent=agent,
+            kind=outcome.kind,
+            confidence=outcome.confidence,
+            failed_checks=failed,
+            facts=tuple(f.fact_id for f in outcome.facts),
+            actions=tuple(f"{a.action}:{'ok' if a.ok else 'failed'}" for a in outcome.actions),
+        )
         self.steps.append(step)
         known = {f.fact_id for f in self.facts}
         self.facts += [f for f in outcome.facts if f.fact_id not in known]

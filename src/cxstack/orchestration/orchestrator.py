@@ -47,7 +47,7 @@ from cxstack.domain.models import (
     new_id,
 )
 from cxstack.domain.segments import Segment, is_question, split_requests
-from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan, StepRecord
+from cxstack.domain.turn import BusinessContext, IntentPrediction, Outcome, ResolutionPlan
 from cxstack.orchestration import context as turn_context
 from cxstack.orchestration.handoff import build_packet
 from cxstack.orchestration.language import LANGUAGE_NAMES, detect_language, unsupported_language_reply
@@ -638,17 +638,7 @@ class Orchestrator:
         agent = (outcome.detail.get("agent") or {}).get("name")
         if plan.mechanism != MULTI_AGENT:  # the multi-agent resolver records each of its agents' steps
             ctx.shared.record(
-                StepRecord(
-                    intent=plan.intent,
-                    mechanism=plan.mechanism,
-                    agent=str(agent) if agent else None,
-                    kind=outcome.kind,
-                    confidence=outcome.confidence,
-                    failed_checks=check.failed,
-                    facts=tuple(f.fact_id for f in outcome.facts),
-                    actions=tuple(f"{a.action}:{'ok' if a.ok else 'failed'}" for a in outcome.actions),
-                ),
-                outcome,
+                plan.intent, plan.mechanism, str(agent) if agent else None, outcome, check.failed
             )
         chained = len(ctx.shared.steps) > 1
         with turn.rec.step(Layer.ORCHESTRATION, "verify", {"mechanism": plan.mechanism}) as s:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from cxstack.domain.models import ActionResult, FactCitation
-from cxstack.domain.turn import Outcome, ResolutionPlan, StepRecord
+from cxstack.domain.turn import Outcome, ResolutionPlan
 from cxstack.resolution.models import TurnContext, with_updates
 from cxstack.resolution.registry import ResolverDeps
 from cxstack.resolution.resolvers.agent import AGENT_KEY, AGENT_NOT_CONFIGURED, AgentResolver
@@ -64,19 +64,7 @@ class MultiAgentResolver:
                 min_confidence=thresholds.answer_min_confidence,
             )
             working = (outcome.detail.get("agent") or {}).get("name") or name
-            ctx.shared.record(
-                StepRecord(
-                    intent=plan.intent,
-                    mechanism="agent",
-                    agent=str(working),
-                    kind=outcome.kind,
-                    confidence=outcome.confidence,
-                    failed_checks=check.failed,
-                    facts=tuple(f.fact_id for f in outcome.facts),
-                    actions=tuple(f"{a.action}:{'ok' if a.ok else 'failed'}" for a in outcome.actions),
-                ),
-                outcome,
-            )
+            ctx.shared.record(plan.intent, "agent", str(working), outcome, check.failed)
             run.add(name, outcome, check.failed)
             if outcome.kind == "handoff":
                 return run.handoff(outcome.handoff_reason or "agent_escalated", outcome.detail.get("draft"))
