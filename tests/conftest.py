@@ -221,3 +221,38 @@ async def running() -> AsyncIterator[list[Any]]:
     yield started
     for cx in started:
         await cx.stop()
+
+
+async def start_shop(
+    tmp_path: Path, backoffice_url: str, running: list[Any], *, llm_url: str | None = None, **files: str
+) -> Any:
+    """The shop workspace (with `files` replacing or adding files) started against a back office, and the
+    model endpoint at `llm_url` when given; Sam, a verified basic customer, is in the directory."""
+    from cxstack.app import Settings, build
+    from cxstack.domain.models import Customer, CustomerId
+    from cxstack.workspace.loader import load_workspace
+
+    path = write_workspace(tmp_path / "shop", **files)
+    settings = Settings(
+        home=tmp_path / "home",
+        embedder="hashing",
+        backoffice_url=backoffice_url,
+        llm_base_url=f"{llm_url}/v1" if llm_url else None,
+    )
+    cx = build(settings, workspace=load_workspace(path))
+    cx.store.upsert_customers([Customer(id=CustomerId(SAM_ID), name="Sam", plan="basic", arr=100)])
+    await cx.start()
+    running.append(cx)
+    return cx
+
+
+SAM_ID = "cus_sam"
+
+
+async def say_as_sam(cx: Any, text: str, conversation: str = "c1") -> Any:
+    """Sam's message through the service path; the turn's trace."""
+    await cx.post_message(conversation, text, customer_id=SAM_ID, verified=True)
+    await cx.wait_idle(conversation)
+    view = cx.conversation_view(conversation)
+    assert view is not None
+    return view.traces[-1]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SHOP, openai_completion, write_workspace
+from tests.conftest import SHOP, openai_completion, say_as_sam, start_shop, write_workspace
 
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import Customer, CustomerId
@@ -46,26 +46,11 @@ def completion(output: dict[str, Any] | str) -> Reply:
 async def make(tmp_path: Path, backoffice: str, running: list[CxApp], llm_url: str | None = None) -> CxApp:
     settings_text = SHOP["cxstack.yaml"] + (LLM if llm_url else "")
     files = {"cxstack.yaml": settings_text, "intents.yaml": INTENTS, "agents/refunds.yaml": AGENTS}
-    path = write_workspace(tmp_path / "shop", **files)
-    settings = Settings(
-        home=tmp_path / "home",
-        embedder="hashing",
-        backoffice_url=backoffice,
-        llm_base_url=f"{llm_url}/v1" if llm_url else None,
-    )
-    cx = build(settings, workspace=load_workspace(path))
-    cx.store.upsert_customers([SAM])
-    await cx.start()
-    running.append(cx)
+    cx: CxApp = await start_shop(tmp_path, backoffice, running, llm_url=llm_url, **files)
     return cx
 
 
-async def say(cx: CxApp, text: str, conversation: str = "c1") -> Any:
-    await cx.post_message(conversation, text, customer_id=str(SAM.id), verified=True)
-    await cx.wait_idle(conversation)
-    view = cx.conversation_view(conversation)
-    assert view is not None
-    return view.traces[-1]
+say = say_as_sam
 
 
 def agent_detail(trace: Any) -> dict[str, Any]:

@@ -7,17 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SHOP, write_workspace
+import pytest
+from tests.conftest import SHOP, say_as_sam, start_shop, write_workspace
 
-from cxstack.app import CxApp, Settings, build
-from cxstack.domain.models import Customer, CustomerId
+from cxstack.app import CxApp
 from cxstack.domain.turn import Outcome
 from cxstack.resolution.verifier import references, verify_step
 from cxstack.testing.http_standin import ScriptedBackend
-from cxstack.workspace.loader import load_workspace
 from cxstack.workspace.validate import validate_workspace
 
-SAM = Customer(id=CustomerId("cus_sam"), name="Sam", plan="basic", arr=100)
 AGENTS = """\
 version: 1
 agents:
@@ -59,21 +57,11 @@ AS_AGENTS = (
 
 async def make(tmp_path: Path, backoffice: str, running: list[CxApp], **files: str) -> CxApp:
     files = {"intents.yaml": AS_AGENTS + DAMAGED, "agents/specialists.yaml": AGENTS, **files}
-    path = write_workspace(tmp_path / "shop", **files)
-    settings = Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice)
-    cx = build(settings, workspace=load_workspace(path))
-    cx.store.upsert_customers([SAM])
-    await cx.start()
-    running.append(cx)
+    cx: CxApp = await start_shop(tmp_path, backoffice, running, **files)
     return cx
 
 
-async def say(cx: CxApp, text: str, conversation: str = "c1") -> Any:
-    await cx.post_message(conversation, text, customer_id=str(SAM.id), verified=True)
-    await cx.wait_idle(conversation)
-    view = cx.conversation_view(conversation)
-    assert view is not None
-    return view.traces[-1]
+say = say_as_sam
 
 
 def steps(trace: Any, name: str) -> list[Any]:
@@ -180,31 +168,20 @@ def test_the_verifier_names_what_no_evidence_backs() -> None:
         outcome, mechanism="agent", evidence=[*evidence, "eve@example.com"], min_confidence=0.5
     )
     assert backed.passed
-    empty = verify_step(
-        Outcome(kind="reply", confidence=1.0), mechanism="agent", evidence=[], min_confidence=0
-    )
-    assert empty.failed == ("empty_reply",)
-    long = verify_step(
-        Outcome(kind="reply", confidence=1.0, reply="word " * 1000),
-        mechanism="agent",
-        evidence=[],
-        min_confidence=0,
-    )
-    assert long.failed == ("over_long_reply",)
-    uncited = verify_step(
-        Outcome(kind="reply", confidence=0.9, reply="Returns take 30 days."),
-        mechanism="content",
-        evidence=[],
-        min_confidence=0.5,
-    )
-    assert uncited.failed == ("uncited_answer",)
-    unsure = verify_step(
-        Outcome(kind="reply", confidence=0.2, reply="Maybe."),
-        mechanism="agent",
-        evidence=[],
-        min_confidence=0.5,
-    )
-    assert unsure.failed == ("low_confidence",)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "mechanism", "failed"),
+    [
+        (Outcome(kind="reply", confidence=1.0), "agent", "empty_reply"),
+        (Outcome(kind="reply", confidence=1.0, reply="word " * 1000), "agent", "over_long_reply"),
+        (Outcome(kind="reply", confidence=0.9, reply="Returns take 30 days."), "content", "uncited_answer"),
+        (Outcome(kind="reply", confidence=0.2, reply="Maybe."), "agent", "low_confidence"),
+    ],
+)
+def test_the_verifier_stops_what_should_not_be_sent(outcome: Outcome, mechanism: str, failed: str) -> None:
+    check = verify_step(outcome, mechanism=mechanism, evidence=[], min_confidence=0.5)
+    assert check.failed == (failed,)
 
 
 def test_a_multi_agent_intent_needs_two_known_agents(tmp_path: Path) -> None:
