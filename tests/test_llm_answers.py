@@ -18,7 +18,7 @@ from cxstack.app import CxApp, Settings, build
 from cxstack.cli.main import app as cli
 from cxstack.domain.llm import LLM_STEP
 from cxstack.domain.models import Customer, CustomerId
-from cxstack.resolution.answer_writer import untrusted
+from cxstack.resolution.answer_writer import output_schema, untrusted
 from cxstack.testing.http_standin import Reply, ScriptedBackend
 from cxstack.workspace.loader import load_workspace
 
@@ -220,3 +220,28 @@ async def test_model_cost_is_summed_per_intent_beside_what_a_person_costs(
     assert Decimal(report["cost_per_handoff"]) == Decimal("4.5") and report["currency"] == "USD"
     table = CliRunner().invoke(cli, ["report", "costs", str(workspace), "--home", str(tmp_path / "home")])
     assert "return_policy" in table.output and "0.0018 USD" in table.output
+
+
+def unbounded(schema: dict[str, Any], where: str = "answer") -> list[str]:
+    """The places of a JSON schema that admit an answer of any length: arrays without maxItems, strings
+    without maxLength or enum."""
+    found: list[str] = []
+    if schema.get("type") == "array":
+        if "maxItems" not in schema:
+            found.append(where)
+        found += unbounded(schema.get("items") or {}, f"{where}[]")
+    elif schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+        found.append(where)
+    for name, child in (schema.get("properties") or {}).items():
+        found += unbounded(child, f"{where}.{name}")
+    return found
+
+
+def test_the_answer_schema_admits_only_bounded_answers() -> None:
+    # A server that enforces the schema (llama.cpp's grammar) must be able to stop a looping model: the local
+    # SmolLM2 repeated one fact id in `cites` until max_tokens cut every demo answer off.
+    for ids in (["return-window"], ["a", "b", "c", "d", "e"]):
+        schema = output_schema(ids)
+        assert unbounded(schema) == []
+        cites = schema["properties"]["sentences"]["items"]["properties"]["cites"]
+        assert 1 <= cites["minItems"] <= cites["maxItems"] <= len(ids)

@@ -21,6 +21,10 @@ from cxstack.knowledge.models import ScoredFact
 
 MAX_ANSWER_CHARS = 1200
 MAX_SENTENCES = 6
+# Citations per sentence. Bounded, like every array and string of the answer's schema: a server that enforces
+# the schema (llama.cpp turns it into a grammar) then cannot let a looping model repeat one id until the token
+# limit cuts the answer off — SmolLM2-135M did exactly that on every demo question, paying max_tokens twice.
+MAX_CITES = 3
 # Markers that delimit untrusted text in a prompt; the same markers inside that text are removed first.
 _UNTRUSTED = re.compile(
     r"<{1,2}/?\s*(?:customer_message|tool_output|untrusted|facts?|system)[^>]*>{1,2}", re.IGNORECASE
@@ -79,6 +83,7 @@ def output_schema(fact_ids: Sequence[str]) -> dict[str, Any]:
                             "type": "array",
                             "items": {"type": "string", "enum": list(fact_ids)},
                             "minItems": 1,
+                            "maxItems": max(1, min(MAX_CITES, len(fact_ids))),
                         },
                     },
                     "required": ["text", "cites"],
