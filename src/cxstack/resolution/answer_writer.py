@@ -5,7 +5,9 @@ quoted as data between markers, never as instructions. It must answer as JSON â€
 facts it rests on, by id (the schema lists the ids, so a server that enforces schemas cannot invent one). The
 grounding check of the knowledge layer then verifies every sentence against the facts it cites. An answer that
 fails any check is regenerated once, with the reason; a second failure is not sent: the caller falls back to
-the template answer or a person, and the trace says which and why.
+the template answer or a person, and the trace says which and why. Two checks sit beside the grounding check:
+a claim must take at least two content words from the facts it cites (else it is unsupported), and an answer
+none of whose sentences states anything ("Happy to help!") is not sent.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from cxstack.domain.llm import ChatMessage, LLMError, LLMRequest, LLMTurn
 from cxstack.knowledge.grounding import GroundingChecker
 from cxstack.knowledge.models import ScoredFact
+from cxstack.knowledge.retrieval import tokenize
 
 MAX_ANSWER_CHARS = 1200
 MAX_SENTENCES = 6
@@ -25,6 +28,7 @@ MAX_SENTENCES = 6
 # the schema (llama.cpp turns it into a grammar) then cannot let a looping model repeat one id until the token
 # limit cuts the answer off â€” SmolLM2-135M did exactly that on every demo question, paying max_tokens twice.
 MAX_CITES = 3
+MIN_FACT_WORDS = 2  # content words a claim must take from the facts it cites ("True" takes one at most)
 # Markers that delimit untrusted text in a prompt; the same markers inside that text are removed first.
 _UNTRUSTED = re.compile(
     r"<{1,2}/?\s*(?:customer_message|tool_output|untrusted|facts?|system)[^>]*>{1,2}", re.IGNORECASE
@@ -190,6 +194,7 @@ class AnswerWriter:
         written: list[str] = []
         cited: list[str] = []
         unsupported: list[dict[str, Any]] = []
+        claims = 0  # sentences with a content word ("Happy to help!" has none)
         for item in sentences[:MAX_SENTENCES]:
             if not isinstance(item, dict):
                 return WriterAttempt("malformed_sentence"), None
@@ -200,9 +205,26 @@ class AnswerWriter:
             unknown = [c for c in cites if c not in by_id]
             if not cites or unknown:
                 return WriterAttempt("bad_citation", {"sentence": sentence[:200], "cites": cites}), None
-            check = self.grounding.check(sentence, [by_id[c] for c in cites])
-            if not check.supported:
-                unsupported.append({"sentence": sentence[:200], "score": round(check.score, 3)})
+            texts = [by_id[c] for c in cites]
+            check = self.grounding.check(sentence, texts)
+            # A claim that takes fewer than two content words from the facts it cites states nothing from
+            # them, whatever its score: the grounding model scores a one-word sentence ("True") as supported
+            # (its word-pair signal is vacuous), and that is what SmolLM2 wrote for most demo questions.
+            words = set(tokenize(" ".join(texts)))
+            thin = [
+                c.text
+                for c in check.sentences
+                if c.claim and len(set(tokenize(c.text)) & words) < MIN_FACT_WORDS
+            ]
+            if not check.supported or thin:
+                unsupported.append(
+                    {
+                        "sentence": sentence[:200],
+                        "score": round(check.score, 3),
+                        **({"too_little_from_its_facts": thin[:3]} if thin else {}),
+                    }
+                )
+            claims += sum(c.claim for c in check.sentences)
             written.append(sentence)
             cited.extend(c for c in cites if c not in cited)
         if unsupported:
@@ -210,6 +232,8 @@ class AnswerWriter:
         answer = " ".join(written).strip()
         if not answer:
             return WriterAttempt("empty"), None
+        if not claims:  # courtesy only: passes the grounding check vacuously, answers nothing
+            return WriterAttempt("no_fact_stated", {"text": answer[:200]}), None
         if len(answer) > MAX_ANSWER_CHARS:
             return WriterAttempt("too_long", {"chars": len(answer)}), None
         return WriterAttempt("ok", {"facts": cited}), WrittenAnswer(answer, tuple(cited))
