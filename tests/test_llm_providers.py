@@ -274,6 +274,37 @@ async def test_a_hanging_provider_is_cut_off_by_its_timeout(backend: tuple[Scrip
         await session.complete(request, purpose="answer")
 
 
+class Broken:
+    """A provider plug-in that breaks the port's rule and raises its own error."""
+
+    name = "broken"
+    model = "broken-model"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: LLMRequest) -> Any:
+        self.calls += 1
+        raise RuntimeError("Cannot send a request, as the client has been closed.")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_providers_own_error_is_an_llm_error_recorded_and_not_retried() -> None:
+    provider = Broken()
+    client = guarded(provider, Sleeps(), breaker_failures=2)
+    session = client.session()
+    with pytest.raises(LLMError) as raised:
+        await session.complete(ASK, purpose="answer")
+    assert raised.value.reason == "llm_error" and "client has been closed" in str(raised.value)
+    assert provider.calls == 1  # a broken client is not fixed by waiting
+    assert session.record.calls[-1].error == "llm_error"
+    with pytest.raises(LLMError):
+        await client.session().complete(ASK, purpose="answer")
+    assert client.breaker.state == "open"
+
+
 async def test_client_errors_are_not_retried(backend: tuple[ScriptedBackend, str]) -> None:
     scripted, base_url = backend
     scripted.on("POST", CHAT, Reply(401, {"error": {"message": "bad key"}}))

@@ -197,6 +197,11 @@ class LLMSession:
                     except LLMError:
                         client.breaker.record_failure()
                         raise
+                    except Exception as error:
+                        # The port allows only LLMErrors; a plug-in's own error (the openai SDK's "client
+                        # has been closed" RuntimeError, say) must cost the model's answer, not the turn.
+                        client.breaker.record_failure()
+                        raise LLMError(f"{client.name}: {type(error).__name__}: {error}"[:300]) from error
                     client.breaker.record_success()
             self._note(
                 purpose, response.model, response.usage, started, attempts, None, response.finish_reason
