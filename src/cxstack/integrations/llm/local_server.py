@@ -37,12 +37,21 @@ def smollm2_path() -> Path:
 
 class LocalModelServer:
     """`with LocalModelServer() as base_url:` → "http://127.0.0.1:PORT/v1". One thread by default: on a busy
-    2-core machine generation collapses with two."""
+    2-core machine generation collapses with two. `verbosity`: llama.cpp's log threshold (None: its default,
+    a few lines per request and timing every few seconds; 0: quiet, for benchmarks that print a table)."""
 
-    def __init__(self, model_path: Path | None = None, *, threads: int = 1, context: int = 4096) -> None:
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        threads: int = 1,
+        context: int = 4096,
+        verbosity: int | None = None,
+    ) -> None:
         self.model_path = model_path or smollm2_path()
         self.threads = threads
         self.context = context
+        self.verbosity = verbosity
         self._server: Any = None
 
     def start(self) -> str:
@@ -59,6 +68,8 @@ class LocalModelServer:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.port = 0  # a free port
+        if self.verbosity is not None:
+            params.verbosity = self.verbosity
         self._server = xllamacpp.Server(params)
         return f"{self._server.listening_address}/v1"
 
