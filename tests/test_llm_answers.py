@@ -145,8 +145,18 @@ async def test_two_failed_answers_fall_back_to_the_template_answer(
         answer(("True", ["return-window"]), ("True", ["return-window"])),
         answer(("Full.", ["return-window"])),  # one word, and it is in the fact
         answer(("Happy to help!", ["return-window"])),  # states nothing
+        # SmolLM2 echoed the customer's question, every word of which is in the facts
+        answer(("Can I return an item?", ["return-window"])),
     ],
-    ids=["not-json", "truncated", "empty", "one-unrelated-word", "one-word-of-the-fact", "states-nothing"],
+    ids=[
+        "not-json",
+        "truncated",
+        "empty",
+        "one-unrelated-word",
+        "one-word-of-the-fact",
+        "states-nothing",
+        "echoed-question",
+    ],
 )
 async def test_malformed_truncated_or_empty_answers_are_never_sent(
     make: Callable[..., CxApp], model: tuple[ScriptedBackend, str], running: list[CxApp], reply: Reply
@@ -157,6 +167,25 @@ async def test_malformed_truncated_or_empty_answers_are_never_sent(
     assert "30 days of delivery" in trace.reply
     assert llm_detail(trace)["used"] == "template"
     assert len(backend.requests_to("POST", CHAT)) == 2  # the answer and one regeneration
+
+
+async def test_a_sentence_written_twice_is_sent_once_and_courtesy_may_ask(
+    make: Callable[..., CxApp], model: tuple[ScriptedBackend, str], running: list[CxApp]
+) -> None:
+    backend, _ = model
+    sentence = "You can return any item within 30 days of delivery for a full refund."
+    backend.on(
+        "POST",
+        CHAT,
+        answer(
+            (sentence, ["return-window"]),
+            (sentence, ["return-window"]),
+            ("Anything else?", ["return-window"]),
+        ),
+    )
+    trace = await ask(make(), running, "how long do I have to return an item?")
+    assert llm_detail(trace)["used"] == "llm"
+    assert trace.reply == f"{sentence} Anything else?"
 
 
 async def test_provider_down_falls_back_or_escalates_as_the_workspace_says(

@@ -7,7 +7,8 @@ grounding check of the knowledge layer then verifies every sentence against the 
 fails any check is regenerated once, with the reason; a second failure is not sent: the caller falls back to
 the template answer or a person, and the trace says which and why. Two checks sit beside the grounding check:
 a claim must take at least two content words from the facts it cites (else it is unsupported), and an answer
-none of whose sentences states anything ("Happy to help!") is not sent.
+none of whose sentences states anything ("Happy to help!") is not sent. A sentence that asks a question (the
+customer's own, echoed) is not an answer either; a sentence written twice is sent once.
 """
 
 from __future__ import annotations
@@ -200,8 +201,8 @@ class AnswerWriter:
                 return WriterAttempt("malformed_sentence"), None
             sentence = str(item.get("text") or "").strip()
             cites = [c for c in item.get("cites") or [] if isinstance(c, str)]
-            if not sentence:
-                continue
+            if not sentence or sentence.casefold() in {w.casefold() for w in written}:
+                continue  # a sentence said twice is sent once
             unknown = [c for c in cites if c not in by_id]
             if not cites or unknown:
                 return WriterAttempt("bad_citation", {"sentence": sentence[:200], "cites": cites}), None
@@ -216,6 +217,11 @@ class AnswerWriter:
                 for c in check.sentences
                 if c.claim and len(set(tokenize(c.text)) & words) < MIN_FACT_WORDS
             ]
+            # A question with content words asks instead of answering: SmolLM2 echoed the customer's question
+            # ("What is your return policy?"), every word of it in the facts. Courtesy ("Anything else?") may.
+            asks = [c.text for c in check.sentences if c.claim and c.text.rstrip().endswith(("?", "？"))]
+            if asks:
+                return WriterAttempt("asks_a_question", {"sentence": asks[0][:200]}), None
             if not check.supported or thin:
                 unsupported.append(
                     {
