@@ -274,6 +274,19 @@ async def test_a_hanging_provider_is_cut_off_by_its_timeout(backend: tuple[Scrip
         await session.complete(request, purpose="answer")
 
 
+async def test_a_prompt_larger_than_what_the_budget_has_left_is_not_sent(
+    backend: tuple[ScriptedBackend, str],
+) -> None:
+    scripted, base_url = backend
+    scripted.on("POST", CHAT, Reply(200, openai_completion("Sure.")))
+    session = guarded(openai_at(base_url), Sleeps(), turn_tokens=100).session()
+    long = LLMRequest(messages=(ChatMessage("system", "Facts: " + "x" * 800), ChatMessage("user", "Hi?")))
+    with pytest.raises(LLMBudgetExceededError):
+        await session.complete(long, purpose="answer")  # ~200 tokens of prompt against 100
+    assert scripted.requests_to("POST", CHAT) == []
+    assert session.record.calls[-1].error == "llm_budget"
+
+
 class Broken:
     """A provider plug-in that breaks the port's rule and raises its own error."""
 
@@ -326,8 +339,9 @@ async def test_token_budget_and_cost_per_call(backend: tuple[ScriptedBackend, st
     await session.complete(ASK, purpose="answer")  # 17 tokens
     second = scripted.requests_to("POST", CHAT)
     await session.complete(ASK, purpose="answer")  # 34: over the budget now
-    assert second[0].json["max_tokens"] == 30
-    assert scripted.requests_to("POST", CHAT)[1].json["max_tokens"] == 13  # only what is left
+    # What is left, less the prompt's estimated 4 tokens ("Be brief." and "Hello?": 15 characters).
+    assert second[0].json["max_tokens"] == 26
+    assert scripted.requests_to("POST", CHAT)[1].json["max_tokens"] == 9
     with pytest.raises(LLMBudgetExceededError):
         await session.complete(ASK, purpose="answer")
     assert len(scripted.requests_to("POST", CHAT)) == 2

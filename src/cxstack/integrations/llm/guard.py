@@ -5,6 +5,10 @@ failures in a row, calls fail at once for `breaker_reset_s`, then one trial call
 `LLMSession`, which owns the turn's budget — tokens and seconds for all of its model calls together — and the
 record of every call (tokens, latency, cost, attempts) that the orchestrator writes into the trace.
 
+The token budget counts a call's prompt before it is sent, by a tokenizer-free estimate (`prompt_tokens`): a
+call whose prompt alone would spend what is left is not made, and the answer may use only what the prompt
+leaves.
+
 Retries (tenacity) cover what a retry can fix: a 429, a 5xx, a timeout, a dropped connection. A 429's
 Retry-After is honoured; a wait that would outlast the turn's time budget is not started — the call fails now
 and the turn falls back to the offline path or escalates, instead of hanging.
@@ -13,6 +17,8 @@ and the turn falls back to the offline path or escalates, instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +45,17 @@ from cxstack.domain.llm import (
     ModelPrice,
     Usage,
 )
+
+
+def prompt_tokens(request: LLMRequest) -> int:
+    """About how many tokens the request's prompt takes (messages, tools, output schema): 4 characters a
+    token, as in English with the common tokenizers. An estimate, for the budget only; the trace records the
+    provider's own count."""
+    chars = sum(len(m.content) for m in request.messages)
+    chars += sum(len(t.name) + len(t.description) + len(json.dumps(t.parameters)) for t in request.tools)
+    if request.output_schema is not None:
+        chars += len(json.dumps(request.output_schema))
+    return math.ceil(chars / 4)
 
 
 class stop_when(stop_base):  # named like tenacity's own stop conditions
@@ -151,13 +168,14 @@ class LLMSession:
         started = client.clock()
         attempts = 0
         try:
-            if self.tokens_left <= 0 or self.seconds_left <= 0:
+            prompt = prompt_tokens(request)
+            if self.tokens_left <= prompt or self.seconds_left <= 0:
                 raise LLMBudgetExceededError(
-                    f"the turn's model budget is spent ({self.record.usage.total} tokens, "
-                    f"{limits.turn_seconds:g} s)"
+                    f"the turn's model budget is spent ({self.record.usage.total} tokens used and a prompt "
+                    f"of about {prompt} of {limits.turn_tokens}; {limits.turn_seconds:g} s)"
                 )
-            # Never ask for more output than the turn can still pay for.
-            max_tokens = max(1, min(request.max_tokens, self.tokens_left))
+            # Never ask for more output than the turn can still pay for once the prompt is paid.
+            max_tokens = max(1, min(request.max_tokens, self.tokens_left - prompt))
 
             def wait(state: RetryCallState) -> float:
                 error = state.outcome.exception() if state.outcome else None
