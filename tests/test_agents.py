@@ -158,6 +158,24 @@ async def test_hand_off_passes_the_conversation_to_the_named_agent(
     assert "shipped" in trace.reply
 
 
+async def test_a_hand_off_to_an_agent_the_message_is_not_about_is_refused(
+    tmp_path: Path,
+    backoffice: tuple[str, ScriptedBackend],
+    model: tuple[ScriptedBackend, str],
+    running: list[CxApp],
+) -> None:
+    base_url, backend = backoffice
+    llm, llm_url = model
+    llm.on("POST", CHAT, completion({"command": "hand_off", "agent": "orders"}))
+    cx = await make(tmp_path, base_url, running, llm_url)
+    trace = await say(cx, "I want a refund for ORD-12345")  # nothing about where an order is
+    assert trace.outcome == "escalated" and trace.reason_code == "agent_action_refused"
+    steps = agent_detail(trace)["steps"]
+    assert [(s["agent"], s["to"], s["result"]) for s in steps] == [("refunds", "orders", "refused")] * 2
+    assert "not about what it handles" in steps[0]["why"]
+    assert backend.requests == []
+
+
 def test_validation_names_unknown_agents_and_actions(tmp_path: Path) -> None:
     bad_agents = AGENTS.replace("[get_order_status, issue_refund]", "[get_order_status, refund_everything]")
     bad_intents = INTENTS.replace("agent: refunds", "agent: refundz")
@@ -205,3 +223,15 @@ async def test_an_agent_runs_every_step_that_needs_nothing_from_the_customer_in_
     assert [r.path for r in backend.requests] == [f"/steps/{s}" for s in "abcde"]
     assert agent_detail(trace)["done"] is True
     assert "Step a done." in trace.reply and "Step e done." in trace.reply
+
+
+def test_the_command_schema_bounds_every_string_and_names_only_the_agents_slots() -> None:
+    from cxstack.resolution.commands import command_schema
+    from cxstack.workspace.models import AgentConfig
+
+    agent = AgentConfig(name="refunds", actions=["issue_refund"], handoff_to=["orders"])
+    schema = command_schema(agent, ["amount", "order_id"])["properties"]
+    assert schema["slot"] == {"type": "string", "enum": ["amount", "order_id"]}
+    assert schema["arguments"]["maxProperties"] == 8
+    assert {"type": "string", "maxLength": 200} in schema["arguments"]["additionalProperties"]["anyOf"]
+    assert schema["action"]["enum"] == ["issue_refund"] and schema["agent"]["enum"] == ["orders"]

@@ -66,16 +66,18 @@ class InvalidCommandError(ValueError):
     pass
 
 
-def command_schema(agent: AgentConfig) -> dict[str, Any]:
+def command_schema(agent: AgentConfig, slots: list[str] | None = None) -> dict[str, Any]:
     """The JSON schema a model's command must follow; the enums list only what this agent may use (a server
-    that enforces schemas cannot even name another action — and code refuses it anyway if one does)."""
+    that enforces schemas cannot even name another action — and code refuses it anyway if one does). Every
+    string is bounded, so a small model cannot loop inside one until the token limit cuts it off."""
+    value = {"anyOf": [{"type": "string", "maxLength": 200}, {"type": "number"}]}
     properties: dict[str, Any] = {
         "command": {
             "type": "string",
             "enum": ["ask_slot", "call_action", "answer_from_facts", "hand_off", "escalate"],
         },
-        "arguments": {"type": "object"},
-        "slot": {"type": "string"},
+        "arguments": {"type": "object", "maxProperties": 8, "additionalProperties": value},
+        "slot": {"type": "string", "enum": slots} if slots else {"type": "string", "maxLength": 60},
         "question": {"type": "string", "maxLength": 300},
         "reason": {"type": "string", "maxLength": 100},
     }
@@ -117,8 +119,11 @@ def parse_command(output: dict[str, Any] | None) -> Command:
 
 
 def command_view(command: Command) -> dict[str, Any]:
+    """The command as a trace shows it (a handoff's target is `to`: `agent` is the agent that chose it)."""
     view: dict[str, Any] = {"command": command.kind}
-    for name in ("slot", "action", "arguments", "agent", "question", "reason"):
+    for name in ("slot", "action", "arguments", "question", "reason"):
         if hasattr(command, name):
             view[name] = getattr(command, name)
+    if isinstance(command, HandOff):
+        view["to"] = command.agent
     return view

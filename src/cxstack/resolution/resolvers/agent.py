@@ -43,12 +43,16 @@ from cxstack.resolution.registry import ResolverDeps
 from cxstack.resolution.resolvers.action import PENDING_KEY, ActionResolver
 from cxstack.resolution.resolvers.content import ContentResolver
 from cxstack.resolution.slots import prompt_for
+from cxstack.workspace.builtin import BUILTIN_NAMES
 from cxstack.workspace.models import ActionConfig, AgentConfig
 
 AGENT_KEY = "agent"
 # Commands one turn may run besides the agent's own actions (which run back to back): a handoff, refusals.
 MAX_STEPS_PER_TURN = 4
 MAX_REFUSALS = 2
+# A handoff needs one of the target agent's intents among the router's likeliest readings of the message.
+HANDOFF_CANDIDATES = 2
+HANDOFF_MIN_PROBABILITY = 0.01
 
 AGENT_NOT_CONFIGURED = "agent_not_configured"
 AGENT_MAX_TURNS = "agent_max_turns"
@@ -159,11 +163,13 @@ class AgentResolver:
             steps.append({"agent": agent.name, "by": how, **command_view(command)})
             if isinstance(command, HandOff):
                 target = ctx.workspace.agent(command.agent)
-                if target is None or command.agent not in agent.handoff_to or handed_off:
-                    refused = self._refuse(state, steps, f"may not hand off to {command.agent}")
+                why = self._handoff_refusal(ctx, agent, target, command.agent, handed_off)
+                if why is not None:
+                    refused = self._refuse(state, steps, why)
                     if refused is not None:
                         return refused
                     continue
+                assert target is not None  # checked by _handoff_refusal
                 handed_off = True
                 ctx.shared.hand_off(f"{plan.intent}/{agent.name}", target.name, "agent_handoff")
                 agent = target
@@ -297,7 +303,8 @@ class AgentResolver:
                 + "Your command:",
             ),
         )
-        schema = command_schema(agent)
+        asked = sorted({s for a in (ctx.workspace.action(n) for n in agent.actions) if a for s in _asked(a)})
+        schema = command_schema(agent, asked)
         last_error: InvalidCommandError | None = None
         for _ in range(2):  # one repair attempt
             response = await ctx.llm.complete(
@@ -328,6 +335,39 @@ class AgentResolver:
         if action.agents is not None and agent.name not in action.agents:
             return None
         return action
+
+    def _handoff_refusal(
+        self,
+        ctx: TurnContext,
+        agent: AgentConfig,
+        target: AgentConfig | None,
+        name: str,
+        handed_off: bool,
+    ) -> str | None:
+        """Why a handoff may not happen, if it may not: the target must be one this agent may hand to, once
+        per turn, and the message must plausibly be about what the target handles: one of the target's
+        intents is the routed intent or among the router's next HANDOFF_CANDIDATES requests (not greetings
+        and the like) with at least HANDOFF_MIN_PROBABILITY. A model that hands every order question to the
+        returns agent is refused, not followed into a loop of return questions."""
+        if target is None or name not in agent.handoff_to or handed_off:
+            return f"may not hand off to {name}"
+        workspace = ctx.workspace
+        served = {
+            i.name
+            for i in workspace.intents
+            if i.agent == target.name or target.name in i.agents or (i.action and i.action in target.actions)
+        }
+        prediction = ctx.prediction
+        if prediction is None:
+            return f"may not hand off to {name}: the message was not routed"
+        candidates = [
+            intent
+            for intent, p in prediction.alternatives
+            if p >= HANDOFF_MIN_PROBABILITY and intent not in BUILTIN_NAMES
+        ][:HANDOFF_CANDIDATES]
+        if not served & {prediction.intent, *candidates}:
+            return f"may not hand off to {name}: the message is not about what it handles"
+        return None
 
     def _refuse(self, state: dict[str, Any], steps: list[dict[str, Any]], why: str) -> Outcome | None:
         state["refusals"] = int(state.get("refusals") or 0) + 1
