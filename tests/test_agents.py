@@ -158,7 +158,7 @@ async def test_hand_off_passes_the_conversation_to_the_named_agent(
     assert "shipped" in trace.reply
 
 
-async def test_a_hand_off_to_an_agent_the_message_is_not_about_is_refused(
+async def test_a_hand_off_to_an_agent_the_message_is_not_about_is_overridden(
     tmp_path: Path,
     backoffice: tuple[str, ScriptedBackend],
     model: tuple[ScriptedBackend, str],
@@ -168,12 +168,17 @@ async def test_a_hand_off_to_an_agent_the_message_is_not_about_is_refused(
     llm, llm_url = model
     llm.on("POST", CHAT, completion({"command": "hand_off", "agent": "orders"}))
     cx = await make(tmp_path, base_url, running, llm_url)
-    trace = await say(cx, "I want a refund for ORD-12345")  # nothing about where an order is
-    assert trace.outcome == "escalated" and trace.reason_code == "agent_action_refused"
+    trace = await say(cx, "I want a refund of $30 for ORD-12345")  # nothing about where an order is
     steps = agent_detail(trace)["steps"]
-    assert [(s["agent"], s["to"], s["result"]) for s in steps] == [("refunds", "orders", "refused")] * 2
-    assert "not about what it handles" in steps[0]["why"]
-    assert backend.requests == []
+    assert (steps[0]["agent"], steps[0]["to"], steps[0]["result"]) == ("refunds", "orders", "overridden")
+    # The refunds agent carries on with its own steps, in code's order: the model is not asked again.
+    assert [(s["by"], s.get("action")) for s in steps[1:]] == [
+        ("deterministic", "get_order_status"),
+        ("deterministic", "issue_refund"),
+    ]
+    assert trace.outcome == "automated" and "Refunded $30.00" in trace.reply
+    assert len(llm.requests_to("POST", CHAT)) == 1
+    assert backend.requests_to("POST", "/orders/ORD-12345/refunds")
 
 
 def test_validation_names_unknown_agents_and_actions(tmp_path: Path) -> None:

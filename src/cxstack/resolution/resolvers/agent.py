@@ -163,13 +163,17 @@ class AgentResolver:
             steps.append({"agent": agent.name, "by": how, **command_view(command)})
             if isinstance(command, HandOff):
                 target = ctx.workspace.agent(command.agent)
-                why = self._handoff_refusal(ctx, agent, target, command.agent, handed_off)
-                if why is not None:
-                    refused = self._refuse(state, steps, why)
+                if target is None or command.agent not in agent.handoff_to or handed_off:
+                    refused = self._refuse(state, steps, f"may not hand off to {command.agent}")
                     if refused is not None:
                         return refused
                     continue
-                assert target is not None  # checked by _handoff_refusal
+                if not self._plausible_handoff(ctx, target):
+                    # A permitted move the message gives no reason for: a poor choice, not an attempt to get
+                    # round a rule, so the agent carries on with its own next step instead.
+                    steps[-1]["result"] = "overridden"
+                    steps[-1]["why"] = "the message is not about what the target handles"
+                    continue
                 handed_off = True
                 ctx.shared.hand_off(f"{plan.intent}/{agent.name}", target.name, "agent_handoff")
                 agent = target
@@ -336,38 +340,25 @@ class AgentResolver:
             return None
         return action
 
-    def _handoff_refusal(
-        self,
-        ctx: TurnContext,
-        agent: AgentConfig,
-        target: AgentConfig | None,
-        name: str,
-        handed_off: bool,
-    ) -> str | None:
-        """Why a handoff may not happen, if it may not: the target must be one this agent may hand to, once
-        per turn, and the message must plausibly be about what the target handles: one of the target's
-        intents is the routed intent or among the router's next HANDOFF_CANDIDATES requests (not greetings
-        and the like) with at least HANDOFF_MIN_PROBABILITY. A model that hands every order question to the
-        returns agent is refused, not followed into a loop of return questions."""
-        if target is None or name not in agent.handoff_to or handed_off:
-            return f"may not hand off to {name}"
-        workspace = ctx.workspace
+    def _plausible_handoff(self, ctx: TurnContext, target: AgentConfig) -> bool:
+        """Is the message plausibly about what `target` handles? One of its intents is the routed intent or
+        among the router's next HANDOFF_CANDIDATES readings (not greetings and the like) with at least
+        HANDOFF_MIN_PROBABILITY. A model that hands every order question to the returns agent is overridden,
+        not followed into a loop of return questions."""
         served = {
             i.name
-            for i in workspace.intents
+            for i in ctx.workspace.intents
             if i.agent == target.name or target.name in i.agents or (i.action and i.action in target.actions)
         }
         prediction = ctx.prediction
         if prediction is None:
-            return f"may not hand off to {name}: the message was not routed"
+            return False
         candidates = [
             intent
             for intent, p in prediction.alternatives
             if p >= HANDOFF_MIN_PROBABILITY and intent not in BUILTIN_NAMES
         ][:HANDOFF_CANDIDATES]
-        if not served & {prediction.intent, *candidates}:
-            return f"may not hand off to {name}: the message is not about what it handles"
-        return None
+        return bool(served & {prediction.intent, *candidates})
 
     def _refuse(self, state: dict[str, Any], steps: list[dict[str, Any]], why: str) -> Outcome | None:
         state["refusals"] = int(state.get("refusals") or 0) + 1
