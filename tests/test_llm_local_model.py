@@ -89,3 +89,72 @@ async def test_a_turn_with_the_local_model_sends_only_a_checked_answer(
     cited = [texts[f["id"]] for f in resolve.output["facts"]]
     # Whatever the model wrote, what was sent is supported by the facts it cites.
     assert cited and GroundingChecker().check(trace.reply, cited).supported
+
+
+def test_cxstack_llm_local_serves_the_model_and_the_demo_runs_two_agents_on_it(tmp_path: Path) -> None:
+    """The path a user takes: `cxstack llm local`, an `llm:` block in the demo workspace, and a message with
+    two requests — each served by its own agent, the model choosing their commands."""
+    import asyncio
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from cxstack.demo import copy_demo_workspace
+    from cxstack.demo.backoffice import create_backoffice_app
+    from cxstack.testing.http_standin import LocalHttpServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "cxstack.cli.main", "llm", "local", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert f"at http://127.0.0.1:{port}/v1" in line, line
+        base_url = f"http://127.0.0.1:{port}/v1"
+        assert httpx.get(f"{base_url}/models", timeout=30).status_code == 200
+        workspace = tmp_path / "demo"
+        copy_demo_workspace(workspace)
+        settings_file = workspace / "cxstack.yaml"
+        settings_file.write_text(
+            settings_file.read_text()
+            + f"llm:\n  provider: openai\n  model: smollm2-135m-instruct\n  base_url: {base_url}\n"
+            + "  timeout_s: 60\n  turn_seconds: 180\n"
+        )
+        with LocalHttpServer(create_backoffice_app(tmp_path / "northwind.db")) as backoffice:
+
+            async def turn() -> Any:
+                settings = Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice)
+                cx = build(settings, workspace=load_workspace(workspace))
+                cx.store.upsert_customers([Customer(id=CustomerId("cus_1002"), name="Liam", plan="plus")])
+                await cx.start()
+                try:
+                    text = "Where is my order ORD-10005? Also I'd like a refund of $20 for ORD-10005."
+                    await cx.post_message("c1", text, customer_id="cus_1002", verified=True)
+                    await cx.wait_idle("c1")
+                    view = cx.conversation_view("c1")
+                finally:
+                    await cx.stop()
+                assert view is not None
+                return view.traces[-1]
+
+            trace = asyncio.run(turn())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    resolved = [s for s in trace.steps if s.name == "resolve:agent"]
+    agents = [s.output["detail"]["agent"] for s in resolved]
+    assert [a["steps"][0]["agent"] for a in agents] == [
+        "orders",
+        "refunds",
+    ]  # the agent each request began with
+    assert any(step["by"] == "llm" for a in agents for step in a["steps"])  # the model chose commands
+    [handoff] = [s for s in trace.steps if s.name == "handoff"]
+    assert handoff.output["reason"] == "second_request"
+    assert next(s for s in trace.steps if s.name == LLM_STEP).output["input_tokens"] > 0
+    # Whatever the model chose, no refund ran in this turn: money moves only on the customer's own yes.
+    refunds = [a for s in resolved for a in s.output["actions"] if a["action"] == "issue_refund" and a["ok"]]
+    assert refunds == []

