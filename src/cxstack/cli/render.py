@@ -203,9 +203,9 @@ def usage_table(
     usages: Sequence[IntentUsage], settings: WorkspaceSettings, human: Decimal | None, days: float
 ) -> Table:
     table = Table(title=f"Model usage and cost per intent, last {days:g} days")
-    for column in ("intent", "turns", "escalated", "model calls", "tokens in", "tokens out", "model cost"):
-        table.add_column(column, justify="left" if column == "intent" else "right")
-    table.add_column("per automated resolution", justify="right")
+    table.add_column("intent", no_wrap=True)
+    for column in ("turns", "escalated", "calls", "tokens in / out", "cost", "per automated"):
+        table.add_column(column, justify="right")
     if human is not None:
         table.add_column("person per handoff", justify="right")
     for u in usages:
@@ -214,8 +214,7 @@ def usage_table(
             str(u.turns),
             str(u.escalated),
             str(u.llm_calls),
-            str(u.input_tokens),
-            str(u.output_tokens),
+            f"{u.input_tokens} / {u.output_tokens}",
             _money(u.cost, settings) + (f" ({u.unpriced_turns} unpriced)" if u.unpriced_turns else ""),
             _money(u.cost_per_automated, settings),
         ]
