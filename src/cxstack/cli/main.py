@@ -27,6 +27,7 @@ from cxstack.cli.services import (
     new_workspace_skeleton,
     skeleton_next_steps,
 )
+from cxstack.cli.stats import stats_app
 
 app = typer.Typer(help="cxstack: AI customer support as an engineered system.", no_args_is_help=True)
 intents_app = typer.Typer(help="The intent registry: intent, mechanism, owner, queue, examples, traffic.")
@@ -48,6 +49,7 @@ report_app = typer.Typer(help="Reports from the stored traces.", no_args_is_help
 app.add_typer(report_app, name="report")
 llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
+app.add_typer(stats_app, name="stats")
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)
