@@ -55,24 +55,35 @@ def test_alpha_matches_krippendorffs_published_example_with_missing_ratings() ->
         krippendorff_alpha([[1, None], [None, 1]])
 
 
-@pytest.mark.parametrize("tuned", [False, True])
-def test_ppi_mean_equals_the_reference_implementation(tuned: bool) -> None:
-    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+# Reference values: ppi_py 0.2.3 (Angelopoulos et al.), `ppi_mean_ci(y, yhat, unlabeled, alpha=0.05, lam=…)`
+# on the data below: lam=1 (PPI), lam=None (PPI++, tuned), lam=0 (the classical interval). The package is
+# not a dependency: its wheel installs a top-level `tests` package that shadows any project's own.
+Y = [1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1]
+YHAT = [1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1]
+UNLABELED = [1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
+PPI_CI = (0.6290508221792748, 1.0709491778207254)
+PPI_PLUS_PLUS_CI = (0.5983757129696561, 0.9345660749721318)
+CLASSICAL_CI = (0.49916345547364066, 0.9008365445263593)
 
+
+def test_ppi_mean_equals_the_reference_implementation() -> None:
+    ppi = ppi_mean(Y, YHAT, UNLABELED, alpha=0.05)
+    assert ppi.estimate == pytest.approx(0.85, abs=1e-9) and ppi.lam == 1.0
+    assert ppi.ci == pytest.approx(PPI_CI, abs=1e-9)
+    assert ppi.human_only_ci == pytest.approx(CLASSICAL_CI, abs=1e-9)
+    tuned = ppi_mean(Y, YHAT, UNLABELED, alpha=0.05, tuned=True)
+    assert tuned.ci == pytest.approx(PPI_PLUS_PLUS_CI, abs=1e-9) and 0 < tuned.lam < 1
+    # PPI++ never does worse than the humans alone; here the judge narrows the interval.
+    assert tuned.ci[1] - tuned.ci[0] < tuned.human_only_ci[1] - tuned.human_only_ci[0]
+
+
+def test_a_good_judge_narrows_the_interval_on_a_large_sample() -> None:
     rng = np.random.default_rng(7)
-    truth = rng.random(2_100) < 0.7  # a quality label
-    judge = np.where(rng.random(2_100) < 0.85, truth, ~truth).astype(float)  # right 85 % of the time
-    y, yhat, unlabeled = truth[:100].astype(float), judge[:100], judge[100:]
-    ours = ppi_mean(y, yhat, unlabeled, alpha=0.05, tuned=tuned)
-    lam = None if not tuned else ours.lam
-    low, high = ppi_mean_ci(y, yhat, unlabeled, alpha=0.05, lam=1.0 if not tuned else None)
-    assert ours.ci == pytest.approx((float(low[0]), float(high[0])), abs=1e-9)
-    point = ppi_mean_pointestimate(y, yhat, unlabeled, lam=1.0 if lam is None else lam)
-    assert ours.estimate == pytest.approx(float(point[0]), abs=1e-9)
-    classic_low, classic_high = ppi_mean_ci(y, yhat, unlabeled, alpha=0.05, lam=0.0)
-    assert ours.human_only_ci == pytest.approx((float(classic_low[0]), float(classic_high[0])), abs=1e-9)
-    # A judge that is right 85 % of the time narrows the interval beside the humans' alone.
-    assert ours.ci[1] - ours.ci[0] < ours.human_only_ci[1] - ours.human_only_ci[0]
+    truth = rng.random(5_100) < 0.7
+    judge = np.where(rng.random(5_100) < 0.9, truth, ~truth).astype(float)  # right 90 % of the time
+    result = ppi_mean(truth[:100].astype(float), judge[:100], judge[100:], tuned=True)
+    assert result.ci[1] - result.ci[0] < 0.8 * (result.human_only_ci[1] - result.human_only_ci[0])
+    assert result.ci[0] <= truth.mean() <= result.ci[1]
 
 
 def test_review_size_for_a_margin_at_a_confidence() -> None:

@@ -4,8 +4,9 @@
 - Krippendorff's α (nominal, ordinal, interval; missing ratings allowed): the `krippendorff` package.
 - The mean of a quality label by prediction-powered inference (Angelopoulos et al., Science 2023) and its
   power-tuned form PPI++ (Angelopoulos, Duchi & Zrnic 2023): a judge's labels on every conversation,
-  corrected by the human-labelled sample. Written here on numpy (the `ppi-python` package pulls numba and
-  a downloader in at run time); tests check it against `ppi_py.ppi_mean_ci` to 1e-9.
+  corrected by the human-labelled sample. Written here on numpy (the `ppi-python` package pulls numba, a
+  downloader and a top-level `tests` package in); tests check it against
+  values from `ppi_py.ppi_mean_ci` to 1e-9.
 - How many reviews a proportion needs for a margin at a confidence (normal approximation).
 """
 
