@@ -184,6 +184,22 @@ def test_the_verifier_stops_what_should_not_be_sent(outcome: Outcome, mechanism:
     assert check.failed == (failed,)
 
 
+async def test_the_workspaces_own_texts_are_evidence(
+    tmp_path: Path, backoffice: tuple[str, ScriptedBackend], running: list[CxApp]
+) -> None:
+    """A confirmation prompt that names a phone number is the team's text, not an invented reference."""
+    base_url, _ = backoffice
+    actions = SHOP["actions.yaml"].replace(
+        "    amount_slot: amount\n",
+        "    amount_slot: amount\n    requires_confirmation: true\n"
+        '    confirmation_prompt: "Refund {amount} for {order_id}? Questions: 1-800-555-0100 (yes/no)"\n',
+    )
+    cx = await make(tmp_path, base_url, running, **{"actions.yaml": actions})
+    trace = await say(cx, "I want a refund of $30 for ORD-12345")
+    assert trace.outcome == "automated" and "1-800-555-0100" in trace.reply
+    assert [s.output["passed"] for s in steps(trace, "verify")] == [True]
+
+
 def test_a_multi_agent_intent_needs_two_known_agents(tmp_path: Path) -> None:
     one = DAMAGED.replace("agents: [orders, refunds]", "agents: [orders]")
     unknown = DAMAGED.replace("agents: [orders, refunds]", "agents: [orders, refundz]")

@@ -77,7 +77,7 @@ def evidence_for(ctx: TurnContext, outcome: Outcome) -> list[str]:
         texts.append(json.dumps([result.request, result.response], default=str))
     workspace = ctx.workspace
     texts += [str(v) for v in workspace.settings.replies.model_dump().values()]
-    texts += [f"{a.success_reply} {a.failure_reply}" for a in workspace.actions]
+    texts += [f"{a.success_reply} {a.confirmation_prompt} {a.failure_reply}" for a in workspace.actions]
     texts += [f"{s.prompt or ''} {s.description}" for a in workspace.actions for s in a.slots]
     texts.append(workspace.settings.scope or "")
     texts += [i.handoff_reply for i in workspace.intents if i.handoff_reply]
