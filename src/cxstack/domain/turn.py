@@ -65,6 +65,9 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
     # A verification step matched the customer's details to this customer (the conversation is bound to it).
     verified_customer: str | None = None
+    # What earlier steps of this resolution already told the customer: sent even when the outcome hands off,
+    # before the words that a person will follow up (a reply, by contrast, is the handoff message itself).
+    said: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -743,9 +743,8 @@ class Orchestrator:
     ) -> TurnResult:
         reason = outcome.handoff_reason or "low_confidence"
         draft = outcome.detail.get("draft")
-        if MULTI_AGENT in outcome.detail and outcome.reply:
-            turn.replies.append(outcome.reply)  # what the steps before the failing one said stays said
-            outcome.reply = None
+        if outcome.said:
+            turn.replies.append(outcome.said)
         note = None
         if also is not None and also.prediction.intent:
             about = _describe(turn.ctx, also.prediction.intent)
@@ -943,5 +942,6 @@ def _outcome_view(outcome: Outcome) -> dict[str, Any]:
             for a in outcome.actions
         ],
         "handoff_reason": outcome.handoff_reason,
+        **({"said": outcome.said} if outcome.said else {}),
         **({"detail": outcome.detail} if outcome.detail else {}),
     }

@@ -15,7 +15,7 @@ Conversation state it reads and returns: multi_agent: {"intent", "index"} (the s
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from cxstack.domain.models import ActionResult, FactCitation
 from cxstack.domain.turn import Outcome, ResolutionPlan
@@ -116,8 +116,7 @@ class _Run:
         return Outcome(
             kind="handoff",
             confidence=0.0,
-            # What earlier steps told the customer stays said; the person takes it from there.
-            reply=" ".join(self.replies) or None,
+            said=" ".join(self.replies) or None,
             facts=self.facts,
             actions=self.actions,
             handoff_reason=reason,
@@ -125,10 +124,12 @@ class _Run:
             detail=detail,
         )
 
-    def outcome(self, kind: str, ctx: TurnContext, plan: ResolutionPlan, index: int | None) -> Outcome:
+    def outcome(
+        self, kind: Literal["ask", "reply"], ctx: TurnContext, plan: ResolutionPlan, index: int | None
+    ) -> Outcome:
         waiting = {"intent": plan.intent, "index": index} if index is not None else None
         return Outcome(
-            kind="ask" if kind == "ask" else "reply",
+            kind=kind,
             confidence=ctx.shared.confidence,
             reply=" ".join(self.replies) or None,
             facts=self.facts,
