@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.store_fixtures import (  # noqa: F401  (fixtures, shared by the store and monitoring tests)
+    migrated_sqlite_file,
+    pg_engine,
+    pg_schema_engine,
+    sqlite_engine,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["COLUMNS"] = "200"  # rich tables in CLI output keep whole names on one line

@@ -891,3 +891,26 @@ def test_a_slow_store_read_does_not_hold_up_other_requests(
     slow.join(20)
     assert seen["other_request_answered_meanwhile"] is True
     assert seen["listing"].status_code == 200
+
+
+# --- monitoring: metrics and CSAT ---------------------------------------------------------------------------
+
+
+def test_metrics_pair_automation_with_quality_and_csat_is_recorded(client: TestClient) -> None:
+    say(client, "m1", "where is my order ORD-1?")
+    assert client.post("/v1/conversations/m1/csat", json={"score": 5, "comment": "fast"}).status_code == 200
+    body = client.get("/v1/metrics", params={"by": "channel"}).json()
+    for row in [body["overall"], *body["rows"]]:
+        assert set(row) >= {"automation_rate", "quality"}
+        assert row["quality"]["method"] == "insufficient" and row["quality"]["rate"] is None
+    assert body["overall"]["conversations"] == 1
+    assert body["overall"]["csat"]["responses"] == 1 and body["overall"]["csat"]["mean"] == 5.0
+
+
+def test_csat_and_metrics_refuse_bad_input_naming_the_field(client: TestClient) -> None:
+    say(client, "m2", "where is my order ORD-1?")
+    response = client.post("/v1/conversations/m2/csat", json={"score": 9})
+    assert response.status_code == 422 and "score" in response.text
+    assert client.post("/v1/conversations/nobody/csat", json={"score": 3}).status_code == 404
+    response = client.get("/v1/metrics", params={"by": "customer"})
+    assert response.status_code == 422 and "by" in response.text

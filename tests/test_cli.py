@@ -171,9 +171,11 @@ async def test_intents_registry_shows_traffic_once_there_is_some(shop_path: Path
     result = runner.invoke(app, ["intents", "-w", str(shop_path), "--home", str(home)])
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
-    assert "100%" in rows["return_policy"] and "0%" in rows["return_policy"]  # automated 100%, escalated 0%
-    assert rows["legal_threat"].rstrip("│ ").endswith("100%")  # escalated
-    assert "—" in rows["order_status"]  # no traffic yet
+    cells = {name: [c.strip() for c in line.split("│")] for name, line in rows.items()}
+    # convs, automation with its interval, quality beside it (no reviews yet: no number)
+    assert cells["return_policy"][-4:-1] == ["1", "100% 21–100", "— 0 rev."]
+    assert cells["legal_threat"][-4:-1] == ["1", "0% 0–79", "— 0 rev."]  # escalated
+    assert cells["order_status"][-4:-1] == ["0", "—", "—"]  # no traffic yet
 
 
 def test_validate_output_piped_is_never_cut(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
+from cxstack.api.monitoring import add_monitoring_routes
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
     ConversationEvents,
@@ -227,6 +228,7 @@ def _add_api_routes(api: FastAPI) -> None:
     _add_webchat_routes(api)
     _add_key_routes(api)
     add_knowledge_routes(api)
+    add_monitoring_routes(api)
     _add_service_routes(api)
 
 

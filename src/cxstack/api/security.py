@@ -38,9 +38,17 @@ class Scope(enum.StrEnum):
     WEBCHAT_START = "webchat:start"  # open a web-chat session (anonymous: anyone)
     WEBCHAT_IDENTIFY = "webchat:identify"  # open one for a named customer, who is then verified
     WEBCHAT_CONVERSE = "webchat:converse"  # post and read in the session's own conversation only
+    METRICS_READ = "metrics:read"  # automation with quality, by slice
+    FEEDBACK_WRITE = "feedback:write"  # record a customer's satisfaction (CSAT) with a conversation
 
 
-_STAFF_READ = {Scope.CONVERSATIONS_READ, Scope.ESCALATIONS_READ, Scope.WORKSPACE_READ, Scope.WHOAMI}
+_STAFF_READ = {
+    Scope.CONVERSATIONS_READ,
+    Scope.ESCALATIONS_READ,
+    Scope.WORKSPACE_READ,
+    Scope.METRICS_READ,
+    Scope.WHOAMI,
+}
 ROLE_SCOPES: Mapping[ApiRole, frozenset[Scope]] = {
     ApiRole.ADMIN: frozenset(Scope) - {Scope.WEBCHAT_CONVERSE},
     ApiRole.AGENT: frozenset({*_STAFF_READ, Scope.ESCALATIONS_WRITE}),
@@ -51,6 +59,7 @@ ROLE_SCOPES: Mapping[ApiRole, frozenset[Scope]] = {
             Scope.CUSTOMERS_WRITE,
             Scope.WEBCHAT_START,
             Scope.WEBCHAT_IDENTIFY,
+            Scope.FEEDBACK_WRITE,
             Scope.WHOAMI,
         }
     ),

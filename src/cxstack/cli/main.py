@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cxstack.cli import kb_history, render
+from cxstack.cli.monitoring import metrics_command
 from cxstack.cli.services import (
     copy_demo_samples,
     ensure_backoffice,
@@ -50,6 +51,7 @@ app.add_typer(report_app, name="report")
 llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 app.add_typer(stats_app, name="stats")
+app.command("metrics")(metrics_command)
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)
@@ -592,41 +594,33 @@ def intents(
     if ctx.invoked_subcommand is not None:
         return
     from cxstack.app import open_store
-    from cxstack.monitoring.metrics import RateRow, turn_rates_by_intent
+    from cxstack.cli.monitoring import paired_cells
+    from cxstack.monitoring.quality import MetricRow, metrics
 
     ws = _load_or_exit(workspace)
     settings = _settings(home)
-    traffic: dict[str, RateRow] = {}
+    traffic: dict[str, MetricRow] = {}
     if Path(settings.resolved_database_url().removeprefix("sqlite:///")).exists() or settings.database_url:
-        traffic = turn_rates_by_intent(open_store(settings).list_traces(None, limit=1_000_000))
-    table = Table(title=f"{ws.settings.name} intents ({len(ws.intents)})")
-    for column in (
-        "intent",
-        "status",
-        "mechanism",
-        "owner",
-        "queue",
-        "examples",
-        "turns",
-        "automated",
-        "escalated",
-    ):
-        table.add_column(
-            column, justify="right" if column in {"examples", "turns", "automated", "escalated"} else "left"
-        )
+        report = metrics(open_store(settings), ws.settings.monitoring, "intent", since=None)
+        traffic = {row.key: row for row in report.rows}
+    table = Table(
+        title=f"{ws.settings.name} intents ({len(ws.intents)})",
+        caption="convs: conversations whose main intent it is; automation and quality with 95% intervals "
+        "(see `cxstack metrics`)",
+    )
+    for column in ("intent", "status", "mechanism", "owner", "queue", "examples"):
+        table.add_column(column, justify="right" if column == "examples" else "left")
+    for column in ("convs", "automation", "quality"):
+        table.add_column(column, justify="right", no_wrap=True)
     for i in ws.intents:
-        row = traffic.get(i.name, RateRow(i.name, 0, 0, 0))
+        row = traffic.get(i.name)
+        automation, quality = paired_cells(row) if row is not None else ("—", "—")
         mechanism = f"{i.mechanism} (never automate)" if i.never_automate else i.mechanism
         table.add_row(
             i.name, i.status, mechanism, i.owner or "—", i.queue or "—", str(len(i.examples)),
-            str(row.conversations), _share(row.automated, row.conversations),
-            _share(row.escalated, row.conversations),
+            str(row.counts.conversations if row else 0), automation, quality,
         )  # fmt: skip
     console.print(table)
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{part / whole:.0%}" if whole else "—"
 
 
 @intents_app.command("import")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -117,10 +117,12 @@ def _bar(row: RateRow, width: int = 20) -> Text:
     return bar
 
 
-def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
+def rate_table(title: str, rows: Sequence[RateRow], quality: Mapping[str, str] | None = None) -> Table:
+    """Replay rates. Each row's quality (from `quality`, by key) sits beside its automation rate: a replay's
+    conversations have no reviews, so without a judge's figure it reads "— 0 rev." as in `cxstack metrics`."""
     table = Table(title=title, caption="bar: automated (green) · escalated (red) · unresolved (grey)")
     table.add_column("", no_wrap=True)
-    for column in ("convs", "automated", "rate", "escalated", "rate", "unresolved"):
+    for column in ("convs", "automated", "rate", "quality", "escalated", "rate", "unresolved"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("", no_wrap=True)
     for r in rows:
@@ -129,6 +131,7 @@ def rate_table(title: str, rows: Sequence[RateRow]) -> Table:
             str(r.conversations),
             str(r.automated),
             f"{r.automation_rate:.0%}",
+            (quality or {}).get(r.key, "— 0 rev."),
             str(r.escalated),
             f"{r.escalation_rate:.0%}",
             str(r.unresolved),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cxstack.domain.models import Trace
 
@@ -42,7 +43,7 @@ class RateRow:
     def escalation_rate(self) -> float:
         return self.escalated / self.conversations if self.conversations else 0.0
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "conversations": self.conversations,
@@ -50,6 +51,8 @@ class RateRow:
             "escalated": self.escalated,
             "unresolved": self.unresolved,
             "automation_rate": round(self.automation_rate, 4),
+            # replayed conversations have no reviews: their quality is not known, and says so
+            "quality": {"rate": None, "method": "insufficient", "reviewed": 0},
             "escalation_rate": round(self.escalation_rate, 4),
         }
 

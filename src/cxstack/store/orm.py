@@ -238,3 +238,111 @@ class FactVersionRow(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     origin: Mapped[str] = mapped_column(String, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ConversationOutcomeRow(Base):
+    """One row per conversation, kept by every turn's commit: what monitoring groups and counts (see
+    domain/quality.py). Outcomes are derived from these timestamps when read, under the workspace's rules."""
+
+    __tablename__ = "conversation_outcomes"
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "intent"),
+        Index(None, "offered_at"),
+    )
+
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String, nullable=False)
+    tier: Mapped[str | None] = mapped_column(String, nullable=True)
+    language: Mapped[str | None] = mapped_column(String, nullable=True)
+    intent: Mapped[str | None] = mapped_column(String, nullable=True)
+    mechanism: Mapped[str | None] = mapped_column(String, nullable=True)
+    workspace_version: Mapped[str] = mapped_column(String, nullable=False)
+    variant: Mapped[str | None] = mapped_column(String, nullable=True)
+    turns: Mapped[int] = mapped_column(Integer, nullable=False)
+    min_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_turn_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    escalation_reason: Mapped[str | None] = mapped_column(String, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waiting: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # The shortest gap (seconds, at least RETURN_GAP) between a resolution and the customer coming back.
+    return_gap_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    priced: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    csat: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    csat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    csat_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Review sampling: when the sampler saw it, the chance it had of being drawn, whether it was.
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sample_pi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sampled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    reviews: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    human_quality: Mapped[float | None] = mapped_column(Float, nullable=True)  # mean of the reviewers' passes
+    judge_version: Mapped[str | None] = mapped_column(String, nullable=True)
+    judge_passed: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0 or 1
+    judge_overall: Mapped[float | None] = mapped_column(Float, nullable=True)
+    judge_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ReviewRow(Base):
+    __tablename__ = "reviews"
+    __table_args__ = (Index(None, "conversation_id"), Index(None, "created_at"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    reviewer: Mapped[str] = mapped_column(String, nullable=False)
+    rubric_version: Mapped[str] = mapped_column(String, nullable=False)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    passed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str] = mapped_column(String, nullable=False)
+    comment: Mapped[str] = mapped_column(Text, nullable=False)
+    judge_version: Mapped[str | None] = mapped_column(String, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class JudgementRow(Base):
+    __tablename__ = "judgements"
+    __table_args__ = (Index(None, "conversation_id"), Index(None, "judge_version"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    judge_version: Mapped[str] = mapped_column(String, nullable=False)
+    rubric_version: Mapped[str] = mapped_column(String, nullable=False)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    overall: Mapped[float | None] = mapped_column(Float, nullable=True)
+    passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class JudgeVersionRow(Base):
+    __tablename__ = "judge_versions"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String, nullable=False)
+    rubric_version: Mapped[str] = mapped_column(String, nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    parent: Mapped[str | None] = mapped_column(String, nullable=True)
+    fit_fold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agreement: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ReviewQueueRow(Base):
+    __tablename__ = "review_queue"
+    __table_args__ = (UniqueConstraint("conversation_id", "reason"), Index(None, "status", "priority"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    reason: Mapped[str] = mapped_column(String, nullable=False)
+    stratum: Mapped[str] = mapped_column(String, nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)
+    wanted: Mapped[int] = mapped_column(Integer, nullable=False)
+    done: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)  # open | done
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -48,6 +48,8 @@ from cxstack.domain.ports import (
     StaleStateError,
     TurnCommit,
 )
+from cxstack.domain.quality import OutcomeRules, Slice, SliceCounts
+from cxstack.store import outcomes
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -72,6 +74,7 @@ from cxstack.store.orm import (
     TraceRow,
     WorkspaceVersionRow,
 )
+from cxstack.store.outcomes import TurnFacts, record_turn
 
 OUTBOX_PENDING = OutboxStatus.PENDING.value
 OUTBOX_SENT = OutboxStatus.SENT.value
@@ -393,6 +396,36 @@ class SqlAlchemyStore:
         with self._read() as session:
             rows = session.execute(query).all()
         return sorted((_usage(*row) for row in rows), key=lambda u: (-u.turns, u.intent or ""))
+
+    # ---- monitoring: outcomes, CSAT (domain/quality.py) ---------------------------------------------------
+
+    def slice_counts(
+        self,
+        by: Slice,
+        *,
+        rules: OutcomeRules,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        now: datetime | None = None,
+        where: dict[str, str] | None = None,
+    ) -> list[SliceCounts]:
+        with self._engine.connect() as connection:
+            return outcomes.slice_counts(
+                connection, by, rules=rules, since=since, until=until, now=now or utcnow(), where=where
+            )
+
+    def record_csat(
+        self, conversation_id: str, score: int, comment: str = "", at: datetime | None = None
+    ) -> None:
+        """The customer's satisfaction (1 to 5) with a conversation; a later score replaces an earlier one."""
+        if not 1 <= score <= 5:
+            raise ValueError("score must be between 1 and 5")
+        with self._begin_write() as connection:
+            outcomes.record_csat(connection, conversation_id, score, clean_text(comment), at or utcnow())
+
+    def rebuild_outcomes(self) -> int:
+        with self._begin_write() as connection:
+            return outcomes.rebuild_outcomes(connection)
 
     # ---- outbox -----------------------------------------------------------------------------------------
 
@@ -816,6 +849,7 @@ _LOCK_CONVERSATION = (
         _CONVERSATIONS.c.lease_owner,
         _CONVERSATIONS.c.customer_id,
         _CONVERSATIONS.c.verified,
+        _CONVERSATIONS.c.channel,
     )
     .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
     .with_for_update()
@@ -1007,6 +1041,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
             },
         )
     connection.execute(_INSERT_TRACE, trace_fields(commit.trace))
+    record_turn(connection, commit.conversation_id, TurnFacts.of(commit.trace, current.channel, commit.state))
 
 
 def _attach_followups(connection: Connection, commit: TurnCommit) -> None:

@@ -58,6 +58,8 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("PATCH", "/v1/knowledge/facts/{fact_id}"): frozenset({"admin"}),
     ("POST", "/v1/knowledge/facts"): frozenset({"admin"}),
     ("POST", "/v1/knowledge/facts/{fact_id}/rollback"): frozenset({"admin"}),
+    ("GET", "/v1/metrics"): STAFF_READERS,
+    ("POST", "/v1/conversations/{conversation_id}/csat"): frozenset({"admin", "integration"}),
 }
 
 
@@ -128,6 +130,8 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         fact_id = f"authz-{uuid.uuid4().hex[:8]}"
         fact = {"id": fact_id, "text": "A check.", "owner": "authz", "status": "draft"}
         body = {"fact": fact, "reason": "authz check"}
+    elif path.endswith("/csat"):
+        body = {"score": 4}
     elif path.endswith("/rollback"):
         body = {"to_version": 1, "expected_version": t.fact_version(), "reason": "authz check"}
     if path.endswith("/events") or route == ("GET", "/v1/webchat/messages"):

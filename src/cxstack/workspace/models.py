@@ -387,6 +387,43 @@ class ReviewSampling(_Strict):
     )
 
 
+class MonitoringSettings(_Strict):
+    settle_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Hours of silence after which a conversation is settled: one the bot left waiting on the "
+        "customer (or never resolved) counts as abandoned.",
+    )
+    reopen_days: float = Field(
+        7.0,
+        gt=0,
+        description="A conversation the bot resolved counts as reopened when the customer comes back with a "
+        "request (not a thank-you), at least an hour later and within this many days.",
+    )
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="Confidence level of every interval monitoring shows."
+    )
+    min_reviews: int = Field(
+        10,
+        ge=2,
+        description="Fewer human reviews than this in a slice: its quality rate is shown as insufficient, "
+        "not as a number.",
+    )
+    judge_trust_threshold: float = Field(
+        0.80,
+        ge=0,
+        le=1,
+        description="A judge is trusted for a slice (its labels on every conversation correct the human "
+        "sample) only where it agreed with people on at least this share of reviewed conversations.",
+    )
+    judge_min_pairs: int = Field(
+        20,
+        ge=2,
+        description="…and only after it has been compared with people on at least this many conversations "
+        "there.",
+    )
+
+
 class WorkspaceSettings(_Strict):
     version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
     name: str = Field(
@@ -435,6 +472,10 @@ class WorkspaceSettings(_Strict):
     )
     review_sampling: ReviewSampling = Field(
         default_factory=ReviewSampling, description="How many conversations people review."
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings,
+        description="How outcomes are decided and how sure a quality rate must be before it is shown.",
     )
     replies: Replies = Field(
         default_factory=Replies,
