@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -95,6 +95,9 @@ bench-llm: $(STAMP)
 	$(BIN)/python -m benchmarks.llm_overhead --json bench-results/llm_overhead.json
 
 ## Choose the demo's thresholds on its tuning set (prints values for demo/workspace/cxstack.yaml; not a figure)
+bench-judge: $(STAMP)
+	$(BIN)/python -m benchmarks.judge_dstc9
+
 tune-demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
 

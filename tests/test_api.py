@@ -465,7 +465,11 @@ def test_pages_and_static_files_are_served(client: TestClient) -> None:
     assert "cxk_" not in page.text
     desk = send_as(client, "GET", "/escalations", None)
     assert desk.status_code == 200 and 'id="packets"' in desk.text and 'id="login-form"' in desk.text
-    for asset in ("cx.css", "common.js", "chat.js", "escalations.js"):
+    reviews = send_as(client, "GET", "/reviews", None)
+    assert reviews.status_code == 200 and 'id="review"' in reviews.text
+    assert "/static/reviews.js" in reviews.text
+    assert "http://" not in reviews.text and "https://" not in reviews.text
+    for asset in ("cx.css", "common.js", "chat.js", "escalations.js", "reviews.js"):
         assert send_as(client, "GET", f"/static/{asset}", None).status_code == 200, asset
     assert send_as(client, "GET", "/health", None).status_code == 200
     assert send_as(client, "GET", "/openapi.json", None).status_code == 200
@@ -914,3 +918,25 @@ def test_csat_and_metrics_refuse_bad_input_naming_the_field(client: TestClient) 
     assert client.post("/v1/conversations/nobody/csat", json={"score": 3}).status_code == 404
     response = client.get("/v1/metrics", params={"by": "customer"})
     assert response.status_code == 422 and "by" in response.text
+
+
+def test_reviews_through_the_api_take_the_reviewer_from_the_key_and_name_bad_fields(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    say(client, "r1", "where is my order ORD-1?")
+    agent = {"Authorization": f"Bearer {keys['agent']}"}
+    assert client.get("/v1/reviews/next", headers=agent).status_code == 204  # nothing drawn yet
+    rubric = client.get("/v1/rubric").json()
+    scores = {c["id"]: c["scale"][1] for c in rubric["criteria"]}
+    body = {"conversation_id": "r1", "scores": scores, "reviewer": "someone else"}
+    made = client.post("/v1/reviews", json=body, headers=agent)
+    assert made.status_code == 201, made.text
+    assert made.json()["reviewer"].startswith("test agent (") and made.json()["passed"] is True
+    assert made.json()["rubric_version"] == rubric["version"]
+    assert client.post("/v1/reviews", json=body, headers=agent).status_code == 409  # once per reviewer
+    wrong = client.post("/v1/reviews", json={**body, "scores": {**scores, "correctness": 9}})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "scores", "correctness"]
+    unknown = client.post("/v1/reviews", json={**body, "conversation_id": "nobody"})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "conversation_id"]
+    listed = client.get("/v1/reviews", params={"conversation_id": "r1"}).json()
+    assert [r["reviewer"].split(" (")[0] for r in listed] == ["test agent"]

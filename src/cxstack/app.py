@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # How often a running service looks at the knowledge files for edits (API, kb rollback, a git pull) and
     # answers with them from the next turn; 0: never (the facts stay as they were at start).
     knowledge_reload_seconds: float = 2.0
+    # How often the service draws settled conversations for review (and judges them); 0: never (run
+    # `cxstack review sample` or POST /v1/reviews/sample instead).
+    monitoring_seconds: float = 300.0
 
     def burst_windows(self, workspace: Workspace) -> dict[str, int]:
         windows = dict(workspace.settings.burst_window_ms)
@@ -388,6 +391,7 @@ class CxApp:
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = IngestBatcher(store, self._stored)
+        self._monitoring: asyncio.Task[None] | None = None
 
     @property
     def workspace(self) -> Workspace:
@@ -408,9 +412,26 @@ class CxApp:
         self.outbox.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
+        if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers"):
+            self._monitoring = asyncio.create_task(self._monitor(), name="cxstack-monitoring")
         return resumed
 
+    async def _monitor(self) -> None:
+        """Review sampling in the background: a failure is logged and tried again next time."""
+        from cxstack.monitoring.review import as_review_store, sample
+
+        while True:
+            await asyncio.sleep(self.settings.monitoring_seconds)
+            try:
+                await asyncio.to_thread(sample, as_review_store(self.store), self.workspace)
+            except Exception:
+                log.exception("review sampling failed; trying again in %ss", self.settings.monitoring_seconds)
+
     async def stop(self) -> None:
+        if self._monitoring is not None:
+            self._monitoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitoring
         await asyncio.to_thread(self.ingest.stop)  # what is queued is stored (and acknowledged) first
         await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()

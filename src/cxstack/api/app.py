@@ -23,7 +23,7 @@ from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
-from cxstack.api.monitoring import add_monitoring_routes
+from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
     ConversationEvents,
@@ -229,6 +229,7 @@ def _add_api_routes(api: FastAPI) -> None:
     _add_key_routes(api)
     add_knowledge_routes(api)
     add_monitoring_routes(api)
+    add_review_routes(api)
     _add_service_routes(api)
 
 
@@ -561,6 +562,10 @@ def _add_pages(api: FastAPI) -> None:
     @api.get("/escalations", response_class=HTMLResponse, include_in_schema=False)
     async def escalations_page(request: Request, cx: Cx) -> HTMLResponse:
         return templates.TemplateResponse(request, "escalations.html", _page_context(cx, "escalations"))
+
+    @api.get("/reviews", response_class=HTMLResponse, include_in_schema=False)
+    async def reviews_page(request: Request, cx: Cx) -> HTMLResponse:
+        return templates.TemplateResponse(request, "reviews.html", _page_context(cx, "reviews"))
 
 
 def _page_context(cx: CxApp, page: str) -> dict[str, Any]:

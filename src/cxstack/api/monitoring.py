@@ -9,14 +9,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from cxstack.api.security import Scope, requires
+from cxstack.api.security import Principal, Scope, requires
 from cxstack.app import CxApp
 from cxstack.domain.models import utcnow
-from cxstack.domain.quality import SLICES, Slice, UnknownConversationError
+from cxstack.domain.quality import (
+    SLICES,
+    DuplicateReviewError,
+    Review,
+    ReviewReason,
+    Slice,
+    UnknownConversationError,
+)
+from cxstack.monitoring import review
 from cxstack.monitoring.quality import as_monitoring_store, metrics
+from cxstack.monitoring.review import as_review_store
+from cxstack.monitoring.rubric import ScoresInvalidError
 
 
 async def _cx(request: Request) -> CxApp:
@@ -163,3 +173,203 @@ def add_monitoring_routes(api: FastAPI) -> None:
                 status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id} with a turn to rate"
             ) from None
         return CsatRecorded(conversation_id=conversation_id, score=body.score)
+
+
+# ---- reviews ----------------------------------------------------------------------------------------------
+
+
+class CriterionOut(BaseModel):
+    id: str
+    description: str
+    kind: str
+    scale: list[int]
+    pass_at: int
+    gate: bool
+
+
+class RubricOut(BaseModel):
+    version: str = Field(description="Content hash; every review and judgement records it")
+    criteria: list[CriterionOut]
+
+
+class QueueItemOut(BaseModel):
+    id: str
+    reason: str
+    stratum: str
+    wanted: int
+    done: int
+    detail: dict[str, Any]
+
+
+class ReviewPacketOut(BaseModel):
+    item: QueueItemOut | None
+    conversation_id: str
+    transcript: list[dict[str, Any]]
+    turns: list[dict[str, Any]]
+    rubric: RubricOut
+    rubric_version: str
+
+
+class ReviewIn(BaseModel):
+    conversation_id: str = Field(min_length=1, max_length=128)
+    scores: dict[str, int | bool] = Field(description="Every criterion of the rubric, within its scale")
+    comment: str = Field("", max_length=4000)
+    reason: ReviewReason = Field(
+        ReviewReason.MANUAL,
+        description="The queue item answered: sample, double, disagreement; manual for any other review",
+    )
+
+
+class ReviewOut(BaseModel):
+    id: str
+    conversation_id: str
+    reviewer: str
+    rubric_version: str
+    scores: dict[str, int]
+    passed: bool
+    reason: str
+    comment: str
+    created_at: datetime | None
+    judge_version: str | None
+
+
+class SampledOut(BaseModel):
+    drawn: int
+    queue: dict[str, int]
+
+
+def review_out(review: Review) -> ReviewOut:
+    return ReviewOut(
+        id=review.id,
+        conversation_id=review.conversation_id,
+        reviewer=review.reviewer,
+        rubric_version=review.rubric_version,
+        scores=review.scores,
+        passed=review.passed,
+        reason=review.reason.value,
+        comment=review.comment,
+        created_at=review.created_at,
+        judge_version=review.judge_version,
+    )
+
+
+def reviewer_of(principal: Principal) -> str:
+    """The reviewer is the key's holder: its name and id, never what the request says."""
+    if principal.key is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "reviews are made with an API key")
+    return f"{principal.key.name} ({principal.key.id})"
+
+
+def _unprocessable(loc: list[str], message: str) -> HTTPException:
+    detail = [{"loc": ["body", *loc], "msg": message, "type": "value_error"}]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+def add_review_routes(api: FastAPI) -> None:
+    @api.get(
+        "/v1/rubric",
+        response_model=RubricOut,
+        tags=["monitoring"],
+        responses=_ERRORS,
+        dependencies=[requires(Scope.METRICS_READ)],
+    )
+    def get_rubric(cx: Cx) -> RubricOut:
+        """The rubric reviews and judges score against (rubric.yaml, or the default when it has none)."""
+        shown = review.packet_rubric(cx.workspace)
+        return RubricOut.model_validate(shown)
+
+    @api.post(
+        "/v1/reviews/sample",
+        response_model=SampledOut,
+        tags=["monitoring"],
+        responses=_ERRORS,
+        dependencies=[requires(Scope.REVIEWS_WRITE)],
+    )
+    def post_sample(cx: Cx) -> SampledOut:
+        """Run the review sampler now (the service also runs it every few minutes)."""
+        store = as_review_store(cx.store)
+        drawn = review.sample(store, cx.workspace)
+        return SampledOut(drawn=drawn, queue=store.review_queue_sizes())
+
+    @api.get(
+        "/v1/reviews/next",
+        response_model=ReviewPacketOut,
+        tags=["monitoring"],
+        responses={**_ERRORS, 204: {"description": "nothing left to review for this reviewer"}},
+    )
+    def get_next_review(
+        cx: Cx, principal: Annotated[Principal, requires(Scope.REVIEWS_WRITE)]
+    ) -> ReviewPacketOut | Response:
+        """The most urgent conversation this reviewer has not reviewed, held for them for 15 minutes."""
+        found = review.next_packet(as_review_store(cx.store), cx.workspace, reviewer_of(principal))
+        if found is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return ReviewPacketOut.model_validate(found.as_dict())
+
+    @api.get(
+        "/v1/reviews/conversations/{conversation_id}",
+        response_model=ReviewPacketOut,
+        tags=["monitoring"],
+        responses={**_ERRORS, 404: {"description": "unknown conversation"}},
+        dependencies=[requires(Scope.REVIEWS_WRITE)],
+    )
+    def get_review_packet(conversation_id: str, cx: Cx) -> ReviewPacketOut:
+        """Any conversation, as a reviewer sees it (for a manual review)."""
+        if cx.store.get_conversation(conversation_id) is None:  # type: ignore[arg-type]
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
+        found = review.packet(as_review_store(cx.store), cx.workspace, conversation_id)
+        return ReviewPacketOut.model_validate(found.as_dict())
+
+    @api.post(
+        "/v1/reviews",
+        response_model=ReviewOut,
+        status_code=status.HTTP_201_CREATED,
+        tags=["monitoring"],
+        responses={
+            **_ERRORS,
+            409: {"description": "this reviewer already reviewed this conversation for this reason"},
+            422: {"description": "unknown conversation, or scores that do not fit the rubric (field named)"},
+        },
+    )
+    def post_review(
+        body: ReviewIn, cx: Cx, principal: Annotated[Principal, requires(Scope.REVIEWS_WRITE)]
+    ) -> ReviewOut:
+        """A review against the rubric; the reviewer is the key's holder."""
+        try:
+            stored = review.submit(
+                as_review_store(cx.store),
+                cx.workspace,
+                conversation_id=body.conversation_id,
+                reviewer=reviewer_of(principal),
+                scores=body.scores,
+                comment=body.comment,
+                reason=body.reason,
+            )
+        except ScoresInvalidError as exc:
+            raise _unprocessable(exc.field.split("."), str(exc)) from None
+        except UnknownConversationError:
+            raise _unprocessable(
+                ["conversation_id"], f"no conversation {body.conversation_id} with a turn to review"
+            ) from None
+        except DuplicateReviewError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        return review_out(stored)
+
+    @api.get(
+        "/v1/reviews",
+        response_model=list[ReviewOut],
+        tags=["monitoring"],
+        responses=_ERRORS,
+        dependencies=[requires(Scope.METRICS_READ)],
+    )
+    def list_reviews(
+        cx: Cx,
+        conversation_id: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[ReviewOut]:
+        """Reviews, oldest first; each keeps the rubric version it was made against."""
+        found = as_review_store(cx.store).list_reviews(
+            conversation_id=conversation_id, since=since, limit=limit
+        )
+        return [review_out(r) for r in found]

@@ -40,6 +40,7 @@ class Scope(enum.StrEnum):
     WEBCHAT_CONVERSE = "webchat:converse"  # post and read in the session's own conversation only
     METRICS_READ = "metrics:read"  # automation with quality, by slice
     FEEDBACK_WRITE = "feedback:write"  # record a customer's satisfaction (CSAT) with a conversation
+    REVIEWS_WRITE = "reviews:write"  # review conversations against the rubric, run the sampler
 
 
 _STAFF_READ = {
@@ -51,7 +52,7 @@ _STAFF_READ = {
 }
 ROLE_SCOPES: Mapping[ApiRole, frozenset[Scope]] = {
     ApiRole.ADMIN: frozenset(Scope) - {Scope.WEBCHAT_CONVERSE},
-    ApiRole.AGENT: frozenset({*_STAFF_READ, Scope.ESCALATIONS_WRITE}),
+    ApiRole.AGENT: frozenset({*_STAFF_READ, Scope.ESCALATIONS_WRITE, Scope.REVIEWS_WRITE}),
     ApiRole.INTEGRATION: frozenset(
         {
             Scope.CONVERSATIONS_WRITE,

@@ -20,7 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cxstack.cli import kb_history, render
+from cxstack.cli.judge import judge_app
 from cxstack.cli.monitoring import metrics_command
+from cxstack.cli.review import review_app
 from cxstack.cli.services import (
     copy_demo_samples,
     ensure_backoffice,
@@ -52,6 +54,8 @@ llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 app.add_typer(stats_app, name="stats")
 app.command("metrics")(metrics_command)
+app.add_typer(review_app, name="review")
+app.add_typer(judge_app, name="judge")
 kb_app.command("history")(kb_history.history)
 kb_app.command("diff")(kb_history.diff)
 kb_app.command("rollback")(kb_history.rollback)

@@ -192,8 +192,37 @@ class QueueItem:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class OfferCandidate:
+    """A settled conversation the review sampler has not seen yet."""
+
+    conversation_id: str
+    intent: str | None
+    mechanism: str | None
+    min_confidence: float | None
+    escalated: bool
+    workspace_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """The sampler's decision on one conversation: its chance of being drawn and whether it was."""
+
+    conversation_id: str
+    pi: float
+    sampled: bool
+    stratum: str
+    wanted: int = 1  # 2: reviewed by two people
+    priority: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 class UnknownConversationError(KeyError):
     pass
+
+
+class DuplicateReviewError(ValueError):
+    """This reviewer already reviewed this conversation for this reason."""
 
 
 class MonitoringStore(Protocol):

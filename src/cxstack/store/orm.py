@@ -277,6 +277,7 @@ class ConversationOutcomeRow(Base):
     # Review sampling: when the sampler saw it, the chance it had of being drawn, whether it was.
     offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sample_pi: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sample_stratum: Mapped[str | None] = mapped_column(String, nullable=True)
     sampled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     reviews: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     human_quality: Mapped[float | None] = mapped_column(Float, nullable=True)  # mean of the reviewers' passes

@@ -143,6 +143,8 @@ def record_turn(connection: Connection, conversation_id: str, turn: TurnFacts) -
     if found is None:
         connection.execute(OUTCOMES.insert().values(**row))
     else:
+        # a judgement was of the conversation as it was: the next judge run judges it again
+        row.update(judge_version=None, judge_passed=None, judge_overall=None, judge_error=None)
         connection.execute(
             OUTCOMES.update().where(OUTCOMES.c.conversation_id == conversation_id).values(**row)
         )

@@ -48,8 +48,20 @@ from cxstack.domain.ports import (
     StaleStateError,
     TurnCommit,
 )
-from cxstack.domain.quality import OutcomeRules, Slice, SliceCounts
-from cxstack.store import outcomes
+from cxstack.domain.quality import (
+    Judgement,
+    JudgeVersion,
+    Offer,
+    OfferCandidate,
+    OutcomeRules,
+    QueueItem,
+    Review,
+    ReviewReason,
+    Slice,
+    SliceCounts,
+    UnknownConversationError,
+)
+from cxstack.store import judgements, outcomes, reviews
 from cxstack.store.codec import (
     as_utc,
     clean_text,
@@ -426,6 +438,105 @@ class SqlAlchemyStore:
     def rebuild_outcomes(self) -> int:
         with self._begin_write() as connection:
             return outcomes.rebuild_outcomes(connection)
+
+    # ---- monitoring: review sampling, queue, reviews ------------------------------------------------------
+
+    def unoffered(
+        self, rules: OutcomeRules, now: datetime | None = None, limit: int = 500
+    ) -> list[OfferCandidate]:
+        with self._engine.connect() as connection:
+            return reviews.unoffered(connection, rules, now or utcnow(), limit)
+
+    def drawn_per_version(self, versions: set[str]) -> dict[str, int]:
+        with self._engine.connect() as connection:
+            return reviews.drawn_per_version(connection, versions)
+
+    def record_offers(self, offers: Sequence[Offer], now: datetime | None = None) -> int:
+        with self._begin_write() as connection:
+            return reviews.record_offers(connection, list(offers), now or utcnow())
+
+    def enqueue_review(
+        self,
+        conversation_id: str,
+        reason: ReviewReason,
+        *,
+        stratum: str,
+        priority: int = 0,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        with self._begin_write() as connection:
+            if (
+                connection.execute(
+                    select(outcomes.OUTCOMES.c.conversation_id).where(
+                        outcomes.OUTCOMES.c.conversation_id == conversation_id
+                    )
+                ).first()
+                is None
+            ):
+                raise UnknownConversationError(conversation_id)
+            return bool(
+                reviews.enqueue(
+                    connection, conversation_id, reason, stratum=stratum, priority=priority, detail=detail,
+                    now=utcnow(),
+                )
+            )  # fmt: skip
+
+    def next_review_item(
+        self, reviewer: str, now: datetime | None = None, lease: timedelta = timedelta(minutes=15)
+    ) -> QueueItem | None:
+        with self._begin_write() as connection:
+            return reviews.next_item(connection, reviewer, now or utcnow(), lease)
+
+    def review_queue_sizes(self) -> dict[str, int]:
+        with self._engine.connect() as connection:
+            return reviews.queue_sizes(connection)
+
+    def add_review(self, review: Review) -> Review:
+        with self._begin_write() as connection:
+            return reviews.add_review(connection, review, utcnow())
+
+    def list_reviews(
+        self, *, conversation_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[Review]:
+        with self._engine.connect() as connection:
+            return reviews.list_reviews(connection, conversation_id=conversation_id, since=since, limit=limit)
+
+    def review_strata(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        with self._engine.connect() as connection:
+            return reviews.strata(connection, since)
+
+    # ---- monitoring: judges -----------------------------------------------------------------------------
+
+    def unjudged(
+        self, judge_version: str, rules: OutcomeRules, now: datetime | None = None, limit: int = 500
+    ) -> list[str]:
+        with self._engine.connect() as connection:
+            return judgements.unjudged(connection, judge_version, rules, now or utcnow(), limit)
+
+    def record_judgement(self, judgement: Judgement) -> None:
+        with self._begin_write() as connection:
+            judgements.record(connection, judgement, utcnow())
+
+    def latest_judgements(self, conversation_ids: Sequence[str], judge_version: str) -> dict[str, Judgement]:
+        with self._engine.connect() as connection:
+            return judgements.latest(connection, list(conversation_ids), judge_version)
+
+    def add_judge_version(self, version: JudgeVersion) -> None:
+        with self._begin_write() as connection:
+            judgements.add_version(connection, version, utcnow())
+
+    def judge_versions(self) -> list[JudgeVersion]:
+        with self._engine.connect() as connection:
+            return judgements.versions(connection)
+
+    def conversation_intents(self) -> dict[str, str | None]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(outcomes.OUTCOMES.c.conversation_id, outcomes.OUTCOMES.c.intent))
+            return {r[0]: r[1] for r in rows}
+
+    def set_judge_agreement(self, version_id: str, agreement: dict[str, Any]) -> None:
+        with self._begin_write() as connection:
+            judgements.set_agreement(connection, version_id, agreement)
 
     # ---- outbox -----------------------------------------------------------------------------------------
 

@@ -60,6 +60,12 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/knowledge/facts/{fact_id}/rollback"): frozenset({"admin"}),
     ("GET", "/v1/metrics"): STAFF_READERS,
     ("POST", "/v1/conversations/{conversation_id}/csat"): frozenset({"admin", "integration"}),
+    ("GET", "/v1/rubric"): STAFF_READERS,
+    ("POST", "/v1/reviews/sample"): frozenset({"admin", "agent"}),
+    ("GET", "/v1/reviews/next"): frozenset({"admin", "agent"}),
+    ("GET", "/v1/reviews/conversations/{conversation_id}"): frozenset({"admin", "agent"}),
+    ("POST", "/v1/reviews"): frozenset({"admin", "agent"}),
+    ("GET", "/v1/reviews"): STAFF_READERS,
 }
 
 
@@ -132,6 +138,10 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         body = {"fact": fact, "reason": "authz check"}
     elif path.endswith("/csat"):
         body = {"score": 4}
+    elif route == ("POST", "/v1/reviews"):
+        # each allowed principal reviews once (a second review by the same key is a 409)
+        scores = {"correctness": 4, "groundedness": 4, "policy_compliance": 1, "resolution": 4, "tone": 5}
+        body = {"conversation_id": t.conversation_id, "scores": scores, "reason": "manual"}
     elif path.endswith("/rollback"):
         body = {"to_version": 1, "expected_version": t.fact_version(), "reason": "authz check"}
     if path.endswith("/events") or route == ("GET", "/v1/webchat/messages"):

@@ -381,9 +381,38 @@ class ReviewSampling(_Strict):
         0.05,
         ge=0,
         le=1,
-        description="Share of automated conversations to sample for human review against rubric.yaml "
-        "(0.05: one in twenty). Reserved for the monitoring layer: it does not change how conversations "
-        "are handled.",
+        description="Base share of settled conversations drawn for human review against rubric.yaml (0.05: "
+        "one in twenty). Each draw keeps its probability, so oversampling never biases the quality rate.",
+    )
+    low_confidence: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Conversations whose lowest routing confidence is below this are oversampled.",
+    )
+    oversample: float = Field(
+        3.0,
+        ge=1,
+        description="How many times more likely a low-confidence or escalated conversation is to be drawn.",
+    )
+    new_version_reviews: int = Field(
+        30,
+        ge=0,
+        description="Conversations of a workspace version with fewer draws than this are drawn twice as "
+        "often, so a change is reviewed soon after it ships.",
+    )
+    double: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of drawn conversations reviewed by two people, to measure how much people agree.",
+    )
+    margin: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The planner's target: ± this margin on each stratum's quality rate "
+        "(`cxstack review plan`).",
     )
 
 
@@ -1008,17 +1037,43 @@ class RubricCriterion(_Strict):
     description: str = Field(
         description="What a reviewer scores, and what a good and a poor score look like."
     )
+    kind: Literal["ordinal", "pass_fail"] = Field(
+        "ordinal",
+        description="ordinal: a score on `scale`; pass_fail: 1 (passes) or 0 (fails), `scale` and "
+        "`pass_at` ignored.",
+    )
     scale: tuple[int, int] = Field(
         (1, 5), description="Lowest and highest score, e.g. [1, 5]; the first must be below the second."
     )
+    pass_at: int | None = Field(
+        None,
+        description="The lowest score that passes (ordinal criteria). Empty: the top two points of the scale "
+        "(4 on 1-5).",
+    )
+    gate: bool = Field(
+        True,
+        description="A conversation passes review only if every gate criterion passes; false: the "
+        "criterion is scored and tracked but does not decide the pass.",
+    )
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return (0, 1) if self.kind == "pass_fail" else self.scale
+
+    @property
+    def threshold(self) -> int:
+        if self.kind == "pass_fail":
+            return 1
+        return self.pass_at if self.pass_at is not None else max(self.scale[0], self.scale[1] - 1)
 
 
 class Rubric(_Strict):
     version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
     criteria: list[RubricCriterion] = Field(
         default_factory=list,
-        description="What reviewers score a conversation on. Reserved for the monitoring layer: recorded "
-        "with each workspace version, not yet used in conversations.",
+        description="What reviewers and judges score a conversation on. Every review and judgement records "
+        "the rubric's content hash, so a change leaves earlier reviews with the rubric they were made "
+        "against. Empty: cxstack's default rubric (correctness, groundedness, policy, resolution, tone).",
     )
 
 

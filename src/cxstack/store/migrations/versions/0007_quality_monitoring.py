@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("csat_comment", sa.Text(), nullable=True),
         sa.Column("offered_at", UTCDateTime(), nullable=True),
         sa.Column("sample_pi", sa.Float(), nullable=True),
+        sa.Column("sample_stratum", sa.String(), nullable=True),
         sa.Column("sampled", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("reviews", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("human_quality", sa.Float(), nullable=True),
