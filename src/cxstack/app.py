@@ -417,15 +417,29 @@ class CxApp:
         return resumed
 
     async def _monitor(self) -> None:
-        """Review sampling in the background: a failure is logged and tried again next time."""
-        from cxstack.monitoring.review import as_review_store, sample
-
+        """Review sampling and judging in the background: a failure is logged and tried again next time."""
         while True:
             await asyncio.sleep(self.settings.monitoring_seconds)
             try:
-                await asyncio.to_thread(sample, as_review_store(self.store), self.workspace)
+                await asyncio.to_thread(self.monitor_once)
             except Exception:
-                log.exception("review sampling failed; trying again in %ss", self.settings.monitoring_seconds)
+                log.exception("monitoring failed; trying again in %ss", self.settings.monitoring_seconds)
+
+    def monitor_once(self) -> None:
+        """Draw settled conversations for review, then judge the ones the current judge has not judged."""
+        from cxstack.monitoring.judging import as_judging_store, current_judge, judge_pending
+        from cxstack.monitoring.review import as_review_store, sample
+
+        workspace = self.workspace
+        sample(as_review_store(self.store), workspace)
+        store = as_judging_store(self.store)
+        config = workspace.settings.llm
+        if workspace.settings.monitoring.judge == "llm" and config is not None and self.settings.llm:
+            # its own client: the answers' client lives on the turn worker's event loop
+            client = llm_client(config, base_url=self.settings.llm_base_url)
+            judge_pending(store, workspace, current_judge(store, workspace, client), close=client.aclose)
+            return
+        judge_pending(store, workspace, current_judge(store, workspace))
 
     async def stop(self) -> None:
         if self._monitoring is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -195,27 +195,42 @@ def judge_pending(
     now: datetime | None = None,
     limit: int = 500,
     timeout_s: float = JUDGE_TIMEOUT_S,
+    close: Callable[[], Awaitable[None]] | None = None,
 ) -> JudgeRun:
-    """Judges settled conversations the current version has not judged (up to `limit`)."""
+    """Judges settled conversations the current version has not judged (up to `limit`); `close` runs at the
+    end on the run's event loop (an LLM client made for the run)."""
     now = now or utcnow()
     rules = rules_of(workspace.settings.monitoring)
     version = rubric_version(workspace.rubric)
-    judged = failed = 0
-    for conversation_id in store.unjudged(judge.version, rules, now, limit):
-        exchange = stored_exchange(store, workspace, conversation_id)
-        try:
-            score = asyncio.run(asyncio.wait_for(judge.score(exchange, workspace.rubric), timeout_s))
-        except Exception as error:  # a judge that fails leaves the conversation unjudged, never guessed
-            failed += 1
-            reason = "timed out" if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
+    pending = store.unjudged(judge.version, rules, now, limit)
+
+    async def judge_all() -> tuple[int, int]:
+        # one event loop for the whole run: an LLM judge's HTTP client lives on it
+        judged = failed = 0
+        for conversation_id in pending:
+            exchange = stored_exchange(store, workspace, conversation_id)
+            try:
+                score = await asyncio.wait_for(judge.score(exchange, workspace.rubric), timeout_s)
+            except Exception as error:  # a judge that fails leaves the conversation unjudged, never guessed
+                failed += 1
+                reason = (
+                    "timed out"
+                    if isinstance(error, TimeoutError)
+                    else f"{type(error).__name__}: {error}"[:500]
+                )
+                store.record_judgement(
+                    Judgement(conversation_id, judge.version, version, {}, None, None, error=reason)
+                )
+                continue
+            judged += 1
             store.record_judgement(
-                Judgement(conversation_id, judge.version, version, {}, None, None, error=reason)
+                Judgement(conversation_id, judge.version, version, score.scores, score.overall, score.passed)
             )
-            continue
-        judged += 1
-        store.record_judgement(
-            Judgement(conversation_id, judge.version, version, score.scores, score.overall, score.passed)
-        )
+        if close is not None:
+            await close()  # on this loop, where the judge's client made its connections
+        return judged, failed
+
+    judged, failed = asyncio.run(judge_all())
     return JudgeRun(judged, failed, judge.version)
 
 

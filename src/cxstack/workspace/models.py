@@ -451,6 +451,11 @@ class MonitoringSettings(_Strict):
         description="…and only after it has been compared with people on at least this many conversations "
         "there.",
     )
+    judge: Literal["offline", "llm"] = Field(
+        "offline",
+        description="Which judge the service runs on settled conversations: offline (no model, no cost) or "
+        "llm (the workspace's `llm`, through the same guard as answers; needs `llm`).",
+    )
 
 
 class WorkspaceSettings(_Strict):
