@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +31,7 @@ from cxstack.monitoring.quality import (
     human_only,
     metrics,
     prediction_powered,
+    sums_of_units,
 )
 from cxstack.store.outcomes import OUTCOMES
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
@@ -222,36 +222,7 @@ def population(
 
 
 def sums_of(h: np.ndarray, j: np.ndarray | None, pi: np.ndarray, drawn: np.ndarray) -> QualitySums:
-    """QualitySums computed directly from unit arrays (the store computes the same in SQL)."""
-    xi = drawn.astype(float)
-    w = xi * (1 - pi) / pi**2
-    out = QualitySums(
-        units=len(h),
-        reviewed=int(xi.sum()),
-        c=float((xi / pi).sum()),
-        a=float((xi * h / pi).sum()),
-        w=float(w.sum()),
-        wh=float((w * h).sum()),
-        whh=float((w * h * h).sum()),
-    )
-    if j is None:
-        return out
-    return replace(
-        out,
-        judged_units=len(h),
-        judged_pass=float(j.sum()),
-        judged_reviewed=int(xi.sum()),
-        judged_agree=float((xi * (1 - abs(h - j))).sum()),
-        judged_c=out.c,
-        judged_a=out.a,
-        judged_b=float((xi * j / pi).sum()),
-        judged_w=out.w,
-        judged_wh=out.wh,
-        judged_wj=float((w * j).sum()),
-        judged_whh=out.whh,
-        judged_whj=float((w * h * j).sum()),
-        judged_wjj=float((w * j * j).sum()),
-    )
+    return sums_of_units(h, j, pi, drawn)
 
 
 def test_human_only_is_the_hajek_estimator_with_its_linearised_variance() -> None:

@@ -20,7 +20,7 @@ one. Fewer than `min_reviews` reviews: the quality rate is insufficient, never a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -300,4 +300,45 @@ def metrics(
         overall=metric_row(overall, policy),
         since=since,
         until=until,
+    )
+
+
+def sums_of_units(human: Any, judge: Any, pi: Any, reviewed: Any) -> QualitySums:
+    """QualitySums from unit arrays (numpy): the store computes the same sums in SQL; simulations and
+    tests use this. `judge` may be None (no judge labels)."""
+    import numpy as np
+
+    h = np.asarray(human, dtype=float)
+    p = np.asarray(pi, dtype=float)
+    xi = np.asarray(reviewed, dtype=bool)
+    h = np.where(xi, h, 0.0)
+    w = np.where(xi, (1 - p) / p**2, 0.0)
+    inverse = np.where(xi, 1 / p, 0.0)
+    sums = QualitySums(
+        units=int(h.size),
+        reviewed=int(xi.sum()),
+        c=float(inverse.sum()),
+        a=float((inverse * h).sum()),
+        w=float(w.sum()),
+        wh=float((w * h).sum()),
+        whh=float((w * h * h).sum()),
+    )
+    if judge is None:
+        return sums
+    j = np.asarray(judge, dtype=float)
+    return replace(
+        sums,
+        judged_units=int(j.size),
+        judged_pass=float(j.sum()),
+        judged_reviewed=sums.reviewed,
+        judged_agree=float(np.where(xi, 1 - np.abs(h - j), 0.0).sum()),
+        judged_c=sums.c,
+        judged_a=sums.a,
+        judged_b=float((inverse * j).sum()),
+        judged_w=sums.w,
+        judged_wh=sums.wh,
+        judged_wj=float((w * j).sum()),
+        judged_whh=sums.whh,
+        judged_whj=float((w * h * j).sum()),
+        judged_wjj=float((w * j * j).sum()),
     )
