@@ -567,6 +567,10 @@ def _add_pages(api: FastAPI) -> None:
     async def reviews_page(request: Request, cx: Cx) -> HTMLResponse:
         return templates.TemplateResponse(request, "reviews.html", _page_context(cx, "reviews"))
 
+    @api.get("/quality", response_class=HTMLResponse, include_in_schema=False)
+    async def quality_page(request: Request, cx: Cx) -> HTMLResponse:
+        return templates.TemplateResponse(request, "quality.html", _page_context(cx, "quality"))
+
 
 def _page_context(cx: CxApp, page: str) -> dict[str, Any]:
     ws = cx.workspace

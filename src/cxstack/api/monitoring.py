@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cxstack.api.security import Principal, Scope, requires
@@ -24,6 +25,7 @@ from cxstack.domain.quality import (
     UnknownConversationError,
 )
 from cxstack.monitoring import review
+from cxstack.monitoring.prometheus import CONTENT_TYPE, MetricsExporter
 from cxstack.monitoring.quality import as_monitoring_store, metrics
 from cxstack.monitoring.review import as_review_store
 from cxstack.monitoring.rubric import ScoresInvalidError
@@ -110,6 +112,27 @@ class CsatRecorded(BaseModel):
 
 
 def add_monitoring_routes(api: FastAPI) -> None:
+    exporters: dict[int, MetricsExporter] = {}
+    started = utcnow()  # counters count the turns committed since this API was made
+
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        tags=["monitoring"],
+        responses={**_ERRORS, 200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        dependencies=[requires(Scope.METRICS_READ)],
+    )
+    def prometheus_metrics(cx: Cx) -> Response:
+        """Prometheus metrics (scrape with a viewer key as a bearer token): turns by decision and outcome,
+        escalations by reason, turn and per-layer durations since this process started; queue
+        sizes; automation with quality over the last 7 days; drift alerts with their p-values."""
+        exporter = exporters.get(id(cx))
+        if exporter is None:
+            exporter = exporters.setdefault(
+                id(cx), MetricsExporter(cx.store, lambda: cx.workspace, since=started)
+            )
+        return Response(exporter.scrape(), media_type=CONTENT_TYPE)
+
     @api.get(
         "/v1/metrics",
         response_model=MetricsOut,
@@ -152,6 +175,25 @@ def add_monitoring_routes(api: FastAPI) -> None:
         settings = cx.workspace.settings.monitoring
         report = metrics(cx.store, settings, by, since=since, until=until, where=where)
         return MetricsOut.model_validate(report.as_dict())
+
+    @api.get(
+        "/v1/report",
+        response_class=HTMLResponse,
+        tags=["monitoring"],
+        responses={**_ERRORS, 200: {"content": {"text/html": {}}, "description": "the report page"}},
+        dependencies=[requires(Scope.METRICS_READ)],
+    )
+    def get_report(
+        cx: Cx, days: Annotated[float, Query(ge=1, le=3660, description="The last N days")] = 30
+    ) -> HTMLResponse:
+        """The quality report as a self-contained HTML page (what `cxstack report` writes): automation and
+        quality over time with intervals, per intent and mechanism, judge agreement, drift, the queue."""
+        from cxstack.monitoring.report import build_report, report_html
+
+        page = report_html(build_report(cx.store, cx.workspace, days=days))
+        # shown in a sandboxed frame by the Quality page; nothing in it runs or loads anything
+        headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+        return HTMLResponse(page, headers=headers)
 
     @api.post(
         "/v1/conversations/{conversation_id}/csat",

@@ -157,8 +157,13 @@ def _agreement_table(report: dict[str, Any], title: str) -> Table:
     row("pass/fail overall", report["overall"])
     for name, a in report["criteria"].items():
         row(f"  {name}", a)
+    thin = [name for name, a in report["intents"].items() if "insufficient" in a]
     for name, a in report["intents"].items():
-        row(f"  intent {name}", a)
+        if name not in thin:
+            row(f"  intent {name}", a)
+    if thin:
+        pairs = sum(report["intents"][name]["pairs"] for name in thin)
+        table.add_row(f"  {len(thin)} intents with too few pairs", str(pairs), "insufficient", "", "", "")
     row("two people (double reviews)", report["human_human"])
     return table
 

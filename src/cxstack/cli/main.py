@@ -21,7 +21,7 @@ from rich.table import Table
 
 from cxstack.cli import kb_history, render
 from cxstack.cli.judge import judge_app
-from cxstack.cli.monitoring import metrics_command
+from cxstack.cli.monitoring import drift_command, metrics_command, report_command
 from cxstack.cli.review import review_app
 from cxstack.cli.services import (
     copy_demo_samples,
@@ -48,12 +48,14 @@ kb_app = typer.Typer(
     help="The knowledge layer: facts, retrieval and the grounding check.", no_args_is_help=True
 )
 app.add_typer(kb_app, name="kb")
-report_app = typer.Typer(help="Reports from the stored traces.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports from the stored traces: quality (the default) and model costs.")
 app.add_typer(report_app, name="report")
 llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 app.add_typer(stats_app, name="stats")
 app.command("metrics")(metrics_command)
+app.command("drift")(drift_command)
+report_app.callback(invoke_without_command=True)(report_command)
 app.add_typer(review_app, name="review")
 app.add_typer(judge_app, name="judge")
 kb_app.command("history")(kb_history.history)

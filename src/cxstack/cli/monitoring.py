@@ -122,3 +122,91 @@ def metrics_command(
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
     console.print(metrics_table(report, f"{ws.settings.name}: the last {days:g} days by {by}"))
+
+
+def report_command(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", envvar="CXSTACK_WORKSPACE", help="Workspace folder.")
+    ] = Path("."),
+    html: Annotated[
+        Path, typer.Option("--html", help="Where to write the report (self-contained HTML, with charts).")
+    ] = Path("cxstack-report.html"),
+    days: Annotated[
+        float, typer.Option("--days", min=1, help="Conversations started in the last N days.")
+    ] = 30,
+    home: Annotated[Path | None, typer.Option("--home", help="State folder (default: CXSTACK_HOME).")] = None,
+) -> None:
+    """The quality report: automation and quality over time with intervals, per intent, judge agreement,
+    drift; written as one HTML file, with a summary here. `report costs` is the model cost per intent."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from cxstack.app import Settings, open_store
+    from cxstack.monitoring.report import build_report, report_html
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+
+    try:
+        ws = load_workspace(workspace)
+    except (WorkspaceInvalid, FileNotFoundError) as exc:
+        err.print(f"[bold red]workspace {workspace}: {exc}[/]")
+        raise typer.Exit(1) from None
+    store = open_store(Settings(home=home) if home is not None else Settings())
+    report = build_report(store, ws, days=days)
+    html.write_text(report_html(report), encoding="utf-8")
+    for line in report.summary():
+        console.print(line, soft_wrap=True)
+    console.print(f"report written to {html}", soft_wrap=True)
+
+
+def drift_command(
+    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")] = Path("."),
+    days: Annotated[
+        float, typer.Option("--days", min=1, help="Compare the last N days with the N days before.")
+    ] = 7,
+    versions: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--versions", help="Compare two workspace versions instead: BEFORE AFTER."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    home: Annotated[Path | None, typer.Option("--home", help="State folder (default: CXSTACK_HOME).")] = None,
+) -> None:
+    """Drift of quality, judge agreement, escalation rate and intent mix, each with its test and p-value.
+    Exits 1 when a check alerts (for a cron job or CI)."""
+    import json
+
+    from cxstack.app import Settings, open_store
+    from cxstack.monitoring.drift import drift_between_periods, drift_between_versions
+    from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
+
+    try:
+        ws = load_workspace(workspace)
+    except (WorkspaceInvalid, FileNotFoundError) as exc:
+        err.print(f"[bold red]workspace {workspace}: {exc}[/]")
+        raise typer.Exit(2) from None
+    store = open_store(Settings(home=home) if home is not None else Settings())
+    settings = ws.settings.monitoring
+    if versions:
+        report = drift_between_versions(store, settings, versions[0], versions[1])
+    else:
+        report = drift_between_periods(store, settings, days=days)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        table = Table(title=f"drift: {report.before} → {report.after}")
+        for column in ("metric", "before", "after", "change", "test", "p", ""):
+            table.add_column(
+                column, justify="right" if column in ("before", "after", "change", "p") else "left"
+            )
+        for c in report.checks:
+            table.add_row(
+                c.metric,
+                "—" if c.before is None else f"{c.before:.1%}",
+                "—" if c.after is None else f"{c.after:.1%}",
+                "—" if c.change is None else f"{c.change:+.3f}",
+                c.test,
+                "—" if c.p is None else f"{c.p:.3g}",
+                "[bold red]ALERT[/]" if c.alert else c.note,
+            )
+        console.print(table)
+    if report.alerts:
+        raise typer.Exit(1)

@@ -332,7 +332,9 @@ def _human_human(by_conversation: dict[str, list[Review]], minimum: int) -> dict
     for reviews in by_conversation.values():
         people: dict[str, Review] = {}
         for review in reviews:
-            people.setdefault(review.reviewer, review)
+            # a correction is a decision made knowing the disagreement, not an independent second opinion
+            if review.reason != ReviewReason.DISAGREEMENT:
+                people.setdefault(review.reviewer, review)
         if len(people) >= 2:
             a, b = list(people.values())[:2]
             firsts.append(float(a.passed))

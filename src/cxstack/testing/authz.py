@@ -61,6 +61,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/metrics"): STAFF_READERS,
     ("POST", "/v1/conversations/{conversation_id}/csat"): frozenset({"admin", "integration"}),
     ("GET", "/v1/rubric"): STAFF_READERS,
+    ("GET", "/v1/report"): STAFF_READERS,
     ("POST", "/v1/reviews/sample"): frozenset({"admin", "agent"}),
     ("GET", "/v1/reviews/next"): frozenset({"admin", "agent"}),
     ("GET", "/v1/reviews/conversations/{conversation_id}"): frozenset({"admin", "agent"}),

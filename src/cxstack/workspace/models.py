@@ -451,6 +451,20 @@ class MonitoringSettings(_Strict):
         description="…and only after it has been compared with people on at least this many conversations "
         "there.",
     )
+    drift_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="A drift alert needs its test's p-value below this (quality, judge agreement, escalation "
+        "rate, intent mix; between the last week and the one before, or two workspace versions)…",
+    )
+    drift_min_change: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="…and a change at least this large: 0.05 is 5 points for a rate, a Cramér's V of 0.05 "
+        "for the intent mix.",
+    )
     judge: Literal["offline", "llm"] = Field(
         "offline",
         description="Which judge the service runs on settled conversations: offline (no model, no cost) or "

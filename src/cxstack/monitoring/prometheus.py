@@ -1,0 +1,188 @@
+"""`/metrics` in Prometheus's text format (prometheus-client), from the store, so it counts the turns of every
+worker whichever process ran them.
+
+At each scrape the collector reads the traces committed since the previous scrape (an indexed range on
+`created_at`) and adds them to this process's counters and histograms — turns by decision and outcome,
+escalations by reason, turn and per-layer durations — then reads the current sizes: the send queue, open
+escalations per queue, conversations waiting for a turn, the review queue. Automation and quality of the
+last 7 days come as a pair of gauges with their interval bounds (never one without the other), with the drift
+checks, cached for a few minutes since each is several grouped queries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from cxstack.domain.models import utcnow
+from cxstack.domain.ports import OutboxStatus
+from cxstack.workspace.workspace import Workspace
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CACHE_SECONDS = 300.0
+BATCH = 5000
+
+
+class _Gauges(Collector):
+    """Sizes and the quality pair, read from the store at scrape time."""
+
+    def __init__(self, exporter: MetricsExporter) -> None:
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.exporter.gauges()
+
+
+class MetricsExporter:
+    def __init__(
+        self, store: Any, workspace: Callable[[], Workspace], *, since: datetime | None = None
+    ) -> None:
+        self.store = store
+        self.workspace = workspace
+        self.registry = CollectorRegistry(auto_describe=False)  # describing would query the store
+        self.turns = Counter(
+            "cxstack_turns", "Turns committed, by decision and outcome", ["decision", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.escalations = Counter(
+            "cxstack_escalations", "Turns that escalated, by reason code", ["reason"], registry=self.registry
+        )
+        self.turn_seconds = Histogram(
+            "cxstack_turn_seconds", "Turn duration", buckets=BUCKETS, registry=self.registry
+        )
+        self.layer_seconds = Histogram(
+            "cxstack_layer_seconds", "Time spent per layer in a turn", ["layer"], buckets=BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self._watermark = since or utcnow()
+        self._seen_at_watermark: set[str] = set()
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
+        self.registry.register(_Gauges(self))
+
+    # ---- counters from new traces ------------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        from cxstack.store.orm import TraceRow
+
+        traces = TraceRow.__table__
+        c = traces.c
+        while True:
+            query = (
+                select(c.id, c.decision, c.outcome, c.reason_code, c.duration_ms, c.steps, c.created_at)
+                .where(c.created_at >= self._watermark)
+                .order_by(c.created_at, c.id)
+                .limit(BATCH)
+            )
+            with self.store.engine.connect() as connection:
+                rows = connection.execute(query).fetchall()
+            fresh = [r for r in rows if r.id not in self._seen_at_watermark]
+            for row in fresh:
+                self.turns.labels(row.decision, row.outcome).inc()
+                if row.outcome == "escalated":
+                    self.escalations.labels(row.reason_code or "unknown").inc()
+                self.turn_seconds.observe((row.duration_ms or 0.0) / 1000)
+                per_layer: dict[str, float] = {}
+                for step in row.steps or []:
+                    layer = str(step.get("layer", "unknown"))
+                    per_layer[layer] = per_layer.get(layer, 0.0) + float(step.get("duration_ms") or 0.0)
+                for layer, ms in per_layer.items():
+                    self.layer_seconds.labels(layer).observe(ms / 1000)
+            if not rows:
+                return
+            last = rows[-1].created_at
+            if last.tzinfo is None:
+                from datetime import UTC
+
+                last = last.replace(tzinfo=UTC)
+            at_last = {r.id for r in rows if r.created_at == rows[-1].created_at}
+            if last == self._watermark:
+                self._seen_at_watermark |= at_last
+            else:
+                self._watermark, self._seen_at_watermark = last, at_last
+            if len(rows) < BATCH:
+                return
+
+    # ---- gauges -------------------------------------------------------------------------------------------
+
+    def gauges(self) -> Iterator[Metric]:
+        store = self.store
+        outbox = GaugeMetricFamily("cxstack_outbox_items", "Replies in the send queue", labels=["status"])
+        for status in (OutboxStatus.PENDING, OutboxStatus.DEAD):
+            outbox.add_metric([status.value], store.count_outbox(status))
+        yield outbox
+        escalations = GaugeMetricFamily("cxstack_open_escalations", "Open escalations", labels=["queue"])
+        open_by_queue: dict[str, int] = {}
+        for packet in store.list_escalations(status="open"):
+            open_by_queue[packet.queue] = open_by_queue.get(packet.queue, 0) + 1
+        for queue, count in sorted(open_by_queue.items()):
+            escalations.add_metric([queue], count)
+        yield escalations
+        yield GaugeMetricFamily(
+            "cxstack_conversations_pending", "Conversations with messages waiting for a turn",
+            value=len(store.conversations_with_pending()),
+        )  # fmt: skip
+        if hasattr(store, "review_queue_sizes"):
+            reviews = GaugeMetricFamily("cxstack_review_queue", "Open review items", labels=["reason"])
+            for reason, count in sorted(store.review_queue_sizes().items()):
+                reviews.add_metric([reason], count)
+            yield reviews
+        yield from self._quality()
+
+    def _quality(self) -> list[Metric]:
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < CACHE_SECONDS:
+            return self._cached[1]
+        from cxstack.monitoring.drift import drift_between_periods
+        from cxstack.monitoring.quality import metrics
+
+        settings = self.workspace().settings.monitoring
+        row = metrics(self.store, settings, "all", since=utcnow() - timedelta(days=7)).overall
+        pair = GaugeMetricFamily(
+            "cxstack_rate_7d",
+            "Automation and quality of conversations started in the last 7 days, always together: estimate "
+            "and 95% interval bounds (quality absent when reviews are too few)",
+            labels=["metric", "bound", "method"],
+        )
+        for name, interval, method in (
+            ("automation", row.automation, "wilson"),
+            ("quality", row.quality.value, row.quality.method),
+            ("quality_human_only", row.quality.human_only, "hajek"),
+        ):
+            if interval is None:
+                continue
+            for bound, value in (
+                ("estimate", interval.estimate),
+                ("low", interval.low),
+                ("high", interval.high),
+            ):
+                pair.add_metric([name, bound, method], value)
+        drift = GaugeMetricFamily(
+            "cxstack_drift_alert",
+            "1 when the metric drifted (last 7 days vs the 7 before)",
+            labels=["metric", "test"],
+        )
+        p_values = GaugeMetricFamily(
+            "cxstack_drift_p_value", "The drift test's p-value", labels=["metric", "test"]
+        )
+        for check in drift_between_periods(self.store, settings, days=7).checks:
+            drift.add_metric([check.metric, check.test], float(check.alert))
+            if check.p is not None:
+                p_values.add_metric([check.metric, check.test], check.p)
+        result: list[Metric] = [pair, drift, p_values]
+        self._cached = (now, result)
+        return result
+
+    def scrape(self) -> bytes:
+        with self._lock:
+            self._catch_up()
+            return generate_latest(self.registry)
