@@ -43,9 +43,11 @@ GOOD = {"correctness": 5, "groundedness": 5, "policy_compliance": 1, "resolution
 BAD = {"correctness": 1, "groundedness": 2, "policy_compliance": 1, "resolution": 2, "tone": 4}
 
 
-@pytest.fixture
-def store(sqlite_engine: object) -> SqlAlchemyStore:
-    return SqlAlchemyStore(sqlite_engine)  # type: ignore[arg-type]
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> SqlAlchemyStore:
+    return SqlAlchemyStore(
+        request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+    )
 
 
 @pytest.fixture
@@ -348,3 +350,41 @@ async def test_the_service_draws_and_judges_settled_conversations(
     assert set(judged) == {"m1", "m2"} and all(j.error is None for j in judged.values())
     counts = store.slice_counts("all", rules=OutcomeRules())[0]
     assert counts.conversations == 2 and counts.unjudged == 0
+
+
+def test_the_llm_judge_next_version_learns_from_corrections(
+    store: SqlAlchemyStore, workspace: Workspace, model: tuple[Any, str]
+) -> None:
+    from cxstack.monitoring.judging import next_llm_version
+    from cxstack.monitoring.review import sample
+
+    backend, base_url = model
+    answer = json.dumps(
+        {"correctness": 5, "groundedness": 5, "policy_compliance": 1, "resolution": 5, "tone": 5}
+    )
+    backend.on("POST", CHAT, Reply(200, openai_completion(answer)))
+    ids = conversations(store, 30)
+    everyone = replace(workspace, settings=workspace.settings.model_copy(update={
+        "review_sampling": workspace.settings.review_sampling.model_copy(update={"rate": 1.0, "double": 0})
+    }))  # fmt: skip
+    sample(store, everyone, now=NOW)
+    for conversation in ids:  # people fail a third of them; the stand-in model passes everything
+        failing = int(conversation[1:]) % 3 == 0
+        submit(store, workspace, conversation_id=conversation, reviewer="ana",
+               scores=BAD if failing else GOOD, reason=ReviewReason.SAMPLE)  # fmt: skip
+    client = llm(base_url)
+    first = current_judge(store, workspace, client)
+    assert first.version == "llm-1"
+    judge_pending(store, workspace, first, now=NOW, close=client.aclose)
+    assert queue_disagreements(store, "llm-1") == 10
+    while (item := store.next_review_item("ben")) is not None:
+        submit(store, workspace, conversation_id=item.conversation_id, reviewer="ben", scores=BAD,
+               reason=ReviewReason.DISAGREEMENT)  # fmt: skip
+    second = llm(base_url)
+    made = next_llm_version(store, workspace, second, close=second.aclose)
+    corrected_in_fold_0 = [c for c in ids if int(c[1:]) % 3 == 0 and fold_of(c) == 0]
+    assert made.version.id == "llm-2" and made.fitted_on == min(6, len(corrected_in_fold_0))
+    assert len(made.version.params["examples"]) == made.fitted_on
+    assert made.after["pairs"] == len([c for c in ids if fold_of(c) == 1])
+    prompts = [json.loads(r.body)["messages"][0]["content"] for r in backend.requests_to("POST", CHAT)]
+    assert any("Example graded by a person" in p for p in prompts)

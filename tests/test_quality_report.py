@@ -25,9 +25,11 @@ from cxstack.workspace.models import MonitoringSettings
 from cxstack.workspace.workspace import Workspace
 
 
-@pytest.fixture
-def store(sqlite_engine: object) -> SqlAlchemyStore:
-    return SqlAlchemyStore(sqlite_engine)  # type: ignore[arg-type]
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> SqlAlchemyStore:
+    return SqlAlchemyStore(
+        request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+    )
 
 
 @pytest.fixture

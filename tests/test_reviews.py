@@ -36,9 +36,11 @@ GOOD = {"correctness": 5, "groundedness": 4, "policy_compliance": 1, "resolution
 BAD = {**GOOD, "correctness": 2}
 
 
-@pytest.fixture
-def store(sqlite_engine: object) -> SqlAlchemyStore:
-    return SqlAlchemyStore(sqlite_engine)  # type: ignore[arg-type]
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> SqlAlchemyStore:
+    return SqlAlchemyStore(
+        request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+    )
 
 
 @pytest.fixture

@@ -206,21 +206,36 @@ def judge_disagreements(workspace: WorkspaceArg, home: HomeOpt = None) -> None:
 @judge_app.command("refit")
 def judge_refit(
     workspace: WorkspaceArg,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm", help="The LLM judge's next version (corrections as examples), not the offline one."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
     home: HomeOpt = None,
 ) -> None:
-    """Make the next offline judge version from the reviews and corrections of one half of the conversations;
-    report its agreement and its parent's on the other half."""
-    from cxstack.monitoring.judging import next_version
+    """Make the next judge version from the reviews and corrections of one half of the conversations; report
+    its agreement and its parent's on the other half."""
+    from cxstack.monitoring.judging import next_llm_version, next_version
 
     ws, store = _open(workspace, home)
-    made = next_version(store, ws)
+    if llm:
+        from cxstack.integrations.llm.registry import llm_client
+
+        if ws.settings.llm is None:
+            err.print("[bold red]the workspace has no `llm:` settings: the LLM judge needs a model[/]")
+            raise typer.Exit(2)
+        client = llm_client(ws.settings.llm)
+        made = next_llm_version(store, ws, client, close=client.aclose)
+    else:
+        made = next_version(store, ws)
     if as_json:
         payload = {"version": made.version.id, "parent": made.version.parent, "fitted_on": made.fitted_on,
                    "held_out_before": made.before, "held_out_after": made.after}  # fmt: skip
         typer.echo(json.dumps(payload, indent=2))
         return
-    console.print(f"judge {made.version.id} fitted on {made.fitted_on} reviewed conversations (fold 0)")
+    console.print(f"judge {made.version.id} made from {made.fitted_on} reviewed conversations (fold 0)")
     console.print(_agreement_table(made.before, f"{made.version.parent} on the held-out fold"))
     console.print(_agreement_table(made.after, f"{made.version.id} on the held-out fold"))
     console.print("`cxstack judge run` judges every conversation with the new version.")

@@ -422,3 +422,79 @@ def next_version(store: JudgingStore, workspace: Workspace, *, min_rows: int = 2
         version.id, {"held_out": after, "parent_held_out": before, "fitted_on": len(rows)}
     )
     return NewVersion(version, before, after, len(rows))
+
+
+def next_llm_version(
+    store: JudgingStore,
+    workspace: Workspace,
+    llm: Any,
+    *,
+    examples: int = 6,
+    close: Callable[[], Awaitable[None]] | None = None,
+) -> NewVersion:
+    """The LLM judge's next version: the corrections (people's decisions on disagreements) of fold 0 become
+    its few-shot examples; both versions judge fold 1's reviewed conversations and their agreement is
+    reported there."""
+    from cxstack.monitoring.judges import LLMJudge
+
+    parent = current_judge(store, workspace, llm)
+    assert isinstance(parent, LLMJudge)
+    corrections: list[dict[str, Any]] = []
+    by_conversation: dict[str, list[Review]] = {}
+    for review in store.list_reviews(limit=1_000_000):
+        by_conversation.setdefault(review.conversation_id, []).append(review)
+    for conversation_id, reviews in sorted(by_conversation.items()):
+        decided = [r for r in reviews if r.reason == ReviewReason.DISAGREEMENT]
+        if not decided or fold_of(conversation_id) != 0 or len(corrections) >= examples:
+            continue
+        exchange = stored_exchange(store, workspace, conversation_id)
+        corrections.append(
+            {
+                "context": exchange.context[-3:],
+                "reply": exchange.reply[:1500],
+                "knowledge": [k[:300] for k in exchange.knowledge[:4]],
+                "scores": decided[-1].scores,
+                "passed": decided[-1].passed,
+            }
+        )
+    numbers = [int(v.id.rsplit("-", 1)[1]) for v in store.judge_versions() if v.kind == "llm"]
+    number = 1 + max(numbers, default=0)
+    version = JudgeVersion(
+        f"llm-{number}",
+        "llm",
+        rubric_version(workspace.rubric),
+        {"examples": parent.examples + corrections},
+        parent=parent.version,
+        fit_fold=0,
+    )
+    store.add_judge_version(version)
+    held_out = [c for c in by_conversation if fold_of(c) == 1]
+    child = LLMJudge(llm, version.id, version.params["examples"])
+
+    async def judge_held_out() -> None:
+        for judge in (parent, child):
+            done = store.latest_judgements(held_out, judge.version)
+            for conversation_id in sorted(set(held_out) - set(done)):
+                exchange = stored_exchange(store, workspace, conversation_id)
+                try:
+                    score = await judge.score(exchange, workspace.rubric)
+                except Exception as error:
+                    reason = f"{type(error).__name__}: {error}"[:500]
+                    failed = Judgement(
+                        conversation_id, judge.version, version.rubric_version, {}, None, None, reason
+                    )
+                    store.record_judgement(failed)
+                    continue
+                rubric = version.rubric_version
+                store.record_judgement(
+                    Judgement(
+                        conversation_id, judge.version, rubric, score.scores, score.overall, score.passed
+                    )
+                )
+
+    asyncio.run(judge_held_out())
+    before = agreement_report(store, workspace, parent.version, only_fold=1)
+    after = agreement_report(store, workspace, version.id, only_fold=1)
+    fitted = len(corrections)
+    store.set_judge_agreement(version.id, {"held_out": after, "parent_held_out": before, "fitted_on": fitted})
+    return NewVersion(version, before, after, fitted)
