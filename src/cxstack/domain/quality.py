@@ -68,9 +68,10 @@ class QualitySums:
     """Sufficient statistics of the quality labels of one slice, summed by the store.
 
     Units are the conversations offered to the review sampler (each with its inclusion probability π),
-    excluding those drawn but not yet reviewed. h is the human label (0 to 1), j the judge's (0 or 1); ξ = 1
-    for a reviewed unit. w = ξ (1 - π) / π² (the design weight of the variance). Sums prefixed `judged_` are
-    over units that also have a judge label.
+    except those drawn and not yet reviewed, which are counted in `pending`. h is the human label (0 to 1), j
+    the judge's (0 or 1); ξ = 1 for a reviewed unit. `c`, `a`, `v…` are sums of ξ·x/π, `u…` of ξ·x/π²: the
+    estimator combines them with the share of draws reviewed so far (see monitoring/quality.py). Sums prefixed
+    `judged_` are over units that also have a judge label.
     """
 
     units: int = 0
@@ -78,9 +79,10 @@ class QualitySums:
     pending: int = 0  # drawn, not reviewed yet (left out of the units)
     c: float = 0.0  # Σ ξ / π
     a: float = 0.0  # Σ ξ h / π
-    w: float = 0.0  # Σ w
-    wh: float = 0.0  # Σ w h
-    whh: float = 0.0  # Σ w h²
+    vhh: float = 0.0  # Σ ξ h² / π
+    u: float = 0.0  # Σ ξ / π²
+    uh: float = 0.0  # Σ ξ h / π²
+    uhh: float = 0.0  # Σ ξ h² / π²
     judged_units: int = 0
     judged_pass: float = 0.0  # Σ j
     judged_reviewed: int = 0  # pairs: reviewed units with a judge label
@@ -88,12 +90,15 @@ class QualitySums:
     judged_c: float = 0.0
     judged_a: float = 0.0
     judged_b: float = 0.0  # Σ ξ j / π
-    judged_w: float = 0.0
-    judged_wh: float = 0.0
-    judged_wj: float = 0.0
-    judged_whh: float = 0.0
-    judged_whj: float = 0.0
-    judged_wjj: float = 0.0
+    judged_vhh: float = 0.0
+    judged_vhj: float = 0.0
+    judged_vjj: float = 0.0
+    judged_u: float = 0.0
+    judged_uh: float = 0.0
+    judged_uj: float = 0.0
+    judged_uhh: float = 0.0
+    judged_uhj: float = 0.0
+    judged_ujj: float = 0.0
 
     def __add__(self, other: QualitySums) -> QualitySums:
         return QualitySums(

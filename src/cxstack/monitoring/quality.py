@@ -12,6 +12,12 @@ variance (clipped to [0, 1], λ = 0 giving back the human-only estimate) is PPI+
 linearised Poisson-sampling ones, Σ ξ (1 − π)/π² (r − r̄)² ÷ (Σ ξ/π)², so a slice reviewed in full has no
 sampling error. Everything comes from the sums the store returns (`QualitySums`), never from rows.
 
+Reviews lag draws. The queue serves drawn conversations in random order (never the oversampled first), so
+those reviewed so far are a random share f of those drawn: a second sampling phase. Each reviewed conversation
+then had probability f·π of being reviewed; the point estimates do not change (f cancels in the ratios) and
+the variance becomes Σ ξ (1 − f·π)/π² (r − r̄)² ÷ (Σ ξ/π)² — wider while reviews are pending, the
+single-phase one once everything drawn is reviewed.
+
 A judge is *trusted* for a slice when it has been compared with people on at least `min_pairs` reviewed
 conversations there and agreed on at least `trust_threshold` of them; elsewhere the estimate is the human-only
 one. Fewer than `min_reviews` reviews: the quality rate is insufficient, never a number.
@@ -95,11 +101,47 @@ def _interval(estimate: float, variance: float, z: float) -> Interval:
     return Interval(estimate, max(0.0, estimate - half), min(1.0, estimate + half))
 
 
+@dataclass(frozen=True, slots=True)
+class _Weights:
+    """Σ ξ (1 − f·π)/π² · x for x in the moments the estimators need (f: the share of draws reviewed)."""
+
+    w: float
+    wh: float
+    whh: float
+    jw: float
+    jwh: float
+    jwj: float
+    jwhh: float
+    jwhj: float
+    jwjj: float
+
+
+def _weights(s: QualitySums) -> _Weights:
+    f = s.reviewed / (s.reviewed + s.pending) if s.reviewed else 1.0
+
+    def eff(u: float, v: float) -> float:
+        # Σ ξ (1 − fπ)/(fπ)² x over (Σ ξ/(fπ))²: the f² cancel, leaving Σ ξ (1 − fπ)/π² x over (Σ ξ/π)²
+        return u - f * v
+
+    return _Weights(
+        w=eff(s.u, s.c),
+        wh=eff(s.uh, s.a),
+        whh=eff(s.uhh, s.vhh),
+        jw=eff(s.judged_u, s.judged_c),
+        jwh=eff(s.judged_uh, s.judged_a),
+        jwj=eff(s.judged_uj, s.judged_b),
+        jwhh=eff(s.judged_uhh, s.judged_vhh),
+        jwhj=eff(s.judged_uhj, s.judged_vhj),
+        jwjj=eff(s.judged_ujj, s.judged_vjj),
+    )
+
+
 def human_only(s: QualitySums, z: float) -> Interval | None:
     if s.reviewed == 0 or s.c <= 0:
         return None
+    k = _weights(s)
     theta = s.a / s.c
-    variance = (s.whh - 2 * theta * s.wh + theta * theta * s.w) / (s.c * s.c)
+    variance = (k.whh - 2 * theta * k.wh + theta * theta * k.w) / (s.c * s.c)
     return _interval(theta, variance, z)
 
 
@@ -107,19 +149,20 @@ def prediction_powered(s: QualitySums, z: float, lam: float | None = None) -> tu
     """PPI++ (λ tuned) or, given `lam`, PPI with that weight; None without judged and reviewed units."""
     if s.judged_units == 0 or s.judged_reviewed == 0 or s.judged_c <= 0:
         return None
+    k = _weights(s)
     if lam is None:
-        var_j = s.judged_wjj - s.judged_wj**2 / s.judged_w if s.judged_w > 0 else 0.0
-        cov = s.judged_whj - s.judged_wh * s.judged_wj / s.judged_w if s.judged_w > 0 else 0.0
+        var_j = k.jwjj - k.jwj**2 / k.jw if k.jw > 0 else 0.0
+        cov = k.jwhj - k.jwh * k.jwj / k.jw if k.jw > 0 else 0.0
         lam = min(1.0, max(0.0, cov / var_j)) if var_j > 1e-12 else 1.0
     residual = (s.judged_a - lam * s.judged_b) / s.judged_c
     theta = lam * s.judged_pass / s.judged_units + residual
     # Σ w (h − λj − r̄)², expanded into the stored sums
     spread = (
-        s.judged_whh
-        - 2 * lam * s.judged_whj
-        + lam * lam * s.judged_wjj
-        - 2 * residual * (s.judged_wh - lam * s.judged_wj)
-        + residual * residual * s.judged_w
+        k.jwhh
+        - 2 * lam * k.jwhj
+        + lam * lam * k.jwjj
+        - 2 * residual * (k.jwh - lam * k.jwj)
+        + residual * residual * k.jw
     )
     return _interval(theta, spread / (s.judged_c**2), z), lam
 
@@ -303,25 +346,28 @@ def metrics(
     )
 
 
-def sums_of_units(human: Any, judge: Any, pi: Any, reviewed: Any) -> QualitySums:
+def sums_of_units(human: Any, judge: Any, pi: Any, reviewed: Any, pending: int = 0) -> QualitySums:
     """QualitySums from unit arrays (numpy): the store computes the same sums in SQL; simulations and
-    tests use this. `judge` may be None (no judge labels)."""
+    tests use this. `judge` may be None (no judge labels); `pending`: drawn units not reviewed yet (not in
+    the arrays)."""
     import numpy as np
 
     h = np.asarray(human, dtype=float)
     p = np.asarray(pi, dtype=float)
     xi = np.asarray(reviewed, dtype=bool)
     h = np.where(xi, h, 0.0)
-    w = np.where(xi, (1 - p) / p**2, 0.0)
-    inverse = np.where(xi, 1 / p, 0.0)
+    v = np.where(xi, 1 / p, 0.0)
+    u = np.where(xi, 1 / p**2, 0.0)
     sums = QualitySums(
         units=int(h.size),
         reviewed=int(xi.sum()),
-        c=float(inverse.sum()),
-        a=float((inverse * h).sum()),
-        w=float(w.sum()),
-        wh=float((w * h).sum()),
-        whh=float((w * h * h).sum()),
+        pending=pending,
+        c=float(v.sum()),
+        a=float((v * h).sum()),
+        vhh=float((v * h * h).sum()),
+        u=float(u.sum()),
+        uh=float((u * h).sum()),
+        uhh=float((u * h * h).sum()),
     )
     if judge is None:
         return sums
@@ -334,11 +380,14 @@ def sums_of_units(human: Any, judge: Any, pi: Any, reviewed: Any) -> QualitySums
         judged_agree=float(np.where(xi, 1 - np.abs(h - j), 0.0).sum()),
         judged_c=sums.c,
         judged_a=sums.a,
-        judged_b=float((inverse * j).sum()),
-        judged_w=sums.w,
-        judged_wh=sums.wh,
-        judged_wj=float((w * j).sum()),
-        judged_whh=sums.whh,
-        judged_whj=float((w * h * j).sum()),
-        judged_wjj=float((w * j * j).sum()),
+        judged_b=float((v * j).sum()),
+        judged_vhh=sums.vhh,
+        judged_vhj=float((v * h * j).sum()),
+        judged_vjj=float((v * j * j).sum()),
+        judged_u=sums.u,
+        judged_uh=sums.uh,
+        judged_uj=float((u * j).sum()),
+        judged_uhh=sums.uhh,
+        judged_uhj=float((u * h * j).sum()),
+        judged_ujj=float((u * j * j).sum()),
     )

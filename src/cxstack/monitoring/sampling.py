@@ -74,8 +74,9 @@ def decide(
                 sampled=sampled,
                 stratum=stratum,
                 wanted=2 if double else 1,
-                # escalations and low confidence first: that is where a bad answer costs most
-                priority=len(reasons),
+                # all draws alike: the queue serves them in random order, so the reviews done at any time
+                # are a random share of the draws (the estimate relies on it); oversampling drew more of them
+                priority=0,
                 detail={"oversampled": reasons} if reasons else {},
             )
         )

@@ -277,7 +277,6 @@ def slice_counts(
     labelled = and_(unit, reviewed)
     judged = and_(unit, j.is_not(None))
     both = and_(labelled, j.is_not(None))
-    weight = (1.0 - pi) / (pi * pi)
     columns = [
         key.label("key"),
         func.count().label("conversations"),
@@ -293,9 +292,10 @@ def slice_counts(
         count_if(and_(c.offered_at.is_not(None), c.sampled.is_(True), c.reviews == 0)).label("q_pending"),
         sum_if(labelled, 1.0 / pi).label("q_c"),
         sum_if(labelled, h / pi).label("q_a"),
-        sum_if(labelled, weight).label("q_w"),
-        sum_if(labelled, weight * h).label("q_wh"),
-        sum_if(labelled, weight * h * h).label("q_whh"),
+        sum_if(labelled, h * h / pi).label("q_vhh"),
+        sum_if(labelled, 1.0 / (pi * pi)).label("q_u"),
+        sum_if(labelled, h / (pi * pi)).label("q_uh"),
+        sum_if(labelled, h * h / (pi * pi)).label("q_uhh"),
         count_if(judged).label("q_judged_units"),
         sum_if(judged, j).label("q_judged_pass"),
         count_if(both).label("q_judged_reviewed"),
@@ -303,12 +303,15 @@ def slice_counts(
         sum_if(both, 1.0 / pi).label("q_judged_c"),
         sum_if(both, h / pi).label("q_judged_a"),
         sum_if(both, j / pi).label("q_judged_b"),
-        sum_if(both, weight).label("q_judged_w"),
-        sum_if(both, weight * h).label("q_judged_wh"),
-        sum_if(both, weight * j).label("q_judged_wj"),
-        sum_if(both, weight * h * h).label("q_judged_whh"),
-        sum_if(both, weight * h * j).label("q_judged_whj"),
-        sum_if(both, weight * j * j).label("q_judged_wjj"),
+        sum_if(both, h * h / pi).label("q_judged_vhh"),
+        sum_if(both, h * j / pi).label("q_judged_vhj"),
+        sum_if(both, j * j / pi).label("q_judged_vjj"),
+        sum_if(both, 1.0 / (pi * pi)).label("q_judged_u"),
+        sum_if(both, h / (pi * pi)).label("q_judged_uh"),
+        sum_if(both, j / (pi * pi)).label("q_judged_uj"),
+        sum_if(both, h * h / (pi * pi)).label("q_judged_uhh"),
+        sum_if(both, h * j / (pi * pi)).label("q_judged_uhj"),
+        sum_if(both, j * j / (pi * pi)).label("q_judged_ujj"),
     ]
     query = select(*columns).group_by(key)
     if since is not None:

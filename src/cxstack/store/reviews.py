@@ -144,7 +144,8 @@ def next_item(connection: Connection, reviewer: str, now: datetime, lease: timed
             or_(q.claimed_until.is_(None), q.claimed_until < now, q.claimed_by == reviewer),
             ~reviewed_by_them,
         )
-        .order_by(q.priority.desc(), q.created_at, q.id)
+        # within a priority, in the order of the random ids: the sample's reviews stay a random share of it
+        .order_by(q.priority.desc(), q.id)
         .limit(1)
     ).first()
     if row is None:
