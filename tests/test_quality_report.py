@@ -143,6 +143,8 @@ def test_metrics_endpoint_speaks_prometheus_and_needs_a_key(api_client: Any) -> 
     assert 'cxstack_layer_seconds_bucket{layer="orchestration"' in text
     assert "cxstack_outbox_items" in text and "cxstack_review_queue" in text
     assert 'cxstack_rate_7d{bound="estimate",method="wilson",metric="automation"}' in text
+    # no reviews: the quality gauge is there, as NaN, beside automation
+    assert 'cxstack_rate_7d{bound="estimate",method="insufficient",metric="quality"} NaN' in text
     assert "cxstack_drift_alert" in text
     again = client.get("/metrics", headers=viewer).text  # counted once, not again at the next scrape
     assert sum(float(v) for v in re.findall(r"^cxstack_turns_total\{[^}]*\} (\S+)$", again, re.M)) == turns

@@ -250,6 +250,7 @@ def serve(
         if demo_key is not None:
             console.print(f"admin key ({DEMO_KEY_NAME!r}, shown once): [bold]{demo_key.secret}[/]")
             console.print(f"escalation desk, logged in: {base}/escalations#key={demo_key.secret}")
+            console.print(f"reviews, logged in: {base}/reviews#key={demo_key.secret} (Quality: the top bar)")
             console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
 
     serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)

@@ -150,22 +150,22 @@ class MetricsExporter:
         pair = GaugeMetricFamily(
             "cxstack_rate_7d",
             "Automation and quality of conversations started in the last 7 days, always together: estimate "
-            "and 95% interval bounds (quality absent when reviews are too few)",
+            "and 95% interval bounds (NaN when there is no figure: too few reviews, nothing settled)",
             labels=["metric", "bound", "method"],
         )
+        nan = float("nan")
         for name, interval, method in (
             ("automation", row.automation, "wilson"),
             ("quality", row.quality.value, row.quality.method),
             ("quality_human_only", row.quality.human_only, "hajek"),
         ):
-            if interval is None:
-                continue
-            for bound, value in (
-                ("estimate", interval.estimate),
-                ("low", interval.low),
-                ("high", interval.high),
-            ):
+            # no figure (too few reviews, nothing settled): NaN, so automation never appears alone
+            values = (nan, nan, nan) if interval is None else (interval.estimate, interval.low, interval.high)
+            for bound, value in zip(("estimate", "low", "high"), values, strict=True):
                 pair.add_metric([name, bound, method], value)
+        reviews = GaugeMetricFamily(
+            "cxstack_quality_reviews_7d", "Reviews behind the 7-day quality rate", value=row.quality.reviewed
+        )
         drift = GaugeMetricFamily(
             "cxstack_drift_alert",
             "1 when the metric drifted (last 7 days vs the 7 before)",
@@ -178,7 +178,7 @@ class MetricsExporter:
             drift.add_metric([check.metric, check.test], float(check.alert))
             if check.p is not None:
                 p_values.add_metric([check.metric, check.test], check.p)
-        result: list[Metric] = [pair, drift, p_values]
+        result: list[Metric] = [pair, reviews, drift, p_values]
         self._cached = (now, result)
         return result
 
