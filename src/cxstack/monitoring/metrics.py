@@ -1,4 +1,4 @@
-"""Automation and escalation rates, always together, by intent and by mechanism. Pure functions."""
+"""Replay rates: automation and escalation of scripted conversations, and agreement with what they expect."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from cxstack.domain.models import Trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +63,6 @@ def rates_by(outcomes: Iterable[ConversationOutcome], key: str) -> list[RateRow]
         counts[value][o.outcome] += 1
     rows = [RateRow(k, sum(c.values()), c["automated"], c["escalated"]) for k, c in counts.items()]
     return sorted(rows, key=lambda r: (-r.conversations, r.key))
-
-
-def turn_rates_by_intent(traces: Iterable[Trace]) -> dict[str, RateRow]:
-    """Per intent from live traffic: here `conversations` counts turns (each trace is one turn)."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for trace in traces:
-        if trace.intent:
-            counts[trace.intent][trace.outcome] += 1
-    return {
-        intent: RateRow(intent, sum(c.values()), c["automated"], c["escalated"] + c["handled_by_human"])
-        for intent, c in counts.items()
-    }
 
 
 def overall(outcomes: Sequence[ConversationOutcome]) -> RateRow:
