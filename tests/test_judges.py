@@ -388,3 +388,21 @@ def test_the_llm_judge_next_version_learns_from_corrections(
     assert made.after["pairs"] == len([c for c in ids if fold_of(c) == 1])
     prompts = [json.loads(r.body)["messages"][0]["content"] for r in backend.requests_to("POST", CHAT)]
     assert any("Example graded by a person" in p for p in prompts)
+
+
+def test_a_workspace_naming_an_unknown_judge_is_refused_with_the_choices(tmp_path: Path) -> None:
+    from cxstack.workspace.loader import WorkspaceInvalid
+
+    root = write_workspace(tmp_path / "ws")
+    with (root / "cxstack.yaml").open("a") as settings:
+        settings.write("monitoring:\n  judge: oracle\n")
+    with pytest.raises(WorkspaceInvalid) as caught:
+        load_workspace(root)
+    assert "no judge named `oracle`" in str(caught.value) and "llm, offline" in str(caught.value)
+
+
+def test_judges_are_plug_ins_registered_by_name() -> None:
+    from cxstack.monitoring.judges import available_judges, judge_plugin
+
+    assert {"offline", "llm"} <= set(available_judges())
+    assert judge_plugin("offline") is OfflineJudge

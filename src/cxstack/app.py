@@ -434,12 +434,16 @@ class CxApp:
         sample(as_review_store(self.store), workspace)
         store = as_judging_store(self.store)
         config = workspace.settings.llm
-        if workspace.settings.monitoring.judge == "llm" and config is not None and self.settings.llm:
+        name = workspace.settings.monitoring.judge
+        if name == "llm":
+            if config is None or not self.settings.llm:
+                log.warning("monitoring.judge is llm but no model is configured: nothing judged")
+                return
             # its own client: the answers' client lives on the turn worker's event loop
             client = llm_client(config, base_url=self.settings.llm_base_url)
             judge_pending(store, workspace, current_judge(store, workspace, client), close=client.aclose)
             return
-        judge_pending(store, workspace, current_judge(store, workspace))
+        judge_pending(store, workspace, current_judge(store, workspace, name=name))
 
     async def stop(self) -> None:
         if self._monitoring is not None:

@@ -89,6 +89,33 @@ class Judge(Protocol):
     async def score(self, exchange: Exchange, rubric: Rubric) -> JudgeScore: ...
 
 
+JUDGE_GROUP = "cxstack.judges"
+
+
+class UnknownJudgeError(LookupError):
+    pass
+
+
+def available_judges() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=JUDGE_GROUP))
+
+
+def judge_plugin(name: str) -> Any:
+    """The judge class registered under `name` in the `cxstack.judges` entry point group (built in: offline,
+    llm). A plug-in is made as `cls(version=f"{name}-1")` and must offer `kind` and `score`."""
+    from importlib.metadata import entry_points
+
+    matches = [ep for ep in entry_points(group=JUDGE_GROUP) if ep.name == name]
+    if not matches:
+        raise UnknownJudgeError(
+            f"no judge named {name!r}; available: {', '.join(available_judges()) or 'none'} "
+            f"(plug-ins register under the entry point group {JUDGE_GROUP!r})"
+        )
+    return matches[0].load()
+
+
 # ---- the offline judge -------------------------------------------------------------------------------------
 
 

@@ -157,10 +157,22 @@ def stored_exchange(store: JudgingStore, workspace: Workspace, conversation_id: 
 # ---- versions ---------------------------------------------------------------------------------------------
 
 
-def current_judge(store: JudgingStore, workspace: Workspace, llm: Any = None) -> Judge:
-    """The newest offline version (offline-1, recorded on first use), or the newest LLM version when the
-    workspace has a model configured and `llm` is given."""
+def current_judge(
+    store: JudgingStore, workspace: Workspace, llm: Any = None, *, name: str | None = None
+) -> Judge:
+    """The newest offline version (offline-1, recorded on first use), the newest LLM version when `llm` is
+    given, or a plug-in judge named `name` (its version `<name>-1`, recorded on first use)."""
     versions = store.judge_versions()
+    if name not in (None, "offline", "llm"):
+        from cxstack.monitoring.judges import judge_plugin
+
+        plugin = judge_plugin(str(name))(version=f"{name}-1")
+        if not any(v.id == plugin.version for v in versions):
+            store.add_judge_version(
+                JudgeVersion(plugin.version, str(plugin.kind), rubric_version(workspace.rubric), {})
+            )
+        judge: Judge = plugin
+        return judge
     if llm is not None:
         from cxstack.monitoring.judges import LLMJudge
 

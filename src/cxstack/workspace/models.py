@@ -465,10 +465,11 @@ class MonitoringSettings(_Strict):
         description="…and a change at least this large: 0.05 is 5 points for a rate, a Cramér's V of 0.05 "
         "for the intent mix.",
     )
-    judge: Literal["offline", "llm"] = Field(
+    judge: str = Field(
         "offline",
-        description="Which judge the service runs on settled conversations: offline (no model, no cost) or "
-        "llm (the workspace's `llm`, through the same guard as answers; needs `llm`).",
+        description="Which judge the service runs on settled conversations, by its name in the "
+        "`cxstack.judges` entry point group: offline (built in; no model, no cost), llm (built in; the "
+        "workspace's `llm`, through the same guard as answers) or a plug-in's.",
     )
 
 

@@ -652,6 +652,19 @@ def _check_settings(check: WorkspaceCheck) -> None:
     settings, doc = check.settings, check.docs.get(SETTINGS_FILE)
     if settings is None or doc is None:
         return
+    from importlib.metadata import entry_points
+
+    judges = sorted(ep.name for ep in entry_points(group="cxstack.judges"))
+    if settings.monitoring.judge not in judges:
+        check.add(
+            doc,
+            ("monitoring", "judge"),
+            f"no judge named `{settings.monitoring.judge}`",
+            f"use one of {', '.join(judges)} (plug-ins register in the `cxstack.judges` entry point group)",
+        )
+    if settings.monitoring.judge == "llm" and settings.llm is None:
+        fix = "add an `llm:` block, or use the offline judge"
+        check.add(doc, ("monitoring", "judge"), "the llm judge needs a model", fix, "warning")
     queues = settings.escalation.queues
     counts = Counter(q.name for q in queues)
     for index, queue in enumerate(queues):
