@@ -38,11 +38,12 @@ class RecordingChannel:
         self.sent: list[str] = []
         self.calls = 0
 
-    async def send(self, item: OutboxItem) -> None:
+    async def send(self, item: OutboxItem) -> str | None:
         self.calls += 1
         if item.conversation_id in self.failing:
             raise ConnectionError("provider answered 503")
         self.sent.append(item.text)
+        return None
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -22,6 +22,8 @@ from cxstack import __version__
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
+from cxstack.channels.whatsapp import CHANNEL as WHATSAPP
+from cxstack.channels.whatsapp import UnconfiguredChannel, WhatsAppChannel, WhatsAppSettings
 from cxstack.domain.llm import LLMSessions
 from cxstack.domain.models import (
     Conversation,
@@ -33,7 +35,7 @@ from cxstack.domain.models import (
     Message,
     Trace,
 )
-from cxstack.domain.ports import IngestResult, Store
+from cxstack.domain.ports import IngestResult, OutboxItem, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 from cxstack.integrations.llm.registry import llm_client
@@ -322,6 +324,7 @@ class ConversationView:
     messages: list[Message]
     traces: list[Trace]
     escalations: list[EscalationPacket] = field(default_factory=list)
+    deliveries: list[OutboxItem] = field(default_factory=list)
 
 
 def _inbound(
@@ -370,6 +373,14 @@ class CxApp:
             name: RestChannel(name, self.broker)
             for name in {"api", "webchat", *engine.workspace.settings.channels}
         }
+        # Configured by environment (its secrets never sit in the workspace); on when the workspace lists it.
+        self.whatsapp = WhatsAppSettings.from_env()
+        if WHATSAPP in engine.workspace.settings.channels:
+            if self.whatsapp is not None:
+                channels[WHATSAPP] = WhatsAppChannel(self.whatsapp, store)
+            else:
+                log.warning("the workspace lists whatsapp but CXSTACK_WHATSAPP_* are not set: it is off")
+                channels[WHATSAPP] = UnconfiguredChannel(WHATSAPP, "CXSTACK_WHATSAPP_* are not set")
         self.outbox = OutboxDispatcher(store, channels)
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
@@ -509,6 +520,7 @@ class CxApp:
             messages=self.store.list_messages(cid),
             traces=self.store.list_traces(cid),
             escalations=escalations,
+            deliveries=self.store.outbox_for(cid),
         )
 
     async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:

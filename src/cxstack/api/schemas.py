@@ -218,6 +218,19 @@ class ConversationSummary(BaseModel):
     updated_at: datetime
 
 
+class DeliveryOut(BaseModel):
+    """A reply's way to the customer: queued, sent, or dead (with why), and what the provider reported."""
+
+    message_id: str
+    channel: str
+    status: str  # pending | sent | dead
+    attempts: int
+    error: str | None
+    provider_message_id: str | None
+    delivery_status: str | None  # sent | delivered | read | failed, where the channel reports it
+    delivery_error: str | None
+
+
 class ConversationOut(ConversationSummary):
     state: dict[str, Any]
     customer: CustomerOut | None
@@ -226,6 +239,7 @@ class ConversationOut(ConversationSummary):
     escalations: list[EscalationOut]
     # Text of every fact cited in a trace, so a reader sees what the answer rested on.
     facts: dict[str, str]
+    deliveries: list[DeliveryOut] = []
 
 
 class MessageAccepted(BaseModel):

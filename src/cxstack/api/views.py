@@ -20,6 +20,7 @@ from cxstack.api.schemas import (
     ConversationSummary,
     CustomerOut,
     CustomerProfile,
+    DeliveryOut,
     EscalationOut,
     FactCitationOut,
     HealthOut,
@@ -223,6 +224,19 @@ def conversation_out(view: ConversationView, workspace: Workspace) -> Conversati
         traces=[trace_out(t) for t in view.traces],
         escalations=[escalation_out(e) for e in sorted(view.escalations, key=lambda e: e.created_at)],
         facts=cited_fact_texts(view.traces, workspace),
+        deliveries=[
+            DeliveryOut(
+                message_id=item.message_id,
+                channel=item.channel,
+                status=item.status.value,
+                attempts=item.attempts,
+                error=item.last_error,
+                provider_message_id=item.provider_message_id,
+                delivery_status=item.delivery_status,
+                delivery_error=item.delivery_error,
+            )
+            for item in view.deliveries
+        ],
     )
 
 

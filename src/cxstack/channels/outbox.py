@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 
 from cxstack.channels.base import Channel
-from cxstack.domain.ports import OutboxStatus, Store
+from cxstack.domain.ports import OutboxStatus, PermanentSendError, Store
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,14 @@ class OutboxDispatcher:
                     self._failed(item.id, item.channel, f"no channel named {item.channel!r}")
                     continue
                 try:
-                    await channel.send(item)
+                    provider_id = await channel.send(item)
+                except PermanentSendError as exc:
+                    self._failed(item.id, item.channel, str(exc), permanent=True)
+                    continue
                 except Exception as exc:
                     self._failed(item.id, item.channel, f"{type(exc).__name__}: {exc}")
                     continue
-                self._store.mark_sent(item.id)
+                self._store.mark_sent(item.id, provider_id)
                 sent += 1
             # A sent item leaves the queue and a failed one is rescheduled, so a full batch may hide more
             # due items behind it; each is tried at most once per flush.
@@ -73,8 +76,8 @@ class OutboxDispatcher:
                 return sent
         return sent
 
-    def _failed(self, outbox_id: str, channel: str, error: str) -> None:
-        item = self._store.mark_send_failed(outbox_id, error)
+    def _failed(self, outbox_id: str, channel: str, error: str, *, permanent: bool = False) -> None:
+        item = self._store.mark_send_failed(outbox_id, error, permanent=permanent)
         if item.status == OutboxStatus.DEAD:
             log.error(
                 "outbox %s: send on %s failed %d times (%s); it is dead: GET /v1/outbox?status=dead lists it",

@@ -39,5 +39,6 @@ class RestChannel:
         self.name = name
         self._broker = broker
 
-    async def send(self, item: OutboxItem) -> None:
+    async def send(self, item: OutboxItem) -> str | None:
         self._broker.publish(item.conversation_id)
+        return None

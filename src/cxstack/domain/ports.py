@@ -68,6 +68,31 @@ class OutboxItem:
     created_at: datetime
     next_attempt_at: datetime
     last_error: str | None = None
+    # What the channel's provider says happened to it (WhatsApp: its message id, then sent → delivered → read,
+    # or failed), applied in order whatever order the callbacks arrive in.
+    provider_message_id: str | None = None
+    delivery_status: str | None = None
+    delivery_error: str | None = None
+
+
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
+
+
+def delivery_moves(current: str | None, new: str) -> bool:
+    """Whether a provider's status report moves a reply on: never back (a late "sent" after "read"), and a
+    failure only if the reply was not read."""
+    if new not in DELIVERY_RANK:
+        return False
+    if current is None:
+        return True
+    if new == "failed":
+        return current not in ("read", "failed")
+    return current != "failed" and DELIVERY_RANK[new] > DELIVERY_RANK.get(current, 0)
+
+
+class PermanentSendError(Exception):
+    """A send that will never succeed as it is (outside WhatsApp's 24-hour window, an invalid recipient): the
+    item goes dead at once with this reason, instead of being retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +231,19 @@ class Store(Protocol):
         """Pending items due at `now` (default: the current time), the earliest due first."""
         ...
 
-    def mark_sent(self, outbox_id: str) -> None: ...
-    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
-        """Counts a failed attempt and schedules the next one, or marks the item dead; returns it updated.
-        An item already sent stays sent."""
+    def mark_sent(self, outbox_id: str, provider_message_id: str | None = None) -> None: ...
+    def mark_send_failed(
+        self, outbox_id: str, error: str, now: datetime | None = None, *, permanent: bool = False
+    ) -> OutboxItem:
+        """Counts a failed attempt and schedules the next one, or marks the item dead (at once when
+        `permanent`); returns it updated. An item already sent stays sent."""
+        ...
+
+    def apply_delivery_status(
+        self, channel: str, provider_message_id: str, status: str, error: str | None = None
+    ) -> OutboxItem | None:
+        """A provider's report on a sent reply, applied only if it moves the reply on (`delivery_moves`);
+        the item (None if no reply has that provider id)."""
         ...
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxItem]:
@@ -217,6 +251,10 @@ class Store(Protocol):
         ...
 
     def count_outbox(self, status: OutboxStatus) -> int: ...
+    def outbox_for(self, conversation_id: ConversationId) -> list[OutboxItem]:
+        """Every reply of the conversation with its send and delivery state, oldest first."""
+        ...
+
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         """A dead (or pending) item back in the queue, due now, with a fresh count of attempts.
         Raises KeyError if unknown, ValueError if already sent."""

@@ -166,7 +166,7 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     # The send queue is read as "pending and due, earliest first": one index range scan, however many items
     # wait for a later retry or lie dead.
-    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+    __table_args__ = (Index(None, "status", "next_attempt_at"), Index(None, "provider_message_id"))
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
@@ -179,6 +179,10 @@ class OutboxRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    delivery_status: Mapped[str | None] = mapped_column(String, nullable=True)
+    delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class EscalationRow(Base):

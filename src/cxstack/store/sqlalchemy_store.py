@@ -47,6 +47,7 @@ from cxstack.domain.ports import (
     SendRetryPolicy,
     StaleStateError,
     TurnCommit,
+    delivery_moves,
 )
 from cxstack.domain.quality import (
     Judgement,
@@ -547,21 +548,43 @@ class SqlAlchemyStore:
             rows = connection.execute(_DUE_OUTBOX, {"limit": limit, "now": now or utcnow()})
             return [_outbox_item(cast(Any, row)) for row in rows]
 
-    def mark_sent(self, outbox_id: str) -> None:
-        """Idempotent; the first confirmation's time is kept."""
+    def mark_sent(self, outbox_id: str, provider_message_id: str | None = None) -> None:
+        """Idempotent; the first confirmation's time (and provider message id) is kept."""
         with self._begin_write() as connection:
-            marked = connection.execute(_MARK_SENT, {"outbox_id": outbox_id, "now": utcnow()}).first()
+            marked = connection.execute(
+                _MARK_SENT, {"outbox_id": outbox_id, "now": utcnow(), "provider_id": provider_message_id}
+            ).first()
         if marked is None:
             raise KeyError(f"unknown outbox item {outbox_id}")
 
-    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
+    def apply_delivery_status(
+        self, channel: str, provider_message_id: str, status: str, error: str | None = None
+    ) -> OutboxItem | None:
+        with self._write() as session:
+            row = session.scalars(
+                select(OutboxRow).where(
+                    OutboxRow.channel == channel, OutboxRow.provider_message_id == provider_message_id
+                )
+            ).first()
+            if row is None:
+                return None
+            if delivery_moves(row.delivery_status, status):
+                row.delivery_status = status
+                row.delivery_error = None if error is None else clean_text(error)[:2000]
+                row.delivery_at = utcnow()
+                session.flush()
+            return _outbox_item(row)
+
+    def mark_send_failed(
+        self, outbox_id: str, error: str, now: datetime | None = None, *, permanent: bool = False
+    ) -> OutboxItem:
         now = now or utcnow()
         with self._write() as session:
             row = _outbox_row(session, outbox_id)
             if row.status == OutboxStatus.PENDING:  # a late report for a sent or dead item changes nothing
                 row.attempts += 1
                 row.last_error = clean_text(error)
-                if self.send_retry.is_exhausted(row.attempts):
+                if permanent or self.send_retry.is_exhausted(row.attempts):
                     row.status = OutboxStatus.DEAD.value
                 else:
                     row.next_attempt_at = now + self.send_retry.delay_after(row.attempts, self._rng)
@@ -572,6 +595,15 @@ class SqlAlchemyStore:
         with self._engine.connect() as connection:
             rows = connection.execute(_LIST_OUTBOX, {"status": OutboxStatus(status).value, "limit": limit})
             return [_outbox_item(cast(Any, row)) for row in rows]
+
+    def outbox_for(self, conversation_id: ConversationId) -> list[OutboxItem]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(OutboxRow)
+                .where(OutboxRow.conversation_id == conversation_id)
+                .order_by(OutboxRow.created_at, OutboxRow.id)
+            ).all()
+            return [_outbox_item(row) for row in rows]
 
     def count_outbox(self, status: OutboxStatus) -> int:
         with self._engine.connect() as connection:
@@ -931,6 +963,7 @@ _MARK_SENT = (
         status=OUTBOX_SENT,
         sent_at=func.coalesce(_OUTBOX.c.sent_at, bindparam("now", type_=_OUTBOX.c.sent_at.type)),
         last_error=None,
+        provider_message_id=func.coalesce(_OUTBOX.c.provider_message_id, bindparam("provider_id")),
     )
     .returning(_OUTBOX.c.id)
 )
@@ -1356,6 +1389,9 @@ def _outbox_item(row: OutboxRow) -> OutboxItem:
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
         last_error=row.last_error,
+        provider_message_id=row.provider_message_id,
+        delivery_status=row.delivery_status,
+        delivery_error=row.delivery_error,
     )
 
 

@@ -44,6 +44,7 @@ from cxstack.domain.ports import (
     SendRetryPolicy,
     StaleStateError,
     TurnCommit,
+    delivery_moves,
 )
 from cxstack.store.codec import (
     as_utc,
@@ -113,6 +114,9 @@ class _OutboxRecord:
     attempts: int = 0
     last_error: str | None = None
     sent_at: datetime | None = None
+    provider_message_id: str | None = None
+    delivery_status: str | None = None
+    delivery_error: str | None = None
 
     def to_domain(self) -> OutboxItem:
         return OutboxItem(
@@ -126,6 +130,9 @@ class _OutboxRecord:
             created_at=self.created_at,
             next_attempt_at=self.next_attempt_at,
             last_error=self.last_error,
+            provider_message_id=self.provider_message_id,
+            delivery_status=self.delivery_status,
+            delivery_error=self.delivery_error,
         )
 
 
@@ -570,21 +577,36 @@ class InMemoryStore:
             )
             return [item.to_domain() for item in records[:limit]]
 
-    def mark_sent(self, outbox_id: str) -> None:
+    def mark_sent(self, outbox_id: str, provider_message_id: str | None = None) -> None:
         with self._lock:
             item = self._outbox_item(outbox_id)
             if item.status != OutboxStatus.SENT:
                 item.status = OutboxStatus.SENT
                 item.sent_at = self._now()
                 item.last_error = None
+            item.provider_message_id = item.provider_message_id or provider_message_id
 
-    def mark_send_failed(self, outbox_id: str, error: str, now: datetime | None = None) -> OutboxItem:
+    def apply_delivery_status(
+        self, channel: str, provider_message_id: str, status: str, error: str | None = None
+    ) -> OutboxItem | None:
+        with self._lock:
+            for item in self._outbox.values():
+                if item.channel == channel and item.provider_message_id == provider_message_id:
+                    if delivery_moves(item.delivery_status, status):
+                        item.delivery_status = status
+                        item.delivery_error = None if error is None else clean_text(error)[:2000]
+                    return item.to_domain()
+        return None
+
+    def mark_send_failed(
+        self, outbox_id: str, error: str, now: datetime | None = None, *, permanent: bool = False
+    ) -> OutboxItem:
         with self._lock:
             item = self._outbox_item(outbox_id)
             if item.status == OutboxStatus.PENDING:
                 item.attempts += 1
                 item.last_error = clean_text(error)
-                if self.send_retry.is_exhausted(item.attempts):
+                if permanent or self.send_retry.is_exhausted(item.attempts):
                     item.status = OutboxStatus.DEAD
                 else:
                     failed_at = as_utc(now or utcnow())
@@ -598,6 +620,14 @@ class InMemoryStore:
                 key=lambda item: (item.created_at, item.id),
             )
             return [item.to_domain() for item in records[:limit]]
+
+    def outbox_for(self, conversation_id: ConversationId) -> list[OutboxItem]:
+        with self._lock:
+            records = sorted(
+                (item for item in self._outbox.values() if item.conversation_id == conversation_id),
+                key=lambda item: (item.created_at, item.id),
+            )
+            return [item.to_domain() for item in records]
 
     def count_outbox(self, status: OutboxStatus) -> int:
         with self._lock:

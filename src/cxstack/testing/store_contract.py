@@ -479,6 +479,30 @@ class StoreContract:
         assert (after_send.status, after_send.attempts) == (OutboxStatus.SENT, 0)
         assert items[1].id not in {item.id for item in store.pending_outbox(now=later)}
 
+    def test_delivery_reports_move_a_reply_on_and_never_back(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-d", conversation="conv-d")).message
+        store.commit_turn(make_commit("conv-d", message.id, reply="on its way"))
+        item = store.pending_outbox()[0]
+        assert store.apply_delivery_status("webchat", "wamid.1", "sent") is None  # no reply has that id yet
+        store.mark_sent(item.id, "wamid.1")
+        store.mark_sent(item.id, "wamid.other")  # the first provider id is kept
+        # callbacks out of order: read arrives before delivered, a late "sent" after both
+        for status in ("read", "delivered", "sent", "failed"):
+            updated = store.apply_delivery_status("webchat", "wamid.1", status)
+            assert updated is not None and updated.delivery_status == "read"
+        assert store.apply_delivery_status("whatsapp", "wamid.1", "read") is None  # another channel's id
+
+    def test_a_permanent_failure_is_dead_at_once(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-p", conversation="conv-p")).message
+        store.commit_turn(make_commit("conv-p", message.id, reply="late"))
+        item = store.pending_outbox()[0]
+        dead = store.mark_send_failed(item.id, "outside the 24-hour window", permanent=True)
+        assert (dead.status, dead.attempts, dead.last_error) == (
+            OutboxStatus.DEAD,
+            1,
+            "outside the 24-hour window",
+        )
+
     def test_a_failed_item_waits_for_its_next_attempt(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         store.commit_turn(make_commit("conv-1", message.id))

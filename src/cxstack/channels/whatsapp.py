@@ -1,0 +1,292 @@
+"""WhatsApp Cloud API: the webhook's contract (verification, signatures, payloads) and the outbound sender.
+
+Inbound (`/webhooks/whatsapp`, api/webhooks.py):
+- GET with `hub.mode=subscribe` and the configured `hub.verify_token` answers `hub.challenge`; else 403.
+- POST is verified before it is parsed: `X-Hub-Signature-256` must be `sha256=` + HMAC-SHA256(app secret, raw
+  body), compared in constant time; missing or wrong → 401 and nothing stored.
+- The payload's `metadata.phone_number_id` must be this deployment's number (else 404, logged): one app may
+  serve several numbers, and a delivery for another is not ours to store.
+- Each message is stored under its `wamid` as the idempotency key (Meta delivers at least once), so a
+  redelivered webhook is a no-op; text, button and list replies become text, media a placeholder with its id.
+- The sender's number is the conversation (`wa:<number>`) and its customer; WhatsApp vouches for the number,
+  not for anything the message says.
+- Status callbacks (sent, delivered, read, failed) update the reply they name, in order whatever order they
+  arrive in (`Store.apply_delivery_status`).
+
+Outbound (`WhatsAppChannel`, through the outbox like every channel): free text only inside the 24-hour
+customer-service window, which opens with the customer's last message; outside it the send fails permanently
+with an error naming the window (WhatsApp would refuse it, or accept it and never deliver it), never a silent
+drop. Graph API errors: 429, 5xx and throttling codes are retried by the outbox; invalid recipients and
+re-engagement refusals (131047) are permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from cxstack.domain.models import Role
+from cxstack.domain.ports import OutboxItem, PermanentSendError
+
+CHANNEL = "whatsapp"
+CONVERSATION_PREFIX = "wa:"
+SERVICE_WINDOW = timedelta(hours=24)
+DEFAULT_API_BASE = "https://graph.facebook.com/v21.0"
+# Graph API error codes that retrying the same request cannot fix.
+PERMANENT_CODES = {
+    131047: "outside the 24-hour customer-service window (re-engagement): only a template may be sent",
+    131026: "the recipient cannot receive this message (not on WhatsApp, or an old app version)",
+    131051: "message type not supported",
+    100: "invalid parameter",
+    190: "the access token expired or is invalid",
+}
+RETRYABLE_CODES = {4, 80007, 130429, 131048, 131056, 131000, 131016}
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    verify_token: str
+    app_secret: str
+    access_token: str
+    phone_number_id: str
+    api_base: str = DEFAULT_API_BASE
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WhatsAppSettings | None:
+        """From CXSTACK_WHATSAPP_*; None when any of the four required variables is missing."""
+        source = os.environ if env is None else env
+        values = {
+            name: source.get(f"CXSTACK_WHATSAPP_{name.upper()}", "").strip()
+            for name in ("verify_token", "app_secret", "access_token", "phone_number_id")
+        }
+        if not all(values.values()):
+            return None
+        base = source.get("CXSTACK_WHATSAPP_API_BASE", "").strip() or DEFAULT_API_BASE
+        return cls(**values, api_base=base.rstrip("/"))
+
+
+def signature_of(app_secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(app_secret: str, body: bytes, header: str | None) -> bool:
+    """`header` is `X-Hub-Signature-256`; compared in constant time."""
+    if not header:
+        return False
+    return hmac.compare_digest(signature_of(app_secret, body), header.strip())
+
+
+class PayloadError(ValueError):
+    """A webhook body that does not have the shape Meta documents; `field` names where it breaks."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    wamid: str
+    sender: str  # the customer's WhatsApp number (wa_id), digits only
+    text: str
+    received_at: datetime
+    kind: str  # text | button | interactive | image | … (what WhatsApp said it was)
+    profile_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    wamid: str
+    status: str  # sent | delivered | read | failed
+    recipient: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    phone_number_ids: set[str] = field(default_factory=set)
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusReport] = field(default_factory=list)
+
+
+def _need(container: Any, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    if not isinstance(container, dict) or key not in container:
+        raise PayloadError(f"{where}.{key}", "missing")
+    value = container[key]
+    if not isinstance(value, kind):
+        raise PayloadError(f"{where}.{key}", f"expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _text_of(message: dict[str, Any], where: str) -> str:
+    kind = message.get("type")
+    if kind == "text":
+        return str(_need(_need(message, "text", where, dict), "body", f"{where}.text"))
+    if kind == "button":  # a template's quick-reply button
+        return str(_need(_need(message, "button", where, dict), "text", f"{where}.button"))
+    if kind == "interactive":
+        interactive = _need(message, "interactive", where, dict)
+        reply = interactive.get("button_reply") or interactive.get("list_reply")
+        if not isinstance(reply, dict):
+            raise PayloadError(f"{where}.interactive", "expected button_reply or list_reply")
+        return str(_need(reply, "title", f"{where}.interactive"))
+    if kind in ("image", "audio", "video", "document", "sticker"):
+        media: dict[str, Any] = message[kind] if isinstance(message.get(kind), dict) else {}
+        caption = f" caption: {media['caption']}" if media.get("caption") else ""
+        return f"[{kind} id={media.get('id', '?')}{caption}]"
+    if kind == "location":
+        place: dict[str, Any] = message["location"] if isinstance(message.get("location"), dict) else {}
+        where_on_earth = f"{place.get('latitude', '?')},{place.get('longitude', '?')} {place.get('name', '')}"
+        return f"[location {where_on_earth.strip()}]"
+    return f"[{kind or 'unknown'} message]"
+
+
+def parse(payload: Any) -> Delivery:
+    """The messages and status reports of a webhook body (`object: whatsapp_business_account`)."""
+    if not isinstance(payload, dict):
+        raise PayloadError("body", "expected a JSON object")
+    if payload.get("object") != "whatsapp_business_account":
+        raise PayloadError("object", "expected 'whatsapp_business_account'")
+    delivery = Delivery()
+    for e, entry in enumerate(_need(payload, "entry", "body", list)):
+        for c, change in enumerate(_need(entry, "changes", f"entry[{e}]", list)):
+            where = f"entry[{e}].changes[{c}].value"
+            value = _need(change, "value", f"entry[{e}].changes[{c}]", dict)
+            metadata = _need(value, "metadata", where, dict)
+            delivery.phone_number_ids.add(str(_need(metadata, "phone_number_id", f"{where}.metadata")))
+            names = {
+                str(contact.get("wa_id")): (contact.get("profile") or {}).get("name")
+                for contact in value.get("contacts") or []
+                if isinstance(contact, dict)
+            }
+            for m, message in enumerate(value.get("messages") or []):
+                at = f"{where}.messages[{m}]"
+                sender = str(_need(message, "from", at))
+                if not sender.isdigit():
+                    raise PayloadError(f"{at}.from", "expected a phone number in digits")
+                stamp = _need(message, "timestamp", at, (str, int))
+                try:
+                    received = datetime.fromtimestamp(int(stamp), UTC)
+                except (ValueError, OverflowError, OSError):
+                    raise PayloadError(f"{at}.timestamp", "expected seconds since the epoch") from None
+                delivery.messages.append(
+                    InboundMessage(
+                        wamid=str(_need(message, "id", at)),
+                        sender=sender,
+                        text=_text_of(message, at),
+                        received_at=received,
+                        kind=str(message.get("type")),
+                        profile_name=names.get(sender),
+                    )
+                )
+            for s, status in enumerate(value.get("statuses") or []):
+                at = f"{where}.statuses[{s}]"
+                errors = status.get("errors") if isinstance(status, dict) else None
+                error = None
+                if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+                    first = errors[0]
+                    title = first.get("title") or first.get("message") or ""
+                    error = f"{first.get('code', '?')}: {title}".strip()
+                delivery.statuses.append(
+                    StatusReport(
+                        wamid=str(_need(status, "id", at)),
+                        status=str(_need(status, "status", at)),
+                        recipient=str(status.get("recipient_id", "")),
+                        error=error,
+                    )
+                )
+    return delivery
+
+
+def conversation_for(sender: str) -> str:
+    return f"{CONVERSATION_PREFIX}{sender}"
+
+
+class WhatsAppChannel:
+    """Sends replies through the Graph API messages endpoint; idempotent on the outbox item (a sent item is
+    never sent again: the outbox marks it with the returned wamid)."""
+
+    name = CHANNEL
+
+    def __init__(
+        self, settings: WhatsAppSettings, store: Any, *, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._client = client
+
+    def _window_open(self, item: OutboxItem, now: datetime) -> datetime | None:
+        """The time the customer last wrote, if that was within the window; None if the window is shut."""
+        last = max(
+            (m.created_at for m in self.store.list_messages(item.conversation_id) if m.role == Role.CUSTOMER),
+            default=None,
+        )
+        if last is None:
+            return None
+        last = last if last.tzinfo else last.replace(tzinfo=UTC)
+        return last if now - last < SERVICE_WINDOW else None
+
+    async def send(self, item: OutboxItem) -> str | None:
+        if not item.conversation_id.startswith(CONVERSATION_PREFIX):
+            raise PermanentSendError(f"conversation {item.conversation_id} is not a WhatsApp conversation")
+        now = datetime.now(UTC)
+        if self._window_open(item, now) is None:
+            raise PermanentSendError(
+                "outside WhatsApp's 24-hour customer-service window (the customer last wrote over 24 hours "
+                "ago): free text is not delivered; send an approved template instead"
+            )
+        recipient = item.conversation_id.removeprefix(CONVERSATION_PREFIX)
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": recipient,
+            "type": "text",
+            "text": {"body": item.text[:4096], "preview_url": False},
+        }
+        url = f"{self.settings.api_base}/{self.settings.phone_number_id}/messages"
+        headers = {"Authorization": f"Bearer {self.settings.access_token}"}
+        client = self._client or httpx.AsyncClient(timeout=10.0)
+        try:
+            response = await client.post(url, json=body, headers=headers)
+        finally:
+            if self._client is None:
+                await client.aclose()
+        if response.status_code == 200:
+            try:
+                return str(response.json()["messages"][0]["id"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise ConnectionError("the Graph API answered 200 without a message id") from None
+        code, message = _graph_error(response)
+        if response.status_code == 429 or response.status_code >= 500 or code in RETRYABLE_CODES:
+            raise ConnectionError(f"Graph API {response.status_code} (code {code}): {message}")
+        reason = PERMANENT_CODES.get(code or -1, message)
+        raise PermanentSendError(
+            f"WhatsApp refused the message (HTTP {response.status_code}, code {code}): {reason}"
+        )
+
+
+def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return None, response.text[:200]
+    code = error.get("code")
+    return (int(code) if isinstance(code, int) else None), str(error.get("message") or "")[:300]
+
+
+class UnconfiguredChannel:
+    """A channel the workspace lists but this deployment cannot reach: every reply fails at once, saying why,
+    instead of showing "sent" and never arriving."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+
+    async def send(self, item: OutboxItem) -> str | None:
+        raise PermanentSendError(f"the {self.name} channel is not configured here: {self.why}")

@@ -1,0 +1,317 @@
+"""The WhatsApp Cloud API channel against its real contract: webhook verification, signatures on the raw
+body, payloads as Meta documents them (text, interactive replies, media, statuses), deduplication on the
+wamid, replies through a local stand-in of the Graph API messages endpoint, the 24-hour window, and delivery
+reports applied in order whatever order they arrive in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import SHOP, write_workspace
+
+from cxstack.api.app import create_api
+from cxstack.app import Settings, build
+from cxstack.channels.whatsapp import (
+    PayloadError,
+    WhatsAppChannel,
+    WhatsAppSettings,
+    parse,
+    signature_of,
+    signature_valid,
+)
+from cxstack.domain.models import ConversationId, CustomerId, InboundMessage, utcnow
+from cxstack.domain.ports import OutboxItem, OutboxStatus, PermanentSendError
+from cxstack.testing.authz import make_role_keys
+from cxstack.testing.http_standin import Reply, ScriptedBackend
+from cxstack.workspace.loader import load_workspace
+
+PHONE_ID = "106540352242922"
+SECRET = "app-secret-for-tests"
+TOKEN = "verify-me"
+
+
+def test_the_signature_matches_the_published_vector() -> None:
+    expected = "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914"
+    assert signature_of("secret", b"test") == expected
+    assert signature_valid("secret", b"test", expected)
+    assert not signature_valid("secret", b"test ", expected)
+    assert not signature_valid("secret", b"test", None)
+    assert not signature_valid("secret", b"test", expected.upper())
+
+
+def text_message(wamid: str, text: str, sender: str = "15551234567", at: int | None = None) -> dict[str, Any]:
+    return {
+        "from": sender,
+        "id": wamid,
+        "timestamp": str(at or int(time.time())),
+        "type": "text",
+        "text": {"body": text},
+    }
+
+
+def envelope(
+    messages: list[dict[str, Any]] = (), statuses: list[dict[str, Any]] = (), phone_id: str = PHONE_ID
+) -> dict[str, Any]:  # type: ignore[assignment]
+    """A webhook body as the Cloud API sends it (entry → changes → value)."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_id},
+    }
+    if messages:
+        value["contacts"] = [{"profile": {"name": "Sam"}, "wa_id": m["from"]} for m in messages]
+        value["messages"] = list(messages)
+    if statuses:
+        value["statuses"] = list(statuses)
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA_ID", "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+def test_payloads_parse_as_documented() -> None:
+    interactive = {
+        "from": "15551234567",
+        "id": "wamid.B",
+        "timestamp": "1700000000",
+        "type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}},
+    }
+    image = {
+        "from": "15551234567",
+        "id": "wamid.C",
+        "timestamp": "1700000000",
+        "type": "image",
+        "image": {"id": "MEDIA_ID", "mime_type": "image/jpeg", "caption": "the box"},
+    }
+    status = {
+        "id": "wamid.OUT",
+        "status": "failed",
+        "timestamp": "1700000001",
+        "recipient_id": "15551234567",
+        "errors": [{"code": 131047, "title": "Re-engagement message"}],
+    }
+    delivery = parse(envelope([text_message("wamid.A", "where is my order?"), interactive, image], [status]))
+    assert [m.text for m in delivery.messages] == [
+        "where is my order?",
+        "Yes",
+        "[image id=MEDIA_ID caption: the box]",
+    ]
+    assert delivery.messages[0].profile_name == "Sam" and delivery.phone_number_ids == {PHONE_ID}
+    assert delivery.statuses[0].error == "131047: Re-engagement message"
+    for broken, field in [
+        ({"object": "page"}, "object"),
+        ({"object": "whatsapp_business_account"}, "body.entry"),
+        (
+            envelope([{**text_message("w", "x"), "from": "+1 555"}]),
+            "entry[0].changes[0].value.messages[0].from",
+        ),
+        (
+            envelope([{k: v for k, v in text_message("w", "x").items() if k != "id"}]),
+            "entry[0].changes[0].value.messages[0].id",
+        ),
+    ]:
+        with pytest.raises(PayloadError) as caught:
+            parse(broken)
+        assert caught.value.field == field
+
+
+# ---- the webhook, end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def graph() -> Iterator[tuple[ScriptedBackend, str]]:
+    backend = ScriptedBackend()
+    counter = iter(range(1, 10_000))
+    backend.on(
+        "POST",
+        f"/v21.0/{PHONE_ID}/messages",
+        handler=lambda _: Reply(
+            200,
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": "1", "wa_id": "1"}],
+                "messages": [{"id": f"wamid.OUT{next(counter)}"}],
+            },
+        ),
+    )
+    with backend.serve() as base_url:
+        yield backend, base_url
+
+
+@pytest.fixture
+def service(
+    tmp_path: Path,
+    graph: tuple[ScriptedBackend, str],
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[TestClient, Any]]:
+    monkeypatch.setenv("CXSTACK_WHATSAPP_VERIFY_TOKEN", TOKEN)
+    monkeypatch.setenv("CXSTACK_WHATSAPP_APP_SECRET", SECRET)
+    monkeypatch.setenv("CXSTACK_WHATSAPP_ACCESS_TOKEN", "EAAG-test-token")
+    monkeypatch.setenv("CXSTACK_WHATSAPP_PHONE_NUMBER_ID", PHONE_ID)
+    monkeypatch.setenv("CXSTACK_WHATSAPP_API_BASE", f"{graph[1]}/v21.0")
+    settings_file = SHOP["cxstack.yaml"] + "channels: [api, webchat, whatsapp]\n"
+    root = write_workspace(tmp_path / "ws", **{"cxstack.yaml": settings_file})
+    cx = build(
+        Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0]),
+        workspace=load_workspace(root),
+    )
+    with TestClient(create_api(cx)) as client:
+        yield client, cx
+
+
+def post(client: TestClient, body: dict[str, Any] | bytes, *, secret: str = SECRET, sign: bool = True) -> Any:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if sign:
+        headers["X-Hub-Signature-256"] = signature_of(secret, raw)
+    return client.post("/webhooks/whatsapp", content=raw, headers=headers)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_subscription_verification(service: tuple[TestClient, Any]) -> None:
+    client, _ = service
+    ok = client.get(
+        "/webhooks/whatsapp",
+        params={"hub.mode": "subscribe", "hub.verify_token": TOKEN, "hub.challenge": "1158201444"},
+    )
+    assert ok.status_code == 200 and ok.text == "1158201444"
+    wrong = client.get(
+        "/webhooks/whatsapp",
+        params={"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"},
+    )
+    assert wrong.status_code == 403
+
+
+def test_forged_unsigned_or_malformed_deliveries_store_nothing(service: tuple[TestClient, Any]) -> None:
+    client, cx = service
+    body = envelope([text_message("wamid.F1", "refund me")])
+    assert post(client, body, sign=False).status_code == 401
+    assert post(client, body, secret="not-the-secret").status_code == 401
+    assert post(client, b"{not json").status_code == 400
+    broken = post(client, {"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {}}]}]})
+    assert broken.status_code == 400 and "entry[0].changes[0].value.metadata" in broken.text
+    assert post(client, envelope([text_message("wamid.F2", "hi")], phone_id="999")).status_code == 404
+    assert cx.store.list_conversations() == []
+
+
+def test_a_message_is_answered_once_however_often_it_is_delivered(
+    service: tuple[TestClient, Any], graph: tuple[ScriptedBackend, str]
+) -> None:
+    client, cx = service
+    backend, _ = graph
+    body = envelope([text_message("wamid.M1", "what is your return policy")])
+    first = post(client, body)
+    assert first.status_code == 200 and first.json()["stored"] == 1
+    for _ in range(9):  # at-least-once delivery: the same wamid again
+        again = post(client, body)
+        assert again.status_code == 200 and again.json() == {"stored": 0, "duplicates": 1, "statuses": 0}
+    conversation = ConversationId("wa:15551234567")
+    wait_for(lambda: len(backend.requests_to("POST", f"/v21.0/{PHONE_ID}/messages")) == 1)
+    sent = backend.requests_to("POST", f"/v21.0/{PHONE_ID}/messages")[0]
+    payload = json.loads(sent.body)
+    assert payload["to"] == "15551234567" and payload["type"] == "text" and payload["text"]["body"]
+    assert sent.headers["authorization"] == "Bearer EAAG-test-token"
+    messages = cx.store.list_messages(conversation)
+    assert [m.role.value for m in messages] == ["customer", "assistant"]
+    assert len(cx.store.list_traces(conversation)) == 1
+    item = next(i for i in cx.store.list_outbox(OutboxStatus.SENT) if i.conversation_id == conversation)
+    assert item.provider_message_id == "wamid.OUT1"
+    # delivery reports arrive out of order: read, then delivered, then a late sent
+    for state in ("read", "delivered", "sent"):
+        report = {
+            "id": "wamid.OUT1",
+            "status": state,
+            "timestamp": "1700000001",
+            "recipient_id": "15551234567",
+        }
+        assert post(client, envelope(statuses=[report])).json()["statuses"] == 1
+    item = next(i for i in cx.store.list_outbox(OutboxStatus.SENT) if i.conversation_id == conversation)
+    assert item.delivery_status == "read"
+
+
+def test_the_graph_api_refusing_outside_the_window_is_a_permanent_failure_named(
+    service: tuple[TestClient, Any], graph: tuple[ScriptedBackend, str]
+) -> None:
+    client, cx = service
+    backend, _ = graph
+    refusal = {
+        "error": {"message": "(#131047) Re-engagement message", "type": "OAuthException", "code": 131047}
+    }
+    backend.on("POST", f"/v21.0/{PHONE_ID}/messages", Reply(400, refusal))
+    post(client, envelope([text_message("wamid.W1", "what is your return policy")]))
+    wait_for(lambda: cx.store.list_outbox(OutboxStatus.DEAD))
+    dead = cx.store.list_outbox(OutboxStatus.DEAD)[0]
+    assert dead.attempts == 1 and "131047" in (dead.last_error or "") and "24-hour" in (dead.last_error or "")
+    # and the conversation shows it, to whoever reads it
+    keys = make_role_keys(cx.store)
+    shown = client.get(
+        "/v1/conversations/wa:15551234567", headers={"Authorization": f"Bearer {keys['agent']}"}
+    )
+    delivery = shown.json()["deliveries"][0]
+    assert delivery["status"] == "dead" and "24-hour" in delivery["error"]
+
+
+def test_no_free_text_after_24_hours_without_asking_the_graph_api(tmp_path: Path) -> None:
+    from cxstack.store.db import create_engine_for, migrate
+    from cxstack.store.sqlalchemy_store import SqlAlchemyStore
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    store = SqlAlchemyStore(engine)
+    old = utcnow() - timedelta(hours=25)
+    store.ingest(
+        InboundMessage(
+            channel="whatsapp",
+            external_id="wamid.OLD",
+            conversation_id=ConversationId("wa:1555"),
+            customer_id=CustomerId("wa:1555"),
+            text="hi",
+            received_at=old,
+        )
+    )
+    channel = WhatsAppChannel(WhatsAppSettings("t", "s", "a", PHONE_ID, "http://127.0.0.1:9"), store)
+    item = OutboxItem(
+        "out_1",
+        ConversationId("wa:1555"),
+        "msg",
+        "whatsapp",
+        "Here you go",
+        0,
+        OutboxStatus.PENDING,
+        utcnow(),
+        utcnow(),
+    )
+    with pytest.raises(PermanentSendError, match="24-hour customer-service window"):
+        asyncio.run(channel.send(item))
+    engine.dispose()
+
+
+def test_the_channel_is_off_without_its_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("VERIFY_TOKEN", "APP_SECRET", "ACCESS_TOKEN", "PHONE_NUMBER_ID"):
+        monkeypatch.delenv(f"CXSTACK_WHATSAPP_{name}", raising=False)
+    assert WhatsAppSettings.from_env() is None
+    cx = build(
+        Settings(home=tmp_path / "home", embedder="hashing"),
+        workspace=load_workspace(write_workspace(tmp_path / "ws")),
+    )
+    with TestClient(create_api(cx)) as client:
+        assert client.get("/webhooks/whatsapp", params={"hub.mode": "subscribe"}).status_code == 404
+        assert post(client, envelope([text_message("wamid.X", "hi")])).status_code == 404
