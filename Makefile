@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -101,6 +101,9 @@ bench-judge: $(STAMP)
 
 bench-ppi: $(STAMP)
 	$(BIN)/python -m benchmarks.ppi_coverage
+
+bench-webhooks: $(STAMP)
+	$(BIN)/python -m benchmarks.webhooks
 
 tune-demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
