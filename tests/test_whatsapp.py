@@ -315,3 +315,49 @@ def test_the_channel_is_off_without_its_configuration(
     with TestClient(create_api(cx)) as client:
         assert client.get("/webhooks/whatsapp", params={"hub.mode": "subscribe"}).status_code == 404
         assert post(client, envelope([text_message("wamid.X", "hi")])).status_code == 404
+
+
+def test_a_yes_no_question_goes_out_as_two_buttons_and_a_tap_comes_back_as_the_answer(
+    tmp_path: Path, graph: tuple[ScriptedBackend, str]
+) -> None:
+    from cxstack.store.db import create_engine_for, migrate
+    from cxstack.store.sqlalchemy_store import SqlAlchemyStore
+
+    backend, base_url = graph
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    store = SqlAlchemyStore(engine)
+    conversation = ConversationId("wa:15551234567")
+    store.ingest(
+        InboundMessage(
+            channel="whatsapp",
+            external_id="wamid.Q",
+            conversation_id=conversation,
+            customer_id=CustomerId("wa:15551234567"),
+            text="refund $20 for ORD-1",
+        )
+    )
+    channel = WhatsAppChannel(WhatsAppSettings("t", "s", "token", PHONE_ID, f"{base_url}/v21.0"), store)
+    question = "Just to confirm: refund $20.00 for order ORD-1 to your card? (yes/no)"
+    item = OutboxItem(
+        "out_q", conversation, "msg", "whatsapp", question, 0, OutboxStatus.PENDING, utcnow(), utcnow()
+    )
+    assert asyncio.run(channel.send(item)) == "wamid.OUT1"
+    sent = json.loads(backend.requests_to("POST", f"/v21.0/{PHONE_ID}/messages")[0].body)
+    assert sent["type"] == "interactive"
+    assert (
+        sent["interactive"]["body"]["text"] == "Just to confirm: refund $20.00 for order ORD-1 to your card?"
+    )
+    assert [b["reply"]["title"] for b in sent["interactive"]["action"]["buttons"]] == ["Yes", "No"]
+    tap = {
+        "from": "15551234567",
+        "id": "wamid.T",
+        "timestamp": "1700000000",
+        "type": "interactive",
+        "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}},
+    }
+    from cxstack.resolution.slots import parse_yes_no
+
+    answer = parse(envelope([tap])).messages[0].text
+    assert answer == "Yes" and parse_yes_no(answer) is True  # what the pending confirmation reads
+    engine.dispose()

@@ -6,6 +6,7 @@ Inbound (`/webhooks/whatsapp`, api/webhooks.py):
   body), compared in constant time; missing or wrong → 401 and nothing stored.
 - The payload's `metadata.phone_number_id` must be this deployment's number (else 404, logged): one app may
   serve several numbers, and a delivery for another is not ours to store.
+- A yes/no question (a confirmation, "… (yes/no)") goes out as two reply buttons; a tap comes back as text.
 - Each message is stored under its `wamid` as the idempotency key (Meta delivers at least once), so a
   redelivered webhook is a no-op; text, button and list replies become text, media a placeholder with its id.
 - The sender's number is the conversation (`wa:<number>`) and its customer; WhatsApp vouches for the number,
@@ -246,8 +247,7 @@ class WhatsAppChannel:
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": recipient,
-            "type": "text",
-            "text": {"body": item.text[:4096], "preview_url": False},
+            **content(item.text),
         }
         url = f"{self.settings.api_base}/{self.settings.phone_number_id}/messages"
         headers = {"Authorization": f"Bearer {self.settings.access_token}"}
@@ -269,6 +269,29 @@ class WhatsAppChannel:
         raise PermanentSendError(
             f"WhatsApp refused the message (HTTP {response.status_code}, code {code}): {reason}"
         )
+
+
+YES_NO = "(yes/no)"
+INTERACTIVE_BODY_LIMIT = 1024
+
+
+def content(text: str) -> dict[str, Any]:
+    """A reply as WhatsApp shows it: a yes/no question (the confirmations' "(yes/no)") as two reply buttons,
+    whose tap comes back as "Yes" or "No"; anything else as text."""
+    question = text.rstrip()
+    if question.endswith(YES_NO) and len(question) - len(YES_NO) <= INTERACTIVE_BODY_LIMIT:
+        buttons = [
+            {"type": "reply", "reply": {"id": value.lower(), "title": value}} for value in ("Yes", "No")
+        ]
+        return {
+            "type": "interactive",
+            "interactive": {
+                "type": "button",
+                "body": {"text": question.removesuffix(YES_NO).rstrip()},
+                "action": {"buttons": buttons},
+            },
+        }
+    return {"type": "text", "text": {"body": text[:4096], "preview_url": False}}
 
 
 def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
