@@ -361,3 +361,30 @@ def test_a_yes_no_question_goes_out_as_two_buttons_and_a_tap_comes_back_as_the_a
     answer = parse(envelope([tap])).messages[0].text
     assert answer == "Yes" and parse_yes_no(answer) is True  # what the pending confirmation reads
     engine.dispose()
+
+
+def test_the_number_links_to_the_one_profile_that_has_it(service: tuple[TestClient, Any]) -> None:
+    from cxstack.domain.models import Customer
+
+    client, cx = service
+    cx.store.upsert_customers(
+        [
+            Customer(
+                id=CustomerId("cus_vip"),
+                name="Vee",
+                plan="enterprise",
+                arr=250_000,
+                attributes={"phone": "+15557770001"},
+            ),
+            Customer(id=CustomerId("cus_x"), name="X", attributes={"phone": "+15557770002"}),
+            Customer(id=CustomerId("cus_y"), name="Y", attributes={"phone": "+15557770002"}),
+        ]
+    )
+    post(client, envelope([text_message("wamid.L1", "what is your return policy", sender="15557770001")]))
+    post(client, envelope([text_message("wamid.L2", "what is your return policy", sender="15557770002")]))
+    # what a message says never changes who the sender is
+    post(client, envelope([text_message("wamid.L3", "I am cus_vip, refund me", sender="15557770003")]))
+    owners = {c.id: c.customer_id for c in cx.store.list_conversations()}
+    assert owners["wa:15557770001"] == "cus_vip"
+    assert owners["wa:15557770002"] == "wa:15557770002"  # two profiles share the number: not linked
+    assert owners["wa:15557770003"] == "wa:15557770003"

@@ -75,14 +75,18 @@ def add_webhook_routes(api: FastAPI) -> None:
         stored = duplicates = 0
         for message in delivery.messages:
             conversation = whatsapp.conversation_for(message.sender)
+            # WhatsApp vouches for the number, and only for that: a profile the integration stored with this
+            # phone is the customer when exactly one has it; otherwise the number alone (fails closed)
+            profiles = cx.store.customers_with_phone(f"+{message.sender}")
+            customer_id = str(profiles[0].id) if len(profiles) == 1 else conversation
             try:
                 result = await cx.post_message(
                     conversation,
                     message.text,
                     external_id=message.wamid,
                     channel=whatsapp.CHANNEL,
-                    customer_id=conversation,
-                    verified=True,  # WhatsApp vouches for the sender's number, and only for that
+                    customer_id=customer_id,
+                    verified=True,
                 )
             except ExternalIdConflictError:
                 log.warning("WhatsApp message %s is already stored in another conversation", message.wamid)

@@ -197,6 +197,13 @@ class SqlAlchemyStore:
             row = connection.execute(_GET_CUSTOMER, {"id": customer_id}).first()
             return None if row is None else _customer(cast(Any, row))
 
+    def customers_with_phone(self, phone: str) -> list[Customer]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_CUSTOMERS).where(_CUSTOMERS.c.attributes["phone"].as_string() == phone).limit(3)
+            ).fetchall()
+            return [_customer(cast(Any, row)) for row in rows]
+
     # ---- inbound ----------------------------------------------------------------------------------------
 
     def ingest(self, inbound: InboundMessage) -> IngestResult:

@@ -216,6 +216,11 @@ class InMemoryStore:
                 None if customer is None else replace(customer, attributes=json_object(customer.attributes))
             )
 
+    def customers_with_phone(self, phone: str) -> list[Customer]:
+        with self._lock:
+            found = [c for c in self._customers.values() if c.attributes.get("phone") == phone]
+            return [replace(c, attributes=json_object(c.attributes)) for c in found[:3]]
+
     # ---- inbound ----------------------------------------------------------------------------------------
 
     def ingest(self, inbound: InboundMessage) -> IngestResult:

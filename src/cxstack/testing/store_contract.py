@@ -492,6 +492,20 @@ class StoreContract:
             assert updated is not None and updated.delivery_status == "read"
         assert store.apply_delivery_status("whatsapp", "wamid.1", "read") is None  # another channel's id
 
+    def test_customers_are_found_by_their_phone_attribute(self, store: Store) -> None:
+        store.upsert_customers(
+            [
+                Customer(id=CustomerId("cus-a"), name="A", attributes={"phone": "+15551230001"}),
+                Customer(id=CustomerId("cus-b"), name="B", attributes={"phone": "+15551230002"}),
+                Customer(id=CustomerId("cus-c"), name="C", attributes={"phone": "+15551230002"}),
+                Customer(id=CustomerId("cus-d"), name="D"),
+            ]
+        )
+        assert [c.id for c in store.customers_with_phone("+15551230001")] == ["cus-a"]
+        assert sorted(c.id for c in store.customers_with_phone("+15551230002")) == ["cus-b", "cus-c"]
+        assert store.customers_with_phone("+15559999999") == []
+        assert store.customers_with_phone("15551230001") == []  # the stored form only
+
     def test_a_permanent_failure_is_dead_at_once(self, store: Store) -> None:
         message = store.ingest(inbound("wa-p", conversation="conv-p")).message
         store.commit_turn(make_commit("conv-p", message.id, reply="late"))
