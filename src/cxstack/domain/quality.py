@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from cxstack.domain.models import Trace
+
 # A customer message this long after the bot's resolution is a return, not the same exchange going on.
 RETURN_GAP = timedelta(hours=1)
 # The mechanism of the built-in greeting, thanks and small-talk intents: never a conversation's main intent.
@@ -247,3 +249,4 @@ class MonitoringStore(Protocol):
         self, conversation_id: str, score: int, comment: str = "", at: datetime | None = None
     ) -> None: ...
     def rebuild_outcomes(self) -> int: ...
+    def traces_since(self, since: datetime, limit: int = 5000) -> list[Trace]: ...

@@ -20,7 +20,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
 
 from cxstack.domain.models import utcnow
 from cxstack.domain.ports import OutboxStatus
@@ -72,44 +71,29 @@ class MetricsExporter:
     # ---- counters from new traces ------------------------------------------------------------------------
 
     def _catch_up(self) -> None:
-        from cxstack.store.orm import TraceRow
-
-        traces = TraceRow.__table__
-        c = traces.c
         while True:
-            query = (
-                select(c.id, c.decision, c.outcome, c.reason_code, c.duration_ms, c.steps, c.created_at)
-                .where(c.created_at >= self._watermark)
-                .order_by(c.created_at, c.id)
-                .limit(BATCH)
-            )
-            with self.store.engine.connect() as connection:
-                rows = connection.execute(query).fetchall()
-            fresh = [r for r in rows if r.id not in self._seen_at_watermark]
-            for row in fresh:
-                self.turns.labels(row.decision, row.outcome).inc()
-                if row.outcome == "escalated":
-                    self.escalations.labels(row.reason_code or "unknown").inc()
-                self.turn_seconds.observe((row.duration_ms or 0.0) / 1000)
+            traces = self.store.traces_since(self._watermark, BATCH)
+            for trace in traces:
+                if trace.id in self._seen_at_watermark:
+                    continue
+                self.turns.labels(str(trace.decision), trace.outcome).inc()
+                if trace.outcome == "escalated":
+                    self.escalations.labels(trace.reason_code or "unknown").inc()
+                self.turn_seconds.observe(trace.duration_ms / 1000)
                 per_layer: dict[str, float] = {}
-                for step in row.steps or []:
-                    layer = str(step.get("layer", "unknown"))
-                    per_layer[layer] = per_layer.get(layer, 0.0) + float(step.get("duration_ms") or 0.0)
+                for step in trace.steps:
+                    per_layer[str(step.layer)] = per_layer.get(str(step.layer), 0.0) + step.duration_ms
                 for layer, ms in per_layer.items():
                     self.layer_seconds.labels(layer).observe(ms / 1000)
-            if not rows:
+            if not traces:
                 return
-            last = rows[-1].created_at
-            if last.tzinfo is None:
-                from datetime import UTC
-
-                last = last.replace(tzinfo=UTC)
-            at_last = {r.id for r in rows if r.created_at == rows[-1].created_at}
+            last = traces[-1].created_at
+            at_last = {t.id for t in traces if t.created_at == last}
             if last == self._watermark:
                 self._seen_at_watermark |= at_last
             else:
                 self._watermark, self._seen_at_watermark = last, at_last
-            if len(rows) < BATCH:
+            if len(traces) < BATCH:
                 return
 
     # ---- gauges -------------------------------------------------------------------------------------------

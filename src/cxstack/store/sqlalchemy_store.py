@@ -392,6 +392,17 @@ class SqlAlchemyStore:
         rows.reverse()
         return [_trace(row) for row in rows]
 
+    def traces_since(self, since: datetime, limit: int = 5000) -> list[Trace]:
+        """Traces created at or after `since`, oldest first (an indexed range on created_at)."""
+        query = (
+            select(TraceRow)
+            .where(TraceRow.created_at >= as_utc(since))
+            .order_by(TraceRow.created_at, TraceRow.id)
+            .limit(limit)
+        )
+        with self._read() as session:
+            return [_trace(row) for row in session.scalars(query)]
+
     def usage_by_intent(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> list[IntentUsage]:
