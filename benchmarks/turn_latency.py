@@ -349,6 +349,29 @@ def check_by_id(home: Path, statuses: dict[int, int], n: int) -> dict[str, Any]:
     }
 
 
+def echo_ceiling(texts: list[str], concurrency: int, folder: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The same client against a trivial FastAPI echo under the same uvicorn: the ceiling beside a figure."""
+    (folder / "echo_app.py").write_text(ECHO_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "echo_app:app", "--port", str(port), "--log-level", "warning"],
+        cwd=folder,
+        env=env,
+    )
+    try:
+        wait_up(f"http://127.0.0.1:{port}/docs")
+        lat, statuses, wall = asyncio.run(post_many(port, texts, concurrency, "cxk_echo_ignores_it"))
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {
+        "msgs_per_s": round(len(texts) / wall, 1),
+        "p50_ms": round(percentile(lat, 50), 2),
+        "p99_ms": round(percentile(lat, 99), 2),
+        "failed": failures(statuses, len(texts)),
+    }
+
+
 def http_ingest(
     n: int,
     concurrency: int,
@@ -370,26 +393,7 @@ def http_ingest(
     }
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as tmp:
-        echo = Path(tmp) / "echo_app.py"
-        echo.write_text(ECHO_APP)
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "echo_app:app", "--port", str(port), "--log-level", "warning"],
-            cwd=tmp,
-            env=env,
-        )
-        try:
-            wait_up(f"http://127.0.0.1:{port}/docs")
-            lat, statuses, wall = asyncio.run(post_many(port, texts, concurrency, "cxk_echo_ignores_it"))
-        finally:
-            proc.terminate()
-            proc.wait()
-        results["echo"] = {
-            "msgs_per_s": round(n / wall, 1),
-            "p50_ms": round(percentile(lat, 50), 2),
-            "p99_ms": round(percentile(lat, 99), 2),
-            "failed": failures(statuses, n),
-        }
+        results["echo"] = echo_ceiling(texts, concurrency, Path(tmp), env)
 
         home = Path(tmp) / "home"
         # The REST channel needs an integration key; it is verified once (argon2id) and then cached.
