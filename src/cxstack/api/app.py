@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from cxstack import __version__
 from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
+from cxstack.api.deps import Cx
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
@@ -60,18 +61,12 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
-# `async` though they do no I/O: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
-async def _cx(request: Request) -> CxApp:
-    cx: CxApp = request.app.state.cx
-    return cx
-
-
+# `async` though it does no I/O: FastAPI runs a plain `def` dependency on its thread pool, a hop per request.
 async def _auth(request: Request) -> Auth:
     auth: Auth = request.app.state.auth
     return auth
 
 
-Cx = Annotated[CxApp, Depends(_cx)]
 AuthState = Annotated[Auth, Depends(_auth)]
 # The caller chooses conversation ids (its own ticket or chat id); keep them URL- and log-safe.
 ConversationIdParam = Annotated[str, PathParam(min_length=1, max_length=128, pattern=CONVERSATION_ID_PATTERN)]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, status
 
+from cxstack.api.deps import Cx
 from cxstack.api.schemas import (
     FactChangeOut,
     FactCreate,
@@ -33,13 +34,6 @@ from cxstack.knowledge.versions import (
 )
 from cxstack.workspace.validate import WorkspaceInvalid
 
-
-async def _cx(request: Request) -> CxApp:
-    cx: CxApp = request.app.state.cx
-    return cx
-
-
-Cx = Annotated[CxApp, Depends(_cx)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no credentials, or an invalid, revoked or expired one"},
     403: {"description": "the credential's role may not do this"},

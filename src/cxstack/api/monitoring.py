@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import FastAPI, HTTPException, Query, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxstack.api.deps import Cx
 from cxstack.api.security import Principal, Scope, requires
-from cxstack.app import CxApp
 from cxstack.domain.models import utcnow
 from cxstack.domain.quality import (
     SLICES,
@@ -30,13 +30,6 @@ from cxstack.monitoring.quality import as_monitoring_store, metrics
 from cxstack.monitoring.review import as_review_store
 from cxstack.monitoring.rubric import ScoresInvalidError
 
-
-async def _cx(request: Request) -> CxApp:
-    cx: CxApp = request.app.state.cx
-    return cx
-
-
-Cx = Annotated[CxApp, Depends(_cx)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no credentials, or an invalid, revoked or expired one"},
     403: {"description": "the credential's role may not do this"},

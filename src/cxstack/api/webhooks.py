@@ -7,21 +7,14 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
 
+from cxstack.api.deps import Cx
 from cxstack.app import CxApp, ExternalIdConflictError
 from cxstack.channels import whatsapp
 
 log = logging.getLogger(__name__)
-
-
-async def _cx(request: Request) -> CxApp:
-    cx: CxApp = request.app.state.cx
-    return cx
-
-
-Cx = Annotated[CxApp, Depends(_cx)]
 
 
 def _whatsapp(cx: CxApp) -> whatsapp.WhatsAppSettings:
