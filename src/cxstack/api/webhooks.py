@@ -65,32 +65,20 @@ def add_webhook_routes(api: FastAPI) -> None:
         if strangers:
             log.warning("refused a WhatsApp webhook for phone number id(s) %s", ", ".join(sorted(strangers)))
             raise HTTPException(status.HTTP_404_NOT_FOUND, "not a phone number this deployment serves")
-        stored = duplicates = 0
-        for message in delivery.messages:
-            conversation = whatsapp.conversation_for(message.sender)
-            # WhatsApp vouches for the number, and only for that: a profile the integration stored with this
-            # phone is the customer when exactly one has it; otherwise the number alone (fails closed)
-            profiles = cx.store.customers_with_phone(f"+{message.sender}")
-            customer_id = str(profiles[0].id) if len(profiles) == 1 else conversation
+
+        async def post(conversation: str, text: str, wamid: str, customer_id: str) -> bool | None:
             try:
                 result = await cx.post_message(
                     conversation,
-                    message.text,
-                    external_id=message.wamid,
+                    text,
+                    external_id=wamid,
                     channel=whatsapp.CHANNEL,
                     customer_id=customer_id,
-                    verified=True,
+                    verified=True,  # WhatsApp vouches for the sender's number, and only for that
                 )
             except ExternalIdConflictError:
-                log.warning("WhatsApp message %s is already stored in another conversation", message.wamid)
-                duplicates += 1
-                continue
-            stored += result.created
-            duplicates += not result.created
-        applied = 0
-        for report in delivery.statuses:
-            item = cx.store.apply_delivery_status(whatsapp.CHANNEL, report.wamid, report.status, report.error)
-            applied += item is not None
-            if item is not None and report.status == "failed":
-                log.warning("WhatsApp could not deliver reply %s: %s", item.id, report.error)
-        return {"stored": stored, "duplicates": duplicates, "statuses": applied}
+                return None
+            return result.created
+
+        accepted = await whatsapp.accept(delivery, cx.store, post)
+        return accepted.as_dict()

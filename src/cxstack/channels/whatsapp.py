@@ -23,9 +23,12 @@ re-engagement refusals (131047) are permanent.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +37,8 @@ import httpx
 
 from cxstack.domain.models import Role
 from cxstack.domain.ports import OutboxItem, PermanentSendError
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "whatsapp"
 CONVERSATION_PREFIX = "wa:"
@@ -207,6 +212,46 @@ def parse(payload: Any) -> Delivery:
 
 def conversation_for(sender: str) -> str:
     return f"{CONVERSATION_PREFIX}{sender}"
+
+
+# Stores one message (idempotent on the wamid): True if new, False if already stored, None if the wamid is
+# stored in another conversation.
+PostMessage = Callable[[str, str, str, str], Awaitable[bool | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    stored: int
+    duplicates: int
+    statuses: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"stored": self.stored, "duplicates": self.duplicates, "statuses": self.statuses}
+
+
+async def accept(delivery: Delivery, store: Any, post: PostMessage) -> Accepted:
+    """Stores a verified delivery's messages and applies its status reports."""
+    stored = duplicates = 0
+    for message in delivery.messages:
+        conversation = conversation_for(message.sender)
+        # WhatsApp vouches for the number, and only for that: a profile the integration stored with this phone
+        # is the customer when exactly one has it; otherwise the number alone (fails closed)
+        profiles = await asyncio.to_thread(store.customers_with_phone, f"+{message.sender}")
+        customer_id = str(profiles[0].id) if len(profiles) == 1 else conversation
+        created = await post(conversation, message.text, message.wamid, customer_id)
+        if created is None:
+            log.warning("WhatsApp message %s is already stored in another conversation", message.wamid)
+        stored += bool(created)
+        duplicates += not created
+    applied = 0
+    for report in delivery.statuses:
+        item = await asyncio.to_thread(
+            store.apply_delivery_status, CHANNEL, report.wamid, report.status, report.error
+        )
+        applied += item is not None
+        if item is not None and report.status == "failed":
+            log.warning("WhatsApp could not deliver reply %s: %s", item.id, report.error)
+    return Accepted(stored, duplicates, applied)
 
 
 class WhatsAppChannel:
