@@ -282,7 +282,7 @@ class WhatsAppChannel:
         if not item.conversation_id.startswith(CONVERSATION_PREFIX):
             raise PermanentSendError(f"conversation {item.conversation_id} is not a WhatsApp conversation")
         now = datetime.now(UTC)
-        if self._window_open(item, now) is None:
+        if await asyncio.to_thread(self._window_open, item, now) is None:
             raise PermanentSendError(
                 "outside WhatsApp's 24-hour customer-service window (the customer last wrote over 24 hours "
                 "ago): free text is not delivered; send an approved template instead"
