@@ -179,11 +179,11 @@ def judge_agreement(
 ) -> None:
     """How far a judge version agrees with people: overall, per criterion, per intent, and people with each
     other."""
-    from cxstack.monitoring.judging import agreement_report, current_judge, stored_intents
+    from cxstack.monitoring.judging import agreement_report, current_judge
 
     ws, store = _open(workspace, home)
     chosen = version or current_judge(store, ws).version
-    report = agreement_report(store, ws, chosen, intents=stored_intents(store))
+    report = agreement_report(store, ws, chosen, intents=store.conversation_intents())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

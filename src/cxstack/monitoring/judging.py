@@ -54,6 +54,7 @@ class JudgingStore(Protocol):
     def add_judge_version(self, version: JudgeVersion) -> None: ...
     def judge_versions(self) -> list[JudgeVersion]: ...
     def set_judge_agreement(self, version_id: str, agreement: dict[str, Any]) -> None: ...
+    def conversation_intents(self) -> dict[str, str | None]: ...
     def list_reviews(
         self, *, conversation_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[Review]: ...
@@ -140,12 +141,6 @@ def exchange_of(
         next_customer=" ".join(after_reply) or None,
         signals=signals,
     )
-
-
-def stored_intents(store: Any) -> dict[str, str | None]:
-    """Each conversation's main intent, from the outcome rows (for agreement per intent)."""
-    rows = store.conversation_intents() if hasattr(store, "conversation_intents") else {}
-    return dict(rows)
 
 
 def stored_exchange(store: JudgingStore, workspace: Workspace, conversation_id: str) -> Exchange:

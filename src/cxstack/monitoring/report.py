@@ -70,7 +70,7 @@ class QualityReport:
 def build_report(
     store: Any, workspace: Workspace, *, days: float = 30, now: datetime | None = None
 ) -> QualityReport:
-    from cxstack.monitoring.judging import agreement_report, as_judging_store, current_judge, stored_intents
+    from cxstack.monitoring.judging import agreement_report, as_judging_store, current_judge
 
     now = now or utcnow()
     settings = workspace.settings.monitoring
@@ -80,7 +80,9 @@ def build_report(
     if hasattr(store, "judge_versions"):
         judging = as_judging_store(store)
         judge_version = current_judge(judging, workspace).version
-        agreement = agreement_report(judging, workspace, judge_version, intents=stored_intents(store))
+        agreement = agreement_report(
+            judging, workspace, judge_version, intents=judging.conversation_intents()
+        )
     queue = store.review_queue_sizes() if hasattr(store, "review_queue_sizes") else {}
     return QualityReport(
         workspace=workspace.settings.name,
