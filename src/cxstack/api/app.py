@@ -54,6 +54,7 @@ from cxstack.api.schemas import (
 from cxstack.api.security import Auth, Principal, Scope, requires, unauthorized
 from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
 from cxstack.api.webhooks import add_webhook_routes
+from cxstack.api.widget import add_widget_routes
 from cxstack.app import CxApp, ExternalIdConflictError
 from cxstack.domain.ports import OutboxStatus
 
@@ -227,6 +228,7 @@ def _add_api_routes(api: FastAPI) -> None:
     add_monitoring_routes(api)
     add_review_routes(api)
     add_webhook_routes(api)
+    add_widget_routes(api)
     _add_service_routes(api)
 
 
