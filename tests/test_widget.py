@@ -41,7 +41,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
     def make_app() -> CxApp:
         return build(
-            Settings(home=root / "home", embedder="hashing", secret_key=SECRET, runtime="thread"),
+            # Tokens live 66 s, so the widget refreshes them 6 s in (a minute before expiry) during the tests.
+            Settings(
+                home=root / "home",
+                embedder="hashing",
+                secret_key=SECRET,
+                runtime="thread",
+                session_minutes=1.1,
+            ),
             workspace=workspace,
         )
 
@@ -355,6 +362,30 @@ def test_a_site_vouches_for_its_customer_and_a_forged_token_opens_nothing(
     assert "could not be sent" in error.inner_text()
     forged_id = forged.evaluate("window.cxstackWidget.conversationId")
     assert forged_id and customer_messages(server, forged_id) == []  # nothing stored
+
+
+@needs_chromium
+def test_the_widget_refreshes_its_token_before_it_expires_and_keeps_the_conversation(
+    page: Any, server: LiveServer, site: HostSite
+) -> None:
+    page.goto(site.url + "/")
+    widget(page, ".bubble").click()
+    ask(page, "what is your return policy")
+    wait_for_messages(page, 2)
+    key = f"cxstack.widget:{server.url}"
+    first = json.loads(page.evaluate(f"sessionStorage.getItem({key!r})"))
+    page.wait_for_function(
+        f"JSON.parse(sessionStorage.getItem({key!r})).token !== {first['token']!r}", timeout=20_000
+    )
+    renewed = json.loads(page.evaluate(f"sessionStorage.getItem({key!r})"))
+    assert renewed["conversation_id"] == first["conversation_id"]
+    assert renewed["expires_at"] > first["expires_at"]
+    ask(page, "do you accept returns")
+    assert len(wait_for_messages(page, 4)) == 4
+    assert customer_messages(server, first["conversation_id"]) == [
+        "what is your return policy",
+        "do you accept returns",
+    ]
 
 
 # --- phone screen, screenshots, accessibility ---------------------------------------------------------------
