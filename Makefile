@@ -105,7 +105,7 @@ bench-ppi: $(STAMP)
 bench-webhooks: $(STAMP)
 	$(BIN)/python -m benchmarks.webhooks
 
-## Message typed in Chromium (the widget on a plain page) to reply shown, beside the REST web-chat API (~2 min)
+## Message typed in Chromium (the widget on a plain page) to reply shown, beside the REST web-chat API (~4 min)
 bench-widget: $(STAMP)
 	$(BIN)/python -m benchmarks.widget --json bench-results/widget.json
 

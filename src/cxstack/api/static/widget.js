@@ -16,6 +16,7 @@
   const OPEN_KEY = STORE_KEY + ":open";
   const REFRESH_MARGIN_MS = 60_000;
   const MAX_BACKOFF_MS = 15_000;
+  const SILENCE_MS = 45_000; // three of the server's heartbeats
 
   const CSS = `
 :host { all: initial; }
@@ -313,7 +314,7 @@ textarea { width: 100%; min-height: 44px; max-height: 140px; resize: none; paddi
     }
   }
 
-  async function readStream(controller) {
+  async function readStream(signal, watchdog) {
     const response = await fetch(BASE + "/v1/webchat/stream", {
       headers: {
         Accept: "text/event-stream",
@@ -321,7 +322,7 @@ textarea { width: 100%; min-height: 44px; max-height: 140px; resize: none; paddi
         "Last-Event-ID": String(state.lastEventId),
       },
       cache: "no-store",
-      signal: controller.signal,
+      signal,
     });
     if (!response.ok) throw new HttpError(response.status, "");
     state.failures = 0;
@@ -331,6 +332,7 @@ textarea { width: 100%; min-height: 44px; max-height: 140px; resize: none; paddi
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
+      watchdog.last = Date.now();
       buffer += value.replace(/\r\n?/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -341,21 +343,33 @@ textarea { width: 100%; min-height: 44px; max-height: 140px; resize: none; paddi
   }
 
   async function streamForever() {
-    while (state.stream) {
-      const controller = state.stream;
+    const running = state.stream;
+    while (state.stream === running && !running.signal.aborted) {
+      // One connection per attempt; the watchdog drops one that stopped receiving even heartbeats (a
+      // half-open connection after a network change never errors by itself).
+      const attempt = new AbortController();
+      const watchdog = { last: Date.now() };
+      const timer = setInterval(() => {
+        if (Date.now() - watchdog.last > SILENCE_MS) attempt.abort();
+      }, 5_000);
+      const stop = () => attempt.abort();
+      running.signal.addEventListener("abort", stop);
       try {
-        await readStream(controller);
+        await readStream(attempt.signal, watchdog);
       } catch (error) {
-        if (controller.signal.aborted) return;
-        state.failures += 1;
+        if (running.signal.aborted) return;
+        if (!attempt.signal.aborted) state.failures += 1;
         if (error instanceof HttpError && error.status === 401) {
           try { await renew(); } catch (_) { /* retried below */ }
         } else if (error instanceof HttpError && error.status === 400) {
           // Our position is not this conversation's (a stale copy): read it from the start.
           resetTranscript();
         }
+      } finally {
+        clearInterval(timer);
+        running.signal.removeEventListener("abort", stop);
       }
-      if (state.stream !== controller) return;
+      if (state.stream !== running) return;
       setConnected(false);
       await sleep(state.failures ? backoff(state.failures) : 250);
     }
