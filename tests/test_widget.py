@@ -187,6 +187,16 @@ def test_the_stream_resumes_after_the_last_event_id_and_heartbeats_when_idle(ser
     )
     assert [e["id"] for e in resumed if e["event"] == "message"] == ["3", "4"]  # nothing lost or repeated
 
+    again = httpx.post(  # a resend whose first answer was lost: stored once, shown once
+        f"{server.url}/v1/webchat/messages",
+        json={"text": "what is your return policy", "external_id": "m0"},
+        headers=auth,
+        timeout=15,
+    )
+    assert again.status_code == 200 and again.json()["duplicate"]
+    replay = sse_events(httpx.get(stream, params={"timeout": 0}, headers=auth, timeout=10).text)
+    assert [e["id"] for e in replay if e["event"] == "message"] == ["1", "2", "3", "4"]
+
     idle = httpx.get(stream, params={"timeout": 2.5}, headers={**auth, "Last-Event-ID": "4"}, timeout=10)
     assert HEARTBEAT in idle.text and idle.headers["content-type"].startswith("text/event-stream")
     assert not [e for e in sse_events(idle.text) if e["event"] == "message"]
