@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxstack import __version__
+from cxstack.channels import gate
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
@@ -377,11 +378,13 @@ class CxApp:
         self.whatsapp = WhatsAppSettings.from_env()
         if WHATSAPP in engine.workspace.settings.channels:
             if self.whatsapp is not None:
-                channels[WHATSAPP] = WhatsAppChannel(self.whatsapp, store)
+                channels[WHATSAPP] = WhatsAppChannel(
+                    self.whatsapp, store, templates=engine.workspace.settings.whatsapp
+                )
             else:
                 log.warning("the workspace lists whatsapp but CXSTACK_WHATSAPP_* are not set: it is off")
                 channels[WHATSAPP] = UnconfiguredChannel(WHATSAPP, "CXSTACK_WHATSAPP_* are not set")
-        self.outbox = OutboxDispatcher(store, channels)
+        self.outbox = OutboxDispatcher(store, channels, on_undelivered=self.undelivered)
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
@@ -523,9 +526,44 @@ class CxApp:
             deliveries=self.store.outbox_for(cid),
         )
 
-    async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:
+    async def undelivered(self, item: OutboxItem) -> None:
+        """A reply that never reached the customer: a person takes the conversation (unless one has it)."""
+        queue = self.workspace.settings.escalation.default_queue
+        packet = await asyncio.to_thread(self.store.escalate_undelivered, item.id, queue=queue)
+        if packet is not None:
+            log.warning("reply %s on %s was not delivered; escalated as %s", item.id, item.channel, packet.id)
+            self.broker.publish(item.conversation_id)
+
+    async def human_reply(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        author: str,
+        hand_back: bool,
+        template: tuple[str, Sequence[str], str | None] | None = None,
+    ) -> Message:
+        """A person's (or a help desk's, a follow-up's) message to the customer, through the outbound gate:
+        refused with OutboundRefusedError, before anything is stored, when the customer's channel would not
+        deliver it. `template` is (name, parameters, language) of an approved WhatsApp template; its body,
+        filled in, replaces `text`. Raises KeyError for an unknown conversation."""
+        conversation = await asyncio.to_thread(self.store.get_conversation, ConversationId(conversation_id))
+        if conversation is None:
+            raise KeyError(f"unknown conversation {conversation_id}")
+        content: dict[str, Any] | None = None
+        if template is not None:
+            name, parameters, language = template
+            rendered = gate.render_template(self.workspace.settings.whatsapp, name, parameters, language)
+            text, content = rendered.text, rendered.content
+        messages = await asyncio.to_thread(self.store.list_messages, ConversationId(conversation_id))
+        gate.check(conversation.channel, messages, content, self.workspace.settings.whatsapp)
         message = await asyncio.to_thread(
-            self.store.add_human_reply, ConversationId(conversation_id), text, author, hand_back
+            self.store.add_human_reply,
+            ConversationId(conversation_id),
+            text,
+            author,
+            hand_back,
+            content=content,
         )
         self.outbox.wake()
         self.broker.publish(ConversationId(conversation_id))

@@ -55,6 +55,7 @@ from cxstack.api.security import Auth, Principal, Scope, requires, unauthorized
 from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
 from cxstack.api.webhooks import add_webhook_routes
 from cxstack.app import CxApp, ExternalIdConflictError
+from cxstack.channels import gate
 from cxstack.domain.ports import OutboxStatus
 
 HERE = Path(__file__).parent
@@ -176,6 +177,15 @@ def _add_error_handlers(api: FastAPI, max_body_bytes: int) -> None:
     @api.exception_handler(views.ApiKeyNotFoundError)
     async def key_not_found(_: Request, exc: views.ApiKeyNotFoundError) -> JSONResponse:
         return _not_found(str(exc))
+
+    @api.exception_handler(gate.TemplateError)
+    async def template_refused(_: Request, exc: gate.TemplateError) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": str(exc)})
+
+    @api.exception_handler(gate.OutboundRefusedError)
+    async def outbound_refused(_: Request, exc: gate.OutboundRefusedError) -> JSONResponse:
+        # The channel would not deliver it (WhatsApp's window): said now, not after a silent drop.
+        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
 
     @api.exception_handler(ExternalIdConflictError)
     async def external_id_conflict(_: Request, exc: ExternalIdConflictError) -> JSONResponse:

@@ -69,11 +69,33 @@ class PostMessage(BaseModel):
         return {"id": value} if isinstance(value, str) else value
 
 
+class TemplateUse(BaseModel):
+    """An approved WhatsApp template (declared in the workspace's `whatsapp.templates`) and its parameters:
+    what may be sent once the 24-hour customer-service window has shut."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Identifier
+    parameters: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=list, max_length=20
+    )
+    language: Identifier | None = None
+
+
 class HumanReply(BaseModel):
-    text: MessageText
+    model_config = ConfigDict(extra="forbid")
+
+    text: MessageText | None = Field(None, description="Free text; or send `template` instead.")
+    template: TemplateUse | None = None
     author: Identifier
     # True: the person answered and automation takes the next customer message again.
     hand_back: bool = True
+
+    @model_validator(mode="after")
+    def _text_or_template(self) -> HumanReply:
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give either text or template")
+        return self
 
 
 class WebchatSessionRequest(BaseModel):

@@ -401,7 +401,15 @@ def get_escalation(cx: CxApp, escalation_id: str) -> EscalationOut:
 async def human_reply(cx: CxApp, conversation_id: str, body: HumanReply) -> HumanReplyOut:
     if await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id)) is None:
         raise ConversationNotFoundError(conversation_id)
-    message = await cx.human_reply(conversation_id, body.text, author=body.author, hand_back=body.hand_back)
+    template = (
+        (body.template.name, body.template.parameters, body.template.language) if body.template else None
+    )
+    try:
+        message = await cx.human_reply(
+            conversation_id, body.text or "", author=body.author, hand_back=body.hand_back, template=template
+        )
+    except KeyError:
+        raise ConversationNotFoundError(conversation_id) from None
     conversation = await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id))
     return HumanReplyOut(
         conversation_id=conversation_id,

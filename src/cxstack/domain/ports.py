@@ -73,6 +73,9 @@ class OutboxItem:
     provider_message_id: str | None = None
     delivery_status: str | None = None
     delivery_error: str | None = None
+    # Structured content the channel sends where it can (`text` is what the transcript shows):
+    # {"template": {"name", "language", "parameters"}} or {"choices": [...]} for a clarifying question.
+    content: dict[str, Any] | None = None
 
 
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -163,6 +166,8 @@ class TurnCommit:
     # A verification step in this turn proved the customer is this (existing) customer.
     verified_customer: CustomerId | None = None
     cause: str = ""  # recorded with the transitions: the reason code of an escalation, say
+    # Structured content of the reply (the choices of a clarifying question), queued with it in the outbox.
+    reply_content: dict[str, Any] | None = None
 
     @property
     def answered(self) -> tuple[str, ...]:
@@ -259,6 +264,13 @@ class Store(Protocol):
         """Every reply of the conversation with its send and delivery state, oldest first."""
         ...
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        """A reply that will never reach the customer (dead, or reported failed by the provider): when the bot
+        owns the conversation, a packet for `queue` (reason `undelivered`) and the conversation waits for a
+        person, in one transaction; None when a person already has it, it is closed, or the item arrived.
+        Raises KeyError for an unknown item."""
+        ...
+
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         """A dead (or pending) item back in the queue, due now, with a fresh count of attempts.
         Raises KeyError if unknown, ValueError if already sent."""
@@ -270,7 +282,13 @@ class Store(Protocol):
     ) -> list[EscalationPacket]: ...
     def get_escalation(self, escalation_id: EscalationId) -> EscalationPacket | None: ...
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message: ...
 
     # API keys: the secret is never stored, only its hash; a revoked key stays listed with its revoke time

@@ -183,6 +183,8 @@ class OutboxRow(Base):
     delivery_status: Mapped[str | None] = mapped_column(String, nullable=True)
     delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the channel may send instead of plain text: {"template": {...}} or {"choices": [...]}.
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class EscalationRow(Base):

@@ -36,6 +36,7 @@ from cxstack.domain.models import (
     Trace,
     WorkspaceVersionId,
     new_id,
+    undelivered_packet,
     utcnow,
 )
 from cxstack.domain.ports import (
@@ -593,6 +594,53 @@ class SqlAlchemyStore:
                 session.flush()
             return _outbox_item(row)
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        now = utcnow()
+        with self._write() as session:
+            item = _outbox_row(session, outbox_id)
+            undelivered = item.status == OutboxStatus.DEAD.value or item.delivery_status == "failed"
+            conversation = session.get(ConversationRow, item.conversation_id, with_for_update=True)
+            if not undelivered or conversation is None or conversation.status != ConversationStatus.BOT.value:
+                return None
+            messages = session.scalars(
+                select(MessageRow)
+                .where(MessageRow.conversation_id == conversation.id)
+                .order_by(MessageRow.seq)
+            ).all()
+            packet = undelivered_packet(
+                ConversationId(conversation.id),
+                conversation.customer_id,
+                channel=item.channel,
+                error=item.delivery_error or item.last_error or "unknown",
+                reply=item.text,
+                transcript=[
+                    {"role": m.role, "text": m.text, "at": as_utc(m.created_at).isoformat()} for m in messages
+                ],
+                queue=queue,
+                at=now,
+            )
+            session.add(
+                EscalationRow(
+                    id=packet.id,
+                    conversation_id=conversation.id,
+                    queue=clean_text(queue),
+                    priority=int(packet.priority),
+                    reason_code=packet.reason_code,
+                    status=packet.status,
+                    packet=packet_to_json(packet),
+                    created_at=now,
+                )
+            )
+            _transition(
+                session,
+                conversation,
+                (Transition.ESCALATE,),
+                actor=f"channel:{item.channel}",
+                cause="undelivered",
+                at=now,
+            )
+            return packet
+
     def mark_send_failed(
         self, outbox_id: str, error: str, now: datetime | None = None, *, permanent: bool = False
     ) -> OutboxItem:
@@ -659,7 +707,13 @@ class SqlAlchemyStore:
             return None if row is None else _escalation(row)
 
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         """Stores the reply and queues it for sending; the person now owns the conversation. `hand_back`
         returns it to automation and resolves its open escalations. Raises KeyError for an unknown
@@ -678,6 +732,7 @@ class SqlAlchemyStore:
                 author=author,
                 channel=conversation.channel,
                 created_at=now,
+                content=content,
             )
             transitions: list[Transition] = []
             if conversation.status == ConversationStatus.CLOSED.value:
@@ -1147,6 +1202,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
                 "created_at": created_at,
                 "next_attempt_at": created_at,
                 "sent_at": None,
+                "content": commit.reply_content,
             },
         )
     verified_customer = commit.verified_customer
@@ -1276,6 +1332,7 @@ def _append_outbound(
     author: str | None,
     channel: str,
     created_at: datetime,
+    content: dict[str, Any] | None = None,
 ) -> MessageRow:
     """A reply added to the transcript and queued in the outbox on the conversation's channel."""
     conversation.last_seq += 1
@@ -1305,6 +1362,7 @@ def _append_outbound(
             created_at=created_at,
             next_attempt_at=created_at,
             sent_at=None,
+            content=content,
         )
     )
     return row
@@ -1410,6 +1468,7 @@ def _outbox_item(row: OutboxRow) -> OutboxItem:
         provider_message_id=row.provider_message_id,
         delivery_status=row.delivery_status,
         delivery_error=row.delivery_error,
+        content=row.content,
     )
 
 

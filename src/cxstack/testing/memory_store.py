@@ -33,6 +33,7 @@ from cxstack.domain.models import (
     Trace,
     WorkspaceVersionId,
     new_id,
+    undelivered_packet,
     utcnow,
 )
 from cxstack.domain.ports import (
@@ -117,6 +118,7 @@ class _OutboxRecord:
     provider_message_id: str | None = None
     delivery_status: str | None = None
     delivery_error: str | None = None
+    content: dict[str, Any] | None = None
 
     def to_domain(self) -> OutboxItem:
         return OutboxItem(
@@ -133,6 +135,7 @@ class _OutboxRecord:
             provider_message_id=self.provider_message_id,
             delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,
+            content=self.content,
         )
 
 
@@ -421,6 +424,7 @@ class InMemoryStore:
                     author=commit.reply.author,
                     channel=commit.reply.channel,
                     created_at=as_utc(commit.reply.created_at),
+                    content=commit.reply_content,
                 )
             now = self._now()
             conversation.state = state
@@ -638,6 +642,42 @@ class InMemoryStore:
         with self._lock:
             return sum(1 for item in self._outbox.values() if item.status == status)
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        with self._lock:
+            item = self._outbox_item(outbox_id)
+            undelivered = item.status == OutboxStatus.DEAD or item.delivery_status == "failed"
+            conversation = self._conversations.get(item.conversation_id)
+            if not undelivered or conversation is None or conversation.status != ConversationStatus.BOT:
+                return None
+            now = self._now()
+            messages = [self._messages[m].message for m in conversation.message_ids]
+            packet = undelivered_packet(
+                conversation.id,
+                conversation.customer_id,
+                channel=item.channel,
+                error=item.delivery_error or item.last_error or "unknown",
+                reply=item.text,
+                transcript=[
+                    {"role": m.role.value, "text": m.text, "at": as_utc(m.created_at).isoformat()}
+                    for m in messages
+                ],
+                queue=queue,
+                at=now,
+            )
+            self._escalations[packet.id] = _EscalationRecord(
+                id=packet.id,
+                packet=packet_to_json(packet),
+                conversation_id=conversation.id,
+                queue=clean_text(queue),
+                priority=int(packet.priority),
+                status=packet.status,
+                created_at=now,
+            )
+            self._transition(
+                conversation, (Transition.ESCALATE,), actor=f"channel:{item.channel}", cause="undelivered"
+            )
+            return packet
+
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         with self._lock:
             item = self._outbox_item(outbox_id)
@@ -674,7 +714,13 @@ class InMemoryStore:
             return None if record is None else record.to_domain()
 
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         with self._lock:
             conversation = self._conversations.get(conversation_id)
@@ -689,6 +735,7 @@ class InMemoryStore:
                 author=author,
                 channel=conversation.channel,
                 created_at=now,
+                content=content,
             )
             transitions: list[Transition] = []
             if conversation.status == ConversationStatus.CLOSED:
@@ -757,6 +804,7 @@ class InMemoryStore:
         author: str | None,
         channel: str,
         created_at: datetime,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         message = Message(
             id=message_id,
@@ -779,6 +827,7 @@ class InMemoryStore:
             text=message.text,
             created_at=created_at,
             next_attempt_at=created_at,
+            content=content,
         )
         return message
 

@@ -517,6 +517,31 @@ class StoreContract:
             "outside the 24-hour window",
         )
 
+    def test_a_reply_keeps_its_structured_content(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-s", conversation="conv-s")).message
+        choices = {"choices": ["Track an order", "Cancel an order"]}
+        store.commit_turn(make_commit("conv-s", message.id, reply="Which one?", reply_content=choices))
+        template = {"template": {"name": "order_update", "language": "en", "parameters": ["Sam"]}}
+        store.add_human_reply(ConversationId("conv-s"), "Hello Sam", "ana", True, content=template)
+        assert [i.content for i in store.outbox_for(ConversationId("conv-s"))] == [choices, template]
+
+    def test_an_undelivered_reply_goes_to_a_person_once(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-u", conversation="conv-u")).message
+        store.commit_turn(make_commit("conv-u", message.id, reply="It ships tomorrow."))
+        item = store.pending_outbox()[0]
+        assert store.escalate_undelivered(item.id, queue="general") is None  # still on its way
+        store.mark_send_failed(item.id, "outside the 24-hour window", permanent=True)
+        packet = store.escalate_undelivered(item.id, queue="general")
+        assert packet is not None and packet.reason_code == "undelivered" and packet.queue == "general"
+        assert packet.draft_reply == "It ships tomorrow." and "24-hour" in packet.summary
+        assert [t["role"] for t in packet.transcript] == ["customer", "assistant"]
+        conversation = store.get_conversation(ConversationId("conv-u"))
+        assert conversation is not None and conversation.status == ConversationStatus.WAITING
+        assert store.escalate_undelivered(item.id, queue="general") is None  # a person has it already
+        assert [p.id for p in store.list_escalations()] == [packet.id]
+        with pytest.raises(KeyError):
+            store.escalate_undelivered("out_unknown", queue="general")
+
     def test_a_failed_item_waits_for_its_next_attempt(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message
         store.commit_turn(make_commit("conv-1", message.id))

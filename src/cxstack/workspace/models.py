@@ -5,6 +5,7 @@ Every model forbids unknown keys so that a typo is an error with a line number, 
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
@@ -376,6 +377,77 @@ class IdentitySettings(_Strict):
     )
 
 
+# --- cxstack.yaml: whatsapp ---------------------------------------------------------------------------------
+
+TEMPLATE_PLACEHOLDER = r"\{\{(\d+)\}\}"
+
+
+class WhatsAppTemplate(_Strict):
+    """A message template as approved in WhatsApp Manager: the only thing WhatsApp delivers outside the
+    24-hour customer-service window. Declared here so every sender (a person, a follow-up, a survey) can
+    only use what was approved, with the right number of parameters."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9_]{1,512}$",
+        description="The template's name exactly as approved (lower case, digits and underscores).",
+    )
+    language: str = Field(
+        "en",
+        pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$",
+        description="The language code it was approved in (en, en_US, pt_BR).",
+    )
+    body: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Its body as approved, with {{1}}, {{2}} … where parameters go; the transcript shows "
+        "it filled in, as the customer sees it.",
+    )
+    purpose: str = Field("", description="When the team sends it, for the people who pick one.")
+
+    @field_validator("body")
+    @classmethod
+    def _placeholders_numbered(cls, body: str) -> str:
+        numbers = sorted({int(n) for n in re.findall(TEMPLATE_PLACEHOLDER, body)})
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise PydanticCustomError(
+                "template_placeholders",
+                "placeholders must be numbered {{1}}, {{2}} … without gaps (found {found})",
+                {"found": ", ".join(f"{{{{{n}}}}}" for n in numbers), "fix": "renumber them from {{1}}"},
+            )
+        return body
+
+    @property
+    def parameter_count(self) -> int:
+        return len({int(n) for n in re.findall(TEMPLATE_PLACEHOLDER, self.body)})
+
+
+class WhatsAppConfig(_Strict):
+    templates: list[WhatsAppTemplate] = Field(
+        default_factory=list,
+        description="Approved message templates: outside the 24-hour window, the only messages a person or "
+        "a follow-up may send on WhatsApp. Empty: nothing can be sent once the window shuts.",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _unique(cls, templates: list[WhatsAppTemplate]) -> list[WhatsAppTemplate]:
+        seen: set[tuple[str, str]] = set()
+        for template in templates:
+            key = (template.name, template.language)
+            if key in seen:
+                raise PydanticCustomError(
+                    "duplicate_template",
+                    "template {name} ({language}) is declared twice",
+                    {"name": template.name, "language": template.language, "fix": "keep one of them"},
+                )
+            seen.add(key)
+        return templates
+
+    def template(self, name: str, language: str | None = None) -> WhatsAppTemplate | None:
+        matches = [t for t in self.templates if t.name == name and language in (None, t.language)]
+        return matches[0] if matches else None
+
+
 class ReviewSampling(_Strict):
     rate: float = Field(
         0.05,
@@ -499,6 +571,10 @@ class WorkspaceSettings(_Strict):
         default_factory=lambda: ["api", "webchat"],
         description="Channels that may post messages and receive replies, besides api and webchat, which "
         "are always on.",
+    )
+    whatsapp: WhatsAppConfig = Field(
+        default_factory=WhatsAppConfig,
+        description="WhatsApp's approved templates (the channel's credentials come from the environment).",
     )
     embedder: str = Field(
         "minilm",
