@@ -480,6 +480,9 @@ def test_templates_are_whatsapps_only(service: tuple[TestClient, Any]) -> None:
         headers=agent,
     )
     assert answer.status_code == 409 and "templates are WhatsApp's" in answer.json()["detail"]
+    # what the escalation desk offers once the window has shut
+    [offered] = client.get("/v1/workspace", headers=agent).json()["whatsapp_templates"]
+    assert (offered["name"], offered["language"], offered["parameters"]) == ("order_update", "en_US", 2)
     inside = client.post(
         "/v1/conversations/api-1/human-replies",
         json={"text": "Happy to help", "author": "ana"},

@@ -312,6 +312,16 @@ class QueueOut(BaseModel):
     open: int
 
 
+class TemplateOut(BaseModel):
+    """An approved WhatsApp template a person may send once the 24-hour window has shut."""
+
+    name: str
+    language: str
+    body: str
+    parameters: int
+    purpose: str
+
+
 class WorkspaceOut(BaseModel):
     name: str
     version: str
@@ -323,6 +333,7 @@ class WorkspaceOut(BaseModel):
     queues: list[QueueOut]
     router: dict[str, Any]
     load_seconds: float
+    whatsapp_templates: list[TemplateOut] = []
 
 
 class WorkerOut(BaseModel):

@@ -36,6 +36,7 @@ from cxstack.api.schemas import (
     PostMessage,
     PrincipalOut,
     QueueOut,
+    TemplateOut,
     TraceOut,
     TraceStepOut,
     WebchatAccepted,
@@ -474,6 +475,16 @@ def workspace_info(cx: CxApp) -> WorkspaceOut:
         ],
         router=_as_dict(jsonable(cx.engine.router_report)),
         load_seconds=cx.engine.load_seconds,
+        whatsapp_templates=[
+            TemplateOut(
+                name=t.name,
+                language=t.language,
+                body=t.body,
+                parameters=t.parameter_count,
+                purpose=t.purpose,
+            )
+            for t in settings.whatsapp.templates
+        ],
     )
 
 
