@@ -663,3 +663,289 @@ def test_smtp_refusals_are_permanent_or_retried_by_their_code(
     nowhere, item, _ = _outbound(tmp_path, free_port(), "alice@customer.test")
     with pytest.raises(OSError):
         asyncio.run(nowhere.send(item))
+
+
+# ---- IMAP: a real local Dovecot ---------------------------------------------------------------------------
+
+DOVECOT = Path("/usr/sbin/dovecot")
+IMAP_USER, IMAP_PASSWORD = "support", "imap-secret"
+
+DOVECOT_CONF = """\
+protocols = imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = cxstack-test-{port}
+log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+default_internal_user = {internal}
+default_internal_group = {internal_group}
+default_login_user = {login}
+mail_location = maildir:{root}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={user} gid={group} home={root}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+@pytest.fixture
+def dovecot() -> Iterator[int]:
+    """Dovecot on a free loopback port, a passwd-file user and a Maildir in a fresh directory; plain
+    authentication without TLS, which is only acceptable because it listens on 127.0.0.1."""
+    import grp
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not DOVECOT.exists():
+        pytest.skip("dovecot-imapd is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    # the mail processes run as the mail user, who must reach the directory: not pytest's 0700 tmp_path
+    root = Path(tempfile.mkdtemp(prefix="cxstack-dovecot-"))
+    root.chmod(0o755)
+    port = free_port()
+    if os.geteuid() == 0:  # Dovecot refuses to run its login and mail processes as root
+        internal, internal_group, login = "dovecot", "dovecot", "dovenull"
+        user, group = "dovecot", "dovecot"
+    else:
+        user = internal = login = pwd.getpwuid(os.getuid()).pw_name
+        group = internal_group = grp.getgrgid(os.getgid()).gr_name
+    (root / "mail").mkdir()
+    (root / "passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
+    (root / "passwd").chmod(0o644)
+    if os.geteuid() == 0:
+        shutil.chown(root / "mail", user, group)
+    config = root / "dovecot.conf"
+    config.write_text(
+        DOVECOT_CONF.format(
+            root=root,
+            port=port,
+            internal=internal,
+            internal_group=internal_group,
+            login=login,
+            user=user,
+            group=group,
+        )
+    )
+    process = subprocess.Popen([str(DOVECOT), "-F", "-c", str(config)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    if probe.recv(100).startswith(b"* OK"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log_text = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
+                raise AssertionError(f"dovecot did not start: {log_text[-2000:]}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def raw_mail(
+    message_id: str,
+    body: str,
+    *,
+    sender: str = "carol@customer.test",
+    subject: str = "Return policy",
+    headers: dict[str, str] | None = None,
+    auth: str
+    | None = "mx.shop.test; spf=pass smtp.mailfrom=carol@customer.test; dkim=pass header.d=customer.test",
+) -> bytes:
+    mail = EmailMessage()
+    if auth:
+        mail["Authentication-Results"] = auth
+    mail["From"] = f"Carol <{sender}>"
+    mail["To"] = OURS
+    mail["Subject"] = subject
+    mail["Message-ID"] = f"<{message_id}>"
+    for name, value in (headers or {}).items():
+        mail[name] = value
+    mail.set_content(body)
+    return mail.as_bytes()
+
+
+def append(port: int, *mails: bytes) -> None:
+    import imaplib
+
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        imap.login(IMAP_USER, IMAP_PASSWORD)
+        for raw in mails:
+            status, _ = imap.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+            assert status == "OK"
+    finally:
+        imap.logout()
+
+
+def unseen(port: int) -> list[bytes]:
+    import imaplib
+
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        imap.login(IMAP_USER, IMAP_PASSWORD)
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", "UNSEEN")
+        return list((data[0] or b"").split())
+    finally:
+        imap.logout()
+
+
+def mark_unseen(port: int) -> None:
+    """What a poller that died after storing and before marking leaves behind."""
+    import imaplib
+
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        imap.login(IMAP_USER, IMAP_PASSWORD)
+        imap.select("INBOX")
+        imap.uid("STORE", "1:*", "-FLAGS", "(\\Seen)")
+    finally:
+        imap.logout()
+
+
+def imap_settings(port: int, smtp_port: int) -> EmailSettings:
+    return EmailSettings(
+        address=OURS,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_starttls=False,
+        imap_host="127.0.0.1",
+        imap_port=port,
+        imap_user=IMAP_USER,
+        imap_password=IMAP_PASSWORD,
+        imap_ssl=False,
+        poll_seconds=0.2,
+        trusted_authserv_ids=("mx.shop.test",),
+    )
+
+
+def test_the_imap_poller_ingests_each_mail_once(
+    dovecot: int, smtp: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxstack.channels import email as email_module
+    from cxstack.channels.email import ImapPoller
+    from cxstack.testing.memory_store import InMemoryStore
+
+    store = InMemoryStore()
+    posted: list[tuple[str, str, str, str, bool]] = []
+    seen_ids: set[str] = set()
+
+    async def post(conversation: str, text: str, message_id: str, customer_id: str, verified: bool) -> bool:
+        posted.append((conversation, text, message_id, customer_id, verified))
+        new = message_id not in seen_ids
+        seen_ids.add(message_id)
+        return new
+
+    monkeypatch.setattr(email_module, "MAX_IMAP_MESSAGE_BYTES", 1_000_000)
+    append(
+        dovecot,
+        raw_mail("i1@customer.test", "What is your return policy?\n\nSent from my iPhone"),
+        raw_mail("i2@customer.test", "I am away", headers={"Auto-Submitted": "auto-replied"}),
+        raw_mail(
+            "i3@customer.test", "spoofed", auth="mx.attacker.test; spf=pass smtp.mailfrom=carol@customer.test"
+        ),
+        raw_mail("i4@customer.test", "x" * 1_500_000, subject="A huge one"),
+    )
+    poller = ImapPoller(imap_settings(dovecot, smtp[1]), store, post)
+    first = asyncio.run(poller.poll_once())
+    assert [a.outcome for a in first] == ["stored", "ignored", "stored", "stored"]
+    assert unseen(dovecot) == []  # all marked seen
+    texts = {p[2]: p for p in posted}
+    assert texts["i1@customer.test"][1] == "What is your return policy?"
+    assert texts["i1@customer.test"][4] is True  # the trusted server's verdict
+    assert texts["i3@customer.test"][4] is False  # another server's header proves nothing
+    assert "only its headers were read" in texts["i4@customer.test"][1]
+    assert asyncio.run(poller.poll_once()) == []  # nothing new
+    # a poller that died after storing and before marking: the same mails again, each a duplicate
+    mark_unseen(dovecot)
+    again = ImapPoller(imap_settings(dovecot, smtp[1]), store, post)
+    assert [a.outcome for a in asyncio.run(again.poll_once())] == [
+        "duplicate",
+        "ignored",
+        "duplicate",
+        "duplicate",
+    ]
+    assert len({p[2] for p in posted}) == 3 and len(store.email_thread(ConversationId(posted[0][0]))) == 1
+
+
+def test_a_mail_polled_from_imap_is_answered_in_its_thread(
+    dovecot: int,
+    smtp: tuple[Inbox, int],
+    tmp_path: Path,
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inbox, smtp_port = smtp
+    email_env(monkeypatch, smtp_port)
+    monkeypatch.setenv("CXSTACK_IMAP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CXSTACK_IMAP_PORT", str(dovecot))
+    monkeypatch.setenv("CXSTACK_IMAP_SSL", "false")
+    monkeypatch.setenv("CXSTACK_IMAP_USER", IMAP_USER)
+    monkeypatch.setenv("CXSTACK_IMAP_PASSWORD", IMAP_PASSWORD)
+    monkeypatch.setenv("CXSTACK_IMAP_POLL_SECONDS", "0.2")
+    monkeypatch.setenv("CXSTACK_EMAIL_TRUSTED_AUTHSERV", "mx.shop.test")
+    settings_file = SHOP["cxstack.yaml"] + "channels: [api, webchat, email]\n"
+    root = write_workspace(tmp_path / "ws", **{"cxstack.yaml": settings_file})
+    cx = build(
+        Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0]),
+        workspace=load_workspace(root),
+    )
+    cx.store.upsert_customers(
+        [Customer(id=CustomerId("cus_carol"), name="Carol", email="carol@customer.test")]
+    )
+    with TestClient(create_api(cx)):
+        append(dovecot, raw_mail("imap1@customer.test", "How many days do I have to return something?"))
+        wait_for(lambda: len(inbox.mails) == 1)
+        reply = inbox.mails[0]
+        assert reply["In-Reply-To"] == "<imap1@customer.test>" and reply["To"] == "carol@customer.test"
+        assert reply["Subject"] == "Re: Return policy" and "30 days" in reply.get_content()
+        conversation = cx.store.list_conversations()[0]
+        assert (conversation.customer_id, conversation.verified) == ("cus_carol", True)
+        # her answer to our reply comes back through IMAP into the same conversation
+        ours = reply["Message-ID"]
+        append(
+            dovecot,
+            raw_mail(
+                "imap2@customer.test",
+                "Can I return an item I bought?\n\nOn Mon, Shop wrote:\n> 30 days",
+                subject="Re: Return policy",
+                headers={"In-Reply-To": ours, "References": f"<imap1@customer.test> {ours}"},
+            ),
+        )
+        wait_for(lambda: len(inbox.mails) == 2)
+        assert inbox.mails[1]["In-Reply-To"] == "<imap2@customer.test>"
+        assert len(cx.store.list_conversations()) == 1
+        assert unseen(dovecot) == []
