@@ -443,7 +443,8 @@ def test_the_channel_is_off_without_its_configuration(
     with TestClient(create_api(cx)) as client:
         assert mailgun(client, mailgun_fields("off@c", "hi")).status_code == 404
         assert postmark(client, postmark_payload("off2@c", "hi")).status_code == 404
-    assert "email from mailgun" in caplog.text or "not enabled" in caplog.text or "off here" in caplog.text
+    assert "refused an email webhook from mailgun" in caplog.text
+    assert "refused an email webhook from postmark" in caplog.text
     assert cx.store.list_conversations() == []
 
 
@@ -627,6 +628,27 @@ def test_a_20_mb_attachment_is_a_placeholder(
     stored = postmark(client, listed)
     text = cx.store.list_messages(ConversationId(stored.json()["conversation_id"]))[0].text
     assert "[attachment photo.jpg (image/jpeg, 20971520 bytes): not stored]" in text
+
+
+def test_a_refused_recipient_is_dead_at_once_with_the_reason_on_the_conversation(
+    service: tuple[TestClient, Any],
+) -> None:
+    from cxstack.testing.authz import make_role_keys
+
+    client, cx = service
+    answer = mailgun(
+        client, mailgun_fields("dead1@refused.test", "what is your return policy", sender="x@refused.test")
+    )
+    conversation = answer.json()["conversation_id"]
+    wait_for(lambda: cx.store.list_outbox(OutboxStatus.DEAD))
+    dead = cx.store.list_outbox(OutboxStatus.DEAD)[0]
+    assert dead.attempts == 1 and "550" in (dead.last_error or "")
+    keys = make_role_keys(cx.store)
+    shown = client.get(
+        f"/v1/conversations/{conversation}", headers={"Authorization": f"Bearer {keys['agent']}"}
+    )
+    delivery = shown.json()["deliveries"][0]
+    assert delivery["status"] == "dead" and "no such user" in delivery["error"]
 
 
 # ---- SMTP out ----------------------------------------------------------------------------------------------
