@@ -803,6 +803,7 @@ def raw_mail(
     sender: str = "carol@customer.test",
     subject: str = "Return policy",
     headers: dict[str, str] | None = None,
+    attachment: bytes | None = None,
     auth: str
     | None = "mx.shop.test; spf=pass smtp.mailfrom=carol@customer.test; dkim=pass header.d=customer.test",
 ) -> bytes:
@@ -816,6 +817,8 @@ def raw_mail(
     for name, value in (headers or {}).items():
         mail[name] = value
     mail.set_content(body)
+    if attachment is not None:
+        mail.add_attachment(attachment, maintype="application", subtype="pdf", filename="scan.pdf")
     return mail.as_bytes()
 
 
@@ -874,6 +877,23 @@ def imap_settings(port: int, smtp_port: int) -> EmailSettings:
     )
 
 
+def test_a_whole_mime_mail_parses_with_its_attachment_as_a_placeholder() -> None:
+    from cxstack.channels.email import Attachment, parse_mime
+
+    mail = parse_mime(
+        raw_mail("m@customer.test", "the scan, please", attachment=b"%PDF" * 25), ["mx.shop.test"]
+    )
+    assert (mail.message_id, mail.sender, mail.text.strip()) == (
+        "m@customer.test",
+        "carol@customer.test",
+        "the scan, please",
+    )
+    assert mail.attachments == (Attachment("scan.pdf", "application/pdf", 100),)
+    assert sender_verified(mail)
+    no_id = parse_mime(b"From: x@customer.test\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert no_id.message_id.endswith("@imap.invalid") and not sender_verified(no_id)
+
+
 def test_the_imap_poller_ingests_each_mail_once(
     dovecot: int, smtp: tuple[Inbox, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -899,7 +919,7 @@ def test_the_imap_poller_ingests_each_mail_once(
         raw_mail(
             "i3@customer.test", "spoofed", auth="mx.attacker.test; spf=pass smtp.mailfrom=carol@customer.test"
         ),
-        raw_mail("i4@customer.test", "x" * 1_500_000, subject="A huge one"),
+        raw_mail("i4@customer.test", "see the scan", subject="A huge one", attachment=b"%PDF" * 400_000),
     )
     poller = ImapPoller(imap_settings(dovecot, smtp[1]), store, post)
     first = asyncio.run(poller.poll_once())
@@ -909,6 +929,7 @@ def test_the_imap_poller_ingests_each_mail_once(
     assert texts["i1@customer.test"][1] == "What is your return policy?"
     assert texts["i1@customer.test"][4] is True  # the trusted server's verdict
     assert texts["i3@customer.test"][4] is False  # another server's header proves nothing
+    assert texts["i4@customer.test"][1].startswith("A huge one\n\n[message of ")
     assert "only its headers were read" in texts["i4@customer.test"][1]
     assert asyncio.run(poller.poll_once()) == []  # nothing new
     # a poller that died after storing and before marking: the same mails again, each a duplicate

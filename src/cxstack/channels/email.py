@@ -459,6 +459,7 @@ def parse_mime(raw: bytes, trusted: Sequence[str] = ()) -> InboundEmail:
 # ---- loops and bounces ------------------------------------------------------------------------------------
 
 _ROBOT_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply)(\+.*)?@", re.IGNORECASE)
+_BOUNCE_SENDERS = re.compile(r"^(mailer-daemon|postmaster)(\+.*)?@", re.IGNORECASE)
 
 
 def automatic_reason(mail: InboundEmail, our_address: str = "") -> str | None:
@@ -483,14 +484,16 @@ def automatic_reason(mail: InboundEmail, our_address: str = "") -> str | None:
     kind = mail.content_type.lower()
     if "multipart/report" in kind or "report-type=delivery-status" in kind:
         return "a delivery status report (a bounce)"
-    our_domain = domain_of(our_address)
-    if our_address and (mail.sender == our_address.lower() or domain_of(mail.message_id) == our_domain):
+    ours = mail.message_id.lower().startswith(OUR_ID_PREFIX) and domain_of(mail.message_id) == domain_of(
+        our_address
+    )
+    if our_address and (mail.sender == our_address.lower() or ours):
         return "our own mail"
     return None
 
 
 def is_bounce(mail: InboundEmail, reason: str) -> bool:
-    return "bounce" in reason or "delivery status" in reason or _ROBOT_SENDERS.match(mail.sender) is not None
+    return "bounce" in reason or "delivery status" in reason or _BOUNCE_SENDERS.match(mail.sender) is not None
 
 
 def ours_named_in(mail: InboundEmail, our_domain: str) -> list[str]:
@@ -682,7 +685,7 @@ def our_message_id(outbox_id: str, domain: str) -> str:
 
 
 def reply_subject(subject: str) -> str:
-    subject = subject.strip() or "Your message"
+    subject = " ".join(subject.split())[:200] or "Your message"  # one line, whatever the customer's was
     return subject if re.match(r"^re\s*:", subject, re.IGNORECASE) else f"Re: {subject}"
 
 
@@ -823,9 +826,12 @@ class ImapPoller:
         size = int(size_match.group(1)) if size_match else 0
         if size > MAX_IMAP_MESSAGE_BYTES:
             _, data = imap.uid("FETCH", uid_text, "(BODY.PEEK[HEADER])")
-            header = self._body(data)
-            note = f"[message of {size} bytes: only its headers were read]\r\n".encode()
-            return header.rstrip(b"\r\n") + b"\r\nContent-Type: text/plain\r\n\r\n" + note
+            headers_only = email.message_from_bytes(self._body(data), policy=email.policy.default)
+            assert isinstance(headers_only, EmailMessage)
+            for name in ("Content-Type", "Content-Transfer-Encoding", "MIME-Version"):
+                del headers_only[name]
+            headers_only.set_content(f"[message of {size} bytes: only its headers were read]")
+            return headers_only.as_bytes()
         status, data = imap.uid("FETCH", uid_text, "(BODY.PEEK[])")
         if status != "OK":
             raise ConnectionError(f"IMAP FETCH {uid_text} failed")
@@ -849,8 +855,14 @@ class ImapPoller:
             mail = parse_mime(raw, self.settings.trusted_authserv_ids)
             if not mail.sender:
                 log.warning("IMAP mail %s has no From address: not stored", mail.message_id)
-            else:
+                done.append(uid)
+                continue
+            try:
                 results.append(await accept(mail, self.store, self.post, self.settings))
+            except Exception:
+                # left unseen, so the next poll tries it again; the others are not held back by it
+                log.exception("IMAP mail %s could not be stored; trying again next poll", mail.message_id)
+                continue
             done.append(uid)
         await asyncio.to_thread(self._mark_seen, done)
         return results
