@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxstack import __version__
+from cxstack.channels import email as email_channel
 from cxstack.channels import gate
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
@@ -384,6 +385,10 @@ class CxApp:
             else:
                 log.warning("the workspace lists whatsapp but CXSTACK_WHATSAPP_* are not set: it is off")
                 channels[WHATSAPP] = UnconfiguredChannel(WHATSAPP, "CXSTACK_WHATSAPP_* are not set")
+        self.email = email_channel.EmailSettings.from_env()
+        if email_channel.CHANNEL in engine.workspace.settings.channels:
+            channels[email_channel.CHANNEL] = email_channel.email_channel(self.email, store)
+        self.imap: email_channel.ImapPoller | None = None
         self.outbox = OutboxDispatcher(store, channels, on_undelivered=self.undelivered)
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
@@ -426,6 +431,7 @@ class CxApp:
         self.outbox.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
+        self.imap = email_channel.start_imap(self)
         if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers"):
             self._monitoring = asyncio.create_task(self._monitor(), name="cxstack-monitoring")
         return resumed
@@ -460,6 +466,8 @@ class CxApp:
         judge_pending(store, workspace, current_judge(store, workspace, name=name))
 
     async def stop(self) -> None:
+        if self.imap is not None:
+            await self.imap.stop()
         if self._monitoring is not None:
             self._monitoring.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -93,6 +93,22 @@ def delivery_moves(current: str | None, new: str) -> bool:
     return current != "failed" and DELIVERY_RANK[new] > DELIVERY_RANK.get(current, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class EmailRecord:
+    """One mail of an email conversation, under its Message-ID (without angle brackets): the threading index
+    (In-Reply-To / References name these ids) and, for inbound mail, who wrote it and the full text."""
+
+    message_id: str
+    conversation_id: ConversationId
+    direction: str  # "in" (the customer's) | "out" (ours, Message-ID derived from the outbox id)
+    address: str  # the customer's address, lower case
+    verified: bool = False  # inbound: the provider's SPF/DKIM verdict, aligned with the From domain
+    subject: str = ""
+    outbox_id: str | None = None
+    full_text: str = ""  # inbound: the body as it came, quoted history and signature included
+    created_at: datetime | None = None  # set by the store
+
+
 class PermanentSendError(Exception):
     """A send that will never succeed as it is (outside WhatsApp's 24-hour window, an invalid recipient): the
     item goes dead at once with this reason, instead of being retried."""
@@ -196,6 +212,11 @@ class Store(Protocol):
         them; a channel that vouches for a number links it to a profile only when exactly one matches."""
         ...
 
+    def customers_with_email(self, address: str) -> list[Customer]:
+        """Profiles whose `email` is `address`, ignoring case (at most 3: a verified sender links to a profile
+        only when exactly one matches)."""
+        ...
+
     # inbound: append the message and mark it pending in ONE transaction; a duplicate is a no-op
     def ingest(self, inbound: InboundMessage) -> IngestResult: ...
     # several at once, in one transaction where the store can; an exception in place of each one that failed
@@ -274,6 +295,19 @@ class Store(Protocol):
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         """A dead (or pending) item back in the queue, due now, with a fresh count of attempts.
         Raises KeyError if unknown, ValueError if already sent."""
+        ...
+
+    # email threading: Message-ID → conversation (channels/email.py)
+    def add_email(self, record: EmailRecord) -> bool:
+        """Stores the record; False (and nothing changed) if its Message-ID is already stored."""
+        ...
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        """The stored record of the first of `message_ids` that is stored (None if none is)."""
+        ...
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        """The conversation's mails, oldest first."""
         ...
 
     # escalations and humans

@@ -187,6 +187,23 @@ class OutboxRow(Base):
     content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
+class EmailMessageRow(Base):
+    """Email threading: each mail's Message-ID and its conversation (ports.EmailRecord)."""
+
+    __tablename__ = "email_messages"
+    __table_args__ = (Index(None, "conversation_id", "created_at"),)
+
+    message_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, nullable=False)
+    direction: Mapped[str] = mapped_column(String, nullable=False)
+    address: Mapped[str] = mapped_column(String, nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    outbox_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    full_text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 class EscalationRow(Base):
     __tablename__ = "escalations"
     __table_args__ = (

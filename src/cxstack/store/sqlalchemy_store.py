@@ -40,6 +40,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    EmailRecord,
     FactVersionConflictError,
     IngestResult,
     LeaseLostError,
@@ -81,6 +82,7 @@ from cxstack.store.orm import (
     ConversationEventRow,
     ConversationRow,
     CustomerRow,
+    EmailMessageRow,
     EscalationRow,
     FactVersionRow,
     MessageRow,
@@ -204,6 +206,51 @@ class SqlAlchemyStore:
                 select(_CUSTOMERS).where(_CUSTOMERS.c.attributes["phone"].as_string() == phone).limit(3)
             ).fetchall()
             return [_customer(cast(Any, row)) for row in rows]
+
+    def customers_with_email(self, address: str) -> list[Customer]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_CUSTOMERS).where(func.lower(_CUSTOMERS.c.email) == address.strip().lower()).limit(3)
+            ).fetchall()
+            return [_customer(cast(Any, row)) for row in rows]
+
+    # ---- email threading --------------------------------------------------------------------------------
+
+    def add_email(self, record: EmailRecord) -> bool:
+        with self._begin_write() as connection:
+            dialect = connection.dialect.name
+            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+            values = {
+                "message_id": record.message_id,
+                "conversation_id": record.conversation_id,
+                "direction": record.direction,
+                "address": clean_text(record.address).lower(),
+                "verified": record.verified,
+                "subject": clean_text(record.subject),
+                "outbox_id": record.outbox_id,
+                "full_text": clean_text(record.full_text),
+                "created_at": record.created_at or utcnow(),
+            }
+            statement = insert(_EMAILS).values(**values).on_conflict_do_nothing()
+            return connection.execute(statement.returning(_EMAILS.c.message_id)).first() is not None
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        wanted = [m for m in dict.fromkeys(message_ids) if m]
+        if not wanted:
+            return None
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(_EMAILS).where(_EMAILS.c.message_id.in_(wanted))).fetchall()
+        found = {row.message_id: _email_record(cast(Any, row)) for row in rows}
+        return next((found[m] for m in wanted if m in found), None)
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_EMAILS)
+                .where(_EMAILS.c.conversation_id == conversation_id)
+                .order_by(_EMAILS.c.created_at, _EMAILS.c.message_id)
+            ).fetchall()
+            return [_email_record(cast(Any, row)) for row in rows]
 
     # ---- inbound ----------------------------------------------------------------------------------------
 
@@ -996,6 +1043,23 @@ def _ingest_core(connection: Connection, inbound: InboundMessage) -> Message:
 
 _OUTBOX = _table(OutboxRow)
 _CUSTOMERS = _table(CustomerRow)
+_EMAILS = _table(EmailMessageRow)
+
+
+def _email_record(row: Any) -> EmailRecord:
+    return EmailRecord(
+        message_id=row.message_id,
+        conversation_id=ConversationId(row.conversation_id),
+        direction=row.direction,
+        address=row.address,
+        verified=bool(row.verified),
+        subject=row.subject,
+        outbox_id=row.outbox_id,
+        full_text=row.full_text,
+        created_at=as_utc(row.created_at),
+    )
+
+
 # Reads on every turn and every reply, as prebuilt Core statements (an ORM session costs more than the query).
 _GET_CUSTOMER = select(_CUSTOMERS).where(_CUSTOMERS.c.id == bindparam("id"))
 _GET_CONVERSATION = select(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("id"))

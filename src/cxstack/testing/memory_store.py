@@ -37,6 +37,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    EmailRecord,
     FactVersionConflictError,
     IngestResult,
     LeaseLostError,
@@ -172,6 +173,7 @@ class InMemoryStore:
         self._escalations: dict[str, _EscalationRecord] = {}
         self._api_keys: dict[str, ApiKey] = {}
         self._fact_versions: dict[str, list[FactVersion]] = {}
+        self._emails: dict[str, EmailRecord] = {}
         self._last_time = utcnow()
 
     def _now(self) -> datetime:
@@ -223,6 +225,36 @@ class InMemoryStore:
         with self._lock:
             found = [c for c in self._customers.values() if c.attributes.get("phone") == phone]
             return [replace(c, attributes=json_object(c.attributes)) for c in found[:3]]
+
+    def customers_with_email(self, address: str) -> list[Customer]:
+        wanted = address.strip().lower()
+        with self._lock:
+            found = [c for c in self._customers.values() if c.email.lower() == wanted]
+            return [replace(c, attributes=json_object(c.attributes)) for c in found[:3]]
+
+    # ---- email threading --------------------------------------------------------------------------------
+
+    def add_email(self, record: EmailRecord) -> bool:
+        with self._lock:
+            if record.message_id in self._emails:
+                return False
+            self._emails[record.message_id] = replace(
+                record,
+                address=clean_text(record.address).lower(),
+                subject=clean_text(record.subject),
+                full_text=clean_text(record.full_text),
+                created_at=as_utc(record.created_at) if record.created_at else self._now(),
+            )
+            return True
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        with self._lock:
+            return next((self._emails[m] for m in message_ids if m in self._emails), None)
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        with self._lock:
+            found = [r for r in self._emails.values() if r.conversation_id == conversation_id]
+        return sorted(found, key=lambda r: (r.created_at or utcnow(), r.message_id))
 
     # ---- inbound ----------------------------------------------------------------------------------------
 

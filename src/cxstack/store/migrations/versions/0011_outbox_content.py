@@ -2,7 +2,7 @@
 choices a clarifying question offers (sent as buttons or a list where the channel has them).
 
 Revision ID: 0011_outbox_content
-Revises: 0008_outbox_delivery_status
+Revises: 0009_email_threads
 Create Date: 2026-11-30
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from cxstack.store.orm import JSONType
 
 revision = "0011_outbox_content"
-down_revision: str | None = "0008_outbox_delivery_status"
+down_revision: str | None = "0009_email_threads"
 branch_labels: str | None = None
 depends_on: str | None = None
 
