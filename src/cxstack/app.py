@@ -38,6 +38,7 @@ from cxstack.domain.models import (
 from cxstack.domain.ports import IngestResult, OutboxItem, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+from cxstack.integrations.helpdesks.service import HandoffService, build_helpdesk
 from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
@@ -382,6 +383,10 @@ class CxApp:
                 log.warning("the workspace lists whatsapp but CXSTACK_WHATSAPP_* are not set: it is off")
                 channels[WHATSAPP] = UnconfiguredChannel(WHATSAPP, "CXSTACK_WHATSAPP_* are not set")
         self.outbox = OutboxDispatcher(store, channels)
+        # Escalations go to the help desk the workspace names (its secrets from the environment), if any.
+        helpdesk = engine.workspace.settings.helpdesk
+        desk = build_helpdesk(helpdesk)
+        self.handoff = None if desk is None else HandoffService.for_store(desk, store, helpdesk, self._wake)
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
@@ -421,6 +426,8 @@ class CxApp:
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
+        if self.handoff is not None:
+            self.handoff.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
         if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers"):
@@ -464,6 +471,8 @@ class CxApp:
         await asyncio.to_thread(self.ingest.stop)  # what is queued is stored (and acknowledged) first
         await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()
+        if self.handoff is not None:
+            await self.handoff.stop()
 
     def _committed(self, conversation_id: ConversationId) -> None:
         """Called on the runtime thread after a turn committed: wake the outbox and waiting clients here."""
@@ -472,6 +481,8 @@ class CxApp:
 
     def _wake(self, conversation_id: ConversationId) -> None:
         self.outbox.wake()
+        if self.handoff is not None:  # the turn may have escalated
+            self.handoff.wake()
         self.broker.publish(conversation_id)
 
     async def post_message(

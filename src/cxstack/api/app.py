@@ -22,6 +22,7 @@ from cxstack import __version__
 from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.deps import Cx
+from cxstack.api.handoff import add_handoff_routes
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
@@ -227,6 +228,7 @@ def _add_api_routes(api: FastAPI) -> None:
     add_monitoring_routes(api)
     add_review_routes(api)
     add_webhook_routes(api)
+    add_handoff_routes(api)
     _add_service_routes(api)
 
 

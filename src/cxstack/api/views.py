@@ -193,6 +193,7 @@ def escalation_out(packet: EscalationPacket) -> EscalationOut:
             for a in packet.actions_tried
         ],
         transcript=[jsonable(turn) for turn in packet.transcript],
+        handoff=None if packet.handoff is None else jsonable(packet.handoff),
         created_at=packet.created_at,
         status=packet.status,
     )
@@ -498,7 +499,14 @@ def health(cx: CxApp) -> HealthOut:
             reason=worker.reason,
         ),
         outbox_dead=dead,
+        handoff_dead=_handoff_dead(cx) if db_ok else None,
     )
+
+
+def _handoff_dead(cx: CxApp) -> int | None:
+    from cxstack.store.handoff import ExportStatus
+
+    return None if cx.handoff is None else cx.handoff.store.count(ExportStatus.DEAD)
 
 
 def outbox_item_out(item: OutboxItem) -> OutboxItemOut:
