@@ -24,7 +24,7 @@ from cxstack.app import CxApp, Settings, build
 from cxstack.domain.conversation_state import Transition
 from cxstack.domain.models import ConversationId, ConversationStatus, EscalationId, Priority
 from cxstack.domain.ports import OutboxStatus, SendRetryPolicy
-from cxstack.integrations.helpdesks import zendesk
+from cxstack.integrations.helpdesks import chatwoot, webhook, zendesk
 from cxstack.integrations.helpdesks.base import PayloadError, SignatureError
 from cxstack.integrations.helpdesks.service import HandoffService, UnknownTicketError
 from cxstack.store.handoff import ExportStatus, HandoffStore
@@ -494,3 +494,292 @@ def test_handoff_is_off_without_its_secrets(
             == 404
         )
         assert client.get("/health").json()["handoff_dead"] is None
+
+
+# ---- the generic signed webhook ----------------------------------------------------------------------------
+
+HOOK_SECRET = "hook-secret"
+
+
+def test_the_generic_signature_scheme() -> None:
+    body = b'{"type": "solved", "conversation_id": "c"}'
+    header = webhook.sign(HOOK_SECRET, body, at=1_764_486_000)
+    stamp, digest = header.split(",")
+    assert stamp == "t=1764486000" and digest.startswith("v1=") and len(digest) == 3 + 64
+    now = datetime.fromtimestamp(1_764_486_000 + 10, UTC)
+    webhook.check(HOOK_SECRET, body, header, now)
+    for bad_body, bad_header, at in [
+        (body, webhook.sign("guess", body, at=1_764_486_000), now),
+        (body + b" ", header, now),
+        (body, header, now + timedelta(minutes=6)),
+        (body, None, now),
+        (body, "v1=abc", now),
+    ]:
+        with pytest.raises(SignatureError):
+            webhook.check(HOOK_SECRET, bad_body, bad_header, at)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[ScriptedBackend, str]]:
+    """Your system's end of the generic webhook: checks our signature, answers with its ticket."""
+    backend = ScriptedBackend()
+
+    def accept(request: RecordedRequest) -> Reply:
+        try:
+            webhook.check(
+                HOOK_SECRET, request.body, request.headers.get("x-cxstack-signature"), datetime.now(UTC)
+            )
+        except SignatureError as exc:
+            return Reply(401, {"error": str(exc)})
+        return Reply(200, {"ticket": f"T-{request.json['packet']['conversation_id']}"})
+
+    backend.on("POST", "/hooks/cxstack", handler=accept)
+    with backend.serve() as base_url:
+        yield backend, base_url
+
+
+def generic(client: TestClient, event: dict[str, Any], *, secret: str = HOOK_SECRET) -> Any:
+    body = json.dumps(event).encode()
+    headers = {"Content-Type": "application/json", "X-Cxstack-Signature": webhook.sign(secret, body)}
+    return client.post("/webhooks/handoff/generic", content=body, headers=headers)
+
+
+def test_the_generic_webhook_exports_signed_and_takes_signed_events_back(
+    tmp_path: Path,
+    receiver: tuple[ScriptedBackend, str],
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend, base_url = receiver
+    monkeypatch.setenv("CXSTACK_HANDOFF_WEBHOOK_SECRET", HOOK_SECRET)
+    client, cx = start_service(tmp_path, helpdesk_yaml("webhook", f"{base_url}/hooks/cxstack"), backoffice[0])
+    keys = make_role_keys(cx.store)
+    with client:
+        say(client, keys, "gen-1", "I want a refund for order ORD-10004")
+        wait_for(lambda: cx.handoff is not None and cx.handoff.store.list(ExportStatus.SENT))
+        [sent] = backend.requests_to("POST", "/hooks/cxstack")
+        document = sent.json
+        assert document["type"] == "escalation" and sent.headers["idempotency-key"] == document["id"]
+        assert document["packet"]["queue"] == "vip" and document["packet"]["priority"] == "urgent"
+        assert "vip-refunds-to-people" in document["packet"]["fired_rules"]
+        assert cx.conversation_view("gen-1").escalations[0].handoff["ticket_id"] == "T-gen-1"  # type: ignore[union-attr,index]
+
+        reply = {
+            "id": "evt-1",
+            "conversation_id": "gen-1",
+            "type": "reply",
+            "text": "Approved.",
+            "author": "Kim",
+        }
+        assert generic(client, reply, secret="guess").status_code == 401
+        assert generic(client, reply).json() == {"applied": 1, "duplicates": 0, "ignored": 0}
+        assert generic(client, reply).json() == {"applied": 0, "duplicates": 1, "ignored": 0}
+        no_id = {"ticket": "T-gen-1", "type": "reply", "text": "And a voucher.", "author": "Kim"}
+        assert generic(client, no_id).json()["applied"] == 1
+        assert generic(client, no_id).json()["duplicates"] == 1  # the same body again: its hash is the key
+        texts = [i.text for i in cx.store.outbox_for(ConversationId("gen-1"))]
+        assert texts.count("Approved.") == 1 and texts.count("And a voucher.") == 1
+
+        missing = generic(client, {"type": "reply", "text": "x"})
+        assert missing.status_code == 400 and "conversation_id" in missing.text
+        wrong = generic(client, {"conversation_id": "gen-1", "type": "escalate"})
+        assert wrong.status_code == 400 and "type" in wrong.text
+        assert generic(client, {"conversation_id": "someone-else", "type": "solved"}).status_code == 404
+
+        assert generic(client, {"conversation_id": "gen-1", "type": "solved"}).json()["applied"] == 1
+        after = say(client, keys, "gen-1", "what is your return policy")
+        assert after["status"] == "bot" and "30 days" in (after["reply"] or "")
+
+
+# ---- Chatwoot ----------------------------------------------------------------------------------------------
+
+CW_TOKEN = "cw-access-token"
+CW_SECRET = "cw-webhook-secret"
+ACCOUNT, INBOX = 1, 5
+
+
+class ChatwootStandIn:
+    """Chatwoot's Application API as documented (header `api_access_token`, else 401): contacts (search,
+    create with a contact inbox and its source_id), a contact's conversations, conversations (create with
+    source_id, inbox_id, contact_id; the answer's `id` is the conversation's display id) and their messages.
+    `lost` makes the next conversation and then answers 502."""
+
+    def __init__(self) -> None:
+        self.backend = ScriptedBackend()
+        self.contacts: list[dict[str, Any]] = []
+        self.conversations: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.lost = False
+        base = f"/api/v1/accounts/{ACCOUNT}"
+        self.backend.on("GET", f"{base}/contacts/search", handler=self._authed(self._search))
+        self.backend.on("POST", f"{base}/contacts", handler=self._authed(self._contact))
+        self.backend.on("GET", f"{base}/contacts/{{cid}}/conversations", handler=self._authed(self._listed))
+        self.backend.on("POST", f"{base}/conversations", handler=self._authed(self._conversation))
+        self.backend.on("POST", f"{base}/conversations/{{cid}}/messages", handler=self._authed(self._message))
+        self.backend.on("GET", f"{base}/conversations/{{cid}}/messages", handler=self._authed(self._messages))
+
+    def _authed(self, handler: Any) -> Any:
+        def check(request: RecordedRequest) -> Reply:
+            if request.headers.get("api_access_token") != CW_TOKEN:
+                return Reply(401, {"errors": ["You need to sign in or sign up before continuing."]})
+            reply: Reply = handler(request)
+            return reply
+
+        return check
+
+    def _search(self, request: RecordedRequest) -> Reply:
+        found = [c for c in self.contacts if request.query.get("q") in (c["identifier"], c["name"])]
+        return Reply(200, {"meta": {"count": len(found), "current_page": 1}, "payload": found})
+
+    def _contact(self, request: RecordedRequest) -> Reply:
+        body = request.json
+        source_id = f"src-{len(self.contacts) + 1}"
+        contact = {
+            "id": 100 + len(self.contacts),
+            "name": body["name"],
+            "email": body.get("email"),
+            "identifier": body.get("identifier"),
+            "contact_inboxes": [{"source_id": source_id, "inbox": {"id": body["inbox_id"]}}],
+        }
+        self.contacts.append(contact)
+        return Reply(200, {"payload": {"contact": contact, "contact_inbox": {"source_id": source_id}}})
+
+    def _listed(self, request: RecordedRequest) -> Reply:
+        cid = int(request.path_params["cid"])
+        return Reply(200, {"payload": [c for c in self.conversations if c["contact_id"] == cid]})
+
+    def _conversation(self, request: RecordedRequest) -> Reply:
+        body = request.json
+        if not body.get("source_id") or body.get("inbox_id") != INBOX:
+            return Reply(422, {"message": "source_id and inbox_id are required"})
+        conversation = {
+            "id": 42 + len(self.conversations),
+            "account_id": ACCOUNT,
+            "inbox_id": body["inbox_id"],
+            "contact_id": body["contact_id"],
+            "status": body.get("status", "open"),
+            "custom_attributes": body.get("custom_attributes") or {},
+        }
+        self.conversations.append(conversation)
+        if self.lost:
+            self.lost = False
+            return Reply(502, "<html>Bad gateway</html>")
+        return Reply(200, conversation)
+
+    def _messages(self, request: RecordedRequest) -> Reply:
+        cid = int(request.path_params["cid"])
+        return Reply(200, {"meta": {}, "payload": [m for m in self.messages if m["conversation_id"] == cid]})
+
+    def _message(self, request: RecordedRequest) -> Reply:
+        message = {
+            "id": 900 + len(self.messages),
+            "conversation_id": int(request.path_params["cid"]),
+            **request.json,
+        }
+        self.messages.append(message)
+        return Reply(200, message)
+
+
+@pytest.fixture
+def chatwoot_api() -> Iterator[tuple[ChatwootStandIn, str]]:
+    stand_in = ChatwootStandIn()
+    with stand_in.backend.serve() as base_url:
+        yield stand_in, base_url
+
+
+def chatwoot_post(
+    client: TestClient, event: dict[str, Any], *, secret: str = CW_SECRET, age_s: int = 0
+) -> Any:
+    body = json.dumps(event).encode()
+    stamp = str(int(time.time()) - age_s)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Chatwoot-Signature": chatwoot.signature_of(secret, stamp, body),
+        "X-Chatwoot-Timestamp": stamp,
+        "X-Chatwoot-Delivery": "00000000-0000-4000-8000-000000000000",
+    }
+    return client.post("/webhooks/handoff/chatwoot", content=body, headers=headers)
+
+
+def message_created(message_id: int, conversation: int, content: str, **overrides: Any) -> dict[str, Any]:
+    """A `message_created` webhook as Chatwoot sends it (the message at the top level, its conversation)."""
+    return {
+        "event": "message_created",
+        "id": message_id,
+        "content": content,
+        "created_at": "2026-11-30T07:10:00.000Z",
+        "message_type": "outgoing",
+        "content_type": "text",
+        "content_attributes": {},
+        "source_id": None,
+        "private": False,
+        "sender": {"id": 1, "name": "Dana Agent", "email": "dana@shop.test", "type": "user"},
+        "conversation": {"id": conversation, "inbox_id": INBOX, "status": "open", "can_reply": True},
+        "account": {"id": ACCOUNT, "name": "Shop"},
+        "inbox": {"id": INBOX, "name": "cxstack"},
+        **overrides,
+    }
+
+
+def test_chatwoot_conversations_out_and_agent_messages_back(
+    tmp_path: Path,
+    chatwoot_api: tuple[ChatwootStandIn, str],
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stand_in, base_url = chatwoot_api
+    stand_in.lost = True  # the first conversation is made but its answer never arrives
+    monkeypatch.setenv("CXSTACK_CHATWOOT_API_TOKEN", CW_TOKEN)
+    monkeypatch.setenv("CXSTACK_CHATWOOT_WEBHOOK_SECRET", CW_SECRET)
+    settings_yaml = (
+        helpdesk_yaml("chatwoot", base_url) + f"  chatwoot: {{account_id: {ACCOUNT}, inbox_id: {INBOX}}}\n"
+    )
+    client, cx = start_service(tmp_path, settings_yaml, backoffice[0])
+    keys = make_role_keys(cx.store)
+    with client:
+        say(client, keys, "cw-1", "I want a refund for order ORD-10005")
+        handoff = cx.handoff
+        assert handoff is not None
+        wait_for(lambda: handoff.store.list(ExportStatus.SENT))  # the retry comes after a backoff of 1-2 s
+        [export] = handoff.store.list()
+        assert export.attempts == 1  # one failed try (the 502), then found again
+        assert len(stand_in.contacts) == 1 and len(stand_in.conversations) == 1  # found again, not made twice
+        [conversation] = stand_in.conversations
+        assert conversation["custom_attributes"] == {
+            "cxstack_export": export.id,
+            "cxstack_conversation": "cw-1",
+        }
+        assert export.ticket_id == str(conversation["id"])
+        [note] = stand_in.messages
+        assert note["private"] is True and "vip-refunds-to-people" in note["content"]
+        assert stand_in.contacts[0]["email"] == "vee@bigco.test"
+
+        ticket = conversation["id"]
+        assert (
+            chatwoot_post(client, message_created(7001, ticket, "Refunded!"), secret="guess").status_code
+            == 401
+        )
+        assert chatwoot_post(client, message_created(7001, ticket, "Refunded!"), age_s=600).status_code == 401
+        private = message_created(7002, ticket, "internal: check the card", private=True)
+        incoming = message_created(7003, ticket, "thanks", message_type="incoming")
+        for ignored in (private, incoming):
+            assert chatwoot_post(client, ignored).json() == {"applied": 0, "duplicates": 0, "ignored": 0}
+        for _ in range(2):
+            answered = chatwoot_post(client, message_created(7001, ticket, "Refunded!"))
+        assert answered.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
+        assert chatwoot_post(client, message_created(7004, 999, "hi")).status_code == 404
+        broken = chatwoot_post(client, {"event": "message_created", "id": 1})
+        assert broken.status_code == 400 and "conversation" in broken.text
+        texts = [i.text for i in cx.store.outbox_for(ConversationId("cw-1"))]
+        assert texts.count("Refunded!") == 1 and "internal: check the card" not in texts
+
+        resolved = {
+            "event": "conversation_status_changed",
+            "id": ticket,
+            "status": "resolved",
+            "inbox_id": INBOX,
+            "changed_attributes": [{"status": {"previous_value": "open", "current_value": "resolved"}}],
+        }
+        assert chatwoot_post(client, resolved).json()["applied"] == 1
+        after = say(client, keys, "cw-1", "what is your return policy")
+        assert after["status"] == "bot" and "30 days" in (after["reply"] or "")

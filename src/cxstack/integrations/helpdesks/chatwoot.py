@@ -106,7 +106,8 @@ class Chatwoot:
             classify(listed, "Chatwoot")
             for conversation in _payload_list(listed):
                 if (conversation.get("custom_attributes") or {}).get("cxstack_export") == export_id:
-                    return Ticket(str(conversation["id"]))  # made by an earlier try whose answer was lost
+                    # made by an earlier try whose answer was lost: the note may be missing too
+                    return await self._noted(client, int(conversation["id"]), packet, export_id)
             source_id = key
         else:
             customer = packet.customer or {}
@@ -136,15 +137,39 @@ class Chatwoot:
             conversation_id = int(opened.json()["id"])
         except (ValueError, KeyError, TypeError):
             raise RetryLater("Chatwoot created a conversation without an id") from None
+        return await self._noted(client, conversation_id, packet, export_id, fresh=True)
+
+    async def _noted(
+        self,
+        client: httpx.AsyncClient,
+        conversation_id: int,
+        packet: EscalationPacket,
+        export_id: str,
+        *,
+        fresh: bool = False,
+    ) -> Ticket:
+        """The packet as a private note on the conversation, once (its last line names the export)."""
+        marker = f"cxstack export {export_id}"
+        path = f"/conversations/{conversation_id}/messages"
+        if not fresh:
+            listed = await client.get(self._url(path))
+            classify(listed, "Chatwoot")
+            if any(marker in str(m.get("content") or "") for m in _payload_list(listed)):
+                return self._ticket(conversation_id)
         note = await client.post(
-            self._url(f"/conversations/{conversation_id}/messages"),
-            json={"content": render_text(packet), "message_type": "outgoing", "private": True},
+            self._url(path),
+            json={
+                "content": f"{render_text(packet)}\n\n{marker}",
+                "message_type": "outgoing",
+                "private": True,
+            },
         )
         classify(note, "Chatwoot")
-        return Ticket(
-            str(conversation_id),
-            f"{self.base_url}/app/accounts/{self.account_id}/conversations/{conversation_id}",
-        )
+        return self._ticket(conversation_id)
+
+    def _ticket(self, conversation_id: int) -> Ticket:
+        url = f"{self.base_url}/app/accounts/{self.account_id}/conversations/{conversation_id}"
+        return Ticket(str(conversation_id), url)
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None:
         signature = headers.get("x-chatwoot-signature", "")
@@ -191,7 +216,7 @@ class Chatwoot:
             ticket = identifier(payload, "id")
             if event == "conversation_status_changed" and payload.get("status") != "resolved":
                 return []
-            stamp = str(payload.get("updated_at") or headers.get("x-chatwoot-delivery") or "")
+            stamp = str(payload.get("updated_at") or hashlib.sha256(body).hexdigest())
             return [HelpdeskEvent(key=f"resolved:{ticket}:{stamp}", kind=EventKind.SOLVED, ticket_id=ticket)]
         return []
 

@@ -143,6 +143,11 @@ class HandoffService:
         if packet is None:
             await self._failed(export, "the escalation is gone", permanent=True, now=now)
             return 0
+        if packet.status != "open":  # a person here answered and handed it back before the help desk had it
+            await self._failed(
+                export, f"the escalation was {packet.status} before it was exported", permanent=True, now=now
+            )
+            return 0
         try:
             ticket = await self.desk.export(packet, export_id=export.id)
         except RetryLater as exc:

@@ -182,7 +182,7 @@ class Zendesk:
                 )
         if status in (EventKind.SOLVED, EventKind.CLOSED):
             # the same status reached again later (reopened, solved again) is a new event
-            when = str(payload.get("updated_at") or headers.get("x-zendesk-webhook-invocation-id") or "")
+            when = str(payload.get("updated_at") or hashlib.sha256(body).hexdigest())
             key = f"status:{ticket_id}:{status}:{when}"
             events.append(HelpdeskEvent(key=key, kind=EventKind(status), ticket_id=ticket_id))
         return events
