@@ -58,10 +58,25 @@ class ZendeskStandIn:
         self.always: Reply | None = None
         self.base_url = ""
         self.backend.on("POST", "/api/v2/tickets.json", handler=self._create)
+        self.backend.on("PUT", "/api/v2/tickets/{ticket_id}.json", handler=self._update)
+        self.comments: list[tuple[int, dict[str, Any]]] = []
+
+    def _authorized(self, request: RecordedRequest) -> bool:
+        expected = "Basic " + base64.b64encode(f"{EMAIL}/token:{API_TOKEN}".encode()).decode()
+        return request.headers.get("authorization") == expected
+
+    def _update(self, request: RecordedRequest) -> Reply:
+        """`PUT /api/v2/tickets/{id}.json` with `{"ticket": {"comment": {...}}}` adds a comment."""
+        if not self._authorized(request):
+            return Reply(401, {"error": "Couldn't authenticate you"})
+        number = int(request.path_params["ticket_id"])
+        if number not in self.tickets:
+            return Reply(404, {"error": "RecordNotFound", "description": "Not found"})
+        self.comments.append((number, request.json["ticket"]["comment"]))
+        return Reply(200, {"ticket": self.tickets[number], "audit": {"events": [{"type": "Comment"}]}})
 
     def _create(self, request: RecordedRequest) -> Reply:
-        expected = "Basic " + base64.b64encode(f"{EMAIL}/token:{API_TOKEN}".encode()).decode()
-        if request.headers.get("authorization") != expected:
+        if not self._authorized(request):
             return Reply(401, {"error": "Couldn't authenticate you"})
         if self.always is not None:
             return self.always
@@ -239,7 +254,7 @@ def test_a_429_is_honoured_and_a_lost_answer_never_makes_a_second_ticket(
     ]
 
     assert asyncio.run(service.flush(T0)) == 0
-    [export] = service.store.list()
+    [export] = service.store.exports()
     assert (
         export.status == ExportStatus.PENDING and export.attempts == 1 and "429" in (export.last_error or "")
     )
@@ -260,7 +275,7 @@ def test_a_429_is_honoured_and_a_lost_answer_never_makes_a_second_ticket(
     assert packet.handoff["status"] == "sent" and packet.handoff["ticket_id"] == "35436"
     assert "error" not in packet.handoff
     assert asyncio.run(service.flush(T0 + timedelta(hours=1))) == 0  # nothing more to export
-    assert [e.escalation_id for e in service.store.list()] == [escalation]
+    assert [e.escalation_id for e in service.store.exports()] == [escalation]
 
 
 def test_a_5xx_storm_ends_dead_with_its_reason_on_the_escalation(
@@ -273,13 +288,22 @@ def test_a_5xx_storm_ends_dead_with_its_reason_on_the_escalation(
     for _ in range(6):
         asyncio.run(service.flush(at))
         at += timedelta(hours=1)
-    [export] = service.store.list()
+    [export] = service.store.exports()
     assert export.status == ExportStatus.DEAD and export.attempts == 4 and len(zendesk_api.requests()) == 4
     assert service.store.count(ExportStatus.DEAD) == 1
     packet = store.get_escalation(escalation)
     assert packet is not None and packet.handoff is not None
     assert packet.handoff["status"] == "dead" and "503" in packet.handoff["error"]
     assert zendesk_api.tickets == {}
+
+
+def test_a_claimed_export_is_left_alone_by_other_processes(store: SqlAlchemyStore) -> None:
+    escalate(store, "conv-claim")
+    first, second = HandoffStore(store), HandoffStore(store)
+    first.enqueue("zendesk", None, T0)
+    [claimed] = first.claim(now=T0, lease_s=60)
+    assert second.claim(now=T0 + timedelta(seconds=59)) == []
+    assert [e.id for e in second.claim(now=T0 + timedelta(seconds=60))] == [claimed.id]  # its holder died
 
 
 def test_a_refusal_is_dead_at_once(store: SqlAlchemyStore, zendesk_api: ZendeskStandIn) -> None:
@@ -289,7 +313,7 @@ def test_a_refusal_is_dead_at_once(store: SqlAlchemyStore, zendesk_api: ZendeskS
         422, {"error": "RecordInvalid", "details": {"requester": [{"description": "x"}]}}
     )
     asyncio.run(service.flush(T0))
-    [export] = service.store.list()
+    [export] = service.store.exports()
     assert export.status == ExportStatus.DEAD and export.attempts == 1 and "422" in (export.last_error or "")
 
 
@@ -406,6 +430,9 @@ def test_a_vip_refund_becomes_one_zendesk_ticket_whose_reply_reaches_the_custome
     quiet = say(client, keys, "vip-1", "hello? any news on my refund?")
     assert quiet["status"] == ConversationStatus.WAITING.value and quiet["reply"] is None
     assert quiet["trace"]["outcome"] == "handled_by_human"
+    wait_for(lambda: zendesk_api.comments)  # what the customer wrote goes onto the ticket, privately
+    [(on_ticket, note)] = zendesk_api.comments
+    assert on_ticket == ticket["id"] and note["public"] is False and "any news on my refund" in note["body"]
 
     # the agent's public comment, signed by Zendesk, delivered twice: one reply to the customer
     comment = trigger_body(ticket["id"], comment_id="54509363035291", body="Hi Vee, your refund is approved.")
@@ -427,7 +454,7 @@ def test_a_vip_refund_becomes_one_zendesk_ticket_whose_reply_reaches_the_custome
     assert conversation is not None and conversation.status == ConversationStatus.BOT
     after = say(client, keys, "vip-1", "what is your return policy")
     assert after["status"] == "bot" and "30 days" in (after["reply"] or "")
-    assert len(zendesk_api.tickets) == 1
+    assert len(zendesk_api.tickets) == 1 and len(zendesk_api.comments) == 1
 
 
 def test_forged_old_malformed_and_unknown_webhooks_change_nothing(
@@ -556,7 +583,7 @@ def test_the_generic_webhook_exports_signed_and_takes_signed_events_back(
     keys = make_role_keys(cx.store)
     with client:
         say(client, keys, "gen-1", "I want a refund for order ORD-10004")
-        wait_for(lambda: cx.handoff is not None and cx.handoff.store.list(ExportStatus.SENT))
+        wait_for(lambda: cx.handoff is not None and cx.handoff.store.exports(ExportStatus.SENT))
         [sent] = backend.requests_to("POST", "/hooks/cxstack")
         document = sent.json
         assert document["type"] == "escalation" and sent.headers["idempotency-key"] == document["id"]
@@ -740,8 +767,8 @@ def test_chatwoot_conversations_out_and_agent_messages_back(
         say(client, keys, "cw-1", "I want a refund for order ORD-10005")
         handoff = cx.handoff
         assert handoff is not None
-        wait_for(lambda: handoff.store.list(ExportStatus.SENT))  # the retry comes after a backoff of 1-2 s
-        [export] = handoff.store.list()
+        wait_for(lambda: handoff.store.exports(ExportStatus.SENT))  # the retry comes after a backoff of 1-2 s
+        [export] = handoff.store.exports()
         assert export.attempts == 1  # one failed try (the 502), then found again
         assert len(stand_in.contacts) == 1 and len(stand_in.conversations) == 1  # found again, not made twice
         [conversation] = stand_in.conversations

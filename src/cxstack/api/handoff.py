@@ -97,5 +97,5 @@ def add_handoff_routes(api: FastAPI) -> None:
                 "created_at": e.created_at.isoformat(),
                 "next_attempt_at": e.next_attempt_at.isoformat(),
             }
-            for e in cx.handoff.store.list(wanted, limit)
+            for e in cx.handoff.store.exports(wanted, limit)
         ]

@@ -37,7 +37,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import SendRetryPolicy
-from cxstack.store.codec import clean_text, json_object
+from cxstack.store.codec import clean_text, json_object, packet_from_json
 from cxstack.store.db import BEGIN_MODE_OPTION
 from cxstack.store.orm import ConversationRow, EscalationRow, HandoffEventRow, HandoffExportRow
 from cxstack.store.sqlalchemy_store import (
@@ -49,6 +49,10 @@ from cxstack.store.sqlalchemy_store import (
 EXPORTS: Table = HandoffExportRow.__table__  # type: ignore[assignment]
 EVENTS: Table = HandoffEventRow.__table__  # type: ignore[assignment]
 ESCALATIONS: Table = EscalationRow.__table__  # type: ignore[assignment]
+
+
+# How long a claimed export is left alone by other processes: longer than one export's calls can take.
+CLAIM_LEASE_S = 120.0
 
 
 class ExportStatus(enum.StrEnum):
@@ -77,6 +81,7 @@ class Export:
     created_at: datetime
     next_attempt_at: datetime
     sent_at: datetime | None
+    followups_sent: int = 0
 
 
 def _export(row: Any) -> Export:
@@ -93,6 +98,7 @@ def _export(row: Any) -> Export:
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
         sent_at=row.sent_at,
+        followups_sent=row.followups_sent,
     )
 
 
@@ -157,17 +163,29 @@ class HandoffStore:
                 added += 1
         return added
 
-    def due(self, limit: int = 50, now: datetime | None = None) -> list[Export]:
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(EXPORTS)
-                .where(
-                    EXPORTS.c.status == ExportStatus.PENDING.value,
-                    EXPORTS.c.next_attempt_at <= (now or utcnow()),
+    def claim(
+        self, limit: int = 50, now: datetime | None = None, lease_s: float = CLAIM_LEASE_S
+    ) -> list[Export]:
+        """Pending exports due at `now`, earliest first, each claimed for `lease_s` (its next attempt moved
+        past the lease), so another process's flush skips it while this one talks to the help desk; a
+        process that dies holding a claim only delays its exports by the lease."""
+        now = now or utcnow()
+        query = (
+            select(EXPORTS)
+            .where(EXPORTS.c.status == ExportStatus.PENDING.value, EXPORTS.c.next_attempt_at <= now)
+            .order_by(EXPORTS.c.next_attempt_at, EXPORTS.c.id)
+            .limit(limit)
+        )
+        with self._begin() as connection:
+            if connection.dialect.name != "sqlite":  # SQLite's IMMEDIATE transaction already serialises this
+                query = query.with_for_update(skip_locked=True)
+            rows = connection.execute(query).all()
+            if rows:
+                connection.execute(
+                    update(EXPORTS)
+                    .where(EXPORTS.c.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=lease_s))
                 )
-                .order_by(EXPORTS.c.next_attempt_at, EXPORTS.c.id)
-                .limit(limit)
-            )
             return [_export(row) for row in rows]
 
     def get(self, export_id: str) -> Export | None:
@@ -271,7 +289,7 @@ class HandoffStore:
             _note(connection, row.escalation_id, pending)
             return _export(_locked(connection, export_id))
 
-    def list(self, status: ExportStatus | None = None, limit: int = 100) -> list[Export]:
+    def exports(self, status: ExportStatus | None = None, limit: int = 100) -> list[Export]:
         query = select(EXPORTS).order_by(EXPORTS.c.created_at, EXPORTS.c.id).limit(limit)
         if status is not None:
             query = query.where(EXPORTS.c.status == ExportStatus(status).value)
@@ -284,6 +302,33 @@ class HandoffStore:
                 connection.execute(
                     select(func.count()).select_from(EXPORTS).where(EXPORTS.c.status == status.value)
                 ).scalar_one()
+            )
+
+    def open_tickets(self, limit: int = 100) -> list[tuple[Export, EscalationPacket]]:
+        """Exports that made a ticket whose escalation is still open, with the packet (and its follow-ups)."""
+        query = (
+            select(EXPORTS, ESCALATIONS.c.packet, ESCALATIONS.c.status.label("escalation_status"))
+            .join(ESCALATIONS, ESCALATIONS.c.id == EXPORTS.c.escalation_id)
+            .where(EXPORTS.c.status == ExportStatus.SENT.value, ESCALATIONS.c.status == "open")
+            .order_by(EXPORTS.c.created_at, EXPORTS.c.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [
+                (
+                    _export(row),
+                    packet_from_json(row.packet, status=row.escalation_status, created_at=row.created_at),
+                )
+                for row in connection.execute(query)
+            ]
+
+    def mark_followups(self, export_id: str, sent: int) -> None:
+        """`sent` follow-ups are on the ticket now (never lowered: a slower writer cannot undo a faster)."""
+        with self._begin() as connection:
+            connection.execute(
+                update(EXPORTS)
+                .where(EXPORTS.c.id == export_id, EXPORTS.c.followups_sent < sent)
+                .values(followups_sent=sent)
             )
 
     def conversation_for_ticket(self, kind: str, ticket_id: str) -> str | None:

@@ -375,6 +375,8 @@ class HandoffExportRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The packet's follow-ups (customer messages after the escalation) already added to the ticket.
+    followups_sent: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
 class HandoffEventRow(Base):

@@ -75,6 +75,11 @@ class HelpDesk(Protocol):
 
     async def export(self, packet: EscalationPacket, *, export_id: str) -> Ticket: ...
 
+    async def follow_up(self, ticket: Ticket, packet: EscalationPacket, lines: list[dict[str, Any]]) -> None:
+        """Adds the customer's messages written since the export (`lines`, the packet's follow-ups) to the
+        ticket; raises as `export` does."""
+        ...
+
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None: ...
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[HelpdeskEvent]: ...
@@ -122,6 +127,11 @@ def identifier(container: Any, key: str, where: str = "") -> str:
     if not text or isinstance(value, bool):
         raise PayloadError(f"{where}{key}", "empty")
     return text
+
+
+def render_followups(lines: list[dict[str, Any]]) -> str:
+    said = "\n".join(f"> {line.get('text', '')}" for line in lines)
+    return f"The customer wrote again while waiting:\n{said}"
 
 
 def render_text(packet: EscalationPacket) -> str:

@@ -171,6 +171,25 @@ class Chatwoot:
         url = f"{self.base_url}/app/accounts/{self.account_id}/conversations/{conversation_id}"
         return Ticket(str(conversation_id), url)
 
+    async def follow_up(self, ticket: Ticket, packet: EscalationPacket, lines: list[dict[str, Any]]) -> None:
+        """Each message as the contact's own (incoming) message on the conversation, as the agent expects."""
+        client = self._client or httpx.AsyncClient(timeout=15.0)
+        client.headers["api_access_token"] = self.secrets.api_token
+        try:
+            for line in lines:
+                response = await client.post(
+                    self._url(f"/conversations/{ticket.id}/messages"),
+                    json={
+                        "content": str(line.get("text") or ""),
+                        "message_type": "incoming",
+                        "private": False,
+                    },
+                )
+                classify(response, "Chatwoot")
+        finally:
+            if self._client is None:
+                await client.aclose()
+
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None:
         signature = headers.get("x-chatwoot-signature", "")
         timestamp = headers.get("x-chatwoot-timestamp", "")

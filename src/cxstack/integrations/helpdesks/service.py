@@ -22,6 +22,7 @@ from cxstack.integrations.helpdesks.base import (
     ExportRefused,
     HelpDesk,
     RetryLater,
+    Ticket,
 )
 from cxstack.integrations.helpdesks.chatwoot import Chatwoot, ChatwootSecrets
 from cxstack.integrations.helpdesks.webhook import SignedWebhook, secret_from_env
@@ -98,6 +99,8 @@ class HandoffService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Follow-ups that failed: export id -> (failures, not before); kept in memory, the counts are durable.
+        self._followup_retry: dict[str, tuple[int, datetime]] = {}
 
     @classmethod
     def for_store(
@@ -134,9 +137,31 @@ class HandoffService:
         tickets the help desk confirmed."""
         await asyncio.to_thread(self.store.enqueue, self.desk.kind, self.settings.queues, now)
         made = 0
-        for export in await asyncio.to_thread(self.store.due, BATCH, now):
+        for export in await asyncio.to_thread(self.store.claim, BATCH, now):
             made += await self._export(export, now)
+        await self._follow_ups(now or utcnow())
         return made
+
+    async def _follow_ups(self, now: datetime) -> None:
+        """What the customer wrote while the ticket is open goes onto the ticket, in order. At least once: a
+        try whose answer is lost is tried again (a help desk without idempotent updates may show it twice)."""
+        for export, packet in await asyncio.to_thread(self.store.open_tickets, BATCH):
+            new = packet.followups[export.followups_sent :]
+            waiting = self._followup_retry.get(export.id)
+            if not new or export.ticket_id is None or (waiting is not None and waiting[1] > now):
+                continue
+            try:
+                await self.desk.follow_up(Ticket(export.ticket_id, export.ticket_url), packet, new)
+            except Exception as exc:
+                failures = (waiting[0] if waiting else 0) + 1
+                delay = self.store.retry.delay_after(failures)
+                self._followup_retry[export.id] = (failures, now + delay)
+                log.warning(
+                    "could not add follow-ups to ticket %s (%s); again in %s", export.ticket_id, exc, delay
+                )
+                continue
+            self._followup_retry.pop(export.id, None)
+            await asyncio.to_thread(self.store.mark_followups, export.id, export.followups_sent + len(new))
 
     async def _export(self, export: Export, now: datetime | None) -> int:
         packet = await asyncio.to_thread(self.store.escalation, export.escalation_id)

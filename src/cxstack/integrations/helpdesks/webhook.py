@@ -34,6 +34,7 @@ from cxstack.integrations.helpdesks.base import (
     SignatureError,
     Ticket,
     classify,
+    render_followups,
     render_text,
 )
 
@@ -81,19 +82,7 @@ class SignedWebhook:
             "packet": {**asdict(packet), "priority": packet.priority.name.lower()},
             "text": render_text(packet),
         }
-        body = json.dumps(document, default=str).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": export_id,
-            HEADER: sign(self.secret, body),
-        }
-        client = self._client or httpx.AsyncClient(timeout=15.0)
-        try:
-            response = await client.post(self.url, content=body, headers=headers)
-        finally:
-            if self._client is None:
-                await client.aclose()
-        classify(response, "The handoff webhook")
+        response = await self._post(document, export_id)
         try:
             answer = response.json()
         except ValueError:
@@ -103,6 +92,34 @@ class SignedWebhook:
             if isinstance(named, (str, int)) and str(named).strip():
                 return Ticket(str(named), answer.get("url") if isinstance(answer.get("url"), str) else None)
         return Ticket(export_id)
+
+    async def follow_up(self, ticket: Ticket, packet: EscalationPacket, lines: list[dict[str, Any]]) -> None:
+        key = f"{ticket.id}:followups:{lines[0].get('message_id', '')}" if lines else ticket.id
+        document = {
+            "id": key,
+            "type": "followup",
+            "ticket": ticket.id,
+            "conversation_id": str(packet.conversation_id),
+            "messages": lines,
+            "text": render_followups(lines),
+        }
+        await self._post(document, key)
+
+    async def _post(self, document: dict[str, Any], key: str) -> httpx.Response:
+        body = json.dumps(document, default=str).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            HEADER: sign(self.secret, body),
+        }
+        client = self._client or httpx.AsyncClient(timeout=15.0)
+        try:
+            response = await client.post(self.url, content=body, headers=headers)
+        finally:
+            if self._client is None:
+                await client.aclose()
+        classify(response, "The handoff webhook")
+        return response
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None:
         check(self.secret, body, headers.get(HEADER.lower()), now)

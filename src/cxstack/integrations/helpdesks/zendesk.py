@@ -47,6 +47,7 @@ from cxstack.integrations.helpdesks.base import (
     Ticket,
     classify,
     identifier,
+    render_followups,
     render_text,
 )
 
@@ -137,6 +138,20 @@ class Zendesk:
             return Ticket(str(ticket["id"]), ticket.get("url"))
         except (ValueError, KeyError, TypeError):
             raise RetryLater(f"Zendesk answered {response.status_code} without a ticket id") from None
+
+    async def follow_up(self, ticket: Ticket, packet: EscalationPacket, lines: list[dict[str, Any]]) -> None:
+        """`PUT /api/v2/tickets/{id}.json` with the messages as a private comment."""
+        auth = httpx.BasicAuth(f"{self.secrets.email}/token", self.secrets.api_token)
+        body = {"ticket": {"comment": {"body": render_followups(lines), "public": False}}}
+        client = self._client or httpx.AsyncClient(timeout=15.0)
+        try:
+            response = await client.put(
+                f"{self.base_url}/api/v2/tickets/{ticket.id}.json", json=body, auth=auth
+            )
+        finally:
+            if self._client is None:
+                await client.aclose()
+        classify(response, "Zendesk")
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None:
         signature = headers.get("x-zendesk-webhook-signature", "")
