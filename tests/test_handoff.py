@@ -214,6 +214,30 @@ def test_zendesk_trigger_bodies_parse_into_replies_and_hand_backs() -> None:
         assert caught.value.field == field
 
 
+def test_the_readme_trigger_body_renders_to_what_the_webhook_reads() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Help-desk handoff") :]
+    template = re.findall(r"```text\n(.*?)```", section, re.S)[0]
+    values = {
+        "ticket.id": "35436",
+        "ticket.status": "Solved",  # Zendesk renders the status's display name
+        "ticket.updated_at_with_timestamp": "2026-11-30T07:10:00Z",
+        "ticket.requester.id": "20978392",
+        "ticket.latest_public_comment.id": "5001",
+        "ticket.latest_public_comment.value": "Refund sent.",
+        "ticket.latest_public_comment.author.id": "235323",
+        "ticket.latest_public_comment.author.name": "Alex Agent",
+    }
+    rendered = re.sub(r"\{\{([\w.]+)\}\}", lambda m: values.get(m.group(1), ""), template)
+    events = desk().parse(rendered.encode(), {})
+    assert [(e.kind.value, e.text, e.author) for e in events] == [
+        ("reply", "Refund sent.", "Alex Agent"),
+        ("solved", "", ""),
+    ]
+
+
 # ---- the export queue, on SQLite and PostgreSQL ------------------------------------------------------------
 
 
