@@ -834,3 +834,16 @@ def test_chatwoot_conversations_out_and_agent_messages_back(
         assert chatwoot_post(client, resolved).json()["applied"] == 1
         after = say(client, keys, "cw-1", "what is your return policy")
         assert after["status"] == "bot" and "30 days" in (after["reply"] or "")
+
+
+def test_the_workspace_names_only_queues_it_has_and_a_complete_helpdesk(tmp_path: Path) -> None:
+    from cxstack.workspace.validate import WorkspaceInvalid
+
+    typo = helpdesk_yaml("zendesk", "https://acme.zendesk.com").replace("[vip, billing]", "[vip, biling]")
+    with pytest.raises(WorkspaceInvalid) as raised:
+        load_workspace(write_workspace(tmp_path / "a", **{"cxstack.yaml": typo}))
+    assert "helpdesk exports unknown queue `biling`" in str(raised.value) and "billing" in str(raised.value)
+    no_url = SHOP["cxstack.yaml"] + "helpdesk: {kind: zendesk}\n"
+    with pytest.raises(WorkspaceInvalid) as raised:
+        load_workspace(write_workspace(tmp_path / "b", **{"cxstack.yaml": no_url}))
+    assert "helpdesk.base_url is required" in str(raised.value)

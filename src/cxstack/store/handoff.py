@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, cast, exists, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -138,6 +139,9 @@ class HandoffStore:
         )
         if queues is not None:
             query = query.where(ESCALATIONS.c.queue.in_(list(queues)))
+        with self._engine.connect() as reader:  # most polls find nothing: no write lock for that
+            if not reader.execute(select(exists(query.subquery()))).scalar():
+                return 0
         added = 0
         with self._begin() as connection:
             for escalation_id, conversation_id in connection.execute(query).all():
@@ -176,6 +180,9 @@ class HandoffStore:
             .order_by(EXPORTS.c.next_attempt_at, EXPORTS.c.id)
             .limit(limit)
         )
+        with self._engine.connect() as reader:  # most polls find nothing due: no write lock for that
+            if not reader.execute(select(exists(query.subquery()))).scalar():
+                return []
         with self._begin() as connection:
             if connection.dialect.name != "sqlite":  # SQLite's IMMEDIATE transaction already serialises this
                 query = query.with_for_update(skip_locked=True)
@@ -445,8 +452,10 @@ def _note(connection: Connection, escalation_id: str, handoff: dict[str, Any]) -
     merged = {**previous, **handoff}
     if handoff.get("status") in ("sent", "pending"):
         merged.pop("error", None)
-    connection.execute(
-        update(ESCALATIONS)
-        .where(ESCALATIONS.c.id == escalation_id)
-        .values(packet=json_object({**packet, "handoff": merged}))
-    )
+    if connection.dialect.name == "postgresql":
+        # only the handoff key is replaced, on the row's latest version: a turn adding follow-ups to the
+        # packet meanwhile keeps them (SQLite's one writer at a time makes the whole-document write safe)
+        value: Any = ESCALATIONS.c.packet.op("||")(cast(json_object({"handoff": merged}), JSONB))
+    else:
+        value = json_object({**packet, "handoff": merged})
+    connection.execute(update(ESCALATIONS).where(ESCALATIONS.c.id == escalation_id).values(packet=value))
