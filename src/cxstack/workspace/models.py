@@ -249,8 +249,8 @@ class HandoffSettings(_Strict):
 
 class ZendeskOptions(_Strict):
     tags: list[str] = Field(
-        default_factory=lambda: ["cxstack"],
-        description="Tags on every exported ticket (the packet's queue and reason are added).",
+        default_factory=list,
+        description="Tags on every exported ticket besides `cxstack`, `queue_<queue>` and `reason_<reason>`.",
     )
 
 

@@ -95,7 +95,8 @@ def ticket_body(packet: EscalationPacket, tags: list[str]) -> dict[str, Any]:
         "subject": subject[: SUBJECT_LIMIT - 1] + "…" if len(subject) > SUBJECT_LIMIT else subject,
         "comment": {"body": render_text(packet), "public": False},
         "priority": PRIORITIES[packet.priority],
-        "tags": sorted({*tags, f"queue_{packet.queue}", f"reason_{packet.reason_code}".lower()}),
+        # `cxstack` always: the README's trigger conditions tell exported tickets apart by it
+        "tags": sorted({"cxstack", *tags, f"queue_{packet.queue}", f"reason_{packet.reason_code}".lower()}),
         "external_id": str(packet.conversation_id),
     }
     if customer.get("email"):
