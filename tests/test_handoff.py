@@ -330,6 +330,23 @@ def test_a_claimed_export_is_left_alone_by_other_processes(store: SqlAlchemyStor
     assert [e.id for e in second.claim(now=T0 + timedelta(seconds=60))] == [claimed.id]  # its holder died
 
 
+def test_an_escalation_resolved_before_export_is_not_exported(
+    store: SqlAlchemyStore, zendesk_api: ZendeskStandIn
+) -> None:
+    escalation = escalate(store, "conv-early")
+    service = service_for(store, zendesk_api.base_url)
+    asyncio.run(asyncio.to_thread(service.store.enqueue, "zendesk", ["vip"], T0))
+    store.add_human_reply(ConversationId("conv-early"), "Done, refunded.", "sam", True)  # answered here
+    asyncio.run(service.flush(T0))
+    [export] = service.store.exports()
+    assert export.status == ExportStatus.DEAD and "resolved before it was exported" in (
+        export.last_error or ""
+    )
+    assert zendesk_api.requests() == []
+    packet = store.get_escalation(escalation)
+    assert packet is not None and packet.status == "resolved"
+
+
 def test_a_refusal_is_dead_at_once(store: SqlAlchemyStore, zendesk_api: ZendeskStandIn) -> None:
     escalate(store, "conv-422")
     service = service_for(store, zendesk_api.base_url)
@@ -503,6 +520,11 @@ def test_forged_old_malformed_and_unknown_webhooks_change_nothing(
     assert refused.status_code == 400 and "ticket_id" in refused.text
     stranger = trigger_body(777, comment_id="2", body="not our ticket")
     assert client.post(url, content=stranger, headers=zendesk_headers(stranger)).status_code == 404
+    # our ticket, pointed at someone else's conversation (an agent edited external_id): refused, not rerouted
+    moved = trigger_body(ticket["id"], comment_id="3", body="hello", external_id="vip-somebody-else")
+    assert client.post(url, content=moved, headers=zendesk_headers(moved)).status_code == 404
+    same = trigger_body(ticket["id"], status="Pending", external_id="vip-2")  # nothing to do, but ours
+    assert client.post(url, content=same, headers=zendesk_headers(same)).json()["applied"] == 0
     # the other help desks are off here
     assert client.post("/webhooks/handoff/chatwoot", content=b"{}").status_code == 404
     assert client.post("/webhooks/handoff/generic", content=b"{}").status_code == 404

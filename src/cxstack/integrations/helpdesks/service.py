@@ -235,8 +235,9 @@ class HandoffService:
 
     async def receive(self, body: bytes, headers: Mapping[str, str], now: datetime | None = None) -> Received:
         """Verifies (SignatureError), parses (PayloadError) and applies a webhook's events, each once.
-        Raises UnknownTicketError for a ticket or conversation never handed to this help desk (fails closed:
-        nothing in the body chooses a conversation on its own)."""
+        Raises UnknownTicketError for a ticket or conversation never handed to this help desk, or a ticket
+        that names another conversation than the one it was made for (fails closed: nothing in the body
+        chooses a conversation on its own)."""
         self.desk.verify(body, headers, now or utcnow())
         events = self.desk.parse(body, headers)
         targets: list[str] = []

@@ -175,6 +175,8 @@ class Zendesk:
             raise PayloadError("body", "expected a JSON object")
         ticket_id = identifier(payload, "ticket_id")
         status = str(payload.get("status") or "").strip().lower()
+        # the ticket's external_id is the conversation we exported it for: one that disagrees is refused
+        external_id = str(payload.get("external_id") or "").strip() or None
         events: list[HelpdeskEvent] = []
         comment = payload.get("comment")
         if comment is not None and not isinstance(comment, dict):
@@ -192,6 +194,7 @@ class Zendesk:
                         key=f"comment:{comment_id}",
                         kind=EventKind.REPLY,
                         ticket_id=ticket_id,
+                        conversation_id=external_id,
                         text=text,
                         author=str(comment.get("author") or "Zendesk agent").strip(),
                     )
@@ -200,5 +203,9 @@ class Zendesk:
             # the same status reached again later (reopened, solved again) is a new event
             when = str(payload.get("updated_at") or hashlib.sha256(body).hexdigest())
             key = f"status:{ticket_id}:{status}:{when}"
-            events.append(HelpdeskEvent(key=key, kind=EventKind(status), ticket_id=ticket_id))
+            events.append(
+                HelpdeskEvent(
+                    key=key, kind=EventKind(status), ticket_id=ticket_id, conversation_id=external_id
+                )
+            )
         return events
