@@ -637,6 +637,12 @@ def test_the_generic_webhook_exports_signed_and_takes_signed_events_back(
         assert "vip-refunds-to-people" in document["packet"]["fired_rules"]
         assert cx.conversation_view("gen-1").escalations[0].handoff["ticket_id"] == "T-gen-1"  # type: ignore[union-attr,index]
 
+        say(client, keys, "gen-1", "is anyone there?")  # while it waits for a person: onto the ticket
+        wait_for(lambda: len(backend.requests_to("POST", "/hooks/cxstack")) == 2)
+        followup = backend.requests_to("POST", "/hooks/cxstack")[1].json
+        assert followup["type"] == "followup" and followup["ticket"] == "T-gen-1"
+        assert [m["text"] for m in followup["messages"]] == ["is anyone there?"]
+
         reply = {
             "id": "evt-1",
             "conversation_id": "gen-1",
@@ -828,6 +834,10 @@ def test_chatwoot_conversations_out_and_agent_messages_back(
         assert stand_in.contacts[0]["email"] == "vee@bigco.test"
 
         ticket = conversation["id"]
+        say(client, keys, "cw-1", "is anyone there?")  # the contact's own message in the conversation
+        wait_for(lambda: len(stand_in.messages) == 2)
+        assert stand_in.messages[1]["message_type"] == "incoming"
+        assert stand_in.messages[1]["content"] == "is anyone there?"
         assert (
             chatwoot_post(client, message_created(7001, ticket, "Refunded!"), secret="guess").status_code
             == 401
