@@ -22,12 +22,13 @@ from tests.conftest import SHOP, write_workspace
 from cxstack.api.app import create_api
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.conversation_state import Transition
+from cxstack.domain.handoff import ExportStatus
 from cxstack.domain.models import ConversationId, ConversationStatus, EscalationId, Priority
 from cxstack.domain.ports import OutboxStatus, SendRetryPolicy
 from cxstack.integrations.helpdesks import chatwoot, webhook, zendesk
 from cxstack.integrations.helpdesks.base import PayloadError, SignatureError
 from cxstack.integrations.helpdesks.service import HandoffService, UnknownTicketError
-from cxstack.store.handoff import ExportStatus, HandoffStore
+from cxstack.store.handoff import HandoffStore
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
 from cxstack.testing.authz import make_role_keys
 from cxstack.testing.http_standin import RecordedRequest, Reply, ScriptedBackend

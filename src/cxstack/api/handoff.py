@@ -11,9 +11,9 @@ from fastapi import FastAPI, HTTPException, Query, Request, status
 from cxstack.api.deps import Cx
 from cxstack.api.security import Scope, requires
 from cxstack.app import CxApp
+from cxstack.domain.handoff import ExportStatus
 from cxstack.integrations.helpdesks.base import PayloadError, SignatureError
 from cxstack.integrations.helpdesks.service import HandoffService, UnknownTicketError
-from cxstack.store.handoff import ExportStatus
 
 log = logging.getLogger(__name__)
 

@@ -51,6 +51,7 @@ from cxstack.api.security import Principal, Scope, require_scope
 from cxstack.api.sessions import WebchatSession, WebchatSessions
 from cxstack.app import ConversationView, CxApp
 from cxstack.domain.auth import ApiKey
+from cxstack.domain.handoff import ExportStatus
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -504,8 +505,6 @@ def health(cx: CxApp) -> HealthOut:
 
 
 def _handoff_dead(cx: CxApp) -> int | None:
-    from cxstack.store.handoff import ExportStatus
-
     return None if cx.handoff is None else cx.handoff.store.count(ExportStatus.DEAD)
 
 

@@ -13,11 +13,9 @@ reverse).
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cxstack.domain.conversation_state import Transition
+from cxstack.domain.handoff import Applied, Export, ExportStatus
 from cxstack.domain.models import (
     ConversationStatus,
     EscalationId,
@@ -54,35 +53,6 @@ ESCALATIONS: Table = EscalationRow.__table__  # type: ignore[assignment]
 
 # How long a claimed export is left alone by other processes: longer than one export's calls can take.
 CLAIM_LEASE_S = 120.0
-
-
-class ExportStatus(enum.StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    DEAD = "dead"
-
-
-class Applied(enum.StrEnum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"  # the key was applied before: nothing changed
-    NOTHING = "nothing"  # recorded, but there was nothing to change (solved while the bot has it)
-
-
-@dataclass(frozen=True, slots=True)
-class Export:
-    id: str
-    escalation_id: str
-    conversation_id: str
-    kind: str
-    status: ExportStatus
-    attempts: int
-    last_error: str | None
-    ticket_id: str | None
-    ticket_url: str | None
-    created_at: datetime
-    next_attempt_at: datetime
-    sent_at: datetime | None
-    followups_sent: int = 0
 
 
 def _export(row: Any) -> Export:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cxstack.domain.handoff import Applied, Export, ExportQueue, ExportStatus
 from cxstack.domain.models import ConversationId, utcnow
 from cxstack.domain.ports import SendRetryPolicy
 from cxstack.integrations.helpdesks.base import (
@@ -27,7 +28,6 @@ from cxstack.integrations.helpdesks.base import (
 from cxstack.integrations.helpdesks.chatwoot import Chatwoot, ChatwootSecrets
 from cxstack.integrations.helpdesks.webhook import SignedWebhook, secret_from_env
 from cxstack.integrations.helpdesks.zendesk import Zendesk, ZendeskSecrets
-from cxstack.store.handoff import Applied, Export, ExportStatus, HandoffStore
 from cxstack.workspace.models import HelpdeskSettings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class HandoffService:
     def __init__(
         self,
         desk: HelpDesk,
-        store: HandoffStore,
+        store: ExportQueue,
         settings: HelpdeskSettings,
         *,
         on_change: Callable[[ConversationId], None] | None = None,
@@ -110,6 +110,7 @@ class HandoffService:
         settings: HelpdeskSettings,
         on_change: Callable[[ConversationId], None] | None = None,
     ) -> HandoffService:
+        from cxstack.store.handoff import HandoffStore
         from cxstack.store.sqlalchemy_store import SqlAlchemyStore
 
         if not isinstance(store, SqlAlchemyStore):
