@@ -40,6 +40,7 @@ from cxstack.domain.models import (
 from cxstack.domain.ports import IngestResult, OutboxItem, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+from cxstack.integrations.helpdesks.service import HandoffService, build_helpdesk
 from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
@@ -390,6 +391,14 @@ class CxApp:
             channels[email_channel.CHANNEL] = email_channel.email_channel(self.email, store)
         self.imap: email_channel.ImapPoller | None = None
         self.outbox = OutboxDispatcher(store, channels, on_undelivered=self.undelivered)
+        # Escalations go to the help desk the workspace names (its secrets from the environment), if any.
+        helpdesk = engine.workspace.settings.helpdesk
+        desk = build_helpdesk(helpdesk)
+        self.handoff = None
+        if desk is not None:
+            self.handoff = HandoffService.for_store(
+                desk, store, helpdesk, self._wake, outbound_check=self.outbound_refusal
+            )
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
@@ -429,6 +438,8 @@ class CxApp:
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
+        if self.handoff is not None:
+            self.handoff.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
         self.imap = email_channel.start_imap(self)
@@ -475,6 +486,8 @@ class CxApp:
         await asyncio.to_thread(self.ingest.stop)  # what is queued is stored (and acknowledged) first
         await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()
+        if self.handoff is not None:
+            await self.handoff.stop()
 
     def _committed(self, conversation_id: ConversationId) -> None:
         """Called on the runtime thread after a turn committed: wake the outbox and waiting clients here."""
@@ -483,6 +496,8 @@ class CxApp:
 
     def _wake(self, conversation_id: ConversationId) -> None:
         self.outbox.wake()
+        if self.handoff is not None:  # the turn may have escalated
+            self.handoff.wake()
         self.broker.publish(conversation_id)
 
     async def post_message(
@@ -533,6 +548,18 @@ class CxApp:
             escalations=escalations,
             deliveries=self.store.outbox_for(cid),
         )
+
+    def outbound_refusal(self, conversation_id: str) -> str | None:
+        """Why a person's free-text reply would not reach the customer now (the outbound gate), or None."""
+        conversation = self.store.get_conversation(ConversationId(conversation_id))
+        if conversation is None:
+            return None
+        messages = self.store.list_messages(ConversationId(conversation_id))
+        try:
+            gate.check(conversation.channel, messages, None, self.workspace.settings.whatsapp)
+        except gate.OutboundRefusedError as refused:
+            return str(refused)
+        return None
 
     async def undelivered(self, item: OutboxItem) -> None:
         """A reply that never reached the customer: a person takes the conversation (unless one has it)."""

@@ -23,6 +23,7 @@ from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.deps import Cx
 from cxstack.api.email_webhooks import add_email_routes
+from cxstack.api.handoff import add_handoff_routes
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
@@ -239,6 +240,7 @@ def _add_api_routes(api: FastAPI) -> None:
     add_review_routes(api)
     add_webhook_routes(api)
     add_email_routes(api)
+    add_handoff_routes(api)
     _add_service_routes(api)
 
 

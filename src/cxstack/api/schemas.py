@@ -229,6 +229,8 @@ class EscalationOut(BaseModel):
     transcript: list[dict[str, Any]]
     created_at: datetime
     status: str
+    # Its export to a help desk: kind, status (pending, retrying, sent, dead), ticket id and url, last error.
+    handoff: dict[str, Any] | None = None
 
 
 class ConversationSummary(BaseModel):
@@ -373,6 +375,10 @@ class HealthOut(BaseModel):
     worker: WorkerOut | None = None
     outbox_dead: int | None = Field(
         None, description="replies that failed every send attempt: GET /v1/outbox?status=dead lists them"
+    )
+    handoff_dead: int | None = Field(
+        None,
+        description="escalations the help desk never took: GET /v1/handoff/exports?status=dead lists them",
     )
 
 

@@ -52,6 +52,7 @@ from cxstack.api.security import Principal, Scope, require_scope
 from cxstack.api.sessions import WebchatSession, WebchatSessions
 from cxstack.app import ConversationView, CxApp
 from cxstack.domain.auth import ApiKey
+from cxstack.domain.handoff import ExportStatus
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -194,6 +195,7 @@ def escalation_out(packet: EscalationPacket) -> EscalationOut:
             for a in packet.actions_tried
         ],
         transcript=[jsonable(turn) for turn in packet.transcript],
+        handoff=None if packet.handoff is None else jsonable(packet.handoff),
         created_at=packet.created_at,
         status=packet.status,
     )
@@ -517,7 +519,12 @@ def health(cx: CxApp) -> HealthOut:
             reason=worker.reason,
         ),
         outbox_dead=dead,
+        handoff_dead=_handoff_dead(cx) if db_ok else None,
     )
+
+
+def _handoff_dead(cx: CxApp) -> int | None:
+    return None if cx.handoff is None else cx.handoff.store.count(ExportStatus.DEAD)
 
 
 def outbox_item_out(item: OutboxItem) -> OutboxItemOut:

@@ -194,6 +194,8 @@ class EscalationPacket:
     draft_reply: str | None = None
     # Customer messages received after the escalation, while a person was on the way.
     followups: list[JSON] = field(default_factory=list)
+    # Its export to a help desk, when one is configured: kind, status, ticket id and url, the last error.
+    handoff: JSON | None = None
 
 
 def undelivered_packet(

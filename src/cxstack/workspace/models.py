@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from cxstack.domain.money import invalid_currency, invalid_locale
@@ -243,6 +243,58 @@ class HandoffSettings(_Strict):
         description="After a person hands a conversation back, an escalation to the same queue within this "
         "window reopens the same packet instead of creating another one.",
     )
+
+
+# ---- help-desk handoff (issue 9): where escalation packets are exported as tickets -------------------------
+
+
+class ZendeskOptions(_Strict):
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Tags on every exported ticket besides `cxstack`, `queue_<queue>` and `reason_<reason>`.",
+    )
+
+
+class ChatwootOptions(_Strict):
+    account_id: int | None = Field(None, ge=1, description="The Chatwoot account the conversations go to.")
+    inbox_id: int | None = Field(
+        None, ge=1, description="The inbox (an API channel inbox) that holds the exported conversations."
+    )
+
+
+class HelpdeskSettings(_Strict):
+    """Secrets never sit here: they come from the environment (CXSTACK_ZENDESK_EMAIL,
+    CXSTACK_ZENDESK_API_TOKEN, CXSTACK_ZENDESK_WEBHOOK_SECRET; CXSTACK_CHATWOOT_API_TOKEN,
+    CXSTACK_CHATWOOT_WEBHOOK_SECRET; CXSTACK_HANDOFF_WEBHOOK_SECRET)."""
+
+    kind: Literal["none", "zendesk", "chatwoot", "webhook"] = Field(
+        "none",
+        description="The help desk escalation packets go to as tickets: zendesk, chatwoot, a generic signed "
+        "webhook, or none (people answer on the escalation desk of this service).",
+    )
+    base_url: str | None = Field(
+        None,
+        description="zendesk: https://<subdomain>.zendesk.com; chatwoot: the installation's address; "
+        "webhook: the URL the packets are posted to.",
+    )
+    queues: list[str] | None = Field(
+        None, description="Only escalations to these queues are exported (unset: every queue)."
+    )
+    max_attempts: int = Field(
+        10, ge=1, le=50, description="Tries before an export is dead (its reason shown on the escalation)."
+    )
+    zendesk: ZendeskOptions = Field(default_factory=ZendeskOptions, description="Options for kind zendesk.")
+    chatwoot: ChatwootOptions = Field(
+        default_factory=ChatwootOptions, description="Options for kind chatwoot."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> HelpdeskSettings:
+        if self.kind != "none" and not self.base_url:
+            raise ValueError(f"helpdesk.base_url is required for kind {self.kind}")
+        if self.kind == "chatwoot" and (self.chatwoot.account_id is None or self.chatwoot.inbox_id is None):
+            raise ValueError("helpdesk.chatwoot.account_id and inbox_id are required for kind chatwoot")
+        return self
 
 
 class ConnectorConfig(_Strict):
@@ -614,6 +666,10 @@ class WorkspaceSettings(_Strict):
     handoff: HandoffSettings = Field(
         default_factory=HandoffSettings,
         description="How the assistant behaves while, and after, a person has the conversation.",
+    )
+    helpdesk: HelpdeskSettings = Field(
+        default_factory=HelpdeskSettings,
+        description="Escalations exported as tickets to a help desk; its replies come back to the customer.",
     )
     burst_window_ms: dict[str, int] = Field(
         default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},
