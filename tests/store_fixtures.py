@@ -18,6 +18,9 @@ from cxstack.store.db import create_engine_for, migrate
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 TABLES = (
+    "email_messages",
+    "handoff_events",
+    "handoff_exports",
     "review_queue",
     "reviews",
     "judgements",

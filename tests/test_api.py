@@ -444,6 +444,7 @@ def test_intents_workspace_health_and_customers(client: TestClient, cx: CxApp) -
         "db_error": None,
         "worker": {"state": "running", "restarts": 0, "pid": None, "last_exit": None, "reason": None},
         "outbox_dead": 0,
+        "handoff_dead": None,  # no help desk configured
     }
 
     say(client, "health-1", "hello", customer=BIG)  # profiles come from the store: imported or sent

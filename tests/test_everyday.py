@@ -274,6 +274,9 @@ async def test_a_clarified_intent_keeps_the_routers_confidence(tmp_path: Path, e
     try:
         view = await say(cx, "cl-1", "my order thing")
         assert view.traces[-1].decision.value == "clarify"
+        [asked] = cx.store.outbox_for(ConversationId("cl-1"))
+        choices = (asked.content or {})["choices"]  # for channels that can offer them as buttons or a list
+        assert len(choices) == 2 and all(c.lower() in asked.text.lower() for c in choices)
         view = await say(cx, "cl-1", "the second one")
         trace = view.traces[-1]
         assert trace.intent == "order_status" and trace.intent_confidence == pytest.approx(0.44)

@@ -126,6 +126,12 @@ def test_pending_action_keeps_its_intent_for_short_answers() -> None:
     assert continues_previous("ORD-10001", IntentPrediction("order_status", 0.9), state) == "refund_request"
     moved_on = IntentPrediction("store_hours", 0.95)
     assert continues_previous("actually what time do your stores open on sunday", moved_on, state) is None
+    # a short question of its own is a new request, not the answer the action waits for
+    elsewhere = IntentPrediction("order_status", 0.9)
+    assert continues_previous("where is order ORD-10002?", elsewhere, state) is None
+    assert continues_previous("12 Elm St, Springfield?", elsewhere, state) == "refund_request"
+    unsure = IntentPrediction("order_status", 0.5)
+    assert continues_previous("where is order ORD-10002?", unsure, state) == "refund_request"
 
 
 def test_a_pending_action_keeps_a_long_answer_that_holds_what_it_asked_for() -> None:

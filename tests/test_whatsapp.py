@@ -158,7 +158,14 @@ def service(
     monkeypatch.setenv("CXSTACK_WHATSAPP_ACCESS_TOKEN", "EAAG-test-token")
     monkeypatch.setenv("CXSTACK_WHATSAPP_PHONE_NUMBER_ID", PHONE_ID)
     monkeypatch.setenv("CXSTACK_WHATSAPP_API_BASE", f"{graph[1]}/v21.0")
-    settings_file = SHOP["cxstack.yaml"] + "channels: [api, webchat, whatsapp]\n"
+    settings_file = SHOP["cxstack.yaml"] + (
+        "channels: [api, webchat, whatsapp]\n"
+        "whatsapp:\n"
+        "  templates:\n"
+        "    - name: order_update\n"
+        "      language: en_US\n"
+        '      body: "Hello {{1}}, there is news on your request: {{2}}. Reply here to continue."\n'
+    )
     root = write_workspace(tmp_path / "ws", **{"cxstack.yaml": settings_file})
     cx = build(
         Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0]),
@@ -388,3 +395,149 @@ def test_the_number_links_to_the_one_profile_that_has_it(service: tuple[TestClie
     assert owners["wa:15557770001"] == "cus_vip"
     assert owners["wa:15557770002"] == "wa:15557770002"  # two profiles share the number: not linked
     assert owners["wa:15557770003"] == "wa:15557770003"
+
+
+# ---- one outbound gate: the window, approved templates, choices --------------------------------------------
+
+
+def test_outside_the_window_a_person_may_send_only_an_approved_template(
+    service: tuple[TestClient, Any], graph: tuple[ScriptedBackend, str]
+) -> None:
+    client, cx = service
+    backend, _ = graph
+    conversation = ConversationId("wa:15550001111")
+    cx.store.ingest(
+        InboundMessage(
+            channel="whatsapp",
+            external_id="wamid.OLD1",
+            conversation_id=conversation,
+            customer_id=CustomerId("wa:15550001111"),
+            text="what is your return policy?",
+            received_at=utcnow() - timedelta(hours=30),
+        )
+    )
+    # the bot's own late answer meets the same gate when it is sent
+    wait_for(lambda: any(i.conversation_id == conversation for i in cx.store.list_outbox(OutboxStatus.DEAD)))
+    # ... and, since the customer is left waiting, a person gets the conversation
+    wait_for(lambda: any(p.conversation_id == conversation for p in cx.store.list_escalations()))
+    [packet] = [p for p in cx.store.list_escalations() if p.conversation_id == conversation]
+    assert packet.reason_code == "undelivered" and "24-hour" in packet.summary
+    keys = make_role_keys(cx.store)
+    agent = {"Authorization": f"Bearer {keys['agent']}"}
+    url = f"/v1/conversations/{conversation}/human-replies"
+    before = len(cx.store.list_messages(conversation))
+
+    refused = client.post(url, json={"text": "Your parcel left today", "author": "ana"}, headers=agent)
+    assert refused.status_code == 409
+    assert "24-hour customer-service window" in refused.json()["detail"]
+    assert "order_update" in refused.json()["detail"]  # what may be sent instead
+    for bad, why in [
+        ({"name": "promo_blast", "parameters": []}, "not an approved template"),
+        ({"name": "order_update", "parameters": ["Sam"]}, "takes 2 parameter(s), got 1"),
+        ({"name": "order_update", "parameters": ["Sam", "line one\nline two"]}, "newline"),
+    ]:
+        answer = client.post(url, json={"template": bad, "author": "ana"}, headers=agent)
+        assert answer.status_code == 422 and why in answer.json()["detail"], answer.text
+    both = client.post(url, json={"text": "x", "template": bad, "author": "ana"}, headers=agent)
+    assert both.status_code == 422
+    assert len(cx.store.list_messages(conversation)) == before  # nothing refused was stored
+
+    sent = client.post(
+        url,
+        json={"template": {"name": "order_update", "parameters": ["Sam", "it ships today"]}, "author": "ana"},
+        headers=agent,
+    )
+    assert sent.status_code == 201, sent.text
+    shown = cx.store.list_messages(conversation)[-1]
+    assert shown.text == "Hello Sam, there is news on your request: it ships today. Reply here to continue."
+
+    def template_requests() -> list[Any]:
+        return [
+            json.loads(r.body)
+            for r in backend.requests_to("POST", f"/v21.0/{PHONE_ID}/messages")
+            if json.loads(r.body)["type"] == "template"
+        ]
+
+    wait_for(lambda: len(template_requests()) == 1)
+    template = template_requests()[0]["template"]
+    assert template["name"] == "order_update" and template["language"] == {"code": "en_US"}
+    assert [p["text"] for p in template["components"][0]["parameters"]] == ["Sam", "it ships today"]
+
+
+def test_templates_are_whatsapps_only(service: tuple[TestClient, Any]) -> None:
+    client, cx = service
+    keys = make_role_keys(cx.store)
+    agent = {"Authorization": f"Bearer {keys['agent']}"}
+    made = client.post(
+        "/v1/conversations/api-1/messages",
+        json={"text": "what is your return policy", "customer_id": "cus_1"},
+        headers={"Authorization": f"Bearer {keys['integration']}"},
+    )
+    assert made.status_code in (200, 201, 202), made.text
+    answer = client.post(
+        "/v1/conversations/api-1/human-replies",
+        json={"template": {"name": "order_update", "parameters": ["a", "b"]}, "author": "ana"},
+        headers=agent,
+    )
+    assert answer.status_code == 409 and "templates are WhatsApp's" in answer.json()["detail"]
+    # what the escalation desk offers once the window has shut
+    [offered] = client.get("/v1/workspace", headers=agent).json()["whatsapp_templates"]
+    assert (offered["name"], offered["language"], offered["parameters"]) == ("order_update", "en_US", 2)
+    inside = client.post(
+        "/v1/conversations/api-1/human-replies",
+        json={"text": "Happy to help", "author": "ana"},
+        headers=agent,
+    )
+    assert inside.status_code == 201
+
+
+def test_a_clarifying_question_offers_its_choices_to_tap() -> None:
+    from cxstack.channels.whatsapp import content
+
+    short = content("Did you mean one of these?", {"choices": ["Return policy", "Order status"]})
+    assert short["interactive"]["type"] == "button"
+    assert [b["reply"]["title"] for b in short["interactive"]["action"]["buttons"]] == [
+        "Return policy",
+        "Order status",
+    ]
+    long_choices = ["check where an order is and when it arrives", "cancel an order before it ships"]
+    listed = content("Just to be sure: which one?", {"choices": long_choices})["interactive"]
+    assert listed["type"] == "list"
+    rows = listed["action"]["sections"][0]["rows"]
+    assert all(len(r["title"]) <= 24 for r in rows) and rows[0]["title"].endswith("…")
+    assert rows[0]["description"] == long_choices[0]
+    # the tap comes back as the whole choice, which the router reads by meaning
+    tap = {
+        "from": "15551234567",
+        "id": "wamid.LR",
+        "timestamp": "1700000000",
+        "type": "interactive",
+        "interactive": {"type": "list_reply", "list_reply": rows[0]},
+    }
+    assert parse(envelope([tap])).messages[0].text == long_choices[0]
+    too_many = content("Which?", {"choices": [f"option {i}" for i in range(11)]})
+    assert too_many["type"] == "text"  # WhatsApp lists hold ten rows: the question stays in words
+
+
+def test_a_reply_whatsapp_reports_failed_goes_to_a_person(
+    service: tuple[TestClient, Any], graph: tuple[ScriptedBackend, str]
+) -> None:
+    client, cx = service
+    post(client, envelope([text_message("wamid.R1", "what is your return policy", sender="15552220000")]))
+    conversation = ConversationId("wa:15552220000")
+    wait_for(lambda: any(i.provider_message_id for i in cx.store.outbox_for(conversation)))
+    [item] = cx.store.outbox_for(conversation)
+    assert cx.store.list_escalations() == []
+    report = {
+        "id": item.provider_message_id,
+        "status": "failed",
+        "timestamp": "1700000002",
+        "recipient_id": "15552220000",
+        "errors": [{"code": 131026, "title": "Message undeliverable"}],
+    }
+    for _ in range(3):  # redelivered report: one packet
+        assert post(client, envelope(statuses=[report])).status_code == 200
+    [packet] = cx.store.list_escalations()
+    assert packet.reason_code == "undelivered" and "131026" in packet.summary
+    view = cx.store.get_conversation(conversation)
+    assert view is not None and view.status.value == "waiting_for_person"

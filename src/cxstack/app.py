@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +19,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cxstack import __version__
+from cxstack.channels import email as email_channel
+from cxstack.channels import gate
 from cxstack.channels.base import Channel
 from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
@@ -38,6 +40,7 @@ from cxstack.domain.models import (
 from cxstack.domain.ports import IngestResult, OutboxItem, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+from cxstack.integrations.helpdesks.service import HandoffService, build_helpdesk
 from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
@@ -377,11 +380,25 @@ class CxApp:
         self.whatsapp = WhatsAppSettings.from_env()
         if WHATSAPP in engine.workspace.settings.channels:
             if self.whatsapp is not None:
-                channels[WHATSAPP] = WhatsAppChannel(self.whatsapp, store)
+                channels[WHATSAPP] = WhatsAppChannel(
+                    self.whatsapp, store, templates=engine.workspace.settings.whatsapp
+                )
             else:
                 log.warning("the workspace lists whatsapp but CXSTACK_WHATSAPP_* are not set: it is off")
                 channels[WHATSAPP] = UnconfiguredChannel(WHATSAPP, "CXSTACK_WHATSAPP_* are not set")
-        self.outbox = OutboxDispatcher(store, channels)
+        self.email = email_channel.EmailSettings.from_env()
+        if email_channel.CHANNEL in engine.workspace.settings.channels:
+            channels[email_channel.CHANNEL] = email_channel.email_channel(self.email, store)
+        self.imap: email_channel.ImapPoller | None = None
+        self.outbox = OutboxDispatcher(store, channels, on_undelivered=self.undelivered)
+        # Escalations go to the help desk the workspace names (its secrets from the environment), if any.
+        helpdesk = engine.workspace.settings.helpdesk
+        desk = build_helpdesk(helpdesk)
+        self.handoff = None
+        if desk is not None:
+            self.handoff = HandoffService.for_store(
+                desk, store, helpdesk, self._wake, outbound_check=self.outbound_refusal
+            )
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
         self.runtime: EmbeddedRuntime | ProcessRuntime
         if settings.runtime == "process":
@@ -421,8 +438,11 @@ class CxApp:
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
         self.outbox.start()
+        if self.handoff is not None:
+            self.handoff.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
+        self.imap = email_channel.start_imap(self)
         if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers"):
             self._monitoring = asyncio.create_task(self._monitor(), name="cxstack-monitoring")
         return resumed
@@ -457,6 +477,8 @@ class CxApp:
         judge_pending(store, workspace, current_judge(store, workspace, name=name))
 
     async def stop(self) -> None:
+        if self.imap is not None:
+            await self.imap.stop()
         if self._monitoring is not None:
             self._monitoring.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -464,6 +486,8 @@ class CxApp:
         await asyncio.to_thread(self.ingest.stop)  # what is queued is stored (and acknowledged) first
         await self.runtime.stop(on_runtime_loop=self.engine.aclose)  # connectors' clients live on that loop
         await self.outbox.stop()
+        if self.handoff is not None:
+            await self.handoff.stop()
 
     def _committed(self, conversation_id: ConversationId) -> None:
         """Called on the runtime thread after a turn committed: wake the outbox and waiting clients here."""
@@ -472,6 +496,8 @@ class CxApp:
 
     def _wake(self, conversation_id: ConversationId) -> None:
         self.outbox.wake()
+        if self.handoff is not None:  # the turn may have escalated
+            self.handoff.wake()
         self.broker.publish(conversation_id)
 
     async def post_message(
@@ -523,9 +549,56 @@ class CxApp:
             deliveries=self.store.outbox_for(cid),
         )
 
-    async def human_reply(self, conversation_id: str, text: str, *, author: str, hand_back: bool) -> Message:
+    def outbound_refusal(self, conversation_id: str) -> str | None:
+        """Why a person's free-text reply would not reach the customer now (the outbound gate), or None."""
+        conversation = self.store.get_conversation(ConversationId(conversation_id))
+        if conversation is None:
+            return None
+        messages = self.store.list_messages(ConversationId(conversation_id))
+        try:
+            gate.check(conversation.channel, messages, None, self.workspace.settings.whatsapp)
+        except gate.OutboundRefusedError as refused:
+            return str(refused)
+        return None
+
+    async def undelivered(self, item: OutboxItem) -> None:
+        """A reply that never reached the customer: a person takes the conversation (unless one has it)."""
+        queue = self.workspace.settings.escalation.default_queue
+        packet = await asyncio.to_thread(self.store.escalate_undelivered, item.id, queue=queue)
+        if packet is not None:
+            log.warning("reply %s on %s was not delivered; escalated as %s", item.id, item.channel, packet.id)
+            self.broker.publish(item.conversation_id)
+
+    async def human_reply(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        author: str,
+        hand_back: bool,
+        template: tuple[str, Sequence[str], str | None] | None = None,
+    ) -> Message:
+        """A person's (or a help desk's, a follow-up's) message to the customer, through the outbound gate:
+        refused with OutboundRefusedError, before anything is stored, when the customer's channel would not
+        deliver it. `template` is (name, parameters, language) of an approved WhatsApp template; its body,
+        filled in, replaces `text`. Raises KeyError for an unknown conversation."""
+        conversation = await asyncio.to_thread(self.store.get_conversation, ConversationId(conversation_id))
+        if conversation is None:
+            raise KeyError(f"unknown conversation {conversation_id}")
+        content: dict[str, Any] | None = None
+        if template is not None:
+            name, parameters, language = template
+            rendered = gate.render_template(self.workspace.settings.whatsapp, name, parameters, language)
+            text, content = rendered.text, rendered.content
+        messages = await asyncio.to_thread(self.store.list_messages, ConversationId(conversation_id))
+        gate.check(conversation.channel, messages, content, self.workspace.settings.whatsapp)
         message = await asyncio.to_thread(
-            self.store.add_human_reply, ConversationId(conversation_id), text, author, hand_back
+            self.store.add_human_reply,
+            ConversationId(conversation_id),
+            text,
+            author,
+            hand_back,
+            content=content,
         )
         self.outbox.wake()
         self.broker.publish(ConversationId(conversation_id))

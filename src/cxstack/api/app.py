@@ -22,6 +22,8 @@ from cxstack import __version__
 from cxstack.api import views
 from cxstack.api.body_limit import BodyLimitMiddleware, too_large_detail
 from cxstack.api.deps import Cx
+from cxstack.api.email_webhooks import add_email_routes
+from cxstack.api.handoff import add_handoff_routes
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
@@ -56,6 +58,7 @@ from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
 from cxstack.api.webhooks import add_webhook_routes
 from cxstack.api.widget import add_widget_routes
 from cxstack.app import CxApp, ExternalIdConflictError
+from cxstack.channels import gate
 from cxstack.domain.ports import OutboxStatus
 
 HERE = Path(__file__).parent
@@ -178,6 +181,15 @@ def _add_error_handlers(api: FastAPI, max_body_bytes: int) -> None:
     async def key_not_found(_: Request, exc: views.ApiKeyNotFoundError) -> JSONResponse:
         return _not_found(str(exc))
 
+    @api.exception_handler(gate.TemplateError)
+    async def template_refused(_: Request, exc: gate.TemplateError) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": str(exc)})
+
+    @api.exception_handler(gate.OutboundRefusedError)
+    async def outbound_refused(_: Request, exc: gate.OutboundRefusedError) -> JSONResponse:
+        # The channel would not deliver it (WhatsApp's window): said now, not after a silent drop.
+        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(exc)})
+
     @api.exception_handler(ExternalIdConflictError)
     async def external_id_conflict(_: Request, exc: ExternalIdConflictError) -> JSONResponse:
         # Never which conversation: that would hand out another conversation's id.
@@ -228,6 +240,8 @@ def _add_api_routes(api: FastAPI) -> None:
     add_monitoring_routes(api)
     add_review_routes(api)
     add_webhook_routes(api)
+    add_email_routes(api)
+    add_handoff_routes(api)
     add_widget_routes(api)
     _add_service_routes(api)
 

@@ -20,7 +20,10 @@ def too_large_detail(limit: int) -> str:
 
 class BodyLimitMiddleware:
     """A declared Content-Length over the limit is refused before the app runs; a body without one is counted
-    as it is read, and the read fails with BodyTooLargeError (an HTTPException: the app's handler answers)."""
+    as it is read, and the read fails with BodyTooLargeError (an HTTPException: the app's handler answers).
+
+    A route module may raise the limit for its own paths: `app.state.body_limits` maps a path prefix to its
+    limit (email webhooks carry whole mails)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -30,9 +33,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         received = 0
         started = False
@@ -42,8 +46,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLargeError(self.max_body_bytes)
+                if received > limit:
+                    raise BodyTooLargeError(limit)
             return message
 
         async def send_tracking(message: Message) -> None:
@@ -56,10 +60,16 @@ class BodyLimitMiddleware:
         except BodyTooLargeError:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": too_large_detail(self.max_body_bytes)}).encode()
+    def _limit_for(self, scope: Scope) -> int:
+        state = getattr(scope.get("app"), "state", None)
+        larger: dict[str, int] = getattr(state, "body_limits", None) or {}
+        path = str(scope.get("path", ""))
+        return max([self.max_body_bytes, *(n for prefix, n in larger.items() if path.startswith(prefix))])
+
+    async def _refuse(self, send: Send, limit: int) -> None:
+        body = json.dumps({"detail": too_large_detail(limit)}).encode()
         await send(
             {
                 "type": "http.response.start",

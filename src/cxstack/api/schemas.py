@@ -69,11 +69,33 @@ class PostMessage(BaseModel):
         return {"id": value} if isinstance(value, str) else value
 
 
+class TemplateUse(BaseModel):
+    """An approved WhatsApp template (declared in the workspace's `whatsapp.templates`) and its parameters:
+    what may be sent once the 24-hour customer-service window has shut."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Identifier
+    parameters: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=list, max_length=20
+    )
+    language: Identifier | None = None
+
+
 class HumanReply(BaseModel):
-    text: MessageText
+    model_config = ConfigDict(extra="forbid")
+
+    text: MessageText | None = Field(None, description="Free text; or send `template` instead.")
+    template: TemplateUse | None = None
     author: Identifier
     # True: the person answered and automation takes the next customer message again.
     hand_back: bool = True
+
+    @model_validator(mode="after")
+    def _text_or_template(self) -> HumanReply:
+        if (self.text is None) == (self.template is None):
+            raise ValueError("give either text or template")
+        return self
 
 
 class WebchatSessionRequest(BaseModel):
@@ -207,6 +229,8 @@ class EscalationOut(BaseModel):
     transcript: list[dict[str, Any]]
     created_at: datetime
     status: str
+    # Its export to a help desk: kind, status (pending, retrying, sent, dead), ticket id and url, last error.
+    handoff: dict[str, Any] | None = None
 
 
 class ConversationSummary(BaseModel):
@@ -290,6 +314,16 @@ class QueueOut(BaseModel):
     open: int
 
 
+class TemplateOut(BaseModel):
+    """An approved WhatsApp template a person may send once the 24-hour window has shut."""
+
+    name: str
+    language: str
+    body: str
+    parameters: int
+    purpose: str
+
+
 class WorkspaceOut(BaseModel):
     name: str
     version: str
@@ -301,6 +335,7 @@ class WorkspaceOut(BaseModel):
     queues: list[QueueOut]
     router: dict[str, Any]
     load_seconds: float
+    whatsapp_templates: list[TemplateOut] = []
 
 
 class WorkerOut(BaseModel):
@@ -340,6 +375,10 @@ class HealthOut(BaseModel):
     worker: WorkerOut | None = None
     outbox_dead: int | None = Field(
         None, description="replies that failed every send attempt: GET /v1/outbox?status=dead lists them"
+    )
+    handoff_dead: int | None = Field(
+        None,
+        description="escalations the help desk never took: GET /v1/handoff/exports?status=dead lists them",
     )
 
 

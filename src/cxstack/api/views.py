@@ -36,6 +36,7 @@ from cxstack.api.schemas import (
     PostMessage,
     PrincipalOut,
     QueueOut,
+    TemplateOut,
     TraceOut,
     TraceStepOut,
     WebchatAccepted,
@@ -51,6 +52,7 @@ from cxstack.api.security import Principal, Scope, require_scope
 from cxstack.api.sessions import WebchatSession, WebchatSessions
 from cxstack.app import ConversationView, CxApp
 from cxstack.domain.auth import ApiKey
+from cxstack.domain.handoff import ExportStatus
 from cxstack.domain.models import (
     Conversation,
     ConversationId,
@@ -193,6 +195,7 @@ def escalation_out(packet: EscalationPacket) -> EscalationOut:
             for a in packet.actions_tried
         ],
         transcript=[jsonable(turn) for turn in packet.transcript],
+        handoff=None if packet.handoff is None else jsonable(packet.handoff),
         created_at=packet.created_at,
         status=packet.status,
     )
@@ -401,7 +404,15 @@ def get_escalation(cx: CxApp, escalation_id: str) -> EscalationOut:
 async def human_reply(cx: CxApp, conversation_id: str, body: HumanReply) -> HumanReplyOut:
     if await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id)) is None:
         raise ConversationNotFoundError(conversation_id)
-    message = await cx.human_reply(conversation_id, body.text, author=body.author, hand_back=body.hand_back)
+    template = (
+        (body.template.name, body.template.parameters, body.template.language) if body.template else None
+    )
+    try:
+        message = await cx.human_reply(
+            conversation_id, body.text or "", author=body.author, hand_back=body.hand_back, template=template
+        )
+    except KeyError:
+        raise ConversationNotFoundError(conversation_id) from None
     conversation = await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id))
     return HumanReplyOut(
         conversation_id=conversation_id,
@@ -466,6 +477,16 @@ def workspace_info(cx: CxApp) -> WorkspaceOut:
         ],
         router=_as_dict(jsonable(cx.engine.router_report)),
         load_seconds=cx.engine.load_seconds,
+        whatsapp_templates=[
+            TemplateOut(
+                name=t.name,
+                language=t.language,
+                body=t.body,
+                parameters=t.parameter_count,
+                purpose=t.purpose,
+            )
+            for t in settings.whatsapp.templates
+        ],
     )
 
 
@@ -498,7 +519,12 @@ def health(cx: CxApp) -> HealthOut:
             reason=worker.reason,
         ),
         outbox_dead=dead,
+        handoff_dead=_handoff_dead(cx) if db_ok else None,
     )
+
+
+def _handoff_dead(cx: CxApp) -> int | None:
+    return None if cx.handoff is None else cx.handoff.store.count(ExportStatus.DEAD)
 
 
 def outbox_item_out(item: OutboxItem) -> OutboxItemOut:

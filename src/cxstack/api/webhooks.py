@@ -80,5 +80,5 @@ def add_webhook_routes(api: FastAPI) -> None:
                 return None
             return result.created
 
-        accepted = await whatsapp.accept(delivery, cx.store, post)
+        accepted = await whatsapp.accept(delivery, cx.store, post, cx.undelivered)
         return accepted.as_dict()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from cxstack.channels.base import Channel
-from cxstack.domain.ports import OutboxStatus, PermanentSendError, Store
+from cxstack.domain.ports import OutboxItem, OutboxStatus, PermanentSendError, Store
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,16 @@ BATCH = 100
 
 class OutboxDispatcher:
     def __init__(
-        self, store: Store, channels: Mapping[str, Channel], *, poll_interval_s: float = POLL_INTERVAL_S
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        on_undelivered: Callable[[OutboxItem], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Told of every item that went dead: the customer is waiting for an answer that will not come.
+        self._on_undelivered = on_undelivered
         self._channels = channels
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
@@ -58,15 +65,15 @@ class OutboxDispatcher:
                 tried.add(item.id)
                 channel = self._channels.get(item.channel)
                 if channel is None:
-                    self._failed(item.id, item.channel, f"no channel named {item.channel!r}")
+                    await self._failed(item.id, item.channel, f"no channel named {item.channel!r}")
                     continue
                 try:
                     provider_id = await channel.send(item)
                 except PermanentSendError as exc:
-                    self._failed(item.id, item.channel, str(exc), permanent=True)
+                    await self._failed(item.id, item.channel, str(exc), permanent=True)
                     continue
                 except Exception as exc:
-                    self._failed(item.id, item.channel, f"{type(exc).__name__}: {exc}")
+                    await self._failed(item.id, item.channel, f"{type(exc).__name__}: {exc}")
                     continue
                 self._store.mark_sent(item.id, provider_id)
                 sent += 1
@@ -76,7 +83,7 @@ class OutboxDispatcher:
                 return sent
         return sent
 
-    def _failed(self, outbox_id: str, channel: str, error: str, *, permanent: bool = False) -> None:
+    async def _failed(self, outbox_id: str, channel: str, error: str, *, permanent: bool = False) -> None:
         item = self._store.mark_send_failed(outbox_id, error, permanent=permanent)
         if item.status == OutboxStatus.DEAD:
             log.error(
@@ -86,6 +93,11 @@ class OutboxDispatcher:
                 item.attempts,
                 error,
             )
+            if self._on_undelivered is not None:
+                try:
+                    await self._on_undelivered(item)
+                except Exception:
+                    log.exception("outbox %s: could not hand the undelivered reply to a person", outbox_id)
         else:
             log.warning(
                 "outbox %s: send on %s failed (%s); attempt %d of %d at %s",

@@ -30,19 +30,19 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from cxstack.domain.models import Role
+from cxstack.channels import gate
 from cxstack.domain.ports import OutboxItem, PermanentSendError
+from cxstack.workspace.models import WhatsAppConfig
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "whatsapp"
 CONVERSATION_PREFIX = "wa:"
-SERVICE_WINDOW = timedelta(hours=24)
 DEFAULT_API_BASE = "https://graph.facebook.com/v21.0"
 # Graph API error codes that retrying the same request cannot fix.
 PERMANENT_CODES = {
@@ -141,7 +141,12 @@ def _text_of(message: dict[str, Any], where: str) -> str:
         reply = interactive.get("button_reply") or interactive.get("list_reply")
         if not isinstance(reply, dict):
             raise PayloadError(f"{where}.interactive", "expected button_reply or list_reply")
-        return str(_need(reply, "title", f"{where}.interactive"))
+        title = str(_need(reply, "title", f"{where}.interactive"))
+        # Our list rows carry the whole choice in the description when the title had to be shortened.
+        description = reply.get("description")
+        if title.endswith("…") and isinstance(description, str) and description:
+            return description
+        return title
     if kind in ("image", "audio", "video", "document", "sticker"):
         media: dict[str, Any] = message[kind] if isinstance(message.get(kind), dict) else {}
         caption = f" caption: {media['caption']}" if media.get("caption") else ""
@@ -229,8 +234,14 @@ class Accepted:
         return {"stored": self.stored, "duplicates": self.duplicates, "statuses": self.statuses}
 
 
-async def accept(delivery: Delivery, store: Any, post: PostMessage) -> Accepted:
-    """Stores a verified delivery's messages and applies its status reports."""
+async def accept(
+    delivery: Delivery,
+    store: Any,
+    post: PostMessage,
+    on_undelivered: Callable[[OutboxItem], Awaitable[None]] | None = None,
+) -> Accepted:
+    """Stores a verified delivery's messages and applies its status reports; a reply WhatsApp reports failed
+    goes to `on_undelivered` (a person takes the conversation)."""
     stored = duplicates = 0
     for message in delivery.messages:
         conversation = conversation_for(message.sender)
@@ -249,8 +260,10 @@ async def accept(delivery: Delivery, store: Any, post: PostMessage) -> Accepted:
             store.apply_delivery_status, CHANNEL, report.wamid, report.status, report.error
         )
         applied += item is not None
-        if item is not None and report.status == "failed":
+        if item is not None and report.status == "failed" and item.delivery_status == "failed":
             log.warning("WhatsApp could not deliver reply %s: %s", item.id, report.error)
+            if on_undelivered is not None:
+                await on_undelivered(item)
     return Accepted(stored, duplicates, applied)
 
 
@@ -261,38 +274,31 @@ class WhatsAppChannel:
     name = CHANNEL
 
     def __init__(
-        self, settings: WhatsAppSettings, store: Any, *, client: httpx.AsyncClient | None = None
+        self,
+        settings: WhatsAppSettings,
+        store: Any,
+        *,
+        client: httpx.AsyncClient | None = None,
+        templates: WhatsAppConfig | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._client = client
-
-    def _window_open(self, item: OutboxItem, now: datetime) -> datetime | None:
-        """The time the customer last wrote, if that was within the window; None if the window is shut."""
-        last = max(
-            (m.created_at for m in self.store.list_messages(item.conversation_id) if m.role == Role.CUSTOMER),
-            default=None,
-        )
-        if last is None:
-            return None
-        last = last if last.tzinfo else last.replace(tzinfo=UTC)
-        return last if now - last < SERVICE_WINDOW else None
+        self.templates = templates
 
     async def send(self, item: OutboxItem) -> str | None:
         if not item.conversation_id.startswith(CONVERSATION_PREFIX):
             raise PermanentSendError(f"conversation {item.conversation_id} is not a WhatsApp conversation")
-        now = datetime.now(UTC)
-        if await asyncio.to_thread(self._window_open, item, now) is None:
-            raise PermanentSendError(
-                "outside WhatsApp's 24-hour customer-service window (the customer last wrote over 24 hours "
-                "ago): free text is not delivered; send an approved template instead"
-            )
+        if not (item.content and "template" in item.content):
+            messages = await asyncio.to_thread(self.store.list_messages, item.conversation_id)
+            if not gate.window_open(messages, datetime.now(UTC)):
+                raise PermanentSendError(gate.window_refusal(messages, self.templates))
         recipient = item.conversation_id.removeprefix(CONVERSATION_PREFIX)
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": recipient,
-            **content(item.text),
+            **content(item.text, item.content),
         }
         url = f"{self.settings.api_base}/{self.settings.phone_number_id}/messages"
         headers = {"Authorization": f"Bearer {self.settings.access_token}"}
@@ -318,11 +324,26 @@ class WhatsAppChannel:
 
 YES_NO = "(yes/no)"
 INTERACTIVE_BODY_LIMIT = 1024
+BUTTON_TITLE_LIMIT = 20
+ROW_TITLE_LIMIT = 24
+ROW_DESCRIPTION_LIMIT = 72
+MAX_BUTTONS = 3
+MAX_ROWS = 10
+# A tapped choice comes back with this id; its text is the choice in full, whatever the title had room for.
+CHOICE_ID = "cx-choice:"
 
 
-def content(text: str) -> dict[str, Any]:
-    """A reply as WhatsApp shows it: a yes/no question (the confirmations' "(yes/no)") as two reply buttons,
-    whose tap comes back as "Yes" or "No"; anything else as text."""
+def content(text: str, structured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A reply as WhatsApp shows it. An approved template as a template message; a clarifying question's
+    choices as reply buttons (up to three short ones) or a list; a yes/no question (the confirmations'
+    "… (yes/no)") as two reply buttons, whose tap comes back as "Yes" or "No"; anything else as text."""
+    if structured and "template" in structured:
+        return _template(structured["template"])
+    choices = [str(c) for c in (structured or {}).get("choices", [])]
+    if choices and len(text) <= INTERACTIVE_BODY_LIMIT:
+        interactive = _choices(text, choices)
+        if interactive is not None:
+            return {"type": "interactive", "interactive": interactive}
     question = text.rstrip()
     if question.endswith(YES_NO) and len(question) - len(YES_NO) <= INTERACTIVE_BODY_LIMIT:
         buttons = [
@@ -337,6 +358,42 @@ def content(text: str) -> dict[str, Any]:
             },
         }
     return {"type": "text", "text": {"body": text[:4096], "preview_url": False}}
+
+
+def _template(template: dict[str, Any]) -> dict[str, Any]:
+    parameters = [{"type": "text", "text": str(value)} for value in template.get("parameters", [])]
+    body: dict[str, Any] = {"name": template["name"], "language": {"code": template["language"]}}
+    if parameters:
+        body["components"] = [{"type": "body", "parameters": parameters}]
+    return {"type": "template", "template": body}
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def _choices(text: str, choices: list[str]) -> dict[str, Any] | None:
+    if len(choices) > MAX_ROWS:
+        return None
+    if len(choices) <= MAX_BUTTONS and all(len(c) <= BUTTON_TITLE_LIMIT for c in choices):
+        buttons = [
+            {"type": "reply", "reply": {"id": f"{CHOICE_ID}{i}", "title": c}} for i, c in enumerate(choices)
+        ]
+        return {"type": "button", "body": {"text": text}, "action": {"buttons": buttons}}
+    rows = []
+    for i, choice in enumerate(choices):
+        row = {"id": f"{CHOICE_ID}{i}", "title": _shorten(choice, ROW_TITLE_LIMIT)}
+        if row["title"] != choice:
+            row["description"] = _shorten(choice, ROW_DESCRIPTION_LIMIT)
+        rows.append(row)
+    return {
+        "type": "list",
+        "body": {"text": text},
+        "action": {"button": "Choose", "sections": [{"title": "Options", "rows": rows}]},
+    }
 
 
 def _graph_error(response: httpx.Response) -> tuple[int | None, str]:

@@ -194,6 +194,39 @@ class EscalationPacket:
     draft_reply: str | None = None
     # Customer messages received after the escalation, while a person was on the way.
     followups: list[JSON] = field(default_factory=list)
+    # Its export to a help desk, when one is configured: kind, status, ticket id and url, the last error.
+    handoff: JSON | None = None
+
+
+def undelivered_packet(
+    conversation_id: ConversationId,
+    customer_id: str,
+    *,
+    channel: str,
+    error: str,
+    reply: str,
+    transcript: list[JSON],
+    queue: str,
+    at: datetime,
+) -> EscalationPacket:
+    """The packet for a reply that never reached the customer: they are waiting for an answer."""
+    return EscalationPacket(
+        id=EscalationId(new_id("esc")),
+        conversation_id=conversation_id,
+        queue=queue,
+        priority=Priority.HIGH,
+        reason_code="undelivered",
+        summary=f"A reply on {channel} never reached the customer ({error}); they are waiting for it.",
+        intent=None,
+        intent_confidence=None,
+        customer={"id": customer_id},
+        fired_rules=[],
+        facts_used=[],
+        actions_tried=[],
+        transcript=transcript,
+        created_at=at,
+        draft_reply=reply,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class OutboxItem:
     provider_message_id: str | None = None
     delivery_status: str | None = None
     delivery_error: str | None = None
+    # Structured content the channel sends where it can (`text` is what the transcript shows):
+    # {"template": {"name", "language", "parameters"}} or {"choices": [...]} for a clarifying question.
+    content: dict[str, Any] | None = None
 
 
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -88,6 +91,22 @@ def delivery_moves(current: str | None, new: str) -> bool:
     if new == "failed":
         return current not in ("read", "failed")
     return current != "failed" and DELIVERY_RANK[new] > DELIVERY_RANK.get(current, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRecord:
+    """One mail of an email conversation, under its Message-ID (without angle brackets): the threading index
+    (In-Reply-To / References name these ids) and, for inbound mail, who wrote it and the full text."""
+
+    message_id: str
+    conversation_id: ConversationId
+    direction: str  # "in" (the customer's) | "out" (ours, Message-ID derived from the outbox id)
+    address: str  # the customer's address, lower case
+    verified: bool = False  # inbound: the provider's SPF/DKIM verdict, aligned with the From domain
+    subject: str = ""
+    outbox_id: str | None = None
+    full_text: str = ""  # inbound: the body as it came, quoted history and signature included
+    created_at: datetime | None = None  # set by the store
 
 
 class PermanentSendError(Exception):
@@ -163,6 +182,8 @@ class TurnCommit:
     # A verification step in this turn proved the customer is this (existing) customer.
     verified_customer: CustomerId | None = None
     cause: str = ""  # recorded with the transitions: the reason code of an escalation, say
+    # Structured content of the reply (the choices of a clarifying question), queued with it in the outbox.
+    reply_content: dict[str, Any] | None = None
 
     @property
     def answered(self) -> tuple[str, ...]:
@@ -189,6 +210,11 @@ class Store(Protocol):
     def customers_with_phone(self, phone: str) -> list[Customer]:
         """Profiles whose `phone` attribute is `phone` (E.164, "+" and digits), as the integration stored
         them; a channel that vouches for a number links it to a profile only when exactly one matches."""
+        ...
+
+    def customers_with_email(self, address: str) -> list[Customer]:
+        """Profiles whose `email` is `address`, ignoring case (at most 3: a verified sender links to a profile
+        only when exactly one matches)."""
         ...
 
     # inbound: append the message and mark it pending in ONE transaction; a duplicate is a no-op
@@ -259,9 +285,29 @@ class Store(Protocol):
         """Every reply of the conversation with its send and delivery state, oldest first."""
         ...
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        """A reply that will never reach the customer (dead, or reported failed by the provider): when the bot
+        owns the conversation, a packet for `queue` (reason `undelivered`) and the conversation waits for a
+        person, in one transaction; None when a person already has it, it is closed, or the item arrived.
+        Raises KeyError for an unknown item."""
+        ...
+
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         """A dead (or pending) item back in the queue, due now, with a fresh count of attempts.
         Raises KeyError if unknown, ValueError if already sent."""
+        ...
+
+    # email threading: Message-ID → conversation (channels/email.py)
+    def add_email(self, record: EmailRecord) -> bool:
+        """Stores the record; False (and nothing changed) if its Message-ID is already stored."""
+        ...
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        """The stored record of the first of `message_ids` that is stored (None if none is)."""
+        ...
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        """The conversation's mails, oldest first."""
         ...
 
     # escalations and humans
@@ -270,7 +316,13 @@ class Store(Protocol):
     ) -> list[EscalationPacket]: ...
     def get_escalation(self, escalation_id: EscalationId) -> EscalationPacket | None: ...
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message: ...
 
     # API keys: the secret is never stored, only its hash; a revoked key stays listed with its revoke time

@@ -10,6 +10,10 @@ from cxstack.domain.turn import IntentPrediction
 from cxstack.workspace.models import SlotConfig, WorkspaceSettings
 
 _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|same|ok and|plus|but)\b", re.I)
+# A question of its own ("where is order ORD-2?") is a new request, however short, not a slot's answer.
+_NEW_QUESTION = re.compile(
+    r"^\s*(where|what|when|why|how|who|which|can|could|do|does|is|are|will|would)\b.*\?\s*$", re.I | re.S
+)
 # Not "one"/"two": "the second one" must not read as the first option.
 _ORDINALS = {"first": 0, "1": 0, "former": 0, "second": 1, "2": 1, "latter": 1}
 _PERSON = re.compile(
@@ -84,7 +88,9 @@ def continues_previous(
     pending = state.get("pending_action")
     if pending:
         intent = str(pending.get("intent", ""))
-        if answers_pending or prediction.intent == intent or len(words) <= 4 or prediction.confidence < 0.6:
+        if answers_pending or prediction.intent == intent or prediction.confidence < 0.6:
+            return intent
+        if len(words) <= 4 and not (_NEW_QUESTION.match(text) and not prediction.out_of_scope):
             return intent
         return None
     last = state.get("last_intent")

@@ -99,6 +99,9 @@ class TurnResult:
     reopen_escalation: EscalationId | None = None
     # A verification step proved who the customer is: the conversation is bound to this customer.
     verified_customer: CustomerId | None = None
+    # The options of a clarifying question, in the customer's words; a channel with buttons or lists offers
+    # them to tap (the reply's text asks the same question in words).
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -139,6 +142,7 @@ class _Turn:
     reopen_escalation: EscalationId | None = None
     attach: bool = False
     verified_customer: CustomerId | None = None
+    choices: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -537,6 +541,7 @@ class Orchestrator:
         turn.replies.append(
             f"Just to be sure I help with the right thing: do you want to {described[0]}, or {described[1]}?"
         )
+        turn.choices = [d[:1].upper() + d[1:] for d in described]
         return self._finish(turn, prediction, None, Decision.CLARIFY, "automated")
 
     # --- resolving -----------------------------------------------------------------------------------------
@@ -877,6 +882,7 @@ class Orchestrator:
             attach_to_escalation=turn.attach,
             reopen_escalation=turn.reopen_escalation,
             verified_customer=turn.verified_customer,
+            choices=tuple(turn.choices),
         )
 
 

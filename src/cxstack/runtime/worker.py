@@ -296,6 +296,7 @@ class TurnWorker:
             reopen_escalation=result.reopen_escalation,
             verified_customer=result.verified_customer,
             cause=result.trace.reason_code or "",
+            reply_content={"choices": list(result.choices)} if result.choices and reply else None,
         )
 
     async def _failed(

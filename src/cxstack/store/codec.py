@@ -201,6 +201,7 @@ def packet_to_json(packet: EscalationPacket) -> dict[str, Any]:
         "transcript": [json_object(line) for line in packet.transcript],
         "draft_reply": None if packet.draft_reply is None else clean_text(packet.draft_reply),
         "followups": [json_object(line) for line in packet.followups],
+        "handoff": None if packet.handoff is None else json_object(packet.handoff),
     }
 
 
@@ -223,4 +224,5 @@ def packet_from_json(raw: Mapping[str, Any], *, status: str, created_at: datetim
         status=status,
         draft_reply=raw.get("draft_reply"),
         followups=list(raw.get("followups") or []),
+        handoff=raw.get("handoff"),
     )

@@ -183,6 +183,25 @@ class OutboxRow(Base):
     delivery_status: Mapped[str | None] = mapped_column(String, nullable=True)
     delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the channel may send instead of plain text: {"template": {...}} or {"choices": [...]}.
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class EmailMessageRow(Base):
+    """Email threading: each mail's Message-ID and its conversation (ports.EmailRecord)."""
+
+    __tablename__ = "email_messages"
+    __table_args__ = (Index(None, "conversation_id", "created_at"),)
+
+    message_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, nullable=False)
+    direction: Mapped[str] = mapped_column(String, nullable=False)
+    address: Mapped[str] = mapped_column(String, nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    outbox_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    full_text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class EscalationRow(Base):
@@ -351,3 +370,40 @@ class ReviewQueueRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String, nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+# ---- help-desk handoff: each escalation's export as a ticket, and the help desk's events applied ----------
+
+
+class HandoffExportRow(Base):
+    """One escalation exported to the help desk, queued like the outbox: pending until the help desk
+    confirms a ticket, retried on its own clock, dead after too many tries (with the reason)."""
+
+    __tablename__ = "handoff_exports"
+    __table_args__ = (Index(None, "status", "next_attempt_at"), Index(None, "kind", "ticket_id"))
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # the help desk's idempotency key
+    escalation_id: Mapped[str] = mapped_column(ForeignKey("escalations.id"), nullable=False, unique=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String, nullable=False)  # zendesk | chatwoot | webhook
+    status: Mapped[str] = mapped_column(String, nullable=False)  # pending | sent | dead
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)  # failed tries so far
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ticket_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    ticket_url: Mapped[str | None] = mapped_column(String, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The packet's follow-ups (customer messages after the escalation) already added to the ticket.
+    followups_sent: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+
+
+class HandoffEventRow(Base):
+    """A help-desk event (an agent's comment, a status change) applied once: redeliveries find its key."""
+
+    __tablename__ = "handoff_events"
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    event_key: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

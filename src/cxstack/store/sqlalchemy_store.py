@@ -36,9 +36,11 @@ from cxstack.domain.models import (
     Trace,
     WorkspaceVersionId,
     new_id,
+    undelivered_packet,
     utcnow,
 )
 from cxstack.domain.ports import (
+    EmailRecord,
     FactVersionConflictError,
     IngestResult,
     LeaseLostError,
@@ -80,6 +82,7 @@ from cxstack.store.orm import (
     ConversationEventRow,
     ConversationRow,
     CustomerRow,
+    EmailMessageRow,
     EscalationRow,
     FactVersionRow,
     MessageRow,
@@ -203,6 +206,51 @@ class SqlAlchemyStore:
                 select(_CUSTOMERS).where(_CUSTOMERS.c.attributes["phone"].as_string() == phone).limit(3)
             ).fetchall()
             return [_customer(cast(Any, row)) for row in rows]
+
+    def customers_with_email(self, address: str) -> list[Customer]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_CUSTOMERS).where(func.lower(_CUSTOMERS.c.email) == address.strip().lower()).limit(3)
+            ).fetchall()
+            return [_customer(cast(Any, row)) for row in rows]
+
+    # ---- email threading --------------------------------------------------------------------------------
+
+    def add_email(self, record: EmailRecord) -> bool:
+        with self._begin_write() as connection:
+            dialect = connection.dialect.name
+            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+            values = {
+                "message_id": record.message_id,
+                "conversation_id": record.conversation_id,
+                "direction": record.direction,
+                "address": clean_text(record.address).lower(),
+                "verified": record.verified,
+                "subject": clean_text(record.subject),
+                "outbox_id": record.outbox_id,
+                "full_text": clean_text(record.full_text),
+                "created_at": record.created_at or utcnow(),
+            }
+            statement = insert(_EMAILS).values(**values).on_conflict_do_nothing()
+            return connection.execute(statement.returning(_EMAILS.c.message_id)).first() is not None
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        wanted = [m for m in dict.fromkeys(message_ids) if m]
+        if not wanted:
+            return None
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(_EMAILS).where(_EMAILS.c.message_id.in_(wanted))).fetchall()
+        found = {row.message_id: _email_record(cast(Any, row)) for row in rows}
+        return next((found[m] for m in wanted if m in found), None)
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_EMAILS)
+                .where(_EMAILS.c.conversation_id == conversation_id)
+                .order_by(_EMAILS.c.created_at, _EMAILS.c.message_id)
+            ).fetchall()
+            return [_email_record(cast(Any, row)) for row in rows]
 
     # ---- inbound ----------------------------------------------------------------------------------------
 
@@ -593,6 +641,53 @@ class SqlAlchemyStore:
                 session.flush()
             return _outbox_item(row)
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        now = utcnow()
+        with self._write() as session:
+            item = _outbox_row(session, outbox_id)
+            undelivered = item.status == OutboxStatus.DEAD.value or item.delivery_status == "failed"
+            conversation = session.get(ConversationRow, item.conversation_id, with_for_update=True)
+            if not undelivered or conversation is None or conversation.status != ConversationStatus.BOT.value:
+                return None
+            messages = session.scalars(
+                select(MessageRow)
+                .where(MessageRow.conversation_id == conversation.id)
+                .order_by(MessageRow.seq)
+            ).all()
+            packet = undelivered_packet(
+                ConversationId(conversation.id),
+                conversation.customer_id,
+                channel=item.channel,
+                error=item.delivery_error or item.last_error or "unknown",
+                reply=item.text,
+                transcript=[
+                    {"role": m.role, "text": m.text, "at": as_utc(m.created_at).isoformat()} for m in messages
+                ],
+                queue=queue,
+                at=now,
+            )
+            session.add(
+                EscalationRow(
+                    id=packet.id,
+                    conversation_id=conversation.id,
+                    queue=clean_text(queue),
+                    priority=int(packet.priority),
+                    reason_code=packet.reason_code,
+                    status=packet.status,
+                    packet=packet_to_json(packet),
+                    created_at=now,
+                )
+            )
+            _transition(
+                session,
+                conversation,
+                (Transition.ESCALATE,),
+                actor=f"channel:{item.channel}",
+                cause="undelivered",
+                at=now,
+            )
+            return packet
+
     def mark_send_failed(
         self, outbox_id: str, error: str, now: datetime | None = None, *, permanent: bool = False
     ) -> OutboxItem:
@@ -659,7 +754,13 @@ class SqlAlchemyStore:
             return None if row is None else _escalation(row)
 
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         """Stores the reply and queues it for sending; the person now owns the conversation. `hand_back`
         returns it to automation and resolves its open escalations. Raises KeyError for an unknown
@@ -678,6 +779,7 @@ class SqlAlchemyStore:
                 author=author,
                 channel=conversation.channel,
                 created_at=now,
+                content=content,
             )
             transitions: list[Transition] = []
             if conversation.status == ConversationStatus.CLOSED.value:
@@ -941,6 +1043,23 @@ def _ingest_core(connection: Connection, inbound: InboundMessage) -> Message:
 
 _OUTBOX = _table(OutboxRow)
 _CUSTOMERS = _table(CustomerRow)
+_EMAILS = _table(EmailMessageRow)
+
+
+def _email_record(row: Any) -> EmailRecord:
+    return EmailRecord(
+        message_id=row.message_id,
+        conversation_id=ConversationId(row.conversation_id),
+        direction=row.direction,
+        address=row.address,
+        verified=bool(row.verified),
+        subject=row.subject,
+        outbox_id=row.outbox_id,
+        full_text=row.full_text,
+        created_at=as_utc(row.created_at),
+    )
+
+
 # Reads on every turn and every reply, as prebuilt Core statements (an ORM session costs more than the query).
 _GET_CUSTOMER = select(_CUSTOMERS).where(_CUSTOMERS.c.id == bindparam("id"))
 _GET_CONVERSATION = select(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("id"))
@@ -1147,6 +1266,7 @@ def _commit_turn_core(connection: Connection, commit: TurnCommit) -> None:
                 "created_at": created_at,
                 "next_attempt_at": created_at,
                 "sent_at": None,
+                "content": commit.reply_content,
             },
         )
     verified_customer = commit.verified_customer
@@ -1276,6 +1396,7 @@ def _append_outbound(
     author: str | None,
     channel: str,
     created_at: datetime,
+    content: dict[str, Any] | None = None,
 ) -> MessageRow:
     """A reply added to the transcript and queued in the outbox on the conversation's channel."""
     conversation.last_seq += 1
@@ -1305,6 +1426,7 @@ def _append_outbound(
             created_at=created_at,
             next_attempt_at=created_at,
             sent_at=None,
+            content=content,
         )
     )
     return row
@@ -1410,6 +1532,7 @@ def _outbox_item(row: OutboxRow) -> OutboxItem:
         provider_message_id=row.provider_message_id,
         delivery_status=row.delivery_status,
         delivery_error=row.delivery_error,
+        content=row.content,
     )
 
 

@@ -52,6 +52,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/keys/{key_id}/revoke"): frozenset({"admin"}),
     ("GET", "/v1/me"): frozenset({*ROLES, "session"}),
     ("GET", "/v1/outbox"): STAFF_READERS,
+    ("GET", "/v1/handoff/exports"): STAFF_READERS,
     ("GET", "/v1/knowledge/facts"): STAFF_READERS,
     ("GET", "/v1/knowledge/facts/{fact_id}"): STAFF_READERS,
     ("GET", "/v1/knowledge/facts/{fact_id}/versions"): STAFF_READERS,

@@ -33,9 +33,11 @@ from cxstack.domain.models import (
     Trace,
     WorkspaceVersionId,
     new_id,
+    undelivered_packet,
     utcnow,
 )
 from cxstack.domain.ports import (
+    EmailRecord,
     FactVersionConflictError,
     IngestResult,
     LeaseLostError,
@@ -117,6 +119,7 @@ class _OutboxRecord:
     provider_message_id: str | None = None
     delivery_status: str | None = None
     delivery_error: str | None = None
+    content: dict[str, Any] | None = None
 
     def to_domain(self) -> OutboxItem:
         return OutboxItem(
@@ -133,6 +136,7 @@ class _OutboxRecord:
             provider_message_id=self.provider_message_id,
             delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,
+            content=self.content,
         )
 
 
@@ -169,6 +173,7 @@ class InMemoryStore:
         self._escalations: dict[str, _EscalationRecord] = {}
         self._api_keys: dict[str, ApiKey] = {}
         self._fact_versions: dict[str, list[FactVersion]] = {}
+        self._emails: dict[str, EmailRecord] = {}
         self._last_time = utcnow()
 
     def _now(self) -> datetime:
@@ -220,6 +225,36 @@ class InMemoryStore:
         with self._lock:
             found = [c for c in self._customers.values() if c.attributes.get("phone") == phone]
             return [replace(c, attributes=json_object(c.attributes)) for c in found[:3]]
+
+    def customers_with_email(self, address: str) -> list[Customer]:
+        wanted = address.strip().lower()
+        with self._lock:
+            found = [c for c in self._customers.values() if c.email.lower() == wanted]
+            return [replace(c, attributes=json_object(c.attributes)) for c in found[:3]]
+
+    # ---- email threading --------------------------------------------------------------------------------
+
+    def add_email(self, record: EmailRecord) -> bool:
+        with self._lock:
+            if record.message_id in self._emails:
+                return False
+            self._emails[record.message_id] = replace(
+                record,
+                address=clean_text(record.address).lower(),
+                subject=clean_text(record.subject),
+                full_text=clean_text(record.full_text),
+                created_at=as_utc(record.created_at) if record.created_at else self._now(),
+            )
+            return True
+
+    def email_for(self, message_ids: Sequence[str]) -> EmailRecord | None:
+        with self._lock:
+            return next((self._emails[m] for m in message_ids if m in self._emails), None)
+
+    def email_thread(self, conversation_id: ConversationId) -> list[EmailRecord]:
+        with self._lock:
+            found = [r for r in self._emails.values() if r.conversation_id == conversation_id]
+        return sorted(found, key=lambda r: (r.created_at or utcnow(), r.message_id))
 
     # ---- inbound ----------------------------------------------------------------------------------------
 
@@ -421,6 +456,7 @@ class InMemoryStore:
                     author=commit.reply.author,
                     channel=commit.reply.channel,
                     created_at=as_utc(commit.reply.created_at),
+                    content=commit.reply_content,
                 )
             now = self._now()
             conversation.state = state
@@ -638,6 +674,42 @@ class InMemoryStore:
         with self._lock:
             return sum(1 for item in self._outbox.values() if item.status == status)
 
+    def escalate_undelivered(self, outbox_id: str, *, queue: str) -> EscalationPacket | None:
+        with self._lock:
+            item = self._outbox_item(outbox_id)
+            undelivered = item.status == OutboxStatus.DEAD or item.delivery_status == "failed"
+            conversation = self._conversations.get(item.conversation_id)
+            if not undelivered or conversation is None or conversation.status != ConversationStatus.BOT:
+                return None
+            now = self._now()
+            messages = [self._messages[m].message for m in conversation.message_ids]
+            packet = undelivered_packet(
+                conversation.id,
+                conversation.customer_id,
+                channel=item.channel,
+                error=item.delivery_error or item.last_error or "unknown",
+                reply=item.text,
+                transcript=[
+                    {"role": m.role.value, "text": m.text, "at": as_utc(m.created_at).isoformat()}
+                    for m in messages
+                ],
+                queue=queue,
+                at=now,
+            )
+            self._escalations[packet.id] = _EscalationRecord(
+                id=packet.id,
+                packet=packet_to_json(packet),
+                conversation_id=conversation.id,
+                queue=clean_text(queue),
+                priority=int(packet.priority),
+                status=packet.status,
+                created_at=now,
+            )
+            self._transition(
+                conversation, (Transition.ESCALATE,), actor=f"channel:{item.channel}", cause="undelivered"
+            )
+            return packet
+
     def requeue_outbox(self, outbox_id: str, now: datetime | None = None) -> OutboxItem:
         with self._lock:
             item = self._outbox_item(outbox_id)
@@ -674,7 +746,13 @@ class InMemoryStore:
             return None if record is None else record.to_domain()
 
     def add_human_reply(
-        self, conversation_id: ConversationId, text: str, author: str, hand_back: bool
+        self,
+        conversation_id: ConversationId,
+        text: str,
+        author: str,
+        hand_back: bool,
+        *,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         with self._lock:
             conversation = self._conversations.get(conversation_id)
@@ -689,6 +767,7 @@ class InMemoryStore:
                 author=author,
                 channel=conversation.channel,
                 created_at=now,
+                content=content,
             )
             transitions: list[Transition] = []
             if conversation.status == ConversationStatus.CLOSED:
@@ -757,6 +836,7 @@ class InMemoryStore:
         author: str | None,
         channel: str,
         created_at: datetime,
+        content: dict[str, Any] | None = None,
     ) -> Message:
         message = Message(
             id=message_id,
@@ -779,6 +859,7 @@ class InMemoryStore:
             text=message.text,
             created_at=created_at,
             next_attempt_at=created_at,
+            content=content,
         )
         return message
 

@@ -47,6 +47,7 @@ from cxstack.domain.models import (
     utcnow,
 )
 from cxstack.domain.ports import (
+    EmailRecord,
     FactVersionConflictError,
     IngestResult,
     LeaseLostError,
@@ -506,6 +507,38 @@ class StoreContract:
         assert store.customers_with_phone("+15559999999") == []
         assert store.customers_with_phone("15551230001") == []  # the stored form only
 
+    def test_customers_are_found_by_their_email_ignoring_case(self, store: Store) -> None:
+        store.upsert_customers(
+            [
+                Customer(id=CustomerId("cus-e"), name="E", email="Eve@Example.com"),
+                Customer(id=CustomerId("cus-f"), name="F", email="twin@example.com"),
+                Customer(id=CustomerId("cus-g"), name="G", email="twin@example.com"),
+            ]
+        )
+        assert [c.id for c in store.customers_with_email("eve@example.COM")] == ["cus-e"]
+        assert sorted(c.id for c in store.customers_with_email("twin@example.com")) == ["cus-f", "cus-g"]
+        assert store.customers_with_email("nobody@example.com") == []
+
+    def test_email_threads_are_found_by_any_message_id(self, store: Store) -> None:
+        conversation = ConversationId("em:thread-1")
+        first = EmailRecord(
+            "a1@mail.test", conversation, "in", "Sam@Mail.test", True, "Refund", None, "hi\n> q"
+        )
+        assert store.add_email(first)
+        assert not store.add_email(replace(first, conversation_id=ConversationId("em:other")))
+        store.add_email(
+            EmailRecord("cx.out_1@shop.test", conversation, "out", "sam@mail.test", outbox_id="out_1")
+        )
+        found = store.email_for(["unknown@x", "cx.out_1@shop.test", "a1@mail.test"])
+        assert found is not None and found.outbox_id == "out_1" and found.direction == "out"
+        assert store.email_for(["unknown@x"]) is None and store.email_for([]) is None
+        thread = store.email_thread(conversation)
+        assert [r.message_id for r in thread] == ["a1@mail.test", "cx.out_1@shop.test"]
+        assert (
+            thread[0].address == "sam@mail.test" and thread[0].verified and thread[0].full_text == "hi\n> q"
+        )
+        assert store.email_thread(ConversationId("em:other")) == []
+
     def test_a_permanent_failure_is_dead_at_once(self, store: Store) -> None:
         message = store.ingest(inbound("wa-p", conversation="conv-p")).message
         store.commit_turn(make_commit("conv-p", message.id, reply="late"))
@@ -516,6 +549,31 @@ class StoreContract:
             1,
             "outside the 24-hour window",
         )
+
+    def test_a_reply_keeps_its_structured_content(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-s", conversation="conv-s")).message
+        choices = {"choices": ["Track an order", "Cancel an order"]}
+        store.commit_turn(make_commit("conv-s", message.id, reply="Which one?", reply_content=choices))
+        template = {"template": {"name": "order_update", "language": "en", "parameters": ["Sam"]}}
+        store.add_human_reply(ConversationId("conv-s"), "Hello Sam", "ana", True, content=template)
+        assert [i.content for i in store.outbox_for(ConversationId("conv-s"))] == [choices, template]
+
+    def test_an_undelivered_reply_goes_to_a_person_once(self, store: Store) -> None:
+        message = store.ingest(inbound("wa-u", conversation="conv-u")).message
+        store.commit_turn(make_commit("conv-u", message.id, reply="It ships tomorrow."))
+        item = store.pending_outbox()[0]
+        assert store.escalate_undelivered(item.id, queue="general") is None  # still on its way
+        store.mark_send_failed(item.id, "outside the 24-hour window", permanent=True)
+        packet = store.escalate_undelivered(item.id, queue="general")
+        assert packet is not None and packet.reason_code == "undelivered" and packet.queue == "general"
+        assert packet.draft_reply == "It ships tomorrow." and "24-hour" in packet.summary
+        assert [t["role"] for t in packet.transcript] == ["customer", "assistant"]
+        conversation = store.get_conversation(ConversationId("conv-u"))
+        assert conversation is not None and conversation.status == ConversationStatus.WAITING
+        assert store.escalate_undelivered(item.id, queue="general") is None  # a person has it already
+        assert [p.id for p in store.list_escalations()] == [packet.id]
+        with pytest.raises(KeyError):
+            store.escalate_undelivered("out_unknown", queue="general")
 
     def test_a_failed_item_waits_for_its_next_attempt(self, store: Store) -> None:
         message = store.ingest(inbound("wa-1")).message

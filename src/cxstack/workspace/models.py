@@ -5,11 +5,12 @@ Every model forbids unknown keys so that a typo is an error with a line number, 
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from cxstack.domain.money import invalid_currency, invalid_locale
@@ -244,6 +245,58 @@ class HandoffSettings(_Strict):
     )
 
 
+# ---- help-desk handoff (issue 9): where escalation packets are exported as tickets -------------------------
+
+
+class ZendeskOptions(_Strict):
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Tags on every exported ticket besides `cxstack`, `queue_<queue>` and `reason_<reason>`.",
+    )
+
+
+class ChatwootOptions(_Strict):
+    account_id: int | None = Field(None, ge=1, description="The Chatwoot account the conversations go to.")
+    inbox_id: int | None = Field(
+        None, ge=1, description="The inbox (an API channel inbox) that holds the exported conversations."
+    )
+
+
+class HelpdeskSettings(_Strict):
+    """Secrets never sit here: they come from the environment (CXSTACK_ZENDESK_EMAIL,
+    CXSTACK_ZENDESK_API_TOKEN, CXSTACK_ZENDESK_WEBHOOK_SECRET; CXSTACK_CHATWOOT_API_TOKEN,
+    CXSTACK_CHATWOOT_WEBHOOK_SECRET; CXSTACK_HANDOFF_WEBHOOK_SECRET)."""
+
+    kind: Literal["none", "zendesk", "chatwoot", "webhook"] = Field(
+        "none",
+        description="The help desk escalation packets go to as tickets: zendesk, chatwoot, a generic signed "
+        "webhook, or none (people answer on the escalation desk of this service).",
+    )
+    base_url: str | None = Field(
+        None,
+        description="zendesk: https://<subdomain>.zendesk.com; chatwoot: the installation's address; "
+        "webhook: the URL the packets are posted to.",
+    )
+    queues: list[str] | None = Field(
+        None, description="Only escalations to these queues are exported (unset: every queue)."
+    )
+    max_attempts: int = Field(
+        10, ge=1, le=50, description="Tries before an export is dead (its reason shown on the escalation)."
+    )
+    zendesk: ZendeskOptions = Field(default_factory=ZendeskOptions, description="Options for kind zendesk.")
+    chatwoot: ChatwootOptions = Field(
+        default_factory=ChatwootOptions, description="Options for kind chatwoot."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> HelpdeskSettings:
+        if self.kind != "none" and not self.base_url:
+            raise ValueError(f"helpdesk.base_url is required for kind {self.kind}")
+        if self.kind == "chatwoot" and (self.chatwoot.account_id is None or self.chatwoot.inbox_id is None):
+            raise ValueError("helpdesk.chatwoot.account_id and inbox_id are required for kind chatwoot")
+        return self
+
+
 class ConnectorConfig(_Strict):
     type: str = Field(
         "http",
@@ -376,6 +429,77 @@ class IdentitySettings(_Strict):
     )
 
 
+# --- cxstack.yaml: whatsapp ---------------------------------------------------------------------------------
+
+TEMPLATE_PLACEHOLDER = r"\{\{(\d+)\}\}"
+
+
+class WhatsAppTemplate(_Strict):
+    """A message template as approved in WhatsApp Manager: the only thing WhatsApp delivers outside the
+    24-hour customer-service window. Declared here so every sender (a person, a follow-up, a survey) can
+    only use what was approved, with the right number of parameters."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9_]{1,512}$",
+        description="The template's name exactly as approved (lower case, digits and underscores).",
+    )
+    language: str = Field(
+        "en",
+        pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$",
+        description="The language code it was approved in (en, en_US, pt_BR).",
+    )
+    body: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Its body as approved, with {{1}}, {{2}} … where parameters go; the transcript shows "
+        "it filled in, as the customer sees it.",
+    )
+    purpose: str = Field("", description="When the team sends it, for the people who pick one.")
+
+    @field_validator("body")
+    @classmethod
+    def _placeholders_numbered(cls, body: str) -> str:
+        numbers = sorted({int(n) for n in re.findall(TEMPLATE_PLACEHOLDER, body)})
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise PydanticCustomError(
+                "template_placeholders",
+                "placeholders must be numbered {{1}}, {{2}} … without gaps (found {found})",
+                {"found": ", ".join(f"{{{{{n}}}}}" for n in numbers), "fix": "renumber them from {{1}}"},
+            )
+        return body
+
+    @property
+    def parameter_count(self) -> int:
+        return len({int(n) for n in re.findall(TEMPLATE_PLACEHOLDER, self.body)})
+
+
+class WhatsAppConfig(_Strict):
+    templates: list[WhatsAppTemplate] = Field(
+        default_factory=list,
+        description="Approved message templates: outside the 24-hour window, the only messages a person or "
+        "a follow-up may send on WhatsApp. Empty: nothing can be sent once the window shuts.",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _unique(cls, templates: list[WhatsAppTemplate]) -> list[WhatsAppTemplate]:
+        seen: set[tuple[str, str]] = set()
+        for template in templates:
+            key = (template.name, template.language)
+            if key in seen:
+                raise PydanticCustomError(
+                    "duplicate_template",
+                    "template {name} ({language}) is declared twice",
+                    {"name": template.name, "language": template.language, "fix": "keep one of them"},
+                )
+            seen.add(key)
+        return templates
+
+    def template(self, name: str, language: str | None = None) -> WhatsAppTemplate | None:
+        matches = [t for t in self.templates if t.name == name and language in (None, t.language)]
+        return matches[0] if matches else None
+
+
 class ReviewSampling(_Strict):
     rate: float = Field(
         0.05,
@@ -500,6 +624,10 @@ class WorkspaceSettings(_Strict):
         description="Channels that may post messages and receive replies, besides api and webchat, which "
         "are always on.",
     )
+    whatsapp: WhatsAppConfig = Field(
+        default_factory=WhatsAppConfig,
+        description="WhatsApp's approved templates (the channel's credentials come from the environment).",
+    )
     embedder: str = Field(
         "minilm",
         description="The sentence embedder the router and knowledge search use: minilm (best), wordllama "
@@ -538,6 +666,10 @@ class WorkspaceSettings(_Strict):
     handoff: HandoffSettings = Field(
         default_factory=HandoffSettings,
         description="How the assistant behaves while, and after, a person has the conversation.",
+    )
+    helpdesk: HelpdeskSettings = Field(
+        default_factory=HelpdeskSettings,
+        description="Escalations exported as tickets to a help desk; its replies come back to the customer.",
     )
     burst_window_ms: dict[str, int] = Field(
         default_factory=lambda: {"webchat": 1200, "whatsapp": 2500},

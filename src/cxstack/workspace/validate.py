@@ -680,6 +680,11 @@ def _check_settings(check: WorkspaceCheck) -> None:
             "add it to escalation.queues or pick one of them",
             "warning",
         )
+    queue_names = _known_queues(settings)
+    for index, name in enumerate(settings.helpdesk.queues or []):
+        if name not in queue_names:
+            fix = _suggest(name, queue_names, "add the queue to escalation.queues, or remove it here")
+            check.add(doc, ("helpdesk", "queues", index), f"helpdesk exports unknown queue `{name}`", fix)
     allowed = {"scope", "name", "team", "team_cap", "value", "prompt", "question"}
     for reply_name, template in settings.replies.model_dump().items():
         try:

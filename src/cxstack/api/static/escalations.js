@@ -85,6 +85,8 @@
       } catch (error) {
         note.className = "errtext";
         note.textContent = String(error.message || error);
+        // WhatsApp's 24-hour window has shut: only an approved template can reach the customer now.
+        if (error.status === 409 && /24-hour/.test(String(error.message))) await offerTemplates();
       } finally {
         button.disabled = false;
       }
@@ -92,7 +94,53 @@
       text,
       el("div", { class: "row" }, author, el("label", { class: "check" }, handBack, "hand back to automation")),
       el("div", { class: "row" }, note, button));
-    return form;
+    const templateBox = el("div", { class: "template-box", hidden: true });
+    async function offerTemplates() {
+      let templates = [];
+      try { templates = (await cx.api("/v1/workspace", { token: cx.staffKey() })).whatsapp_templates || []; } catch { return; }
+      if (!templates.length) return;
+      const select = el("select", { "aria-label": "approved template" },
+        templates.map((t, i) => el("option", { value: String(i) }, `${t.name} (${t.language})`)));
+      const fields = el("div", { class: "row" });
+      const preview = el("p", { class: "sub" });
+      const sendNote = el("div", { class: "sub" });
+      const chosen = () => templates[Number(select.value)];
+      const render = () => {
+        const t = chosen();
+        fields.replaceChildren(...Array.from({ length: t.parameters }, (_, i) =>
+          el("input", { placeholder: `{{${i + 1}}}`, "aria-label": `parameter ${i + 1}`, required: true, size: 14,
+            oninput: showPreview })));
+        showPreview();
+      };
+      function showPreview() {
+        const values = [...fields.querySelectorAll("input")].map((input) => input.value);
+        preview.textContent = chosen().body.replace(/\{\{(\d+)\}\}/g, (_, n) => values[n - 1] || `{{${n}}}`);
+      }
+      select.addEventListener("change", render);
+      const send = el("button", { class: "btn primary", type: "button", onclick: async () => {
+        send.disabled = true;
+        const parameters = [...fields.querySelectorAll("input")].map((input) => input.value);
+        try {
+          const reply = await cx.api(`/v1/conversations/${encodeURIComponent(p.conversation_id)}/human-replies`, {
+            json: { template: { name: chosen().name, language: chosen().language, parameters }, author: author.value,
+              hand_back: handBack.checked }, token: cx.staffKey(),
+          });
+          sendNote.className = "sent";
+          sendNote.textContent = `Template sent. Conversation is now ${reply.status}.`;
+          setTimeout(() => { loadQueues(); loadPackets(); }, 1200);
+        } catch (error) {
+          sendNote.className = "errtext";
+          sendNote.textContent = String(error.message || error);
+        } finally {
+          send.disabled = false;
+        }
+      } }, "Send template");
+      templateBox.replaceChildren(el("div", { class: "sub" }, "Outside the window, send an approved template:"),
+        el("div", { class: "row" }, select, send), fields, preview, sendNote);
+      templateBox.hidden = false;
+      render();
+    }
+    return el("div", {}, form, templateBox);
   }
 
   function refused(error) {
