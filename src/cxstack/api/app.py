@@ -56,6 +56,7 @@ from cxstack.api.schemas import (
 from cxstack.api.security import Auth, Principal, Scope, requires, unauthorized
 from cxstack.api.sessions import SessionError, WebchatSessions, signing_secret
 from cxstack.api.webhooks import add_webhook_routes
+from cxstack.api.widget import add_widget_routes
 from cxstack.app import CxApp, ExternalIdConflictError
 from cxstack.channels import gate
 from cxstack.domain.ports import OutboxStatus
@@ -241,6 +242,7 @@ def _add_api_routes(api: FastAPI) -> None:
     add_webhook_routes(api)
     add_email_routes(api)
     add_handoff_routes(api)
+    add_widget_routes(api)
     _add_service_routes(api)
 
 

@@ -46,6 +46,7 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/webchat/sessions/refresh"): frozenset({"session"}),
     ("POST", "/v1/webchat/messages"): frozenset({"session"}),
     ("GET", "/v1/webchat/messages"): frozenset({"session"}),
+    ("GET", "/v1/webchat/stream"): frozenset({"session"}),
     ("GET", "/v1/keys"): frozenset({"admin"}),
     ("POST", "/v1/keys"): frozenset({"admin"}),
     ("POST", "/v1/keys/{key_id}/revoke"): frozenset({"admin"}),
@@ -146,7 +147,7 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         body = {"conversation_id": t.conversation_id, "scores": scores, "reason": "manual"}
     elif path.endswith("/rollback"):
         body = {"to_version": 1, "expected_version": t.fact_version(), "reason": "authz check"}
-    if path.endswith("/events") or route == ("GET", "/v1/webchat/messages"):
+    if path.endswith("/events") or route in (("GET", "/v1/webchat/messages"), ("GET", "/v1/webchat/stream")):
         params["timeout"] = 0
     kwargs: dict[str, Any] = {"params": params}
     if body is not None:
