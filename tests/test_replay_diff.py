@@ -5,6 +5,7 @@ else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,6 +173,29 @@ def test_examples_are_capped_and_runs_must_replay_the_same_conversations(
     before, after = run_pair(base, base, cache)
     with pytest.raises(ValueError, match="different conversations"):
         compare_replays(before, after[:-1])
+
+
+def test_the_candidate_reuses_the_baseline_router_only_when_it_trains_on_the_same_examples(
+    folders: dict[str, Path], cache: Path
+) -> None:
+    from cxstack.cli.replay_compare import _engine_for
+
+    base, rule = load_workspace(folders["base"]), load_workspace(folders["rule"])
+    more = SHOP["intents.yaml"].replace(
+        "      - see you in court\n", "      - see you in court\n      - my solicitor\n"
+    )
+    retrained = load_workspace(
+        write_workspace(folders["base"].parent / "more-examples", **{"intents.yaml": more})
+    )
+    embedders: dict[str, Any] = {}
+    first = _engine_for(base, None, embedders, "hashing", True, cache)
+    same = _engine_for(rule, first, embedders, "hashing", True, cache)
+    other = _engine_for(retrained, first, embedders, "hashing", True, cache)
+    assert same.router is first.router and same.workspace is rule
+    assert same.knowledge is not first.knowledge and same.connectors is not first.connectors
+    assert other.router is not first.router and other.embedder is first.embedder  # one embedding cache
+    for engine in (first, same, other):
+        asyncio.run(engine.aclose())
 
 
 def test_confidence_buckets() -> None:

@@ -557,13 +557,15 @@ def _recorded_or_exit(
         raise typer.Exit(1)
     settings = _settings(home)
     scripts = recorded_scripts(open_store(settings), _utc(since) or since, _utc(until), limit)
+    window = f"from {since:%Y-%m-%d %H:%M}" + (f" to {until:%Y-%m-%d %H:%M}" if until else "")
     if not scripts:
-        window = f"from {since:%Y-%m-%d %H:%M}" + (f" to {until:%Y-%m-%d %H:%M}" if until else "")
         err.print(
             f"[red]no recorded conversations with customer messages {window} (UTC) in "
             f"{settings.resolved_database_url()}[/]"
         )
         raise typer.Exit(1)
+    cut = f" (the first {limit}: --limit)" if len(scripts) >= limit else ""
+    err.print(f"[dim]{len(scripts)} recorded conversations started {window} (UTC){cut}[/]")
     return scripts
 
 
@@ -604,6 +606,7 @@ def _compare_or_exit(
         err.print(str(exc))
         raise typer.Exit(1) from None
     if live_actions:
+        err.print("[yellow]--live-actions: both versions call the real back office, each action twice[/]")
         with _starting():
             ensure_backoffice(ws, settings.home, quiet)
     moment = _utc(at) or datetime.now(UTC)

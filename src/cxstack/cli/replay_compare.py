@@ -68,7 +68,7 @@ def load_baseline(spec: str, open_store: Callable[[], Store], where: str) -> Bas
 
 def _version_list(versions: Sequence[WorkspaceVersionInfo]) -> str:
     if not versions:
-        return "no workspace versions are stored there (a version is stored when `serve` or a replay starts)"
+        return "no workspace versions are stored there (`serve` and `replay --store` store theirs)"
     lines = ["recent versions:"]
     lines += [f"  {v.id}  {v.created_at:%Y-%m-%d %H:%M} UTC  {v.name}" for v in versions]
     return "\n".join(lines)
@@ -117,26 +117,17 @@ def replay_both(
     on_done: Callable[[ReplayedConversation], None] | None = None,
 ) -> tuple[list[ReplayedConversation], list[ReplayedConversation]]:
     """The scripts through each version, one after the other, each in a throwaway store and on its own
-    engine, at the same moment. Both engines share one embedding cache (when they use the same embedder):
-    training the candidate's router embeds only the examples the baseline did not have. `cache_dir` keeps
-    trained routers by version, so the next comparison with the same versions starts at once."""
-    from cxstack.app import build_engine
+    engine, at the same moment. When both versions train the router on the same examples with the same
+    embedder, the candidate gets the baseline's trained router (the same model: a routing change is then
+    never training noise); otherwise the two share one embedding cache, so the candidate's training embeds
+    only examples the baseline did not have. `cache_dir` keeps trained routers by version for next time."""
     from cxstack.cli.services import replay_in_service
-    from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 
-    shared: dict[str, Any] = {}
     runs: list[list[ReplayedConversation]] = []
+    engine: Engine | None = None
+    embedders: dict[str, Any] = {}
     for version in (baseline, candidate):
-        name = embedder_name or version.settings.embedder
-        if name not in shared:
-            shared[name] = CachedEmbedder(load_embedder(name))
-        engine: Engine = build_engine(
-            version,
-            embedder=shared[name],
-            embedder_name=name,
-            dry_run_actions=dry_run_actions,
-            cache_dir=cache_dir,
-        )
+        engine = _engine_for(version, engine, embedders, embedder_name, dry_run_actions, cache_dir)
         try:
             runs.append(
                 asyncio.run(
@@ -146,6 +137,49 @@ def replay_both(
         finally:
             asyncio.run(engine.aclose())
     return runs[0], runs[1]
+
+
+def _router_examples(workspace: Workspace) -> list[tuple[str, str]]:
+    """What a router is trained on (app.build_engine): every active intent's examples, in order."""
+    return [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
+
+
+def _engine_for(
+    workspace: Workspace,
+    previous: Engine | None,
+    embedders: dict[str, Any],
+    embedder_name: str | None,
+    dry_run_actions: bool,
+    cache_dir: Path | None,
+) -> Engine:
+    from dataclasses import replace
+
+    from cxstack.app import build_engine, http_connectors
+    from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
+    from cxstack.integrations.llm.registry import llm_client
+    from cxstack.knowledge.retrieval import KnowledgeIndex
+
+    name = embedder_name or workspace.settings.embedder
+    if name not in embedders:
+        embedders[name] = CachedEmbedder(load_embedder(name))
+    embedder = embedders[name]
+    if (
+        previous is not None
+        and previous.embedder is embedder
+        and _router_examples(previous.workspace) == _router_examples(workspace)
+    ):
+        # The previous engine's connectors and model client are closed: this one gets its own.
+        config = workspace.settings.llm
+        same_router = replace(
+            previous,
+            workspace=workspace,
+            knowledge=KnowledgeIndex(workspace.facts, embedder),
+            llm=llm_client(config) if config is not None else None,
+        )
+        return same_router.with_connectors(http_connectors(workspace, dry_run=dry_run_actions))
+    return build_engine(
+        workspace, embedder=embedder, embedder_name=name, dry_run_actions=dry_run_actions, cache_dir=cache_dir
+    )
 
 
 # ---- showing a comparison ----------------------------------------------------------------------------------
