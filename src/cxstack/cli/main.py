@@ -385,11 +385,19 @@ def replay(
     ] = False,
     since: Annotated[
         datetime | None,
-        typer.Option(formats=_MOMENT_FORMATS, help="With --from-store: conversations started from (UTC)."),
+        typer.Option(
+            formats=_MOMENT_FORMATS,
+            metavar="DATETIME",
+            help="With --from-store: conversations started from then (ISO; without an offset: UTC).",
+        ),
     ] = None,
     until: Annotated[
         datetime | None,
-        typer.Option(formats=_MOMENT_FORMATS, help="With --from-store: started before (UTC); default now."),
+        typer.Option(
+            formats=_MOMENT_FORMATS,
+            metavar="DATETIME",
+            help="With --from-store: started before; default now.",
+        ),
     ] = None,
     limit: Annotated[
         int, typer.Option(min=1, help="With --from-store: at most this many conversations (oldest first).")
@@ -432,6 +440,10 @@ def replay(
 
     Each message is posted like a customer's and waits for its turn. By default everything happens in a
     throwaway SQLite store with the dry-run action connector, so a replay changes nothing.
+
+    With --baseline, the same conversations also run on another version (a folder or a stored version hash),
+    and the output is what the workspace changes: turn by turn, by layer, with counts, examples and both runs'
+    rates. With --from-store, the conversations are the ones recorded in the store from --since.
     """
     from cxstack.app import build_engine
     from cxstack.cli.services import StoreBusy, replay_in_service
