@@ -254,6 +254,14 @@ def test_recorded_conversations_replay_against_a_stored_version(
     ]
     assert payload["workspace_diff"]["rules"]["changed"]
 
+    # Without a baseline, recorded traffic replays like a file, in a throwaway store: the source is untouched.
+    plain = runner.invoke(app, [*args, "--home", str(home), "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["conversations"] == 4
+    from cxstack.app import Settings, open_store
+
+    assert len(open_store(Settings(home=home)).list_conversations(limit=100)) == 4
+
 
 def test_a_folder_baseline_prints_the_layers_and_writes_html(
     folders: dict[str, Path], tmp_path: Path, isolated_home: Path
@@ -283,6 +291,7 @@ def test_an_unknown_version_is_named_with_the_recent_ones(
     folders: dict[str, Path], tmp_path: Path, isolated_home: Path
 ) -> None:
     from cxstack.app import Settings, open_store
+    from cxstack.domain.models import WorkspaceVersionId
     from cxstack.workspace.loader import canonical_content
 
     base = load_workspace(folders["base"])
@@ -294,6 +303,18 @@ def test_an_unknown_version_is_named_with_the_recent_ones(
     assert result.exit_code == 1
     assert "ws_0000dead" in result.stderr and "recent versions" in result.stderr
     assert base.version in result.stderr
+
+    bad = {**canonical_content(base), "settings": {"thresholds": {"route_min_confidence": "high"}}}
+    open_store(Settings()).save_workspace_version(WorkspaceVersionId("ws_badbadbad"), "broken", bad)
+    ambiguous = runner.invoke(
+        app, ["replay", str(folders["fact"]), str(scripts_file(tmp_path)), "--baseline", "ws_"]
+    )
+    assert ambiguous.exit_code == 1 and "matches several versions" in ambiguous.stderr
+    invalid = runner.invoke(
+        app, ["replay", str(folders["fact"]), str(scripts_file(tmp_path)), "--baseline", "badbad"]
+    )
+    assert invalid.exit_code == 1
+    assert "ws_badbadbad fails validation" in invalid.stderr and "route_min_confidence" in invalid.stderr
 
 
 def test_an_invalid_baseline_is_refused_with_its_problems(
