@@ -195,3 +195,23 @@ def test_the_demo_experiment_validates_when_started(tmp_path: Path) -> None:
     shutil.copytree(demo_workspace_path(), root)
     (root / "experiments.yaml").write_text(text)
     assert errors(root) == []
+
+
+async def test_a_service_refuses_to_start_an_experiment_edited_after_it_started(
+    tmp_path: Path, backoffice: tuple[str, Any], running: list[Any]
+) -> None:
+    from cxstack.app import Settings, build
+    from cxstack.optimization.experiments import ExperimentEditedError
+
+    cx = await start_shop(tmp_path, backoffice[0], running, **experiments_file(CAP_TEST))
+    await cx.stop()
+    running.clear()
+    edited = CAP_TEST.replace("{control: 0.5, cap_200: 0.5}", "{control: 0.1, cap_200: 0.9}")
+    root = write_workspace(tmp_path / "edited", **experiments_file(edited))
+    settings = Settings(home=tmp_path / "home", embedder="hashing", backoffice_url=backoffice[0])
+    with pytest.raises(ExperimentEditedError, match="`refund-cap` changed its allocation after it started"):
+        build(settings, workspace=load_workspace(root))
+    renamed = write_workspace(
+        tmp_path / "renamed", **experiments_file(edited.replace("refund-cap\n", "cap-b\n"))
+    )
+    build(settings, workspace=load_workspace(renamed))  # a new experiment under a new id starts

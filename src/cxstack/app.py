@@ -45,7 +45,7 @@ from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
-from cxstack.optimization.experiments import ExperimentingOrchestrator, variant_workspaces
+from cxstack.optimization.experiments import ExperimentingOrchestrator, check_history, variant_workspaces
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
@@ -661,4 +661,6 @@ def build(
             llm="workspace" if settings.llm else None,
             llm_base_url=settings.llm_base_url,
         )
-    return CxApp(settings, open_store(settings), engine, clock=clock)
+    store = open_store(settings)
+    check_history(store, engine.workspace)  # an experiment edited after it started would mix two
+    return CxApp(settings, store, engine, clock=clock)

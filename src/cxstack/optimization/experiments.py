@@ -128,6 +128,25 @@ def edited_after_start(
     return problems
 
 
+class ExperimentEditedError(ValueError):
+    """A running experiment changed what is fixed at its start since an earlier version of the workspace."""
+
+
+def check_history(store: Any, workspace: Workspace, *, versions: int = 500) -> None:
+    """Raises ExperimentEditedError when a running experiment's allocation, salt, unit or variants differ
+    from a stored version of the workspace in which it was already running."""
+    if not any(e.status == "running" for e in workspace.experiments.experiments):
+        return
+    earlier = (
+        store.get_workspace_version(info.id)
+        for info in store.list_workspace_versions(limit=versions)
+        if info.id != workspace.version
+    )
+    problems = edited_after_start(workspace.experiments.experiments, (c for c in earlier if c))
+    if problems:
+        raise ExperimentEditedError("; ".join(problems))
+
+
 # ---- the orchestrator that runs each turn on its variant ---------------------------------------------------
 
 
