@@ -22,6 +22,7 @@ from statsmodels.stats.proportion import (
 from typer.testing import CliRunner
 
 from cxstack.cli.main import app
+from cxstack.optimization.report import power_curve_svg, render_analysis_html
 from cxstack.optimization.statistics import (
     ArmData,
     CovariateSums,
@@ -34,6 +35,7 @@ from cxstack.optimization.statistics import (
     always_valid_p,
     analyze,
     chance_to_beat_control,
+    cohen_h,
     cuped_adjust,
     duration_days,
     power_curve,
@@ -469,3 +471,36 @@ def test_stats_ab_with_too_little_data_prints_insufficient_not_numbers() -> None
         {"control": {"n": 1, "sum": 1, "sum_squares": 1}, "treatment": {"n": 5, "sum": 1, "sum_squares": 1}},
     )
     assert code == 0 and isinstance(out, dict) and out["absolute"] is None and "insufficient" in out
+
+
+# ---- the HTML report ------------------------------------------------------------------------------------
+
+
+def test_the_html_report_is_self_contained_with_the_decision_charts_and_plan() -> None:
+    days = [
+        Snapshot(
+            f"2026-11-{d:02d}",
+            [arm("control", 4000 * d, 800 * d, 3400 * d), arm("new", 4000 * d, 940 * d, 3410 * d)],
+        )
+        for d in range(1, 8)
+    ]
+    analysis = analyze(
+        days[-1].arms, control="control", primary="resolved", guardrails=[QUALITY], mde=0.02, history=days
+    )
+    plan = power_curve(cohen_h(0.2, 0.22))
+    html = render_analysis_html(analysis, title="Faster refunds", plan=plan)
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert "Faster refunds" in html and analysis.decision.line.split(":")[0] in html
+    assert html.count("<svg") == 3  # lift with intervals, interval over time, power curve
+    assert "always-valid" in html and "no mismatch" in html and ">ok<" in html
+    svg = power_curve_svg(plan, required=6508)
+    assert svg.startswith("<svg") and "n = 6,508" in svg
+
+
+def test_the_html_report_on_too_little_data_shows_the_required_sample_and_no_p() -> None:
+    analysis = analyze(
+        [arm("control", 40, 8, 35), arm("new", 40, 12, 34)], control="control", primary="resolved", mde=0.02
+    )
+    html = render_analysis_html(analysis)
+    assert "insufficient" in html and "6,508" in html
+    assert html.count("<svg") == 0

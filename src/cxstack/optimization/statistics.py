@@ -886,14 +886,17 @@ def _decide(
         arm_verdicts = [v for v in verdicts if v.arm == c.arm]
         unclear = [v for v in arm_verdicts if v.verdict != "ok"]
         win = (
-            f"{c.arm}: {primary} {c.result.control_mean:.4g} → {c.result.treatment_mean:.4g} "
+            f"{primary} {c.result.control_mean:.4g} → {c.result.treatment_mean:.4g} "
             f"(always-valid {1 - alpha:.0%} CI of the difference {c.result.sequential.ci[0]:+.4g} to "
             f"{c.result.sequential.ci[1]:+.4g}, adjusted p {c.adjusted_p:.2g})"
         )
         if not unclear:
-            reasons = (win, *(f"{v.arm}: guardrail ok: {v.reason}" for v in arm_verdicts))
+            reasons = (f"{c.arm}: {win}", *(f"{v.arm}: guardrail ok: {v.reason}" for v in arm_verdicts))
             return Decision("ship", f"ship {c.arm}: {win}", reasons, c.arm)
-        reasons = (win, *(f"{v.arm}: guardrail not yet shown safe: {v.reason}" for v in unclear))
+        reasons = (
+            f"{c.arm}: {win}",
+            *(f"{v.arm}: guardrail not yet shown safe: {v.reason}" for v in unclear),
+        )
         return Decision(
             "keep running",
             f"keep running: {c.arm} wins on {primary} but its guardrails are not yet shown safe"
