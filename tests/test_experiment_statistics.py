@@ -38,6 +38,8 @@ from cxstack.optimization.statistics import (
     cohen_h,
     cuped_adjust,
     duration_days,
+    msprt_p,
+    plan_experiment,
     power_curve,
     sample_size_means,
     sample_size_proportions,
@@ -101,6 +103,25 @@ def test_the_issues_example_and_means_and_the_power_curve() -> None:
     for bad in ({"baseline": 0.2, "target": 0.2}, {"baseline": 0.0, "target": 0.1}):
         with pytest.raises(ValueError):
             sample_size_proportions(**bad)
+
+
+def test_a_plan_gives_every_arm_its_units_the_days_and_the_curve() -> None:
+    even = plan_experiment(0.20, 0.02, daily_units=1000)
+    assert even.n_per_arm == (6508, 6508) and even.total == 13016
+    assert even.days == pytest.approx(13.016)
+    assert even.curve[0].power < 0.8 < even.curve[-1].power
+    relative = plan_experiment(0.20, 0.10, relative_mde=True)
+    assert relative.n_per_arm == even.n_per_arm
+    uneven = plan_experiment(0.20, 0.02, allocation=(0.6, 0.4))
+    n_control = sample_size_proportions(0.20, 0.22, ratio=0.4 / 0.6)
+    assert uneven.n_per_arm == (n_control, math.ceil(n_control * 0.4 / 0.6 - 1e-9))
+    means = plan_experiment(10.0, 0.5, sd=4.0, allocation=(1 / 3, 1 / 3, 1 / 3))
+    assert means.kind == "mean" and len(set(means.n_per_arm)) == 1
+    assert means.n_per_arm[0] == sample_size_means(10.0, 4.0, 0.5)
+    with pytest.raises(ValueError, match="allocation"):
+        plan_experiment(0.2, 0.02, allocation=(0.5, 0.6))
+    with pytest.raises(ValueError, match="baseline"):
+        plan_experiment(0.99, 0.02)
 
 
 # ---- SRM ---------------------------------------------------------------------------------------------------
@@ -248,6 +269,18 @@ def test_under_the_null_daily_looks_rarely_cross_alpha_with_the_sequential_test_
     assert peeking_fpr > 0.12  # the reason the sequential test exists
 
 
+@settings(max_examples=50, deadline=None)
+@given(hs.floats(-0.2, 0.2), hs.floats(1e-6, 1e-2), hs.integers(100, 100_000), hs.integers(500, 50_000))
+def test_the_confidence_sequence_is_the_mixture_sprt_with_tau_from_rho(
+    effect: float, variance: float, n_total: int, n_star: int
+) -> None:
+    rho2 = (-2 * math.log(0.05) + math.log(-2 * math.log(0.05) + 1)) / n_star  # Waudby-Smith eq. 161
+    sigma2 = variance * n_total  # one unit's variance
+    assert always_valid_p(effect, variance, n_total, n_star) == pytest.approx(
+        msprt_p(effect, variance, rho2 * sigma2), rel=1e-9, abs=1e-12
+    )
+
+
 # ---- Bayesian, CUPED, multiple comparisons -----------------------------------------------------------------
 
 
@@ -320,6 +353,8 @@ def test_a_clear_win_with_a_safe_guardrail_ships() -> None:
     assert primary.result is not None and primary.adjusted_p is not None and primary.adjusted_p < 0.05
     assert primary.chance_to_beat is not None and primary.chance_to_beat > 0.99
     assert json.loads(json.dumps(analysis.as_dict()))["decision"]["action"] == "ship"
+    lines = analysis.summary()
+    assert lines[0] == analysis.decision.line and any(line.startswith("resolved · new") for line in lines)
 
 
 def test_a_broken_guardrail_stops_even_when_the_primary_wins() -> None:

@@ -30,11 +30,16 @@ Functions
   "wald")`; Welch's t for means, as scipy's `ttest_ind_from_stats(equal_var=False)`), relative lift by the
   delta method with Welch–Satterthwaite degrees of freedom exactly as GrowthBook's frequentist engine
   (gbstats 0.8.0, `TwoSidedTTest`), and the always-valid sequential p and interval for both.
-- `sequential_interval` / `always_valid_p`: the asymptotic confidence sequence of Waudby-Smith et al. 2023
+- `sequential_halfwidth` / `always_valid_p`: the asymptotic confidence sequence of Waudby-Smith et al. 2023
   ("Time-uniform central limit theory and asymptotic confidence sequences", eq. 9 and 155; the tuning ρ by
   their eq. 161), as GrowthBook's `SequentialTwoSidedTTest`: safe to look at every day. ρ is tuned for the
-  planned total sample `n_star` (default 5,000 as GrowthBook's). Arrays in, arrays out (the benchmark runs
-  thousands of experiments at once through the same code).
+  planned total sample `n_star` (default 5,000 as GrowthBook's; `analyze` uses the sample the MDE needs).
+  Its e-value is the mixture SPRT's likelihood ratio (Johari et al. 2017, Optimizely's always-valid p) with
+  a normal mixing distribution of variance τ² = ρ²σ², so the two are one test here (`msprt_p` states it
+  Johari's way; a test checks they agree). Arrays in, arrays out (the benchmark runs thousands of
+  experiments at once through the same code).
+- `plan_experiment(...)` → `Plan`: the above for every arm of an allocation, the days it takes at a daily
+  traffic and the power curve, for `cxstack experiment plan`.
 - `chance_to_beat_control`: Beta(1 + successes, 1 + failures) posteriors (uniform prior) compared by Monte
   Carlo with a fixed seed for proportions; the Gaussian approximation (as GrowthBook's) for means.
 - `cuped_adjust(y, x)`: θ = cov(y, x) / var(x), y − θ(x − x̄), and the variance reduction it bought.
@@ -248,6 +253,55 @@ def duration_days(n_per_arm: int, arms: int, allocation: Sequence[float] | None,
     return float(n_per_arm / (min(shares) * daily_units))
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    kind: Kind
+    effect_size: float  # Cohen's h (proportions) or d (means)
+    n_per_arm: tuple[int, ...]  # in the order of the allocation; the first arm is control
+    total: int
+    days: float | None
+    curve: tuple[PowerPoint, ...]  # power against control's n
+
+
+def plan_experiment(
+    baseline: float,
+    mde: float,
+    *,
+    sd: float | None = None,
+    relative_mde: bool = False,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    allocation: Sequence[float] = (0.5, 0.5),
+    daily_units: float | None = None,
+    alternative: Alternative = "two-sided",
+) -> Plan:
+    """Units per arm to detect `mde` (absolute, or a fraction of baseline with relative_mde) on a proportion
+    (sd None) or a mean with standard deviation sd; allocation[0] is control's share, each treatment is
+    compared with it. The smallest treatment arm sets the sample; days at `daily_units` entering a day."""
+    shares = _normalise(allocation, "allocation")
+    if len(shares) < 2:
+        raise ValueError("allocation: at least a control and one treatment")
+    if abs(sum(allocation) - 1) > 1e-6:
+        raise ValueError(f"allocation: must sum to 1 (got {sum(allocation):g})")
+    shift = mde * baseline if relative_mde else mde
+    ratio = min(shares[1:]) / shares[0]
+    if sd is None:
+        _check_unit("baseline", baseline)
+        _check_unit("baseline + mde", baseline + shift)
+        kind: Kind = "proportion"
+        effect = cohen_h(baseline, baseline + shift)
+        n_control = sample_size_proportions(baseline, baseline + shift, alpha, power, ratio, alternative)
+    else:
+        kind, effect = "mean", shift / sd if sd > 0 else 0.0
+        n_control = sample_size_means(baseline, sd, shift, alpha, power, ratio, alternative)
+    per_arm = tuple(math.ceil(n_control * share / shares[0] - 1e-9) for share in shares)
+    if daily_units is not None and daily_units <= 0:
+        raise ValueError(f"daily_units: must be positive (got {daily_units})")
+    days = n_control / (shares[0] * daily_units) if daily_units else None
+    curve = power_curve(effect, alpha=alpha, ratio=ratio, alternative=alternative)
+    return Plan(kind, effect, per_arm, sum(per_arm), days, tuple(curve))
+
+
 def _normalise(weights: Sequence[float], name: str) -> list[float]:
     if not weights or any(not (w > 0 and math.isfinite(w)) for w in weights):
         raise ValueError(f"{name}: every weight must be positive")
@@ -301,6 +355,16 @@ def always_valid_p(
         log_evalue = rho2 * s2 / (2 * tr2p1) - 0.5 * np.log(tr2p1)
     # 1 / e-value, capped at 1; in logs, as a large effect overflows the e-value itself
     return np.exp(-np.maximum(log_evalue, 0.0))
+
+
+def msprt_p(effect: ArrayLike, variance: ArrayLike, tau2: float) -> Any:
+    """1 / Λ (capped at 1) of the mixture SPRT with a N(0, τ²) mixing distribution over the effect, for an
+    estimate with variance V (Johari et al. 2017, eq. 11): Λ = √(V / (V + τ²)) · exp(τ² θ̂² / (2V (V + τ²))).
+    The always-valid p is the running minimum of this over the looks."""
+    v = np.asarray(variance, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_lambda = 0.5 * np.log(v / (v + tau2)) + tau2 * np.square(effect) / (2 * v * (v + tau2))
+    return np.exp(-np.maximum(log_lambda, 0.0))
 
 
 def _rho(n_star: float, alpha: float) -> float:
@@ -602,6 +666,31 @@ class Analysis:
     required_per_arm: int | None  # for the primary metric at the MDE, when it could be computed
     correction: str
     history: tuple[SequentialPoint, ...] = field(default=())
+
+    def summary(self) -> list[str]:
+        """Lines for a terminal: the decision first, then each comparison and the checks."""
+        lines = [self.decision.line]
+        if self.srm is not None:
+            verdict = "MISMATCH" if self.srm.mismatch else "ok"
+            lines.append(f"sample ratio: {verdict} (χ² {self.srm.chi2:.2f}, p {self.srm.p:.3g})")
+        for c in self.comparisons:
+            if c.result is None:
+                lines.append(f"{c.metric} · {c.arm}: insufficient ({c.insufficient})")
+                continue
+            r = c.result
+            lift = f", lift {r.relative.effect:+.1%}" if r.relative else ""
+            lines.append(
+                f"{c.metric} · {c.arm}: {r.control_mean:.4g} → {r.treatment_mean:.4g} "
+                f"(difference {r.absolute.effect:+.4g}{lift}; always-valid CI {r.sequential.ci[0]:+.4g} to "
+                f"{r.sequential.ci[1]:+.4g}, p {r.sequential.p:.3g}"
+                + (f", adjusted {c.adjusted_p:.3g}" if c.adjusted_p is not None else "")
+                + (f"; chance to beat {c.chance_to_beat:.1%}" if c.chance_to_beat is not None else "")
+                + ")"
+            )
+        lines += [
+            f"guardrail {g.guardrail.metric} · {g.arm}: {g.verdict} — {g.reason}" for g in self.guardrails
+        ]
+        return lines
 
     def comparison(self, metric: str, arm: str) -> MetricResult:
         return next(c for c in self.comparisons if c.metric == metric and c.arm == arm)
