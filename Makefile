@@ -109,7 +109,7 @@ bench-webhooks: $(STAMP)
 bench-widget: $(STAMP)
 	$(BIN)/python -m benchmarks.widget --json bench-results/widget.json
 
-## 2,000 simulated A/A and A/B experiments looked at daily for 30 days: the always-valid test beside peeking (~5 s)
+## 2,000 simulated A/A and A/B experiments (a rate, a skewed mean) looked at daily for 30 days: the always-valid test beside peeking (~5 s)
 bench-sequential: $(STAMP)
 	$(BIN)/python -m benchmarks.sequential_aa --json bench-results/sequential_aa.json
 
