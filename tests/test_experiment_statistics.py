@@ -365,6 +365,48 @@ def test_a_broken_guardrail_stops_even_when_the_primary_wins() -> None:
     assert analysis.guardrails[0].verdict == "broken"
 
 
+def test_guardrails_lower_is_better_and_relative() -> None:
+    def arms(escalated: int) -> list[ArmData]:
+        return [
+            ArmData("control", 20000, {"resolved": rate(20000, 4000), "escalated": rate(20000, 2000)}, 0.5),
+            ArmData("new", 20000, {"resolved": rate(20000, 4700), "escalated": rate(20000, escalated)}, 0.5),
+        ]
+
+    rising = Guardrail("escalated", max_drop=0.1, relative=True, lower_is_better=True)
+    broken = analyze(arms(2600), control="control", primary="resolved", guardrails=[rising], mde=0.02)
+    assert broken.guardrails[0].verdict == "broken" and broken.decision.action == "stop"
+    fine = analyze(arms(1950), control="control", primary="resolved", guardrails=[rising], mde=0.02)
+    assert fine.guardrails[0].verdict == "ok" and fine.decision.action == "ship"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hs.lists(hs.floats(-1e4, 1e4, allow_nan=False), min_size=0, max_size=50),
+    hs.lists(hs.integers(0, 1), min_size=0, max_size=50),
+)
+def test_sums_of_real_values_are_always_accepted(values: list[float], flags: list[int]) -> None:
+    sums(np.asarray(values, dtype=float)).check("mean")
+    sums(np.asarray(flags, dtype=float)).check("proportion")
+
+
+@settings(max_examples=40, deadline=None)
+@given(hs.integers(0, 400), hs.integers(0, 400), hs.floats(0.05, 0.95), hs.floats(0.05, 0.95))
+def test_an_analysis_never_shows_a_p_value_below_the_minimum_sample(
+    n_a: int, n_b: int, p_a: float, p_b: float
+) -> None:
+    arms = [
+        ArmData("control", n_a, {"resolved": rate(n_a, round(n_a * p_a))}, 0.5),
+        ArmData("new", n_b, {"resolved": rate(n_b, round(n_b * p_b))}, 0.5),
+    ]
+    analysis = analyze(arms, control="control", primary="resolved", mde=0.05)
+    (comparison,) = analysis.comparisons
+    if min(n_a, n_b) < 100:
+        assert comparison.result is None and comparison.adjusted_p is None
+        assert analysis.decision.action in ("keep running", "stop")
+    if comparison.result is None and analysis.decision.action == "keep running":
+        assert "too little data" in analysis.decision.line
+
+
 def test_a_sample_ratio_mismatch_stops_because_the_data_cannot_be_trusted() -> None:
     arms = [arm("control", 20000, 4000, 17000), arm("new", 21000, 4900, 17900)]
     analysis = analyze(arms, control="control", primary="resolved", guardrails=[QUALITY], mde=0.02)
