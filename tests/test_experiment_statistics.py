@@ -379,6 +379,24 @@ def test_guardrails_lower_is_better_and_relative() -> None:
     assert fine.guardrails[0].verdict == "ok" and fine.decision.action == "ship"
 
 
+def test_a_lower_is_better_primary_wins_by_falling() -> None:
+    def arms(escalated: int) -> list[ArmData]:
+        return [
+            ArmData("control", 20000, {"escalation_rate": rate(20000, 4000)}, 0.5),
+            ArmData("new", 20000, {"escalation_rate": rate(20000, escalated)}, 0.5),
+        ]
+
+    kwargs: dict[str, object] = {"primary": "escalation_rate", "lower_is_better": {"escalation_rate"}}
+    falls = analyze(arms(3400), control="control", mde=0.02, **kwargs)  # type: ignore[arg-type]
+    assert falls.decision.action == "ship" and falls.decision.arm == "new"
+    chance = falls.comparisons[0].chance_to_beat
+    assert chance is not None and chance > 0.99
+    rises = analyze(arms(4600), control="control", mde=0.02, **kwargs)  # type: ignore[arg-type]
+    assert rises.decision.action == "stop" and "worse" in rises.decision.line
+    chance = rises.comparisons[0].chance_to_beat
+    assert chance is not None and chance < 0.01
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     hs.lists(hs.floats(-1e4, 1e4, allow_nan=False), min_size=0, max_size=50),

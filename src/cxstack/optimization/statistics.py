@@ -44,10 +44,12 @@ Functions
   Carlo with a fixed seed for proportions; the Gaussian approximation (as GrowthBook's) for means.
 - `cuped_adjust(y, x)`: θ = cov(y, x) / var(x), y − θ(x − x̄), and the variance reduction it bought.
 - `adjust_pvalues(p, method)`: Holm or Benjamini–Hochberg (statsmodels' `multipletests`).
-- `analyze(arms, control=, primary=, guardrails=, alpha=, mde=, daily_units=)` → `Analysis`: per-arm figures,
-  every comparison, SRM, adjusted p across metrics, guardrail verdicts and a decision — ship / keep running
-  (≈ N more units per arm, ≈ D days) / stop — with its reasons. Too little data gives `insufficient` and the
-  required sample, never a p-value.
+- `analyze(arms, control=, primary=, guardrails=, alpha=, mde=, daily_units=, lower_is_better=)` →
+  `Analysis` (`as_dict()` for JSON, `summary()` for a terminal, `report.render_analysis_html` for HTML):
+  per-arm figures, every comparison, SRM, adjusted p across metrics, guardrail verdicts and a decision —
+  ship / keep running (≈ N more units per arm, ≈ D days) / stop — with its reasons. Too little data gives
+  `insufficient` and the required sample, never a p-value. `lower_is_better` names the metrics whose fall is
+  the good direction (escalation, reopen and abandon rates).
 
 gbstats is not a dependency: 0.8.0 (the registry's latest) requires numpy < 2 and pandas < 2. Tests pin our
 numbers to values it printed on the same sums in a separate environment.
@@ -55,8 +57,9 @@ numbers to values it printed on the same sums in a separate environment.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -828,12 +831,16 @@ def analyze(
     min_units: int = MIN_UNITS_PER_ARM,
     n_star: float | None = None,
     history: Sequence[Snapshot] = (),
+    lower_is_better: Collection[str] = (),
 ) -> Analysis:
     """Every treatment arm against `control` on the primary metric, the secondary `metrics` and the
     guardrails' metrics, and a decision. Decisions rest on the always-valid (sequential) p-values and
     intervals, so looking every day does not inflate false positives. `mde`: the smallest change of the
     primary metric worth detecting (absolute, or a fraction of control's value with relative_mde); it sets
     the required sample and tunes the sequential test (n_star = the planned total) unless n_star is given.
+    `lower_is_better`: metrics where a fall is the good direction (an escalation rate): for the primary a
+    win is then a significant fall, chance to beat is the chance of being lower, and guardrails on them
+    guard against a rise.
     """
     _check_unit("alpha", alpha)
     names = [a.name for a in arms]
@@ -859,6 +866,7 @@ def analyze(
         for metric in wanted:
             arm.metrics[metric].check(resolved[metric], f"arms.{arm.name}.metrics.{metric}")
 
+    lower = set(lower_is_better)
     base = next(a for a in arms if a.name == control)
     treatments = [a for a in arms if a.name != control]
     required = _required(base.metrics[primary], resolved[primary], mde, alpha, power, relative_mde)
@@ -879,6 +887,8 @@ def analyze(
                 try:
                     result = ab_test(c, t, alpha, kind, n_star=star)
                     chance = chance_to_beat_control(c, t, kind)
+                    if metric in lower:
+                        chance = 1 - chance
                 except InsufficientDataError as error:
                     short = str(error)
             raw.append(MetricResult(metric, arm.name, kind, c, t, result, chance, None, short))
@@ -904,12 +914,25 @@ def analyze(
         for i, r in enumerate(raw)
     )
     verdicts = tuple(
-        _guardrail(g, next(c for c in comparisons if c.metric == g.metric and c.arm == arm.name), alpha)
+        _guardrail(
+            dataclasses.replace(g, lower_is_better=g.lower_is_better or g.metric in lower),
+            next(c for c in comparisons if c.metric == g.metric and c.arm == arm.name),
+            alpha,
+        )
         for arm in treatments
         for g in guardrails
     )
     decision = _decide(
-        comparisons, verdicts, srm_result, primary, alpha, required, treatments, arms, daily_units
+        comparisons,
+        verdicts,
+        srm_result,
+        primary,
+        alpha,
+        required,
+        treatments,
+        arms,
+        daily_units,
+        -1.0 if primary in lower else 1.0,
     )
     points = tuple(
         _history(history, control, primary, resolved[primary], alpha, star, min_units) if history else ()
@@ -940,6 +963,7 @@ def _decide(
     treatments: Sequence[ArmData],
     arms: Sequence[ArmData],
     daily_units: float | None,
+    better: float,
 ) -> Decision:
     if srm_result is not None and srm_result.mismatch:
         reason = (
@@ -968,9 +992,9 @@ def _decide(
     winners = []
     for c in primaries:
         assert c.result is not None and c.adjusted_p is not None
-        if c.adjusted_p < alpha and c.result.sequential.effect > 0:
+        if c.adjusted_p < alpha and better * c.result.sequential.effect > 0:
             winners.append(c)
-    for c in sorted(winners, key=lambda c: -(c.result.sequential.effect if c.result else 0)):
+    for c in sorted(winners, key=lambda c: -(better * c.result.sequential.effect if c.result else 0)):
         assert c.result is not None
         arm_verdicts = [v for v in verdicts if v.arm == c.arm]
         unclear = [v for v in arm_verdicts if v.verdict != "ok"]
@@ -998,7 +1022,10 @@ def _decide(
     losers = [
         c
         for c in primaries
-        if c.result and c.adjusted_p is not None and c.adjusted_p < alpha and c.result.sequential.effect < 0
+        if c.result
+        and c.adjusted_p is not None
+        and c.adjusted_p < alpha
+        and better * c.result.sequential.effect < 0
     ]
     if losers and len(losers) == len(primaries):
         reasons = tuple(f"{c.arm}: {primary} significantly worse than control" for c in losers)
