@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import start_shop, write_workspace
+from tests.conftest import SHOP, start_shop, write_workspace
 
 from cxstack.domain.models import Conversation, ConversationId, CustomerId
 from cxstack.optimization.experiments import assign, bucket_of, choose, edited_after_start
@@ -18,6 +18,8 @@ from cxstack.workspace.loader import load_workspace
 from cxstack.workspace.models import ExperimentConfig
 from cxstack.workspace.validate import validate_workspace
 from cxstack.workspace.variants import OverrideError, apply_overrides
+
+SHOP_SETTINGS = SHOP["cxstack.yaml"]
 
 CAP_TEST = """\
 version: 1
@@ -215,3 +217,79 @@ async def test_a_service_refuses_to_start_an_experiment_edited_after_it_started(
         tmp_path / "renamed", **experiments_file(edited.replace("refund-cap\n", "cap-b\n"))
     )
     build(settings, workspace=load_workspace(renamed))  # a new experiment under a new id starts
+
+
+async def test_an_experiment_runs_and_is_analysed_end_to_end_with_a_decision(
+    tmp_path: Path, backoffice: tuple[str, Any], running: list[Any]
+) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from cxstack.cli.main import app as cli
+
+    settle_fast = SHOP_SETTINGS + "monitoring:\n  settle_hours: 0.0001\n"
+    cx = await start_shop(
+        tmp_path, backoffice[0], running, **experiments_file(CAP_TEST), **{"cxstack.yaml": settle_fast}
+    )
+    for i in range(30):
+        text = "please refund $150 for ORD-10006" if i % 3 == 0 else "what is your return policy"
+        await cx.post_message(f"e2e-{i}", text, customer_id="cus_sam", verified=True)
+        await cx.wait_idle(f"e2e-{i}")
+    await asyncio.sleep(0.5)  # past the settle time: every conversation has its outcome
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    ws = str(tmp_path / "shop")
+    listed = json.loads(runner.invoke(cli, ["experiment", "list", ws, "--home", home, "--json"]).stdout)
+    units = {name: v["units"] for name, v in listed[0]["variants"].items()}
+    assert sum(units.values()) == 30 and min(units.values()) > 0
+    answer = runner.invoke(
+        cli,
+        [
+            "experiment",
+            "analyze",
+            "refund-cap",
+            "-w",
+            ws,
+            "--home",
+            home,
+            "--json",
+            "--html",
+            f"{tmp_path}/a.html",
+        ],
+    )
+    assert answer.exit_code == 0, answer.output
+    result = json.loads(answer.stdout)
+    assert result["decision"]["action"] == "keep running"  # 30 conversations settle nothing
+    assert result["required_per_arm"] and "insufficient" in json.dumps(result["comparisons"])
+    assert {a["name"]: a["units"] for a in result["arms"]} == units
+    assert result["srm"] is not None  # the split is checked even on little data
+    assert (
+        "<svg" in (tmp_path / "a.html").read_text()
+        or "Experiment refund-cap" in (tmp_path / "a.html").read_text()
+    )
+    planned = runner.invoke(
+        cli,
+        [
+            "experiment",
+            "plan",
+            ws,
+            "refund-cap",
+            "--home",
+            home,
+            "--baseline",
+            "0.2",
+            "--mde",
+            "0.02",
+            "--json",
+        ],
+    )
+    assert planned.exit_code == 0, planned.output
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    expected = NormalIndPower().solve_power(proportion_effectsize(0.22, 0.2), alpha=0.05, power=0.8, ratio=1)
+    assert json.loads(planned.stdout)["units_per_arm"]["control"] == int(-(-expected // 1))
+    unknown = runner.invoke(cli, ["experiment", "analyze", "nope", "-w", ws, "--home", home])
+    assert unknown.exit_code == 1 and "no experiment `nope`" in unknown.output

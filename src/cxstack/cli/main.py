@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cxstack.cli import kb_history, render
+from cxstack.cli.experiment import experiment_app
 from cxstack.cli.judge import judge_app
 from cxstack.cli.monitoring import drift_command, metrics_command, report_command
 from cxstack.cli.review import review_app
@@ -53,6 +54,7 @@ app.add_typer(report_app, name="report")
 llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 app.add_typer(stats_app, name="stats")
+app.add_typer(experiment_app, name="experiment")
 app.command("metrics")(metrics_command)
 app.command("drift")(drift_command)
 report_app.callback(invoke_without_command=True)(report_command)
