@@ -262,6 +262,32 @@ def _arm_data(arms: dict[str, Any], experiment: Any, settings: Any, metrics: lis
     return built
 
 
+def _history(store: Any, experiment: Any, settings: Any, arms: dict[str, Any]) -> list[Any]:
+    """Cumulative per-arm rates at the end of each day: the always-valid interval's path over time."""
+    from cxstack.domain.quality import SliceCounts
+    from cxstack.optimization.experiment_data import RATES, daily_counts
+    from cxstack.optimization.statistics import ArmData, MetricSums, Snapshot
+
+    if experiment.primary_metric not in RATES:
+        return []
+    running: dict[str, SliceCounts] = {name: SliceCounts(key=name) for name in experiment.variants}
+    units: dict[str, set[str]] = {name: set() for name in experiment.variants}
+    snapshots = []
+    for day, by_variant in daily_counts(store, experiment, settings, until=experiment.stop).items():
+        for name in experiment.variants:
+            if name in by_variant:
+                running[name] = running[name] + by_variant[name]
+            units[name] |= arms[name].daily_units.get(day, set())
+        arms_today = []
+        for name in _control_first(experiment):
+            successes, trials = RATES[experiment.primary_metric](running[name])
+            sums = {experiment.primary_metric: MetricSums(int(trials), float(successes), float(successes))}
+            share = experiment.allocation.get(name, 0.0)
+            arms_today.append(ArmData(name=name, units=len(units[name]), metrics=sums, weight=share))
+        snapshots.append(Snapshot(day, arms_today))
+    return snapshots
+
+
 @experiment_app.command("analyze")
 def analyze(
     experiment_id: IdArg,
@@ -289,6 +315,7 @@ def analyze(
         )
     )
     data = _arm_data(arms, experiment, monitoring, metrics)
+    history = _history(store, experiment, monitoring, arms)
     _, daily = _recent_baseline(store, ws, experiment.primary_metric)
     if mde is None:
         mde, relative = 0.05, True
@@ -307,6 +334,7 @@ def analyze(
         daily_units=daily,
         kinds={m: "proportion" for m in metrics},
         lower_is_better=LOWER_IS_BETTER,
+        history=history,
     )
     if html is not None:
         html.write_text(render_analysis_html(result, title=f"Experiment {experiment.id}"), encoding="utf-8")

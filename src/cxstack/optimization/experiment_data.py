@@ -79,3 +79,29 @@ def arms_of(
                 counts = SliceCounts(key=variant) + row
                 arm.counts = counts if arm.counts is None else arm.counts + counts
     return arms
+
+
+def daily_counts(
+    store: Any,
+    experiment: ExperimentConfig,
+    settings: MonitoringSettings,
+    *,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> dict[str, dict[str, SliceCounts]]:
+    """Day → variant → the outcome counts of the conversations that started that day (for the chart of the
+    always-valid interval over time; conversations in several experiments at once are left out of it)."""
+    monitoring = as_monitoring_store(store)
+    days: dict[str, dict[str, SliceCounts]] = defaultdict(dict)
+    for variant in experiment.variants:
+        rows = monitoring.slice_counts(
+            "day",
+            rules=rules_of(settings),
+            since=experiment.start,
+            until=until,
+            now=now,
+            where={"variant": f"{experiment.id}:{variant}"},
+        )
+        for row in rows:
+            days[str(row.key)][variant] = row
+    return dict(sorted(days.items()))

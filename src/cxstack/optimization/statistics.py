@@ -730,6 +730,10 @@ class Analysis:
                 for g in self.guardrails
             ],
             "required_per_arm": self.required_per_arm,
+            "history": [
+                {"day": h.day, "arm": h.arm, "effect": h.effect, "ci": list(h.ci), "p": h.p}
+                for h in self.history
+            ],
             "decision": {
                 "action": self.decision.action,
                 "line": self.decision.line,
