@@ -18,7 +18,7 @@ import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from types import UnionType
 from typing import Any, Literal
@@ -309,6 +309,7 @@ def type_words(annotation: Any) -> str:
         Decimal: "number",
         bool: "true or false",
         date: "date (YYYY-MM-DD)",
+        datetime: "date and time (ISO 8601, e.g. 2026-12-01T09:00Z)",
         Any: "any value",
     }
     if kind in simple:
