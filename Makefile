@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-diagnose tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-diagnose
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -108,6 +108,10 @@ bench-webhooks: $(STAMP)
 ## Message typed in Chromium (the widget on a plain page) to reply shown, beside the REST web-chat API (~4 min)
 bench-widget: $(STAMP)
 	$(BIN)/python -m benchmarks.widget --json bench-results/widget.json
+
+## diagnose_planted: one fault planted per layer on the demo; does `diagnose` rank its layer and change first?
+bench-diagnose: $(STAMP)
+	$(BIN)/python -m benchmarks.diagnose_planted --json bench-results/diagnose_planted.json
 
 tune-demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
