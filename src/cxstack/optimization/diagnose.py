@@ -630,8 +630,10 @@ def workspace_changes(old: Workspace, new: Workspace) -> list[WorkspaceChange]:
     both_intents = [*old.intents, *new.intents]
 
     def fact_reach(fact_id: str) -> frozenset[str]:
-        tags = {t for ws in (old, new) for f in ws.facts if f.id == fact_id for t in f.tags}
-        return frozenset(i.name for i in both_intents if tags & set(i.fact_tags))
+        versions = [f for ws in (old, new) for f in ws.facts if f.id == fact_id]
+        tags = {t for f in versions for t in f.tags}
+        named = {i for f in versions for i in f.intents}
+        return frozenset(i.name for i in both_intents if tags & set(i.fact_tags) or i.name in named)
 
     for fact_id in (*diff.facts.added, *diff.facts.removed, *diff.facts.changed):
         changes = diff.facts.changed.get(fact_id, ())
