@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import SHOP, write_workspace
 from typer.testing import CliRunner
 
 from cxstack.cli.main import app
@@ -37,7 +38,6 @@ from cxstack.optimization.diagnose import (
     workspace_changes,
 )
 from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
-from tests.conftest import SHOP, write_workspace
 
 runner = CliRunner()
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
