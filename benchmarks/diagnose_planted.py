@@ -8,8 +8,10 @@ with a copy of the workspace carrying that fault and two decoy changes that shou
 sampling rate, and the owner of a fact no conversation cited). After each faulty replay, `diagnose` runs from
 the original version to the faulty one, exactly as `cxstack diagnose --from V1 --to V2` does. A hit: the
 planted layer ranks first among the layers (and the planted change first among the workspace changes); top-2
-is also counted. The baseline is measured in the same run: rank the layers by the raw count of failing
-conversations in the faulty window alone (no comparison with the original), and chance, 1/#layers.
+is also counted. Each fault is diagnosed twice: from the trace signals alone, and with a stand-in reviewer's
+verdict on each conversation's intent (the script's `expected` intent), as a team that reviews would have.
+The baseline is measured in the same run: rank the layers by the raw count of failing conversations in the
+faulty window alone (no comparison with the original); and chance, 1/#layers.
 
 Faults (one per layer): a fact's text broken (the fact the original replay cited most), the routing
 threshold raised (and, separately, lowered), an action pointed at a path the back office does not have
@@ -42,7 +44,7 @@ from cxstack.cli.services import replay_in_service
 from cxstack.demo import demo_conversations_path, demo_workspace_path
 from cxstack.demo.backoffice import create_backoffice_app
 from cxstack.integrations.embedders.registry import load_embedder
-from cxstack.optimization.diagnose import FaultLayer, diagnose
+from cxstack.optimization.diagnose import Diagnosis, FaultLayer, QualityNote, diagnose
 from cxstack.optimization.replay import load_scripts
 from cxstack.testing.http_standin import LocalHttpServer
 from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
@@ -125,8 +127,15 @@ def plan_faults(content: dict[str, Any], cited: Counter[str], intents: Counter[s
 
 
 def replay_into(
-    store_settings: Settings, workspace: Workspace, embedder: Any, scripts: Sequence[Any], prefix: str
+    store_settings: Settings,
+    workspace: Workspace,
+    embedder: Any,
+    scripts: Sequence[Any],
+    prefix: str,
+    reviews: dict[str, QualityNote],
 ) -> float:
+    """Replays `scripts` into the store; `reviews` gets a stand-in reviewer's verdict on each conversation's
+    intent (the script's expected intent, where it has one)."""
     started = time.perf_counter()
     engine = build_engine(workspace, embedder=embedder, llm=None)
     with (
@@ -134,11 +143,16 @@ def replay_into(
         LocalHttpServer(create_backoffice_app(Path(folder) / "northwind.db")) as backoffice_url,
     ):
         live = engine.with_connectors(http_connectors(workspace, backoffice_url=backoffice_url))
-        asyncio.run(
+        results = asyncio.run(
             replay_in_service(
                 live, scripts, store_settings, conversation_prefix=prefix, concurrency=CONCURRENCY, at=AT
             )
         )
+    for result in results:
+        outcome = result.outcome()
+        if outcome.expected_intent is not None:
+            right = outcome.intent == outcome.expected_intent
+            reviews[str(result.conversation_id)] = QualityNote(right, () if right else ("intent",), "review")
     return time.perf_counter() - started
 
 
@@ -156,6 +170,25 @@ def count_baseline(store: Any, version: str) -> tuple[Counter[str], Counter[str]
                 for fact in step.output.get("facts") or []:
                     cited[str(fact.get("id"))] += 1
     return cited, intents
+
+
+def score(fault: Fault, result: Diagnosis) -> dict[str, Any]:
+    layers = [c.layer.value for c in result.layers if c.delta > 0]
+    changes = [c.change.name for c in result.changes]
+    signals = [c.key for c in result.signals if c.delta > 0]
+    return {
+        "top_layers": layers[:3],
+        "top_changes": changes[:3],
+        "top_signal": signals[0] if signals else None,
+        "layer_hit": layers[:1] == [fault.layer.value],
+        "layer_top2": fault.layer.value in layers[:2],
+        "change_hit": bool(changes) and changes[0] in fault.changes,
+        "change_top2": any(c in fault.changes for c in changes[:2]),
+        "significant": bool(result.layers) and result.layers[0].significant,
+        "failing": [result.failing.a_count, result.failing.b_count, result.failing.a_n],
+        "raw_count_top": raw_count_top(result),
+        "raw_count_hit": raw_count_top(result) == fault.layer.value,
+    }
 
 
 def raw_count_top(result: Any) -> str | None:
@@ -180,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cxstack-diagnose-") as home:
         settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/bench.db", runtime="thread")
-        store = open_store(settings)
-        seconds = replay_into(settings, original, embedder, scripts, "orig_")
+        store: Any = open_store(settings)  # the SQL store: it also reads traces by time
+        reviews: dict[str, QualityNote] = {}
+        seconds = replay_into(settings, original, embedder, scripts, "orig_", reviews)
         console.print(f"original {original.version}: {len(scripts)} conversations in {seconds:.0f}s")
         cited, intents = count_baseline(store, original.version)
         content = canonical_content(original)
@@ -191,71 +225,77 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fault.plant(faulty_content)
             _decoys(faulty_content, spare)
             faulty = workspace_from_content(faulty_content, root=original.root)
-            seconds = replay_into(settings, faulty, embedder, scripts, f"fault{index}_")
-            result = diagnose(store, original.version, faulty.version)
-            layers = [c.layer.value for c in result.layers if c.delta > 0]
-            changes = [c.change.name for c in result.changes]
+            seconds = replay_into(settings, faulty, embedder, scripts, f"fault{index}_", reviews)
+            plain = score(fault, diagnose(store, original.version, faulty.version))
+            reviewed = score(fault, diagnose(store, original.version, faulty.version, quality=reviews))
             rows.append(
                 {
                     "fault": fault.name,
                     "planted_layer": fault.layer.value,
-                    "top_layers": layers[:3],
-                    "top_changes": changes[:3],
-                    "layer_hit": layers[:1] == [fault.layer.value],
-                    "layer_top2": fault.layer.value in layers[:2],
-                    "change_hit": bool(changes) and changes[0] in fault.changes,
-                    "change_top2": any(c in fault.changes for c in changes[:2]),
-                    "significant": bool(result.layers) and result.layers[0].significant,
-                    "failing": [result.failing.a_count, result.failing.b_count, result.failing.a_n],
-                    "raw_count_top": raw_count_top(result),
-                    "raw_count_hit": raw_count_top(result) == fault.layer.value,
+                    "traces_only": plain,
+                    "with_reviews": reviewed,
                     "seconds": round(seconds, 1),
                 }
             )
             console.print(f"  {fault.name}: replayed and diagnosed in {seconds:.0f}s")
     n = len(rows)
-    summary = {
-        "faults": n,
-        "layer_hit_rate": sum(r["layer_hit"] for r in rows) / n,
-        "layer_top2_rate": sum(r["layer_top2"] for r in rows) / n,
-        "change_hit_rate": sum(r["change_hit"] for r in rows) / n,
-        "change_top2_rate": sum(r["change_top2"] for r in rows) / n,
-        "baseline_raw_count_hit_rate": sum(r["raw_count_hit"] for r in rows) / n,
-        "baseline_random_layer": 1 / len(LAYERS),
-        "embedder": embedder.name,
-        "conversations": len(scripts),
-        "seconds": round(time.perf_counter() - started, 1),
+
+    def rate(mode: str, key: str) -> float:
+        return sum(bool(r[mode][key]) for r in rows) / n
+
+    summary: dict[str, Any] = {
+        mode: {
+            key: rate(mode, key)
+            for key in ("layer_hit", "layer_top2", "change_hit", "change_top2", "raw_count_hit")
+        }
+        for mode in ("traces_only", "with_reviews")
     }
-    table = Table(
-        title=f"diagnose_planted: {len(scripts)} conversations per replay, embedder {embedder.name}"
+    summary.update(
+        faults=n,
+        baseline_random_layer=1 / len(LAYERS),
+        embedder=embedder.name,
+        conversations=len(scripts),
+        seconds=round(time.perf_counter() - started, 1),
     )
-    for column in (
-        "fault",
-        "planted layer",
-        "top layer",
-        "top change",
-        "failing A→B",
-        "hit",
-        "raw-count top",
+    for mode, title in (
+        ("traces_only", "trace signals only"),
+        ("with_reviews", "with reviews of the intent"),
     ):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["fault"],
-            r["planted_layer"],
-            ", ".join(r["top_layers"][:2]) or "—",
-            r["top_changes"][0] if r["top_changes"] else "—",
-            f"{r['failing'][0]}→{r['failing'][1]} of {r['failing'][2]}",
-            ("layer " if r["layer_hit"] else "") + ("change" if r["change_hit"] else "") or "miss",
-            r["raw_count_top"] or "—",
+        table = Table(
+            title=f"diagnose_planted, {title}: {len(scripts)} conversations a replay, {embedder.name}"
         )
-    console.print(table)
-    console.print(
-        f"layer first {summary['layer_hit_rate']:.0%} (top-2 {summary['layer_top2_rate']:.0%}), change first "
-        f"{summary['change_hit_rate']:.0%} (top-2 {summary['change_top2_rate']:.0%}); baseline: raw count "
-        f"of failures in B {summary['baseline_raw_count_hit_rate']:.0%}, "
-        f"random {summary['baseline_random_layer']:.0%}; {summary['seconds']:.0f}s"
-    )
+        for column in (
+            "fault",
+            "planted",
+            "top layers",
+            "top change",
+            "top signal",
+            "failing A→B",
+            "hit",
+            "raw",
+        ):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            m = r[mode]
+            table.add_row(
+                r["fault"],
+                r["planted_layer"],
+                ", ".join(m["top_layers"][:2]) or "—",
+                m["top_changes"][0] if m["top_changes"] else "—",
+                m["top_signal"] or "—",
+                f"{m['failing'][0]}→{m['failing'][1]} of {m['failing'][2]}",
+                " ".join(x for x, hit in (("layer", m["layer_hit"]), ("change", m["change_hit"])) if hit)
+                or "miss",
+                m["raw_count_top"] or "—",
+            )
+        console.print(table)
+        s = summary[mode]
+        console.print(
+            f"{title}: layer first {s['layer_hit']:.0%} (top-2 {s['layer_top2']:.0%}), change first "
+            f"{s['change_hit']:.0%} (top-2 {s['change_top2']:.0%}); baseline, raw count of failures in B: "
+            f"{s['raw_count_hit']:.0%}; random: {summary['baseline_random_layer']:.0%}"
+        )
+    console.print(f"{summary['seconds']:.0f}s")
     payload = {"summary": summary, "faults": rows}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

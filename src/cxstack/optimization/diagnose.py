@@ -20,9 +20,11 @@ conversation is attributed to ONE layer, from its trace signals, by this rule ta
   `undelivered`; a customer asking for a person or reacting badly while the bot carried on
   (`missed_escalation`); more than one escalation in one conversation (`escalation_loop`).
 
-The layer of a failing conversation is its escalation's reason (the direct cause) when it escalated; otherwise
-(unresolved, or low quality) the first signal of its last turns; a conversation failing with no signal is
-`unattributed`. Every signal is also counted on its own (a conversation may show several).
+The layer of a failing conversation is its escalation's reason (the direct cause) when it escalated; else the
+layer of a failed rubric criterion (an intent/routing criterion before the others: it is upstream); else
+(unresolved) the first signal of its last turns; a conversation failing with no signal is `unattributed`. An
+escalation wins over a review because a new failure downstream of an old misroute must still show as new.
+Every signal is also counted on its own (a conversation may show several).
 
 Two windows (periods or workspace versions) are then compared layer by layer and signal by signal: the
 change in the rate of conversations, with a Newcombe interval for the difference of two proportions and
@@ -392,6 +394,16 @@ def diagnose_conversation(
         outcome = "automated"
     low_quality = quality is not None and not quality.passed
     failing = outcome != "automated" or low_quality
+    judged: Signal | None = None
+    if low_quality and quality is not None:
+        layers = [(criterion, criterion_layer(criterion)) for criterion in quality.failed_criteria]
+        named = [(c, layer) for c, layer in layers if layer is not L.UNATTRIBUTED]
+        # Of several failed criteria, a wrong intent is upstream of the others.
+        named.sort(key=lambda item: item[1] is not L.ROUTING)
+        if named:
+            criterion, layer = named[0]
+            judged = Signal(layer, f"{quality.source}:{criterion}", str(traces[-1].id), quality.source)
+            signals.append(judged)
     cause: Signal | None = None
     if outcome == "escalated":
         escalated = next(t for t in traces if t.outcome == "escalated")
@@ -399,13 +411,7 @@ def diagnose_conversation(
             (s for s in signals if s.trace_id == str(escalated.id) and s.step == "escalate"),
             None,
         ) or next((s for s in signals if s.trace_id == str(escalated.id)), None)
-    if cause is None and low_quality and quality is not None:
-        for criterion in quality.failed_criteria:
-            layer = criterion_layer(criterion)
-            if layer is not L.UNATTRIBUTED:
-                cause = Signal(layer, f"{quality.source}:{criterion}", str(traces[-1].id), quality.source)
-                signals.append(cause)
-                break
+    cause = cause or judged
     if cause is None and failing:
         last_ids = {str(t.id) for t in traces[-2:]}
         cause = next((s for s in signals if s.trace_id in last_ids), None) or next(iter(signals), None)
