@@ -428,3 +428,14 @@ def test_diagnose_finds_a_planted_policy_rule_between_two_replayed_versions(tmp_
     assert shown.exit_code == 0, shown.output
     assert "layers, ranked" in shown.output and "returns-to-people" in shown.output
     assert "returns-to-people" in page.read_text(encoding="utf-8")
+
+    # The same store by period: both windows hold both replays, so nothing changed and no version is ranked.
+    days = (
+        f"{(datetime.now(UTC) - timedelta(days=1)).date()}..{(datetime.now(UTC) + timedelta(days=1)).date()}"
+    )
+    same = runner.invoke(app, ["diagnose", "--from", days, "--to", days, "--home", str(home), "--json"])
+    assert same.exit_code == 0, same.output
+    by_period = json.loads(same.stdout)
+    assert by_period["conversations"] == {"a": 14, "b": 14}
+    assert all(layer["delta"] == 0 for layer in by_period["layers"]) and by_period["changes"] == []
+    assert any("both windows ran mostly on version" in note for note in by_period["notes"])

@@ -1056,6 +1056,9 @@ def diagnose(
 ) -> Diagnosis:
     """`cxstack diagnose --from A --to B`: both windows from the stored traces, and the workspace changes
     between their versions (each window's most common version, when those differ and both are stored)."""
+    if since is None and ".." in from_text and ".." in to_text:
+        starts = [parse_window(text, ()).start for text in (from_text, to_text)]
+        since = min(s for s in starts if s is not None) if all(starts) else None
     traces = source.traces_since(since or datetime(1970, 1, 1, tzinfo=UTC), limit)
     notes: list[str] = []
     if len(traces) >= limit:
