@@ -8,8 +8,11 @@ with a copy of the workspace carrying that fault and two decoy changes that shou
 sampling rate, and the owner of a fact no conversation cited). After each faulty replay, `diagnose` runs from
 the original version to the faulty one, exactly as `cxstack diagnose --from V1 --to V2` does. A hit: the
 planted layer ranks first among the layers (and the planted change first among the workspace changes); top-2
-is also counted. Each fault is diagnosed twice: from the trace signals alone, and with a stand-in reviewer's
-verdict on each conversation's intent (the script's `expected` intent), as a team that reviews would have.
+is also counted; a change ranked first on a tie at zero contribution is a miss. Each fault is diagnosed twice:
+from the trace signals alone, and with a stand-in reviewer's verdicts, as a team that reviews would have them:
+the intent against the script's `expected` intent, and every answer from facts against the original run's
+answer to the same message (a golden set: a broken fact's text is sent as a grounded answer, and only a
+reader can tell).
 The baseline is measured in the same run: rank the layers by the raw count of failing conversations in the
 faulty window alone (no comparison with the original); and chance, 1/#layers.
 
@@ -133,9 +136,11 @@ def replay_into(
     scripts: Sequence[Any],
     prefix: str,
     reviews: dict[str, QualityNote],
+    answers: dict[str, list[tuple[str | None, tuple[str, ...]]]],
 ) -> float:
-    """Replays `scripts` into the store; `reviews` gets a stand-in reviewer's verdict on each conversation's
-    intent (the script's expected intent, where it has one)."""
+    """Replays `scripts` into the store. `reviews` gets a stand-in reviewer's verdict on each conversation:
+    its intent against the script's expected intent, and (once `answers` holds the reference run's) each
+    answer from facts against the reference run's answer to the same message."""
     started = time.perf_counter()
     engine = build_engine(workspace, embedder=embedder, llm=None)
     with (
@@ -148,11 +153,19 @@ def replay_into(
                 live, scripts, store_settings, conversation_prefix=prefix, concurrency=CONCURRENCY, at=AT
             )
         )
+    reference = not answers
     for result in results:
         outcome = result.outcome()
-        if outcome.expected_intent is not None:
-            right = outcome.intent == outcome.expected_intent
-            reviews[str(result.conversation_id)] = QualityNote(right, () if right else ("intent",), "review")
+        given = [(turn.reply, turn.facts) for turn in result.turns]
+        if reference:
+            answers[result.script.id] = given
+        failed = []
+        if outcome.expected_intent is not None and outcome.intent != outcome.expected_intent:
+            failed.append("intent")
+        expected = answers.get(result.script.id, [])
+        if any(facts and (reply, facts) not in expected for reply, facts in given):
+            failed.append("correctness")
+        reviews[str(result.conversation_id)] = QualityNote(not failed, tuple(failed), "review")
     return time.perf_counter() - started
 
 
@@ -182,8 +195,9 @@ def score(fault: Fault, result: Diagnosis) -> dict[str, Any]:
         "top_signal": signals[0] if signals else None,
         "layer_hit": layers[:1] == [fault.layer.value],
         "layer_top2": fault.layer.value in layers[:2],
-        "change_hit": bool(changes) and changes[0] in fault.changes,
-        "change_top2": any(c in fault.changes for c in changes[:2]),
+        # A change ranked first on a tie at zero is luck, not a finding.
+        "change_hit": bool(changes) and changes[0] in fault.changes and result.changes[0].contribution > 0,
+        "change_top2": any(c.change.name in fault.changes and c.contribution > 0 for c in result.changes[:2]),
         "significant": bool(result.layers) and result.layers[0].significant,
         "failing": [result.failing.a_count, result.failing.b_count, result.failing.a_n],
         "raw_count_top": raw_count_top(result),
@@ -201,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--embedder", default="hashing", help="embedder (default hashing: fast on 2 cores)")
+    parser.add_argument(
+        "--embedder", default=None, help="override the workspace's embedder (the demo's: minilm, ~3 min)"
+    )
     parser.add_argument("--scripts", type=Path, default=demo_conversations_path("heldout"))
     parser.add_argument("--workspace", type=Path, default=demo_workspace_path())
     args = parser.parse_args(argv)
@@ -209,13 +225,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     original = load_workspace(args.workspace)
     scripts = load_scripts(args.scripts)
-    embedder = load_embedder(args.embedder)
+    embedder = load_embedder(args.embedder or original.settings.embedder)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cxstack-diagnose-") as home:
         settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/bench.db", runtime="thread")
         store: Any = open_store(settings)  # the SQL store: it also reads traces by time
         reviews: dict[str, QualityNote] = {}
-        seconds = replay_into(settings, original, embedder, scripts, "orig_", reviews)
+        answers: dict[str, list[tuple[str | None, tuple[str, ...]]]] = {}
+        seconds = replay_into(settings, original, embedder, scripts, "orig_", reviews, answers)
         console.print(f"original {original.version}: {len(scripts)} conversations in {seconds:.0f}s")
         cited, intents = count_baseline(store, original.version)
         content = canonical_content(original)
@@ -225,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fault.plant(faulty_content)
             _decoys(faulty_content, spare)
             faulty = workspace_from_content(faulty_content, root=original.root)
-            seconds = replay_into(settings, faulty, embedder, scripts, f"fault{index}_", reviews)
+            seconds = replay_into(settings, faulty, embedder, scripts, f"fault{index}_", reviews, answers)
             plain = score(fault, diagnose(store, original.version, faulty.version))
             reviewed = score(fault, diagnose(store, original.version, faulty.version, quality=reviews))
             rows.append(
@@ -259,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     for mode, title in (
         ("traces_only", "trace signals only"),
-        ("with_reviews", "with reviews of the intent"),
+        ("with_reviews", "with reviews (intent, answers)"),
     ):
         table = Table(
             title=f"diagnose_planted, {title}: {len(scripts)} conversations a replay, {embedder.name}"
