@@ -67,7 +67,7 @@ class Fault:
     plant: Callable[[dict[str, Any]], None]
 
 
-def _decoys(content: dict[str, Any], spare_fact: str) -> None:
+def add_decoys(content: dict[str, Any], spare_fact: str) -> None:
     content["settings"]["review_sampling"]["rate"] = 0.3
     for fact in content["facts"]:
         if fact["id"] == spare_fact:
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for index, fault in enumerate(plan_faults(content, cited, intents)):
             faulty_content = copy.deepcopy(content)
             fault.plant(faulty_content)
-            _decoys(faulty_content, spare)
+            add_decoys(faulty_content, spare)
             faulty = workspace_from_content(faulty_content, root=original.root)
             seconds = replay_into(settings, faulty, embedder, scripts, f"fault{index}_", reviews, answers)
             plain = score(fault, diagnose(store, original.version, faulty.version))

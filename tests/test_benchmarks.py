@@ -35,3 +35,30 @@ def test_the_fault_load_is_real_sample_messages_spread_over_its_conversations() 
     assert sum(len(c.messages) for c in plan) == 300
     assert all(c.messages and c.customer_id.startswith("cus_") for c in plan)
     assert plan_load(messages=300, conversations=20, seed=7)[0].messages == plan[0].messages  # seeded
+
+
+def test_each_planted_fault_is_a_valid_workspace_whose_change_sits_in_the_planted_layer() -> None:
+    import copy
+    from collections import Counter
+
+    from benchmarks.diagnose_planted import add_decoys, plan_faults
+
+    from cxstack.demo import demo_workspace_path
+    from cxstack.optimization.diagnose import workspace_changes
+    from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
+
+    original = load_workspace(demo_workspace_path())
+    content = canonical_content(original)
+    faults = plan_faults(content, Counter({"plans-overview": 3}), Counter({"order_status": 5}))
+    assert len({f.layer for f in faults}) == 5  # one per layer but orchestration (and routing twice)
+    for fault in faults:
+        faulty = copy.deepcopy(content)
+        fault.plant(faulty)
+        add_decoys(faulty, "add-item-separate-order")
+        changes = workspace_changes(original, workspace_from_content(faulty))
+        planted = [c for c in changes if c.name in fault.changes]
+        assert planted and all(c.layer is fault.layer for c in planted), (fault.name, changes)
+        assert {c.name for c in changes} - set(fault.changes) == {
+            "review_sampling.rate",
+            "add-item-separate-order",
+        }

@@ -439,3 +439,25 @@ def test_diagnose_finds_a_planted_policy_rule_between_two_replayed_versions(tmp_
     assert by_period["conversations"] == {"a": 14, "b": 14}
     assert all(layer["delta"] == 0 for layer in by_period["layers"]) and by_period["changes"] == []
     assert any("both windows ran mostly on version" in note for note in by_period["notes"])
+
+
+def test_a_judgement_is_read_with_the_rubric_scales() -> None:
+    from cxstack.demo import demo_workspace_path
+    from cxstack.domain.quality import Judgement
+
+    rubric = load_workspace(demo_workspace_path()).rubric
+    judged = Judgement(
+        conversation_id="c",
+        judge_version="offline-1",
+        rubric_version="1",
+        scores={"correctness": 5, "groundedness": 4, "policy_compliance": 0, "tone": 1, "resolution": 4},
+        overall=0.4,
+        passed=False,
+    )
+    fine = Judgement("d", "offline-1", "1", {"policy_compliance": 1, "correctness": 4}, 0.9, True)
+    notes = quality_notes([], [judged, fine], rubric)
+    # tone is tracked, not a gate; pass/fail is 0 or 1, the others 1 to 5 with 4 to pass
+    assert notes["c"] == QualityNote(False, ("policy_compliance",), "judge")
+    assert notes["d"] == QualityNote(True, (), "judge")
+    result = diagnose_conversation([trace("c", [route("x", "refund_request", 0.9)])], quality=notes["c"])
+    assert result.layer is FaultLayer.POLICY

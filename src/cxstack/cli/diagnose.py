@@ -17,10 +17,8 @@ from cxstack.optimization.diagnose import (
     ChangeAttribution,
     DiagnoseError,
     Diagnosis,
-    QualityNote,
     RateChange,
     diagnose,
-    quality_notes,
 )
 
 console = Console(soft_wrap=True)
@@ -49,7 +47,8 @@ def diagnose_command(
 
     store = open_store(Settings(home=home) if home is not None else Settings())
     try:
-        result = diagnose(store, from_, to, quality=_quality(store))  # type: ignore[arg-type]
+        reviews, judgements = _quality(store)
+        result = diagnose(store, from_, to, reviews=reviews, judgements=judgements)  # type: ignore[arg-type]
     except DiagnoseError as exc:
         err.print(f"[bold red]{exc}[/]")
         raise typer.Exit(1) from None
@@ -63,7 +62,7 @@ def diagnose_command(
         console.print(f"HTML report: {html_path}")
 
 
-def _quality(store: Any) -> dict[str, QualityNote]:
+def _quality(store: Any) -> tuple[list[Any], list[Any]]:
     """Reviews, and the latest judge version's judgements, when the store keeps them."""
     reviews = store.list_reviews(limit=100_000) if hasattr(store, "list_reviews") else []
     judgements: list[Any] = []
@@ -71,8 +70,10 @@ def _quality(store: Any) -> dict[str, QualityNote]:
         versions = store.judge_versions()
         if versions:
             ids = list(store.conversation_intents())
-            judgements = list(store.latest_judgements(ids, versions[-1].id).values())
-    return quality_notes(reviews, judgements)
+            for start in range(0, len(ids), 500):  # SQLite caps the parameters of one query
+                chunk = store.latest_judgements(ids[start : start + 500], versions[-1].id)
+                judgements.extend(chunk.values())
+    return reviews, judgements
 
 
 def _pct(value: float) -> str:

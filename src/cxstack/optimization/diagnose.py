@@ -54,8 +54,10 @@ from scipy.stats import binomtest, fisher_exact
 
 from cxstack.domain.models import Trace, WorkspaceVersionId
 from cxstack.domain.quality import Judgement, Review
+from cxstack.monitoring.rubric import effective_rubric
 from cxstack.workspace.diff import FieldChange, diff_workspaces
 from cxstack.workspace.loader import workspace_from_content
+from cxstack.workspace.models import Rubric
 from cxstack.workspace.workspace import Workspace
 
 # Under this, an intent the router picked on its own is a guess (the demo's threshold is 0.40).
@@ -430,19 +432,26 @@ def diagnose_conversation(
     )
 
 
-def quality_notes(reviews: Iterable[Review], judgements: Iterable[Judgement]) -> dict[str, QualityNote]:
-    """A verdict per conversation: its latest human review, else its judgement. A criterion fails under 4 of 5
-    (or under 0.5 when the judge scores 0 to 1)."""
+def quality_notes(
+    reviews: Iterable[Review], judgements: Iterable[Judgement], rubric: Rubric | None = None
+) -> dict[str, QualityNote]:
+    """A verdict per conversation: its latest human review, else its judgement. A criterion fails as the
+    rubric says (a gate criterion under its threshold: 4 of 5, or "pass"); no rubric: the default one."""
+    criteria = {c.id: c for c in effective_rubric(rubric or Rubric()).criteria}
+
+    def failed(scores: Mapping[str, float]) -> tuple[str, ...]:
+        return tuple(
+            k for k, v in scores.items() if k in criteria and criteria[k].gate and v < criteria[k].threshold
+        )
+
     notes: dict[str, QualityNote] = {}
     for judgement in judgements:
-        if judgement.passed is None:
-            continue
-        failed = tuple(k for k, v in judgement.scores.items() if v < (0.5 if v <= 1 else 4))
-        notes[judgement.conversation_id] = QualityNote(judgement.passed, failed, "judge")
-    by_time = sorted(reviews, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC))
-    for review in by_time:
-        failed = tuple(k for k, v in review.scores.items() if v < 4)
-        notes[review.conversation_id] = QualityNote(review.passed, failed, "review")
+        if judgement.passed is not None:
+            notes[judgement.conversation_id] = QualityNote(
+                judgement.passed, failed(judgement.scores), "judge"
+            )
+    for review in sorted(reviews, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC)):
+        notes[review.conversation_id] = QualityNote(review.passed, failed(review.scores), "review")
     return notes
 
 
@@ -1041,8 +1050,10 @@ def diagnose_window(
     return out
 
 
-def _dominant(window: Sequence[ConversationDiagnosis]) -> str:
-    return Counter(c.workspace_version for c in window).most_common(1)[0][0]
+def _dominant(traces: Iterable[Trace], window: Window) -> str | None:
+    firsts = [turns[0] for turns in group_conversations(traces).values() if window.holds(turns[0])]
+    counted = Counter(str(t.workspace_version) for t in firsts).most_common(1)
+    return counted[0][0] if counted else None
 
 
 def diagnose(
@@ -1050,12 +1061,15 @@ def diagnose(
     from_text: str,
     to_text: str,
     *,
+    reviews: Sequence[Review] = (),
+    judgements: Sequence[Judgement] = (),
     quality: Mapping[str, QualityNote] | None = None,
     since: datetime | None = None,
     limit: int = 200_000,
 ) -> Diagnosis:
     """`cxstack diagnose --from A --to B`: both windows from the stored traces, and the workspace changes
-    between their versions (each window's most common version, when those differ and both are stored)."""
+    between their versions (each window's most common version, when those differ and both are stored).
+    Reviews and judgements are read with the rubric of window B's version; `quality` replaces them."""
     if since is None and ".." in from_text and ".." in to_text:
         starts = [parse_window(text, ()).start for text in (from_text, to_text)]
         since = min(s for s in starts if s is not None) if all(starts) else None
@@ -1065,20 +1079,26 @@ def diagnose(
         notes.append(f"only the first {limit} traces were read")
     versions = {str(t.workspace_version) for t in traces}
     window_a, window_b = parse_window(from_text, versions), parse_window(to_text, versions)
+    old_version, new_version = _dominant(traces, window_a), _dominant(traces, window_b)
+    if old_version is None or new_version is None:
+        raise DiagnoseError(
+            f"no conversations in {window_a.label if old_version is None else window_b.label}"
+        )
+    old = source.get_workspace_version(WorkspaceVersionId(old_version))
+    new = source.get_workspace_version(WorkspaceVersionId(new_version))
+    if quality is None:
+        rubric = workspace_from_content(new).rubric if new is not None else None
+        quality = quality_notes(reviews, judgements, rubric)
     a = diagnose_window(traces, window_a, quality=quality)
     b = diagnose_window(traces, window_b, quality=quality)
-    old_version, new_version = _dominant(a), _dominant(b)
     changes: list[WorkspaceChange] = []
-    if old_version != new_version:
-        old = source.get_workspace_version(WorkspaceVersionId(old_version))
-        new = source.get_workspace_version(WorkspaceVersionId(new_version))
-        if old is None or new is None:
-            missing = old_version if old is None else new_version
-            notes.append(f"workspace version {missing} is not stored: its changes cannot be listed")
-        else:
-            changes = workspace_changes(workspace_from_content(old), workspace_from_content(new))
-            if not changes:
-                notes.append(f"versions {old_version[:12]} and {new_version[:12]} have the same content")
-    else:
+    if old_version == new_version:
         notes.append(f"both windows ran mostly on version {old_version[:12]}: no workspace change to rank")
+    elif old is None or new is None:
+        missing = old_version if old is None else new_version
+        notes.append(f"workspace version {missing} is not stored: its changes cannot be listed")
+    else:
+        changes = workspace_changes(workspace_from_content(old), workspace_from_content(new))
+        if not changes:
+            notes.append(f"versions {old_version[:12]} and {new_version[:12]} have the same content")
     return compare(a, b, window_a=window_a.label, window_b=window_b.label, changes=changes, notes=notes)
