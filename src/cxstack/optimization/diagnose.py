@@ -548,9 +548,14 @@ def rate_change(
     else:
         p_value = 1.0
     delta = (b_count / b_n if b_n else 0.0) - (a_count / a_n if a_n else 0.0)
-    # Examples from the window where the rate rose (the new failures), else from the other.
-    shown = b_hits if delta >= 0 else a_hits
-    examples = [(c, s) for c, s in shown if s is not None][:EXAMPLES]
+    # Examples from the window where the rate rose, those with a cause the other window does not show first
+    # (a new rule id, a new action error), so the rows point at what changed rather than at what always fails.
+    shown, other = (b_hits, a_hits) if delta >= 0 else (a_hits, b_hits)
+    seen = {(s.name, s.detail) for _, s in other if s is not None}
+    ordered = sorted(
+        ((c, s) for c, s in shown if s is not None), key=lambda item: (item[1].name, item[1].detail) in seen
+    )
+    examples = ordered[:EXAMPLES]
     return RateChange(
         key=key,
         layer=layer,
