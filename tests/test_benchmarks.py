@@ -4,10 +4,13 @@ is built from the demo's sample conversations as the workspace ships them."""
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
+from pathlib import Path
 
 import benchmarks
 import pytest
+from benchmarks import sequential_aa, srm
 from benchmarks.faults import plan_load
 
 # Modules named _like_this are shared parts of a benchmark (data generators, baselines), not benchmarks.
@@ -35,6 +38,17 @@ def test_the_fault_load_is_real_sample_messages_spread_over_its_conversations() 
     assert sum(len(c.messages) for c in plan) == 300
     assert all(c.messages and c.customer_id.startswith("cus_") for c in plan)
     assert plan_load(messages=300, conversations=20, seed=7)[0].messages == plan[0].messages  # seeded
+
+
+def test_the_experiment_benchmarks_run_small_and_hold_their_aims(tmp_path: Path) -> None:
+    assert (
+        sequential_aa.main(["--experiments", "200", "--days", "10", "--json", str(tmp_path / "s.json")]) == 0
+    )
+    figures = json.loads((tmp_path / "s.json").read_text())
+    assert figures["aa"]["sequential_daily"] <= figures["aa"]["fixed_daily"]
+    assert srm.main(["--repetitions", "20", "--json", str(tmp_path / "srm.json")]) == 0
+    rows = json.loads((tmp_path / "srm.json").read_text())["rows"]
+    assert next(r for r in rows if r["delivered"] == 0.55 and r["n"] == 100_000)["cxstack"] == 1.0
 
 
 def test_each_planted_fault_is_a_valid_workspace_whose_change_sits_in_the_planted_layer() -> None:

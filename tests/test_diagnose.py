@@ -309,10 +309,21 @@ def test_a_small_window_is_called_insufficient() -> None:
     assert not any(c.significant for c in result.layers)
 
 
-def test_newcombe_interval_matches_newcombe_1998() -> None:
+def test_newcombe_interval_matches_newcombe_1998_and_statsmodels() -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     # Newcombe, Statistics in Medicine 17 (1998), table II, example (a): 56/70 − 48/80, method 10.
     low, high = newcombe_interval(48, 80, 56, 70)
     assert (round(low, 4), round(high, 4)) == (0.0524, 0.3339)
+    for a, a_n, b, b_n in [
+        (48, 80, 56, 70),
+        (5, 80, 0, 80),
+        (0, 10, 10, 10),
+        (3, 200, 30, 200),
+        (7, 9, 1, 12),
+    ]:
+        expected = confint_proportions_2indep(b, b_n, a, a_n, method="newcomb", compare="diff")
+        assert newcombe_interval(a, a_n, b, b_n) == pytest.approx(tuple(map(float, expected)), abs=1e-9)
 
 
 # --- workspace changes --------------------------------------------------------------------------------------

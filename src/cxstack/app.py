@@ -45,6 +45,7 @@ from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
+from cxstack.optimization.experiments import ExperimentingOrchestrator, check_history, variant_workspaces
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
 from cxstack.resolution.ports import ActionConnector
@@ -211,8 +212,17 @@ def _orchestrator(
     connectors: Mapping[str, ActionConnector],
     llm: LLMSessions | None = None,
 ) -> Orchestrator:
-    registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=knowledge, connectors=connectors))
-    return Orchestrator(router, registry, llm=llm)
+    """Runs each turn on its experiment variant's workspace (the base workspace outside experiments); a
+    variant that changes facts gets a knowledge index of its own (unchanged texts keep their vectors)."""
+
+    def plain(index: KnowledgeIndex) -> Orchestrator:
+        registry = ResolverRegistry.from_entry_points(ResolverDeps(knowledge=index, connectors=connectors))
+        return Orchestrator(router, registry, llm=llm)
+
+    def over_facts(variant: Workspace) -> Orchestrator:
+        return plain(KnowledgeIndex(variant.facts, knowledge.embedder))
+
+    return ExperimentingOrchestrator(plain(knowledge), over_facts)
 
 
 def http_connectors(
@@ -434,6 +444,9 @@ class CxApp:
         """Records the workspace version, starts the outbox and resumes every pending conversation."""
         ws = self.engine.workspace
         self.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
+        # each running experiment's variants too: a trace names its variant's version, which must read back
+        for variant in variant_workspaces(ws).values():
+            self.store.save_workspace_version(variant.version, ws.settings.name, canonical_content(variant))
         if ws.root is not None:  # fact edits made in the files since the last start
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
@@ -648,4 +661,6 @@ def build(
             llm="workspace" if settings.llm else None,
             llm_base_url=settings.llm_base_url,
         )
-    return CxApp(settings, open_store(settings), engine, clock=clock)
+    store = open_store(settings)
+    check_history(store, engine.workspace)  # an experiment edited after it started would mix two
+    return CxApp(settings, store, engine, clock=clock)

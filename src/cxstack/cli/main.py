@@ -21,6 +21,7 @@ from rich.table import Table
 
 from cxstack.cli import kb_history, render
 from cxstack.cli.diagnose import diagnose_command
+from cxstack.cli.experiment import experiment_app
 from cxstack.cli.judge import judge_app
 from cxstack.cli.monitoring import drift_command, metrics_command, report_command
 from cxstack.cli.review import review_app
@@ -54,6 +55,7 @@ app.add_typer(report_app, name="report")
 llm_app = typer.Typer(help="Language models (optional).", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 app.add_typer(stats_app, name="stats")
+app.add_typer(experiment_app, name="experiment")
 app.command("metrics")(metrics_command)
 app.command("drift")(drift_command)
 app.command("diagnose")(diagnose_command)
@@ -108,13 +110,14 @@ def _starting() -> Iterator[None]:
     from cxstack.cli.services import BackofficePortTakenError
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
+    from cxstack.optimization.experiments import ExperimentEditedError
 
     try:
         yield
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
-    except (UnknownConnectorTypeError, BackofficePortTakenError) as exc:
+    except (UnknownConnectorTypeError, BackofficePortTakenError, ExperimentEditedError) as exc:
         err.print(f"[bold red]cannot start:[/] {exc}")
         raise typer.Exit(1) from None
 
@@ -341,6 +344,13 @@ async def _chat_loop(cx: Any, customer_id: str) -> None:
         console.print(f"[dim]conversation {conversation}: cxstack trace {conversation}[/]")
 
 
+_MOMENT_FORMATS = [
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M%z",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+]
 REPLAY_FILE_HELP = (
     "JSONL, one conversation per line, e.g. "
     '{"id": "c1", "customer": {"id": "cus_1", "plan": "plus", "arr": 420}, "channel": "webchat", '
@@ -355,11 +365,53 @@ REPLAY_FILE_HELP = (
 @app.command()
 def replay(
     workspace: WorkspaceArg,
-    file: Annotated[Path, typer.Argument(help=REPLAY_FILE_HELP, show_default=False)],
+    file: Annotated[Path | None, typer.Argument(help=REPLAY_FILE_HELP, show_default=False)] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print JSON (rates, agreement and every conversation's turns) instead."),
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with this version: a workspace folder, or a version hash (or a unique prefix) "
+            "stored in the configured store. Both versions replay the same conversations; prints what "
+            "changes, by layer.",
+            show_default=False,
+        ),
+    ] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store",
+            help="Replay the conversations recorded in the configured store (started from --since) instead "
+            "of a FILE: their customer messages, customer, verified flag and channel.",
+        ),
+    ] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=_MOMENT_FORMATS,
+            metavar="DATETIME",
+            help="With --from-store: conversations started from then (ISO; without an offset: UTC).",
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=_MOMENT_FORMATS,
+            metavar="DATETIME",
+            help="With --from-store: started before; default now.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="With --from-store: at most this many conversations (oldest first).")
+    ] = 1000,
+    examples: Annotated[int, typer.Option(min=0, help="With --baseline: examples per kind of change.")] = 3,
+    html_path: Annotated[
+        Path | None,
+        typer.Option("--html", help="With --baseline: also write the comparison as an HTML page here."),
+    ] = None,
     live_actions: Annotated[
         bool, typer.Option(help="Call the real back office instead of the dry-run connector.")
     ] = False,
@@ -393,6 +445,10 @@ def replay(
 
     Each message is posted like a customer's and waits for its turn. By default everything happens in a
     throwaway SQLite store with the dry-run action connector, so a replay changes nothing.
+
+    With --baseline, the same conversations also run on another version (a folder or a stored version hash),
+    and the output is what the workspace changes: turn by turn, by layer, with counts, examples and both runs'
+    rates. With --from-store, the conversations are the ones recorded in the store from --since.
     """
     from cxstack.app import build_engine
     from cxstack.cli.services import StoreBusy, replay_in_service
@@ -401,16 +457,42 @@ def replay(
     from cxstack.optimization.replay import ReplayStalled, ScriptError, load_scripts
 
     ws = _load_or_exit(workspace)
-    try:
-        scripts = load_scripts(file)
-    except ScriptError as exc:
-        err.print(f"[bold red]{file} has bad lines[/]\n{exc}")
-        raise typer.Exit(1) from None
-    except FileNotFoundError:
-        err.print(f"[red]{file} not found[/]")
-        raise typer.Exit(1) from None
+    if (file is None) == (not from_store):
+        err.print("[red]give a FILE of scripts or --from-store (one of them)[/]")
+        raise typer.Exit(1)
+    if file is not None:
+        try:
+            scripts = load_scripts(file)
+        except ScriptError as exc:
+            err.print(f"[bold red]{file} has bad lines[/]\n{exc}")
+            raise typer.Exit(1) from None
+        except FileNotFoundError:
+            err.print(f"[red]{file} not found[/]")
+            raise typer.Exit(1) from None
+    else:
+        scripts = _recorded_or_exit(home, since, until, limit)
     quiet = Console(stderr=True, quiet=as_json)
-    keep = keep or home is not None
+    if baseline is not None:
+        if keep:
+            err.print("[red]--store keeps one run; a comparison replays both versions in throwaway stores[/]")
+            raise typer.Exit(1)
+        _compare_or_exit(
+            ws,
+            baseline,
+            scripts,
+            home=home,
+            embedder=embedder,
+            live_actions=live_actions,
+            quiet=quiet,
+            concurrency=concurrency,
+            at=at,
+            as_json=as_json,
+            examples=examples,
+            html_path=html_path,
+        )
+        return
+    # --home names the store to keep the run in, except with --from-store, where it is the one read from.
+    keep = keep or (home is not None and not from_store)
     settings = _settings(home) if keep else None
     if live_actions:
         with _starting():
@@ -475,6 +557,113 @@ def replay(
         )
         where = f" --home {home}" if home else ""
         console.print(f"  cxstack trace {results[0].conversation_id}{where}", soft_wrap=True)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _recorded_or_exit(
+    home: Path | None, since: datetime | None, until: datetime | None, limit: int
+) -> list[Any]:
+    from cxstack.app import open_store
+    from cxstack.cli.replay_compare import recorded_scripts
+
+    if since is None:
+        err.print("[red]--from-store needs --since (e.g. --since 2026-11-01)[/]")
+        raise typer.Exit(1)
+    settings = _settings(home)
+    scripts = recorded_scripts(open_store(settings), _utc(since) or since, _utc(until), limit)
+    window = f"from {since:%Y-%m-%d %H:%M}" + (f" to {until:%Y-%m-%d %H:%M}" if until else "")
+    if not scripts:
+        err.print(
+            f"[red]no recorded conversations with customer messages {window} (UTC) in "
+            f"{settings.resolved_database_url()}[/]"
+        )
+        raise typer.Exit(1)
+    cut = f" (the first {limit}: --limit)" if len(scripts) >= limit else ""
+    err.print(f"[dim]{len(scripts)} recorded conversations started {window} (UTC){cut}[/]")
+    return scripts
+
+
+def _compare_or_exit(
+    ws: Any,
+    spec: str,
+    scripts: list[Any],
+    *,
+    home: Path | None,
+    embedder: str | None,
+    live_actions: bool,
+    quiet: Console,
+    concurrency: int,
+    at: datetime | None,
+    as_json: bool,
+    examples: int,
+    html_path: Path | None,
+) -> None:
+    """`replay --baseline`: both versions through the service, then what changed, by layer."""
+    from cxstack.app import open_store
+    from cxstack.cli import replay_compare
+    from cxstack.cli.services import StoreBusy
+    from cxstack.optimization.replay import ReplayStalled
+    from cxstack.optimization.replay_diff import compare_replays
+    from cxstack.workspace.diff import diff_workspaces
+    from cxstack.workspace.loader import WorkspaceInvalid
+
+    settings = _settings(home)
+    try:
+        base = replay_compare.load_baseline(
+            spec, lambda: open_store(settings), settings.resolved_database_url()
+        )
+    except replay_compare.BaselineError as exc:
+        err.print(str(exc), style="bold red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except WorkspaceInvalid as exc:
+        err.print(f"[bold red]baseline {spec} is invalid[/]")
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    if live_actions:
+        err.print("[yellow]--live-actions: both versions call the real back office, each action twice[/]")
+        with _starting():
+            ensure_backoffice(ws, settings.home, quiet)
+    moment = _utc(at) or datetime.now(UTC)
+    try:
+        with (
+            _starting(),
+            Progress(
+                TextColumn("replaying both versions"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=quiet,
+            ) as progress,
+        ):
+            task = progress.add_task("replay", total=2 * len(scripts))
+            before, after = replay_compare.replay_both(
+                base.workspace,
+                ws,
+                scripts,
+                embedder_name=embedder,
+                dry_run_actions=not live_actions,
+                cache_dir=settings.cache_dir(),
+                concurrency=concurrency,
+                at=moment,
+                on_done=lambda _: progress.advance(task),
+            )
+    except (StoreBusy, ReplayStalled) as exc:
+        err.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+    diff = compare_replays(before, after, workspace=diff_workspaces(base.workspace, ws), examples=examples)
+    sources = {"baseline_source": base.source, "candidate_source": str(ws.root or "")}
+    if html_path is not None:
+        html_path.write_text(replay_compare.html_report(diff, **sources), encoding="utf-8")
+        quiet.print(f"[dim]HTML report written to {html_path}[/]")
+    if as_json:
+        sys.stdout.write(
+            replay_compare.write_json(replay_compare.diff_payload(diff, before, after, **sources))
+        )
+        return
+    replay_compare.render_diff(console, diff, **sources)
 
 
 @app.command()

@@ -33,6 +33,15 @@ class IngestResult:
     created: bool  # False: a duplicate (channel, external_id); nothing was written
 
 
+@dataclass(frozen=True, slots=True)
+class WorkspaceVersionInfo:
+    """A stored workspace version without its content (listing many is cheap)."""
+
+    id: WorkspaceVersionId
+    name: str
+    created_at: datetime
+
+
 class FactVersionConflictError(Exception):
     """The version number is taken: someone else changed the fact first. `latest` is the newer version."""
 
@@ -202,6 +211,9 @@ class Store(Protocol):
         self, version: WorkspaceVersionId, name: str, content: dict[str, Any]
     ) -> bool: ...
     def get_workspace_version(self, version: WorkspaceVersionId) -> dict[str, Any] | None: ...
+    def list_workspace_versions(self, limit: int | None = 20) -> list[WorkspaceVersionInfo]:
+        """Newest first (None: all of them)."""
+        ...
 
     # customers
     def upsert_customers(self, customers: Sequence[Customer]) -> int: ...
@@ -223,6 +235,12 @@ class Store(Protocol):
     def ingest_many(self, inbounds: Sequence[InboundMessage]) -> list[IngestResult | Exception]: ...
     def get_conversation(self, conversation_id: ConversationId) -> Conversation | None: ...
     def list_conversations(self, limit: int = 50) -> list[Conversation]: ...
+    def conversations_started_between(
+        self, since: datetime, until: datetime | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        """Conversations created in [since, until), oldest first (recorded traffic to replay)."""
+        ...
+
     def list_messages(self, conversation_id: ConversationId) -> list[Message]: ...
     # conversations with unprocessed messages that are due (not waiting out a failure backoff)
     def conversations_with_pending(self) -> list[ConversationId]: ...

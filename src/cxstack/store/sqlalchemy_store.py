@@ -49,6 +49,7 @@ from cxstack.domain.ports import (
     SendRetryPolicy,
     StaleStateError,
     TurnCommit,
+    WorkspaceVersionInfo,
     delivery_moves,
 )
 from cxstack.domain.quality import (
@@ -171,6 +172,15 @@ class SqlAlchemyStore:
         with self._read() as session:
             row = session.get(WorkspaceVersionRow, version)
             return None if row is None else row.content
+
+    def list_workspace_versions(self, limit: int | None = 20) -> list[WorkspaceVersionInfo]:
+        v = WorkspaceVersionRow
+        statement = select(v.id, v.name, v.created_at).order_by(v.created_at.desc(), v.id).limit(limit)
+        with self._engine.connect() as connection:
+            return [
+                WorkspaceVersionInfo(WorkspaceVersionId(r.id), r.name, as_utc(r.created_at))
+                for r in connection.execute(statement)
+            ]
 
     # ---- customers --------------------------------------------------------------------------------------
 
@@ -334,6 +344,17 @@ class SqlAlchemyStore:
                 .order_by(ConversationRow.updated_at.desc(), ConversationRow.id.desc())
                 .limit(limit)
             )
+            return [_conversation(row) for row in rows]
+
+    def conversations_started_between(
+        self, since: datetime, until: datetime | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        c = ConversationRow
+        statement = select(c).where(c.created_at >= as_utc(since))
+        if until is not None:
+            statement = statement.where(c.created_at < as_utc(until))
+        with self._read() as session:
+            rows = session.scalars(statement.order_by(c.created_at, c.id).limit(limit))
             return [_conversation(row) for row in rows]
 
     def list_messages(self, conversation_id: ConversationId) -> list[Message]:

@@ -46,6 +46,7 @@ from cxstack.domain.ports import (
     SendRetryPolicy,
     StaleStateError,
     TurnCommit,
+    WorkspaceVersionInfo,
     delivery_moves,
 )
 from cxstack.store.codec import (
@@ -195,6 +196,15 @@ class InMemoryStore:
             stored = self._workspace_versions.get(version)
             return None if stored is None else json_object(stored[1])
 
+    def list_workspace_versions(self, limit: int | None = 20) -> list[WorkspaceVersionInfo]:
+        with self._lock:
+            infos = [
+                WorkspaceVersionInfo(WorkspaceVersionId(v), name, at)
+                for v, (name, _, at) in self._workspace_versions.items()
+            ]
+        infos.sort(key=lambda i: (-i.created_at.timestamp(), i.id))
+        return infos[:limit]
+
     # ---- customers --------------------------------------------------------------------------------------
 
     def upsert_customers(self, customers: Sequence[Customer]) -> int:
@@ -316,6 +326,21 @@ class InMemoryStore:
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
         with self._lock:
             records = sorted(self._conversations.values(), key=lambda c: (c.updated_at, c.id), reverse=True)
+            return [record.to_domain() for record in records[:limit]]
+
+    def conversations_started_between(
+        self, since: datetime, until: datetime | None = None, limit: int | None = None
+    ) -> list[Conversation]:
+        start, end = as_utc(since), as_utc(until) if until is not None else None
+        with self._lock:
+            records = sorted(
+                (
+                    r
+                    for r in self._conversations.values()
+                    if r.created_at >= start and (end is None or r.created_at < end)
+                ),
+                key=lambda r: (r.created_at, r.id),
+            )
             return [record.to_domain() for record in records[:limit]]
 
     def list_messages(self, conversation_id: ConversationId) -> list[Message]:

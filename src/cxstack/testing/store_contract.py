@@ -929,6 +929,27 @@ class StoreContract:
         assert not store.save_workspace_version(WorkspaceVersionId("sha-1"), "demo", {"other": True})
         assert store.get_workspace_version(WorkspaceVersionId("sha-1")) == content
 
+    def test_workspace_versions_are_listed_newest_first_without_content(self, store: Store) -> None:
+        for name in ["v1", "v2", "v3"]:
+            store.save_workspace_version(WorkspaceVersionId(f"ws_{name}"), "shop", {"n": name})
+        listed = store.list_workspace_versions()
+        assert [v.id for v in listed] == ["ws_v3", "ws_v2", "ws_v1"]
+        assert {v.name for v in listed} == {"shop"}
+        assert [v.id for v in store.list_workspace_versions(limit=1)] == ["ws_v3"]
+
+    def test_conversations_started_in_a_window_oldest_first(self, store: Store) -> None:
+        for name in ["a", "b", "c"]:
+            store.ingest(inbound(f"wa-{name}", conversation=f"conv-{name}"))
+        store.ingest(inbound("wa-a2", conversation="conv-a"))  # a later message does not move conv-a
+        started = {str(c.id): c.created_at for c in store.list_conversations()}
+
+        window = store.conversations_started_between
+        assert [c.id for c in window(started["conv-a"])] == ["conv-a", "conv-b", "conv-c"]
+        assert [c.id for c in window(started["conv-b"])] == ["conv-b", "conv-c"]
+        assert [c.id for c in window(started["conv-a"], started["conv-c"])] == ["conv-a", "conv-b"]
+        assert [c.id for c in window(started["conv-a"], limit=1)] == ["conv-a"]
+        assert window(started["conv-c"] + timedelta(seconds=1)) == []
+
     def test_list_conversations_most_recently_updated_first(self, store: Store) -> None:
         for name in ["a", "b", "c"]:
             store.ingest(inbound(f"wa-{name}", conversation=f"conv-{name}"))

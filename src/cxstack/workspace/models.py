@@ -6,7 +6,7 @@ Every model forbids unknown keys so that a typo is an error with a line number, 
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -1229,33 +1229,80 @@ class Rubric(_Strict):
     )
 
 
+EXPERIMENT_METRICS = (
+    "automation_rate",
+    "escalation_rate",
+    "quality_rate",
+    "reopen_rate",
+    "abandon_rate",
+    "csat",
+)
+
+
+class Guardrail(_Strict):
+    metric: Literal[
+        "automation_rate", "escalation_rate", "quality_rate", "reopen_rate", "abandon_rate", "csat"
+    ] = Field(description="The metric that must not get worse.")
+    max_drop: float = Field(
+        ge=0,
+        description="How far it may move the wrong way before the experiment stops (0.02: two points of a "
+        "rate; for escalation, reopen and abandon rates a rise is the wrong way).",
+    )
+
+
 class ExperimentConfig(_Strict):
-    id: str = Field(description="A unique name for the experiment.")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="A unique name for the experiment (lower case, digits, - and _); traces record it.",
+    )
     description: str = Field("", description="The question the experiment answers.")
     status: Literal["draft", "running", "stopped"] = Field(
-        "draft",
-        description="draft or stopped: not run. running: allocation must add up to 1 (validate checks).",
+        "draft", description="draft or stopped: not run. running: conversations are assigned to variants."
     )
+    unit: Literal["conversation", "customer"] = Field(
+        "conversation",
+        description="What is assigned: each conversation, or each customer (all their conversations get the "
+        "same variant; use it when a change is felt across conversations).",
+    )
+    salt: str = Field(
+        "",
+        description="Mixed into the hash that assigns units; empty: the experiment's id. Fixed once running.",
+    )
+    control: str = Field("control", description="The variant the others are compared with.")
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Variant name to the settings it overrides, as dotted paths "
-        "(strategy.rules.<rule id>.then.cap_amount: 150); {} for the control.",
+        description="Variant name to the workspace settings it overrides, by dotted path "
+        "(strategy.rules.<rule id>.then.cap_amount: 150, settings.thresholds.route_min_confidence: 0.5, "
+        "intents.<name>.mechanism: human, facts.<id>.text: …); {} for the control.",
     )
     allocation: dict[str, float] = Field(
         default_factory=dict,
-        description="Variant name to its share of conversations (0 to 1, adding up to 1).",
+        description="Variant name to its share of units (0 to 1, adding up to 1). Fixed once running.",
+    )
+    primary_metric: Literal[
+        "automation_rate", "escalation_rate", "quality_rate", "reopen_rate", "abandon_rate", "csat"
+    ] = Field("automation_rate", description="The metric the decision is made on.")
+    guardrails: list[Guardrail] = Field(
+        default_factory=list,
+        description="Metrics that must not get worse by more than `max_drop` (quality_rate, say).",
     )
     metrics: list[str] = Field(
-        default_factory=list, description="What is compared between variants (automation_rate, ...)."
+        default_factory=list,
+        description="Further metrics shown (automation_rate, escalation_rate, quality_rate, reopen_rate, "
+        "abandon_rate, csat).",
     )
+    start: datetime | None = Field(
+        None, description="Conversations that start from then on are enrolled (ISO time). Unset: from now."
+    )
+    stop: datetime | None = Field(None, description="No unit is assigned after this time (ISO time).")
 
 
 class Experiments(_Strict):
     version: Literal[1] = Field(1, description="Version of the file format. Only 1 exists.")
     experiments: list[ExperimentConfig] = Field(
         default_factory=list,
-        description="Planned and running experiments. Reserved for the optimization layer: recorded with "
-        "each workspace version, not yet applied to conversations.",
+        description="Planned, running and stopped experiments: each turn of an enrolled conversation runs on "
+        "its variant's workspace, and its trace records the exposure.",
     )
 
 

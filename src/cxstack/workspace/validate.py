@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cxstack.workspace.models import (
+    EXPERIMENT_METRICS,
     ActionCatalogue,
     ActionConfig,
     AgentConfig,
@@ -1409,7 +1410,79 @@ def _check_rubric_and_experiments(check: WorkspaceCheck) -> None:
                     (*sourced_experiment.loc, "allocation"),
                     f"experiment `{experiment.id}`: allocation sums to {total:g}, not 1",
                     "make the shares add up to 1",
-                    "warning" if experiment.status != "running" else "error",
+                )
+            if any(share < 0 for share in experiment.allocation.values()):
+                check.add(
+                    doc,
+                    (*sourced_experiment.loc, "allocation"),
+                    f"experiment `{experiment.id}`: a share is negative",
+                    "give each variant a share between 0 and 1",
+                )
+            if experiment.status == "running" and not experiment.allocation:
+                check.add(
+                    doc,
+                    (*sourced_experiment.loc, "allocation"),
+                    f"experiment `{experiment.id}` is running but allocates no traffic",
+                    "give each variant its share",
+                )
+            if experiment.variants and experiment.control not in experiment.variants:
+                check.add(
+                    doc,
+                    (*sourced_experiment.loc, "control"),
+                    f"experiment `{experiment.id}`: its control `{experiment.control}` is not a variant",
+                    _suggest(experiment.control, experiment.variants, "name the variant to compare against"),
+                )
+            for index, metric in enumerate(experiment.metrics):
+                if metric not in EXPERIMENT_METRICS:
+                    check.add(
+                        doc,
+                        (*sourced_experiment.loc, "metrics", index),
+                        f"experiment `{experiment.id}`: cxstack does not measure `{metric}`",
+                        f"use one of {', '.join(EXPERIMENT_METRICS)}",
+                        "warning",
+                    )
+        from cxstack.workspace.variants import overlapping_keys
+
+        for first, second, path in overlapping_keys(check.experiments.experiments):
+            at = next(e for e in experiments if e.item.id == second)
+            check.add(
+                doc,
+                (*at.loc, "variants"),
+                f"running experiments `{first}` and `{second}` both change `{path}`: a conversation in both "
+                "could not tell which change it saw",
+                "stop one of them, or change different settings",
+            )
+
+
+def _check_variants(check: WorkspaceCheck) -> None:
+    """Each variant of an experiment that is not a draft, applied to the workspace, must pass this same
+    validation: a variant that would fail is refused before it starts."""
+    doc = check.docs.get(EXPERIMENTS_FILE)
+    live = [e for e in check.experiments.experiments if e.status != "draft" and e.variants]
+    if doc is None or not live or check.settings is None or check.strategy is None:
+        return
+    from cxstack.workspace.builtin import with_builtin_intents
+    from cxstack.workspace.variants import variant_problems
+    from cxstack.workspace.workspace import Workspace
+
+    workspace = Workspace(
+        settings=check.settings,
+        strategy=check.strategy,
+        intents=with_builtin_intents(tuple(s.item for s in check.intents)),
+        facts=tuple(s.item for s in check.facts),
+        actions=tuple(s.item for s in check.actions),
+        rubric=check.rubric,
+        agents=tuple(s.item for s in check.agents),
+    )
+    for index, experiment in enumerate(check.experiments.experiments):
+        if experiment not in live:
+            continue
+        for name, overrides in experiment.variants.items():
+            for problem in variant_problems(workspace, overrides or {}):
+                check.add(
+                    doc,
+                    ("experiments", index, "variants", name),
+                    f"experiment `{experiment.id}`, variant `{name}` would not validate: {problem}",
                 )
 
 
@@ -1606,6 +1679,8 @@ def check_workspace(
     _check_attribute_rules(check)
     _check_rubric_and_experiments(check)
     _check_agents(check)
+    if check.ok:
+        _check_variants(check)
     order = {name: i for i, name in enumerate(KNOWN_TOP_LEVEL_FILES)}
     check.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.file, p.line or 0, p.column or 0))
     return check
