@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm tune-demo clean
+.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -116,6 +116,10 @@ bench-sequential: $(STAMP)
 ## Planted sample-ratio mismatches (51/49, 52/48, 55/45) and fair splits at 1k / 10k / 100k units (~15 s)
 bench-srm: $(STAMP)
 	$(BIN)/python -m benchmarks.srm --json bench-results/srm.json
+
+## diagnose_planted: one fault planted per layer on the demo; does `diagnose` rank its layer and change first?
+bench-diagnose: $(STAMP)
+	$(BIN)/python -m benchmarks.diagnose_planted --json bench-results/diagnose_planted.json
 
 tune-demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json

@@ -49,3 +49,30 @@ def test_the_experiment_benchmarks_run_small_and_hold_their_aims(tmp_path: Path)
     assert srm.main(["--repetitions", "20", "--json", str(tmp_path / "srm.json")]) == 0
     rows = json.loads((tmp_path / "srm.json").read_text())["rows"]
     assert next(r for r in rows if r["delivered"] == 0.55 and r["n"] == 100_000)["cxstack"] == 1.0
+
+
+def test_each_planted_fault_is_a_valid_workspace_whose_change_sits_in_the_planted_layer() -> None:
+    import copy
+    from collections import Counter
+
+    from benchmarks.diagnose_planted import add_decoys, plan_faults
+
+    from cxstack.demo import demo_workspace_path
+    from cxstack.optimization.diagnose import workspace_changes
+    from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
+
+    original = load_workspace(demo_workspace_path())
+    content = canonical_content(original)
+    faults = plan_faults(content, Counter({"plans-overview": 3}), Counter({"order_status": 5}))
+    assert len({f.layer for f in faults}) == 5  # one per layer but orchestration (and routing twice)
+    for fault in faults:
+        faulty = copy.deepcopy(content)
+        fault.plant(faulty)
+        add_decoys(faulty, "add-item-separate-order")
+        changes = workspace_changes(original, workspace_from_content(faulty))
+        planted = [c for c in changes if c.name in fault.changes]
+        assert planted and all(c.layer is fault.layer for c in planted), (fault.name, changes)
+        assert {c.name for c in changes} - set(fault.changes) == {
+            "review_sampling.rate",
+            "add-item-separate-order",
+        }

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cxstack.cli import kb_history, render
+from cxstack.cli.diagnose import diagnose_command
 from cxstack.cli.experiment import experiment_app
 from cxstack.cli.judge import judge_app
 from cxstack.cli.monitoring import drift_command, metrics_command, report_command
@@ -57,6 +58,7 @@ app.add_typer(stats_app, name="stats")
 app.add_typer(experiment_app, name="experiment")
 app.command("metrics")(metrics_command)
 app.command("drift")(drift_command)
+app.command("diagnose")(diagnose_command)
 report_app.callback(invoke_without_command=True)(report_command)
 app.add_typer(review_app, name="review")
 app.add_typer(judge_app, name="judge")
