@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from cxstack.channels.base import Channel
 from cxstack.domain.ports import OutboxItem, OutboxStatus, PermanentSendError, Store
+from cxstack.runtime.poll import poll_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,6 @@ class OutboxDispatcher:
             )
 
     async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("outbox flush failed")
-            try:
-                async with asyncio.timeout(self._poll_interval_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        await poll_until_stopped(
+            self.flush, self._wake, self._poll_interval_s, lambda: self._stopping, "outbox flush"
+        )

@@ -14,6 +14,7 @@ Each implementation (zendesk.py, chatwoot.py, webhook.py) speaks one provider's 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,6 +115,17 @@ def classify(response: httpx.Response, provider: str) -> None:
     if response.status_code == 409 or response.status_code >= 500:
         raise RetryLater(f"{provider} answered {response.status_code}: {detail}")
     raise ExportRefused(f"{provider} refused the export (HTTP {response.status_code}): {detail}")
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A webhook body that must be one JSON object; PayloadError("body", …) otherwise."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PayloadError("body", "not JSON") from None
+    if not isinstance(payload, dict):
+        raise PayloadError("body", "expected a JSON object")
+    return payload
 
 
 def need(container: Any, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:

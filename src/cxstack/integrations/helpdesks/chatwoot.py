@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from cxstack.integrations.helpdesks.base import (
     Ticket,
     classify,
     identifier,
+    json_object,
     render_text,
 )
 
@@ -216,12 +216,7 @@ class Chatwoot:
             raise SignatureError("X-Chatwoot-Timestamp is too old (or not a time)")
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[HelpdeskEvent]:
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise PayloadError("body", "not JSON") from None
-        if not isinstance(payload, dict):
-            raise PayloadError("body", "expected a JSON object")
+        payload = json_object(body)
         event = payload.get("event")
         if not isinstance(event, str):
             raise PayloadError("event", "missing")

@@ -29,6 +29,7 @@ from cxstack.integrations.helpdesks.base import (
 from cxstack.integrations.helpdesks.chatwoot import Chatwoot, ChatwootSecrets
 from cxstack.integrations.helpdesks.webhook import SignedWebhook, secret_from_env
 from cxstack.integrations.helpdesks.zendesk import Zendesk, ZendeskSecrets
+from cxstack.runtime.poll import poll_until_stopped
 from cxstack.workspace.models import HelpdeskSettings
 
 log = logging.getLogger(__name__)
@@ -234,17 +235,9 @@ class HandoffService:
             )
 
     async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("handoff flush failed")
-            try:
-                async with asyncio.timeout(self._poll_interval_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        await poll_until_stopped(
+            self.flush, self._wake, self._poll_interval_s, lambda: self._stopping, "handoff flush"
+        )
 
     # ---- the help desk's webhooks --------------------------------------------------------------------------
 

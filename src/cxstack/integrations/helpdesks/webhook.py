@@ -34,6 +34,7 @@ from cxstack.integrations.helpdesks.base import (
     SignatureError,
     Ticket,
     classify,
+    json_object,
     render_followups,
     render_text,
 )
@@ -129,12 +130,7 @@ class SignedWebhook:
         check(self.secret, body, headers.get(HEADER.lower()), now)
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[HelpdeskEvent]:
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise PayloadError("body", "not JSON") from None
-        if not isinstance(payload, dict):
-            raise PayloadError("body", "expected a JSON object")
+        payload = json_object(body)
         kind = payload.get("type")
         if kind not in {k.value for k in EventKind}:
             raise PayloadError("type", "expected reply, solved or closed")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from cxstack.integrations.helpdesks.base import (
     Ticket,
     classify,
     identifier,
+    json_object,
     render_followups,
     render_text,
 )
@@ -171,12 +171,7 @@ class Zendesk:
             raise SignatureError("X-Zendesk-Webhook-Signature-Timestamp is too old (or not a time)")
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[HelpdeskEvent]:
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise PayloadError("body", "not JSON") from None
-        if not isinstance(payload, dict):
-            raise PayloadError("body", "expected a JSON object")
+        payload = json_object(body)
         ticket_id = identifier(payload, "ticket_id")
         status = str(payload.get("status") or "").strip().lower()
         # the ticket's external_id is the conversation we exported it for: one that disagrees is refused
