@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.errors
 import email.policy
 import email.utils
 import hashlib
@@ -42,9 +43,9 @@ import re
 import smtplib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from typing import Any
 
 from cxstack.domain.models import ConversationId
@@ -422,10 +423,20 @@ def parse_postmark(payload: Any, trusted: Sequence[str] = ()) -> InboundEmail:
     )
 
 
+def _header_pairs(message: Message) -> Iterator[tuple[str, str]]:
+    """Each header decoded, or as written when the standard library's parser breaks on it: it raises
+    IndexError on values such as `From: "` or `Message-ID: <@x>` (found by tests/test_fuzz_parsers.py)."""
+    for name, raw in message.raw_items():
+        try:
+            yield name, str(message.policy.header_fetch_parse(name, raw))
+        except (IndexError, ValueError, TypeError, AttributeError, email.errors.MessageError):
+            yield name, str(raw)
+
+
 def parse_mime(raw: bytes, trusted: Sequence[str] = ()) -> InboundEmail:
     """A whole RFC 5322 message (from IMAP). A mail without a Message-ID gets one from its bytes' hash."""
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    headers = Headers((k, str(v)) for k, v in message.items())
+    headers = Headers(_header_pairs(message))
     ids = message_ids(headers.get("Message-ID")) or [f"{hashlib.sha256(raw).hexdigest()[:32]}@imap.invalid"]
     attachments: list[Attachment] = []
     text = ""
