@@ -274,6 +274,7 @@ def add_widget_routes(api: FastAPI, settings: WidgetSettings | None = None) -> N
             200: {"content": {"text/event-stream": {}}, "description": "message and state events"},
             400: {"description": "Last-Event-ID is not a message position of this conversation"},
             401: {"description": "no, an expired or a tampered session token"},
+            403: {"description": "a credential that is not a web-chat session (an API key)"},
         },
     )
     async def webchat_stream(

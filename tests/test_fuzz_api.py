@@ -1,0 +1,250 @@
+"""Schemathesis against the real app's OpenAPI schema: no server error, every answer as the schema documents.
+
+The app is the shop workspace of tests/conftest.py (hashing embedder) with the WhatsApp and email channels and
+the generic help-desk webhook on, served in-process (no network). Cases come from the schema served at
+/openapi.json; each is sent through a TestClient that ran the app's lifespan, and checked by schemathesis.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from tests.conftest import SHOP, write_workspace
+
+from cxstack.api.app import create_api
+from cxstack.app import CxApp, Settings, build
+from cxstack.channels import whatsapp
+from cxstack.integrations.helpdesks import webhook
+from cxstack.testing.authz import make_role_keys
+from cxstack.workspace.loader import load_workspace
+
+CHECKS = [schemathesis.checks.not_a_server_error, response_schema_conformance, status_code_conformance]
+PER_OPERATION = settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+
+# The web-chat widget starts anonymous sessions (customer anon_…, unverified) without credentials.
+PUBLIC = {"POST /v1/webchat/sessions"}
+
+APP_SECRET, PHONE_ID = "fuzz-app-secret", "106540352242922"
+HANDOFF_SECRET = "fuzz-handoff-secret"
+PM_USER, PM_PASSWORD = "postmark", "fuzz-postmark-password"
+ENV = {
+    "CXSTACK_WHATSAPP_VERIFY_TOKEN": "fuzz-verify",
+    "CXSTACK_WHATSAPP_APP_SECRET": APP_SECRET,
+    "CXSTACK_WHATSAPP_ACCESS_TOKEN": "EAAG-fuzz",
+    "CXSTACK_WHATSAPP_PHONE_NUMBER_ID": PHONE_ID,
+    "CXSTACK_WHATSAPP_API_BASE": "http://127.0.0.1:9/v21.0",
+    "CXSTACK_EMAIL_ADDRESS": "support@shop.test",
+    "CXSTACK_SMTP_HOST": "127.0.0.1",
+    "CXSTACK_SMTP_PORT": "9",
+    "CXSTACK_MAILGUN_SIGNING_KEY": "fuzz-mailgun-key",
+    "CXSTACK_POSTMARK_WEBHOOK_USER": PM_USER,
+    "CXSTACK_POSTMARK_WEBHOOK_PASSWORD": PM_PASSWORD,
+    "CXSTACK_HANDOFF_WEBHOOK_SECRET": HANDOFF_SECRET,
+    "CXSTACK_IMAP_HOST": "",
+}
+SETTINGS_YAML = (
+    SHOP["cxstack.yaml"]
+    + "channels: [api, webchat, whatsapp, email]\n"
+    + "helpdesk:\n  kind: webhook\n  base_url: http://127.0.0.1:9/tickets\n"
+)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, TestClient, dict[str, str]]]:
+    """One app for the whole module: the fuzzer's requests accumulate in it, as a real deployment's would."""
+    tmp = tmp_path_factory.mktemp("fuzz_api")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in ENV.items():
+            env.setenv(name, value)
+        root = write_workspace(tmp / "ws", **{"cxstack.yaml": SETTINGS_YAML})
+        cx: CxApp = build(
+            Settings(home=tmp / "home", embedder="hashing", backoffice_url="http://127.0.0.1:9"),
+            workspace=load_workspace(root),
+        )
+        keys = make_role_keys(cx.store)
+        api = create_api(cx)
+        with TestClient(api) as client:
+            yield api, client, keys
+
+
+@pytest.fixture(scope="module")
+def operations(service: tuple[FastAPI, TestClient, dict[str, str]]) -> list[Any]:
+    # The schema as the client that holds the lifespan serves it: schemathesis' own ASGI loader would run the
+    # app on a second event loop, beside the one the service started on. (Its pytest integration,
+    # `from_fixture` + `parametrize`, needs an attribute pytest 9 removed, so each operation runs below.)
+    schema = schemathesis.openapi.from_dict(service[1].get("/openapi.json").json())
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def send(client: TestClient, case: Any, headers: dict[str, str]) -> Any:
+    """The case as schemathesis would send it, through the client that holds the app's lifespan."""
+    if headers and case.headers:
+        # the credentials under test, not ones the generator made up from the security schemes
+        case.headers = {
+            k: v for k, v in case.headers.items() if k.lower() not in ("authorization", "x-api-key")
+        }
+    kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=headers)
+    data = kwargs.pop("data", None)
+    if isinstance(data, bytes | str):
+        kwargs["content"] = data
+    elif data is not None:
+        kwargs["data"] = data
+    for unused in ("timeout", "allow_redirects", "follow_redirects", "verify", "cert"):
+        kwargs.pop(unused, None)
+    return client.request(**kwargs)
+
+
+def fuzz(operations: list[Any], check: Any) -> None:
+    """`check(case)` on generated cases of each operation; every operation's failure named at the end."""
+    failures: list[str] = []
+    for operation in operations:
+
+        @PER_OPERATION
+        @given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            check(case)
+
+        try:
+            run()
+        # schemathesis' FailureGroup is a BaseExceptionGroup; each operation's failures are collected, then
+        # all are reported together
+        except (Exception, BaseExceptionGroup) as exc:
+            failures.append(f"{operation.label}: {type(exc).__name__}: {str(exc)[:2000]}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_every_operation_as_admin(
+    operations: list[Any], service: tuple[FastAPI, TestClient, dict[str, str]]
+) -> None:
+    _, client, keys = service
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+
+    def check(case: Any) -> None:
+        case.validate_response(send(client, case, headers), checks=CHECKS, headers=headers)
+
+    fuzz(operations, check)
+
+
+def test_every_operation_without_a_key(
+    operations: list[Any], service: tuple[FastAPI, TestClient, dict[str, str]]
+) -> None:
+    _, client, _ = service
+
+    def check(case: Any) -> None:
+        response = send(client, case, {})
+        case.validate_response(response, checks=CHECKS)
+        if case.path.startswith("/v1/") and case.operation.label not in PUBLIC:
+            assert response.status_code in (401, 404, 405, 422), (case.path, response.status_code)
+
+    fuzz(operations, check)
+
+
+# --- webhooks with arbitrary bodies -------------------------------------------------------------------------
+
+BODIES = st.binary(max_size=200) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+).map(lambda value: json.dumps(value).encode())
+WEBHOOK_FUZZ = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
+WEBHOOKS = [
+    "/webhooks/whatsapp",
+    "/webhooks/email/mailgun",
+    "/webhooks/email/postmark",
+    "/webhooks/handoff/zendesk",
+    "/webhooks/handoff/chatwoot",
+    "/webhooks/handoff/generic",
+]
+
+
+@WEBHOOK_FUZZ
+@given(body=BODIES)
+def test_unsigned_webhook_bodies_are_refused_never_a_server_error(
+    service: tuple[FastAPI, TestClient, dict[str, str]], body: bytes
+) -> None:
+    _, client, _ = service
+    for path in WEBHOOKS:
+        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code in (400, 401, 404, 422), (path, response.status_code, response.text)
+
+
+def signed(path: str, body: bytes) -> dict[str, str]:
+    """The headers a genuine provider would send with `body`: the fuzzing gets past the signature check."""
+    if path == "/webhooks/whatsapp":
+        return {"X-Hub-Signature-256": whatsapp.signature_of(APP_SECRET, body)}
+    if path == "/webhooks/email/postmark":
+        token = base64.b64encode(f"{PM_USER}:{PM_PASSWORD}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    return {webhook.HEADER: webhook.sign(HANDOFF_SECRET, body)}
+
+
+@WEBHOOK_FUZZ
+@given(body=BODIES)
+def test_signed_webhook_bodies_are_parsed_or_refused_never_a_server_error(
+    service: tuple[FastAPI, TestClient, dict[str, str]], body: bytes
+) -> None:
+    _, client, _ = service
+    for path in ("/webhooks/whatsapp", "/webhooks/email/postmark", "/webhooks/handoff/generic"):
+        headers = {"Content-Type": "application/json", **signed(path, body)}
+        response = client.post(path, content=body, headers=headers)
+        assert response.status_code in (200, 400, 404), (path, response.status_code, response.text)
+
+
+def test_the_fuzzed_deployment_has_its_webhooks_on(
+    service: tuple[FastAPI, TestClient, dict[str, str]],
+) -> None:
+    """Guards the fuzzing above: with a channel off, every body would be a 404 and prove nothing."""
+    _, client, _ = service
+    body = b'{"object": "page"}'
+    for path in ("/webhooks/whatsapp", "/webhooks/email/postmark", "/webhooks/handoff/generic"):
+        assert client.post(path, content=body).status_code == 401, path
+        assert client.post(path, content=body, headers=signed(path, body)).status_code == 400, path
+
+
+# --- what the fuzzing found, pinned ----------------------------------------------------------------------
+
+
+def test_a_channel_on_a_key_that_is_not_an_integration_is_a_422_naming_it(
+    service: tuple[FastAPI, TestClient, dict[str, str]],
+) -> None:
+    _, client, keys = service
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    response = client.post(
+        "/v1/keys", json={"name": "bot", "role": "agent", "channel": "whatsapp"}, headers=admin
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "channel"]
+    assert "bot" not in [k["name"] for k in client.get("/v1/keys", headers=admin).json()]
+    created = client.post(
+        "/v1/keys", json={"name": "wa-bridge", "role": "integration", "channel": "whatsapp"}, headers=admin
+    )
+    assert created.status_code == 201 and created.json()["channel"] == "whatsapp"
+
+
+def test_refusals_found_undocumented_are_in_the_schema(
+    service: tuple[FastAPI, TestClient, dict[str, str]],
+) -> None:
+    _, client, _ = service
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"403", "404"} <= set(paths["/webhooks/whatsapp"]["get"]["responses"])
+    assert {"401", "403"} <= set(paths["/v1/handoff/exports"]["get"]["responses"])
+    assert "403" in paths["/v1/webchat/stream"]["get"]["responses"]
