@@ -13,6 +13,7 @@ import string
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
     if not path:
         return new
-    copy = json.loads(json.dumps(document))
+    copy = deepcopy(document)
     parent = copy
     for step in path[:-1]:
         parent = parent[step]
@@ -86,12 +87,16 @@ def replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
     return copy
 
 
+# A value of the wrong kind more often than arbitrary JSON would give one: parsers trip on those.
+WRONG = st.sampled_from([None, 0, 5, -1, True, "", "x", "²", [], [1], {}, {"a": 1}, 1e300]) | JSON
+
+
 @st.composite
 def mutated(draw: st.DrawFn, document: Any) -> Any:
-    """`document` with one to three values replaced by any JSON: nearly valid, wrong somewhere."""
+    """`document` with one to three values replaced: nearly valid, wrong somewhere."""
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(paths_of(document)))
-        document = replaced(document, path, draw(JSON))
+        document = replaced(document, path, draw(WRONG))
     return document
 
 
@@ -360,6 +365,39 @@ MIME_VALID = (
 )
 
 
+MIME_HEADERS = [
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Transfer-Encoding",
+    "Auto-Submitted",
+    "Return-Path",
+    "Authentication-Results",
+    "List-Id",
+]
+HEADER_VALUE = st.lists(
+    st.sampled_from(
+        ['"', "<", ">", "@", ";", "=", "(", ")", ",", ":", "\\", "=?utf-8?q?", "?=", " ", "a", "x.y"]
+    )
+    | st.text(max_size=5),
+    max_size=12,
+).map("".join)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(MIME_HEADERS), HEADER_VALUE), max_size=6), st.binary(max_size=60))
+def test_parse_mime_of_odd_headers_is_an_email(headers: list[tuple[str, str]], body: bytes) -> None:
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8", "surrogateescape")
+    mail = email.parse_mime(head + b"\r\n" + body)
+    assert mail.message_id
+    email.automatic_reason(mail, "support@shop.test")
+
+
 @FUZZ
 @given(
     st.binary(max_size=300)
@@ -416,6 +454,13 @@ HELPDESK_VALID: dict[str, dict[str, Any]] = {
         "author": "ann",
     },
 }
+
+
+def test_a_generic_event_type_that_is_not_a_string_is_a_payload_error() -> None:
+    # found by the fuzzer: TypeError (unhashable list) instead of a PayloadError naming the field
+    body = json.dumps({**HELPDESK_VALID["generic"], "type": []}).encode()
+    with pytest.raises(PayloadError, match=r"^type:"):
+        HELPDESKS["generic"].parse(body, {})
 
 
 @FUZZ

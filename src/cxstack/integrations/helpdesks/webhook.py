@@ -132,7 +132,7 @@ class SignedWebhook:
     def parse(self, body: bytes, headers: Mapping[str, str]) -> list[HelpdeskEvent]:
         payload = json_object(body)
         kind = payload.get("type")
-        if kind not in {k.value for k in EventKind}:
+        if not isinstance(kind, str) or kind not in {k.value for k in EventKind}:
             raise PayloadError("type", "expected reply, solved or closed")
         conversation = payload.get("conversation_id")
         ticket = payload.get("ticket")
