@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
@@ -26,7 +27,7 @@ from tests.conftest import SHOP, write_workspace
 
 from cxstack.api.app import create_api
 from cxstack.app import CxApp, Settings, build
-from cxstack.channels import whatsapp
+from cxstack.channels import email, whatsapp
 from cxstack.integrations.helpdesks import webhook
 from cxstack.testing.authz import make_role_keys
 from cxstack.workspace.loader import load_workspace
@@ -254,6 +255,49 @@ def test_signed_webhook_bodies_are_parsed_or_refused_never_a_server_error(
         headers = {"Content-Type": "application/json", **signed(path, body)}
         response = client.post(path, content=body, headers=headers)
         assert response.status_code in (200, 400, 404), (path, response.status_code, response.text)
+
+
+MAILGUN_KEY = ENV["CXSTACK_MAILGUN_SIGNING_KEY"]
+MAILGUN_FIELDS = st.dictionaries(
+    st.sampled_from(
+        [
+            "from",
+            "sender",
+            "subject",
+            "body-plain",
+            "Message-Id",
+            "In-Reply-To",
+            "References",
+            "message-headers",
+            "attachment-count",
+            "X-Mailgun-Spf",
+            "X-Mailgun-Dkim-Check-Result",
+        ]
+    ),
+    st.text(max_size=30)
+    | st.sampled_from(["bob@example.com", "<m@example.com>", "[]", '[["a"]]', "pass", "3"]),
+)
+
+
+@WEBHOOK_FUZZ
+# found by the fuzzer: a signed "nan" timestamp passed the age check, "-inf" was a 500 (OverflowError)
+@example(fields={}, timestamp="nan", token="cd613e30-d8f1-6adf-91b7-584a2265b1f5")
+@example(fields={}, timestamp="-inf", token="2f1b8e0c-0d6a-4c8e-9a43-3b0e1f7c5d21")
+@given(
+    fields=MAILGUN_FIELDS,
+    timestamp=st.sampled_from(["now", "nan", "inf", "-inf", "1e999", "-1e999", "", "x"]),
+    token=st.uuids().map(str),
+)
+def test_signed_mailgun_forms_are_parsed_or_refused_never_a_server_error(
+    service: Deployment, fields: dict[str, str], timestamp: str, token: str
+) -> None:
+    stamp = str(int(time.time())) if timestamp == "now" else timestamp
+    signature = email.mailgun_signature(MAILGUN_KEY, stamp, token)
+    form = {**fields, "timestamp": stamp, "token": token, "signature": signature}
+    response = service.client.post("/webhooks/email/mailgun", data=form)
+    assert response.status_code in (200, 400, 401), (response.status_code, response.text)
+    if timestamp != "now":
+        assert response.status_code == 401, (timestamp, response.text)
 
 
 def test_the_fuzzed_deployment_has_its_webhooks_on(

@@ -38,6 +38,7 @@ import hmac
 import imaplib
 import json
 import logging
+import math
 import os
 import re
 import smtplib
@@ -314,6 +315,9 @@ def mailgun_check(
         age = now - float(timestamp)
     except ValueError:
         return "timestamp is not a number"
+    # nan passed the age check and inf broke int() below (found by tests/test_fuzz_api.py)
+    if not math.isfinite(age):
+        return "timestamp is not a finite number"
     if abs(age) > max_age:
         return f"timestamp {int(age)} s old: a replayed request"
     if not tokens.first_use(token, now):
