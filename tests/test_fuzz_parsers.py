@@ -7,6 +7,8 @@ a minute on two cores.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import signal
 import string
@@ -14,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,13 @@ from tests.conftest import SHOP, write_workspace
 
 from cxstack.channels import email, whatsapp
 from cxstack.domain.money import Money, find_money, format_money, parse_money_answer
-from cxstack.integrations.helpdesks.base import HelpdeskEvent, PayloadError
+from cxstack.integrations.helpdesks import webhook
+from cxstack.integrations.helpdesks.base import HelpdeskEvent, PayloadError, SignatureError
 from cxstack.integrations.helpdesks.chatwoot import Chatwoot, ChatwootSecrets
+from cxstack.integrations.helpdesks.chatwoot import signature_of as chatwoot_signature
 from cxstack.integrations.helpdesks.webhook import SignedWebhook
 from cxstack.integrations.helpdesks.zendesk import Zendesk, ZendeskSecrets
+from cxstack.integrations.helpdesks.zendesk import signature_of as zendesk_signature
 from cxstack.workspace.loader import WorkspaceInvalid, load_workspace
 from cxstack.workspace.validate import Problem, validate_workspace
 from cxstack.workspace.workspace import Workspace
@@ -482,3 +488,44 @@ def test_helpdesk_parse_is_events_or_a_payload_error(kind: str, data: st.DataObj
 @pytest.mark.parametrize("kind", sorted(HELPDESKS))
 def test_the_helpdesk_examples_parse(kind: str) -> None:
     assert HELPDESKS[kind].parse(json.dumps(HELPDESK_VALID[kind]).encode(), {})
+
+
+STAMPS = st.text(max_size=12) | st.sampled_from(["²", "١٢٣", "9" * 5000, "-1", "1e9", "2026-11-30T08:00:00"])
+
+
+def signed_headers(kind: str, stamp: str, body: bytes) -> dict[str, str]:
+    """Headers signed with the right secret over `stamp`: only the timestamp's reading is left to test."""
+    if kind == "zendesk":
+        return {
+            "x-zendesk-webhook-signature": zendesk_signature("secret", stamp, body),
+            "x-zendesk-webhook-signature-timestamp": stamp,
+        }
+    if kind == "chatwoot":
+        return {
+            "x-chatwoot-signature": chatwoot_signature("secret", stamp, body),
+            "x-chatwoot-timestamp": stamp,
+        }
+    digest = hmac.new(b"secret", f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return {webhook.HEADER.lower(): f"t={stamp},v1={digest}"}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(HELPDESKS)), STAMPS)
+# found by the fuzzer: ValueError from int() on a signed timestamp of non-ASCII or too many digits
+@example("generic", "²")
+@example("chatwoot", "9" * 5000)
+def test_a_signed_timestamp_is_accepted_or_a_signature_error(kind: str, stamp: str) -> None:
+    body = b'{"type": "reply"}'
+    headers = signed_headers(kind, stamp, body)
+    try:
+        HELPDESKS[kind].verify(body, headers, datetime.now(UTC))
+    except SignatureError:
+        return
+
+
+@pytest.mark.parametrize("kind", sorted(HELPDESKS))
+def test_a_fresh_signed_timestamp_verifies(kind: str) -> None:
+    now = datetime.now(UTC)
+    stamp = now.isoformat() if kind == "zendesk" else str(int(now.timestamp()))
+    body = b'{"type": "reply"}'
+    HELPDESKS[kind].verify(body, signed_headers(kind, stamp, body), now)
