@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from tests.conftest import SHOP, write_workspace
+from tests.test_fuzz_parsers import WHATSAPP_VALID, mutated
 
 from cxstack.api.app import create_api
 from cxstack.app import CxApp, Settings, build
@@ -255,6 +256,18 @@ def test_signed_webhook_bodies_are_parsed_or_refused_never_a_server_error(
         headers = {"Content-Type": "application/json", **signed(path, body)}
         response = client.post(path, content=body, headers=headers)
         assert response.status_code in (200, 400, 404), (path, response.status_code, response.text)
+
+
+@WEBHOOK_FUZZ
+@given(payload=mutated(WHATSAPP_VALID))
+def test_signed_whatsapp_deliveries_nearly_valid_are_stored_or_refused(
+    service: Deployment, payload: Any
+) -> None:
+    body = json.dumps(payload).encode()
+    response = service.client.post(
+        "/webhooks/whatsapp", content=body, headers=signed("/webhooks/whatsapp", body)
+    )
+    assert response.status_code in (200, 400, 404), (response.status_code, response.text)
 
 
 MAILGUN_KEY = ENV["CXSTACK_MAILGUN_SIGNING_KEY"]

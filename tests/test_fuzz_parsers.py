@@ -43,7 +43,6 @@ from cxstack.workspace.workspace import Workspace
 FUZZ = settings(
     max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
-FEW = settings(FUZZ, max_examples=60)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -156,13 +155,13 @@ def test_loader_answers_problems_for_a_file_that_is_not_a_mapping(name: str, tex
     check_folder({**SHOP, name: text})
 
 
-@FEW
+@FUZZ
 @given(st.sampled_from(YAML_FILES), st.data())
 def test_loader_answers_problems_or_a_workspace_for_a_spoiled_file(name: str, data: st.DataObject) -> None:
     check_folder({**SHOP, name: data.draw(broken_yaml(SHOP[name]))})
 
 
-@FEW
+@FUZZ
 @given(st.sampled_from(YAML_FILES), JSON)
 def test_loader_answers_problems_or_a_workspace_for_any_yaml_value(name: str, value: Any) -> None:
     check_folder({**SHOP, name: yaml.safe_dump(value, allow_unicode=True)})
