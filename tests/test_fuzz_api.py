@@ -205,6 +205,35 @@ def test_every_operation_without_a_key(operations: list[Any], service: Deploymen
     fuzz(operations, service.known, check)
 
 
+def test_web_chat_operations_as_a_session(operations: list[Any], service: Deployment) -> None:
+    """The widget's routes with an anonymous session's token (anyone can have one); the long poll and the
+    event stream are asked to end at once (timeout=0) so that each answer can be checked whole."""
+    client = service.client
+    session = client.post("/v1/webchat/sessions", json={})
+    assert session.status_code == 201, session.text
+    headers = {"Authorization": f"Bearer {session.json()['token']}"}
+    webchat = [op for op in operations if op.path.startswith("/v1/webchat/")]
+    assert len(webchat) >= 4
+
+    def check(case: Any) -> None:
+        if any(p.name == "timeout" for p in case.operation.query):
+            case.query = {**(case.query or {}), "timeout": 0}
+        case.validate_response(send(client, case, headers), checks=CHECKS, headers=headers)
+
+    fuzz(webchat, {}, check)
+
+
+def test_a_last_event_id_of_unicode_digits_is_a_400(service: Deployment) -> None:
+    # found by the fuzzer: "²" (latin-1 byte 0xb2) passed str.isdigit() and int() raised: a 500
+    client = service.client
+    token = client.post("/v1/webchat/sessions", json={}).json()["token"]
+    response = client.get(
+        "/v1/webchat/stream?timeout=0",
+        headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "\u00b2".encode("latin-1")},
+    )
+    assert response.status_code == 400 and "Last-Event-ID" in response.text
+
+
 # --- webhooks with arbitrary bodies -------------------------------------------------------------------------
 
 BODIES = st.binary(max_size=200) | st.recursive(
