@@ -45,6 +45,7 @@ from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
+from cxstack.logs import configure_logging
 from cxstack.optimization.experiments import ExperimentingOrchestrator, check_history, variant_workspaces
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
@@ -647,6 +648,7 @@ def build(
 ) -> CxApp:
     """The one way to assemble a running service from settings. `clock` (thread runtime only) fixes the
     turns' time: replays and benchmarks use it to be reproducible on any day."""
+    configure_logging()  # CXSTACK_LOG_FORMAT=json in every process that builds the service
     if engine is None:
         if workspace is None:
             if settings.workspace is None:

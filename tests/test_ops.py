@@ -1,0 +1,214 @@
+"""Operations: liveness and readiness probes, per-process queue gauges on /metrics, JSON log lines that carry
+the conversation id, and the refusal to open a database of a newer schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text, update
+from sqlalchemy.orm import Session
+from tests.db_fixtures import empty_engine_fixture  # noqa: F401  (the empty_engine fixture)
+
+from cxstack.api.app import create_api
+from cxstack.app import Settings, build
+from cxstack.domain.models import utcnow
+from cxstack.logs import JsonFormatter, log_format
+from cxstack.store.db import (
+    SchemaTooNewError,
+    alembic_config,
+    create_engine_for,
+    current_revision,
+    head_revision,
+    migrate,
+)
+from cxstack.store.orm import ConversationRow, OutboxRow
+from cxstack.testing.authz import make_role_keys
+from cxstack.testing.store_contract import inbound, make_commit
+from cxstack.workspace.loader import load_workspace
+
+FUTURE = "0013_from_the_next_release"
+
+# ---- the schema guard
+
+
+def test_a_database_of_a_newer_schema_is_refused_with_both_versions_named(empty_engine: Engine) -> None:
+    migrate(empty_engine)
+    with empty_engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
+    head = head_revision()
+    with pytest.raises(SchemaTooNewError) as refused:
+        migrate(empty_engine)
+    assert str(refused.value).startswith(
+        f"database schema is at {FUTURE}, this cxstack knows up to {head}: upgrade cxstack"
+    )
+    assert (refused.value.database, refused.value.known) == (FUTURE, head)
+    assert current_revision(empty_engine) == FUTURE  # never downgraded, nothing touched
+    with empty_engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM handoff_exports")).scalar_one() == 0
+
+
+def test_an_older_database_is_still_migrated(empty_engine: Engine) -> None:
+    config = alembic_config()
+    with empty_engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0011_outbox_content")
+    migrate(empty_engine)
+    assert current_revision(empty_engine) == head_revision()
+
+
+def test_a_process_building_the_service_on_a_newer_database_refuses(tmp_path: Path, shop_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", embedder="hashing")
+    build(settings, workspace=load_workspace(shop_path))
+    raw = create_engine_for(settings.resolved_database_url())
+    with raw.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
+    raw.dispose()
+    with pytest.raises(SchemaTooNewError, match=f"database schema is at {FUTURE}, this cxstack knows up to"):
+        build(settings, workspace=load_workspace(shop_path))
+
+
+# ---- probes
+
+
+def test_health_and_ready_when_all_is_well(tmp_path: Path, shop_path: Path) -> None:
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    with TestClient(create_api(cx)) as client:
+        health = client.get("/health")
+        ready = client.get("/ready")
+    assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["db_ok"] is True
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready" and body["failing"] == []
+    states = {check["name"]: check["state"] for check in body["checks"]}
+    assert states == {"store": "ok", "schema": "ok", "engine": "ok", "worker": "ok"}
+    assert "/ready" in client.get("/openapi.json").json()["paths"]
+
+
+def test_ready_names_a_schema_behind_the_code_and_a_worker_not_running(
+    tmp_path: Path, shop_path: Path
+) -> None:
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    engine: Engine = cx.store.engine  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0011_outbox_content'"))
+    client = TestClient(create_api(cx))  # no lifespan: the turn worker never started
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not_ready" and body["failing"] == ["schema", "worker"]
+    detail = {check["name"]: check["detail"] for check in body["checks"]}
+    assert detail["schema"] == (
+        f"database schema is at 0011_outbox_content, this cxstack is at {head_revision()}: run the migrations"
+    )
+    assert detail["worker"] == "turn worker not started"
+    assert client.get("/health").status_code == 200  # liveness: still answering
+
+
+def test_ready_says_not_applicable_for_a_process_that_runs_no_turns(tmp_path: Path, shop_path: Path) -> None:
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    cx.runtime.runs_turns = False  # type: ignore[union-attr]  # what an API-only runtime declares
+    ready = TestClient(create_api(cx)).get("/ready")
+    assert ready.status_code == 200, ready.text
+    [worker] = [check for check in ready.json()["checks"] if check["name"] == "worker"]
+    assert worker == {"name": "worker", "state": "not_applicable", "detail": "this process runs no turns"}
+
+
+# ---- /metrics
+
+
+def _gauge(text_format: str, name: str) -> tuple[str, float]:
+    [line] = [row for row in text_format.splitlines() if row.startswith(name + "{")]
+    labels, value = line.rsplit(" ", 1)
+    return labels, float(value)
+
+
+def test_metrics_carry_queue_depth_ages_and_leases_per_process(tmp_path: Path, shop_path: Path) -> None:
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    store = cx.store
+    for n, conversation in enumerate(("c-1", "c-2", "c-3")):
+        message = store.ingest(inbound(f"m-{n}", conversation=conversation)).message
+        store.commit_turn(make_commit(conversation, message.id, reply=f"reply {n}"))
+    store.ingest(inbound("waiting", conversation="c-4"))
+    engine: Engine = store.engine  # type: ignore[attr-defined]
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    with Session(engine) as session, session.begin():  # through the ORM: timestamps in the store's form
+        session.execute(
+            update(OutboxRow).where(OutboxRow.conversation_id == "c-1").values(created_at=an_hour_ago)
+        )
+        session.execute(update(OutboxRow).where(OutboxRow.conversation_id == "c-2").values(status="dead"))
+        session.execute(
+            update(ConversationRow)
+            .where(ConversationRow.id == "c-3")
+            .values(lease_owner="worker-that-died", lease_until=utcnow() - timedelta(minutes=5))
+        )
+    viewer = make_role_keys(store)["viewer"]
+    scraped = TestClient(create_api(cx)).get("/metrics", headers={"Authorization": f"Bearer {viewer}"})
+    assert scraped.status_code == 200
+    body = scraped.text
+    labels, pending = _gauge(body, "cxstack_outbox_pending")
+    assert pending == 2 and 'role="api"' in labels and 'process="' in labels
+    assert _gauge(body, "cxstack_outbox_dead")[1] == 1
+    assert 3590 < _gauge(body, "cxstack_outbox_oldest_pending_seconds")[1] < 3700
+    assert _gauge(body, "cxstack_pending_conversations")[1] == 1
+    assert _gauge(body, "cxstack_leases_held")[1] == 1
+    assert 290 < _gauge(body, "cxstack_lease_overdue_seconds")[1] < 400
+    assert _gauge(body, "cxstack_handoff_dead")[1] == 0
+
+
+# ---- JSON logs
+
+
+def test_log_format_is_human_by_default_and_refuses_an_unknown_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CXSTACK_LOG_FORMAT", raising=False)
+    assert log_format() == "human"
+    monkeypatch.setenv("CXSTACK_LOG_FORMAT", "JSON")
+    assert log_format() == "json"
+    with pytest.raises(
+        ValueError, match="CXSTACK_LOG_FORMAT='xml' is not a log format; use one of human, json"
+    ):
+        log_format("xml")
+
+
+async def test_a_turns_log_lines_carry_its_conversation_id(tmp_path: Path, shop_path: Path) -> None:
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("cxstack")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    try:
+        await cx.start()
+        try:
+            for conversation in ("conv-a", "conv-b"):
+                await cx.post_message(conversation, "what is your return policy?", customer_id="cus_1")
+            await cx.wait_idle()
+            logging.getLogger("cxstack.test").info("outside any turn")
+        finally:
+            await cx.stop()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    turns = [line for line in lines if line["logger"] == "cxstack.orchestration.orchestrator"]
+    assert {line["conversation_id"] for line in turns} == {"conv-a", "conv-b"}
+    for line in turns:
+        assert set(line) >= {"time", "level", "logger", "message", "conversation_id"}
+        assert line["level"] == "INFO" and line["message"].startswith("turn ")
+    [outside] = [line for line in lines if line["message"] == "outside any turn"]
+    assert "conversation_id" not in outside  # the turns' ids did not spill over
+
+
+def test_an_explicit_conversation_id_wins_over_the_bound_one() -> None:
+    record = logging.LogRecord("cxstack.x", logging.WARNING, __file__, 1, "sent %s", ("r-1",), None)
+    record.conversation_id = "given"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["conversation_id"] == "given" and entry["message"] == "sent r-1"
