@@ -6,18 +6,26 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 from tests.db_fixtures import empty_engine_fixture  # noqa: F401  (the empty_engine fixture)
+from typer.testing import CliRunner
 
 from cxstack.api.app import create_api
 from cxstack.app import Settings, build
+from cxstack.cli.main import app as cli
 from cxstack.domain.models import utcnow
 from cxstack.logs import JsonFormatter, log_format
 from cxstack.store.db import (
@@ -212,3 +220,83 @@ def test_an_explicit_conversation_id_wins_over_the_bound_one() -> None:
     record.conversation_id = "given"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["conversation_id"] == "given" and entry["message"] == "sent r-1"
+
+
+# ---- a real `cxstack serve`
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_with_json_logs_is_ready_and_its_worker_process_logs_the_conversation_id(
+    tmp_path: Path, shop_path: Path
+) -> None:
+    home = tmp_path / "home"
+    created = CliRunner().invoke(
+        cli, ["keys", "create", "--role", "integration", "--name", "ops", "--home", str(home)]
+    )
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    port = _free_port()
+    command = [
+        *(sys.executable, "-m", "cxstack.cli.main", "serve", str(shop_path), "--port", str(port)),
+        *("--no-backoffice", "--runtime", "process", "--home", str(home), "--embedder", "hashing"),
+    ]
+    paths = [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {
+        **os.environ,
+        "CXSTACK_LOG_FORMAT": "json",
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+    }
+    stderr_path = tmp_path / "stderr.log"
+    base = f"http://127.0.0.1:{port}"
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        try:
+            ready = None
+            for _ in range(600):  # the router trains first (hashing embedder: seconds)
+                assert proc.poll() is None, stderr_path.read_text()
+                try:
+                    ready = httpx.get(f"{base}/ready", timeout=5)
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            assert ready is not None and ready.status_code == 200, stderr_path.read_text()
+            reply = httpx.post(
+                f"{base}/v1/conversations/e2e-1/messages?wait=true",
+                json={"text": "what is your return policy?", "customer": "cus_1"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+            assert reply.status_code == 202 and reply.json()["completed"], reply.text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    lines = [line for line in stderr_path.read_text().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(e["logger"] == "uvicorn.error" and "Uvicorn running" in e["message"] for e in entries)
+    turns = [e for e in entries if e["logger"] == "cxstack.orchestration.orchestrator"]
+    assert [e["conversation_id"] for e in turns] == ["e2e-1"], entries
+
+
+def test_serve_on_a_newer_database_says_so_in_one_line_and_exits(tmp_path: Path, shop_path: Path) -> None:
+    home = tmp_path / "home"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["keys", "list", "--home", str(home)]).exit_code == 0  # creates the database
+    engine = create_engine_for(f"sqlite:///{home / 'cxstack.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
+    engine.dispose()
+    serve = runner.invoke(
+        cli, ["serve", str(shop_path), "--home", str(home), "--no-backoffice", "--embedder", "hashing"]
+    )
+    assert serve.exit_code == 1
+    assert f"cannot start: database schema is at {FUTURE}, this cxstack knows up to" in " ".join(
+        serve.output.split()
+    )
+    assert "Traceback" not in serve.output

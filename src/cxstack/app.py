@@ -624,6 +624,7 @@ def worker_components(
 ) -> tuple[Store, Orchestrator, Callable[[], Workspace], Any]:
     """What the worker process builds for itself: its own store connection and engine."""
     settings = Settings(**options["settings"])
+    configure_logging()
     workspace: Workspace = options["workspace"]
     engine = build_engine(
         workspace,
