@@ -1,5 +1,7 @@
 """The sizes and ages an operator watches: the send queue, conversations waiting for a turn, conversation
-leases, help-desk exports that gave up. Four small aggregates per scrape."""
+leases, help-desk exports that gave up. Four aggregates per scrape; the lease count scans the conversations
+(no index on lease_owner). Measured on the 2-core dev VM with 100,000 conversations and 100,000 outbox rows
+(10,000 pending), median of 7: 35 ms on SQLite, 30 ms on PostgreSQL, per scrape."""
 
 from __future__ import annotations
 
