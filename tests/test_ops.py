@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -300,3 +301,32 @@ def test_serve_on_a_newer_database_says_so_in_one_line_and_exits(tmp_path: Path,
         serve.output.split()
     )
     assert "Traceback" not in serve.output
+
+
+def test_health_answers_in_time_while_the_database_hangs_and_ready_names_the_store(
+    tmp_path: Path, shop_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queries give up after 3 s instead of 30, so the threads left waiting on the lock end with the test.
+    monkeypatch.setattr("cxstack.store.db.SQLITE_BUSY_TIMEOUT_MS", 3000)
+    cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
+    with TestClient(create_api(cx)) as client:
+        assert client.get("/health").json()["db_ok"] is True
+        cx.store.engine.dispose()  # type: ignore[attr-defined]  # no connection left that already reads
+        blocker = sqlite3.connect(tmp_path / "home" / "cxstack.db", isolation_level=None)
+        try:
+            # Another process holding SQLite's exclusive lock: every query here waits for it.
+            blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+            blocker.execute("BEGIN EXCLUSIVE")
+            health = client.get("/health")
+            ready = client.get("/ready")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert health.status_code == 200
+    body = health.json()
+    assert body["db_ok"] is False and body["status"] == "degraded"
+    # answered from the time limit, before the database itself gave up (3 s)
+    assert body["reasons"][0] == "database unreachable: no answer within 0.8 s"
+    assert ready.status_code == 503 and ready.json()["failing"][:2] == ["store", "schema"]
+    [store] = [check for check in ready.json()["checks"] if check["name"] == "store"]
+    assert "database is locked" in store["detail"]
