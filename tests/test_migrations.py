@@ -170,6 +170,7 @@ def test_every_migration_keeps_the_rows_up_and_down(empty_engine: Engine) -> Non
 
 # Operations that break code of the previous release while both run on one database.
 _BREAKING = {"drop_column", "drop_table", "rename_table", "drop_constraint"}
+_BREAKING_SQL = ("DROP COLUMN", "DROP TABLE", "RENAME ")
 
 
 def _breaking_calls(source: str) -> list[str]:
@@ -181,7 +182,14 @@ def _breaking_calls(source: str) -> list[str]:
             continue
         name = node.func.attr
         keywords = {kw.arg: kw.value for kw in node.keywords}
-        if name in _BREAKING:
+        sql = " ".join(
+            arg.value.upper()
+            for arg in node.args
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+        )
+        if name == "execute" and any(words in sql for words in _BREAKING_SQL):
+            problems.append(f"execute() of a dropping or renaming statement at line {node.lineno}")
+        elif name in _BREAKING:
             problems.append(f"{name}() at line {node.lineno}")
         elif name == "alter_column" and ({"new_column_name", "type_"} & set(keywords) or _false(keywords)):
             problems.append(f"alter_column() renaming, retyping or making NOT NULL at line {node.lineno}")
@@ -220,11 +228,15 @@ def upgrade():
         batch.add_column(sa.Column("must", sa.String(), nullable=False))
         batch.add_column(sa.Column("fine", sa.String(), nullable=False, server_default="x"))
         batch.add_column(sa.Column("also_fine", sa.String(), nullable=True))
+    op.execute("ALTER TABLE outbox RENAME COLUMN text TO body")
+    op.execute("UPDATE outbox SET status = 'dead' WHERE status = 'failed'")
 """
-    assert [problem.split("(")[0] for problem in _breaking_calls(source)] == [
+    found = sorted(_breaking_calls(source), key=lambda problem: int(problem.rsplit(" ", 1)[1]))
+    assert [problem.split("(")[0] for problem in found] == [
         "drop_column",
         "alter_column",
         "add_column",
+        "execute",
     ]
 
 
