@@ -9,6 +9,7 @@ of rotation until it passes again, so every dependency is checked there, with it
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -25,6 +26,9 @@ from cxstack.store.db import current_revision, head_revision
 # A probe has its own timeout (Kubernetes: 1 s by default); answering late is answering "dead".
 HEALTH_DB_SECONDS = 0.8
 READY_CHECK_SECONDS = 5.0
+_health_checks: weakref.WeakKeyDictionary[
+    CxApp, tuple[asyncio.AbstractEventLoop, asyncio.Future[HealthOut]]
+] = weakref.WeakKeyDictionary()
 
 
 class ReadyCheck(BaseModel):
@@ -77,8 +81,15 @@ def _failure(exc: BaseException, seconds: float) -> str:
 async def liveness(cx: CxApp) -> HealthOut:
     """The process answers. The database figures are a courtesy for the staff pages: bounded in time and
     never a reason to fail the probe."""
+    loop = asyncio.get_running_loop()
+    running = _health_checks.get(cx)
+    if running is None or running[1].done() or running[0] is not loop:
+        # One database check at a time per process: probes that keep coming while the database hangs
+        # wait on the same one instead of each leaving a thread stuck on it.
+        running = (loop, asyncio.ensure_future(asyncio.to_thread(views.health, cx)))
+        _health_checks[cx] = running
     try:
-        return await _bounded(lambda: views.health(cx), HEALTH_DB_SECONDS)
+        return await asyncio.wait_for(asyncio.shield(running[1]), HEALTH_DB_SECONDS)
     except TimeoutError:
         worker = cx.runtime.health()
         reason = f"database unreachable: no answer within {HEALTH_DB_SECONDS:g} s"
