@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from tests.conftest import SAM_ID
 
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import ConversationId, Role
+from cxstack.domain.ports import OutboxStatus
 from cxstack.store.db import create_engine_for
 from cxstack.workspace.loader import load_workspace
 
@@ -107,8 +109,13 @@ async def _post(cx: CxApp, rounds: range) -> None:
 
 
 def _answered(cx: CxApp, upto: int) -> bool:
+    """`upto` turns ran, nothing is pending and every reply left the outbox (the workers' delivery job)."""
     traces = cx.store.list_traces(limit=10_000)
-    return len(traces) >= upto and not cx.store.conversations_with_pending()
+    return (
+        len(traces) >= upto
+        and not cx.store.conversations_with_pending()
+        and cx.store.count_outbox(OutboxStatus.PENDING) == 0
+    )
 
 
 def test_the_scale_out_runtime_refuses_sqlite_with_a_clear_message(tmp_path: Path, shop_path: Path) -> None:
@@ -132,12 +139,21 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
     pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
 ) -> None:
     database_url, admin = pg_schema
-    env = _env(database_url, tmp_path / "api-home", backoffice[0])
+    url, backend = backoffice
+
+    def slow_lookup(request: Any) -> Any:
+        from cxstack.testing.http_standin import Reply
+
+        time.sleep(0.1)  # a turn lasts long enough for the kill below to land inside one
+        return Reply(200, {"status": f"shipped ({request.path_params['order_id']})"})
+
+    backend.on("GET", "/orders/{order_id}", handler=slow_lookup)
+    env = _env(database_url, tmp_path / "api-home", url)
     settings = Settings(
         home=tmp_path / "api-home",
         database_url=database_url,
         embedder="hashing",
-        backoffice_url=backoffice[0],
+        backoffice_url=url,
         burst_window_ms=0,
         monitoring_seconds=0,
         knowledge_reload_seconds=0,
@@ -172,16 +188,18 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
         )
         assert ran == 2, "both workers ran turn jobs"
 
-        # the second half: worker a dies with SIGKILL while turns are running
-        before = len(cx.store.list_traces(limit=10_000))
+        # the second half: worker a dies with SIGKILL inside a turn
         await _post(cx, range(half, PER_CONVERSATION))
+        lease_of_a = f"{socket.gethostname()}:{workers[0].pid}:procrastinate"  # its TurnWorker's lease owner
         await _until(
-            lambda: len(cx.store.list_traces(limit=10_000)) > before + 2, "turns running", logs, deadline
+            lambda: cx.store.conversations_leased_to(lease_of_a), "a turn in worker a", logs, deadline
         )
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(10)
         total = CONVERSATIONS * PER_CONVERSATION
         await _until(lambda: _answered(cx, total), "every message answered", logs, deadline)
+        released = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'"
+        assert _scalar(admin, database_url, released) >= 1, "the dead worker's job was released"
     finally:
         for process in workers:
             if process.poll() is None:
@@ -204,6 +222,8 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
         assert [m.external_id for m in inbound] == [f"m{k}-{i}" for i in range(PER_CONVERSATION)]
         assert all(per_message[m.id] == 1 for m in inbound), "every message answered exactly once"
         assert len(replies) == PER_CONVERSATION, "no double replies"
+        sent = cx.store.outbox_for(cid)
+        assert len(sent) == PER_CONVERSATION and all(item.status == OutboxStatus.SENT for item in sent)
         ordered = sorted(cx.store.list_traces(cid), key=lambda t: t.created_at)
         assert [t.message_id for t in ordered] == [m.id for m in inbound], "turns ran in arrival order"
         for i, reply in enumerate(sorted(replies, key=lambda m: m.created_at)):

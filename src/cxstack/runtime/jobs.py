@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
+import procrastinate.schema
+import psycopg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -45,6 +47,7 @@ RUN_TURNS = f"{NAMESPACE}:run_turns"
 DELIVER = f"{NAMESPACE}:deliver"
 EVERY_2_S = "* * * * * */2"  # the 6th column: seconds
 CONTEXT_KEY = "cxstack"
+SCHEMA_LOCK = 872364501  # the advisory lock workers take to create procrastinate's tables
 
 
 class ScaleSettings(BaseSettings):
@@ -183,27 +186,22 @@ def job_app(database_url: str) -> procrastinate.App:
     return app
 
 
-async def apply_schema(app: procrastinate.App) -> bool:
+async def apply_schema(database_url: str) -> bool:
     """Creates procrastinate's tables in the database (the first schema of its search_path) unless they are
-    there; True when it created them. Idempotent: every worker may run it at start."""
-    connector = app.connector
-    found = await connector.execute_query_one_async(
-        "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS ok"
-    )
-    if found["ok"]:
-        return False
-    # Two workers starting at once: the advisory lock makes the second wait, then see the tables.
-    await connector.execute_query_async("SELECT pg_advisory_lock(872364501)")
-    try:
-        found = await connector.execute_query_one_async(
-            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS ok"
-        )
-        if found["ok"]:
-            return False
-        await app.schema_manager.apply_schema_async()
-        return True
-    finally:
-        await connector.execute_query_async("SELECT pg_advisory_unlock(872364501)")
+    there; True when it created them. Idempotent and safe when several workers start at once: they take turns
+    on an advisory lock held by one connection, and the later ones find the tables."""
+    query = "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), autocommit=True) as connection:
+        await connection.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            found = await (await connection.execute(query)).fetchone()
+            if found is not None and found[0]:
+                return False
+            async with connection.transaction():
+                await connection.execute(procrastinate.schema.SchemaManager.get_schema())
+            return True
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
 
 # ---- the API side --------------------------------------------------------------------------------------
@@ -292,7 +290,7 @@ async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> Non
     settings = ScaleSettings()
     app = job_app(cx.settings.resolved_database_url())
     async with app.open_async():
-        if schema and await apply_schema(app):
+        if schema and await apply_schema(cx.settings.resolved_database_url()):
             log.info("procrastinate's tables created")
         name = worker_name()
         worker = TurnWorker(
