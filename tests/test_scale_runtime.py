@@ -228,3 +228,24 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
         assert [t.message_id for t in ordered] == [m.id for m in inbound], "turns ran in arrival order"
         for i, reply in enumerate(sorted(replies, key=lambda m: m.created_at)):
             assert f"ORD-{k + 1:02d}{i:03d}" in reply.text, "reply i answers message i"
+
+
+async def test_a_job_answers_what_is_pending_and_drops_a_deleted_conversation(
+    tmp_path: Path, shop_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cxstack.runtime.jobs import WorkerComponents, answer_pending
+    from cxstack.runtime.worker import TurnWorker
+
+    cx = build(
+        Settings(home=tmp_path, embedder="hashing", burst_window_ms=0), workspace=load_workspace(shop_path)
+    )
+    worker = TurnWorker(cx.store, cx.engine.orchestrator, cx.reloader.current, burst_window_ms={})
+    components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=0)
+    await cx.post_message("j1", "what is your return policy", customer_id=SAM_ID, verified=True)
+
+    assert await answer_pending(components, ConversationId("j1"))
+    assert await answer_pending(components, ConversationId("j1")), "a job run twice finds nothing to answer"
+    assert [t.outcome for t in cx.store.list_traces(ConversationId("j1"))] == ["automated"]
+    assert not await answer_pending(components, ConversationId("gone"))
+    assert "conversation gone no longer exists; job dropped" in caplog.text
+    await cx.stop()

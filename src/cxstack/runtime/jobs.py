@@ -90,7 +90,6 @@ class WorkerComponents:
 
     cx: CxApp
     worker: TurnWorker
-    job_app: procrastinate.App
     monitoring_seconds: float
 
 
@@ -102,15 +101,20 @@ def _components(context: procrastinate.JobContext) -> WorkerComponents:
 
 
 async def run_turns(context: procrastinate.JobContext, conversation_id: str) -> None:
-    """Answers the conversation's pending messages in order; a lease held elsewhere leaves them pending for
-    the periodic resume (after the lease expires)."""
-    components = _components(context)
-    cid = ConversationId(conversation_id)
-    if await asyncio.to_thread(components.cx.store.get_conversation, cid) is None:
+    """Answers the conversation's pending messages in order (see `answer_pending`)."""
+    await answer_pending(_components(context), ConversationId(conversation_id))
+
+
+async def answer_pending(components: WorkerComponents, conversation_id: ConversationId) -> bool:
+    """Runs the conversation's pending messages through the worker's TurnWorker; False when the
+    conversation no longer exists (the job is dropped with a log line). A lease held elsewhere leaves the
+    messages pending for the periodic resume, once the lease expires."""
+    if await asyncio.to_thread(components.cx.store.get_conversation, conversation_id) is None:
         log.warning("run_turns: conversation %s no longer exists; job dropped", conversation_id)
-        return
-    components.worker.notify(cid)
-    await components.worker.wait_idle(cid)
+        return False
+    components.worker.notify(conversation_id)
+    await components.worker.wait_idle(conversation_id)
+    return True
 
 
 async def _deliver(cx: CxApp) -> None:
@@ -292,6 +296,7 @@ async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> Non
     async with app.open_async():
         if schema and await apply_schema(cx.settings.resolved_database_url()):
             log.info("procrastinate's tables created")
+        await asyncio.to_thread(_record_workspace, cx)
         name = worker_name()
         worker = TurnWorker(
             cx.store,
@@ -302,9 +307,7 @@ async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> Non
             lease_seconds=settings.lease_seconds,
             worker_id=f"{name}:procrastinate",
         )
-        components = WorkerComponents(
-            cx=cx, worker=worker, job_app=app, monitoring_seconds=cx.settings.monitoring_seconds
-        )
+        components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=cx.settings.monitoring_seconds)
         try:
             await app.run_worker_async(
                 name=name,
@@ -320,6 +323,17 @@ async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> Non
             await worker.stop()
             with contextlib.suppress(Exception):
                 await cx.engine.aclose()
+
+
+def _record_workspace(cx: CxApp) -> None:
+    """The versions this worker's traces will name (a worker may start before any API process has)."""
+    from cxstack.optimization.experiments import variant_workspaces
+    from cxstack.workspace.loader import canonical_content
+
+    ws = cx.engine.workspace
+    cx.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
+    for variant in variant_workspaces(ws).values():
+        cx.store.save_workspace_version(variant.version, ws.settings.name, canonical_content(variant))
 
 
 def _delivering(app: procrastinate.App) -> Callable[[ConversationId], Awaitable[None]]:
