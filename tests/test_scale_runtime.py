@@ -177,6 +177,9 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
             deadline,
         )
         await cx.start()
+        from cxstack.runtime.jobs import ProcrastinateRuntime
+
+        assert isinstance(cx.runtime, ProcrastinateRuntime) and await cx.runtime.live_workers() == 2
         half = PER_CONVERSATION // 2
         await _post(cx, range(half))
         await _until(lambda: _answered(cx, CONVERSATIONS * half), "the first half answered", logs, deadline)

@@ -259,6 +259,16 @@ class ProcrastinateRuntime:
             return WorkerHealth("stopped", reason="job queue not opened")
         return WorkerHealth("running")
 
+    async def live_workers(self) -> int:
+        """Workers with a fresh heartbeat (readiness: an API process with none defers jobs no one runs)."""
+        stalled = ScaleSettings().stalled_seconds
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_workers "
+            "WHERE last_heartbeat >= NOW() - make_interval(secs => %(stalled)s)",
+            stalled=stalled,
+        )
+        return int(row["n"])
+
     async def wait_idle(self, conversation_id: ConversationId | None = None) -> None:
         """Until the conversation (or every conversation) has nothing pending: the turns run elsewhere."""
         while self._deferring:
