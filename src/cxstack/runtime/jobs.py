@@ -148,7 +148,10 @@ async def resume(context: procrastinate.JobContext, timestamp: int) -> None:
         # Failed, not retried: its lock is released and the pending messages defer a fresh job just below
         # (a retry would collide with the job already waiting behind it on the same queueing lock).
         log.warning("job %s (%s) died with its worker; releasing its lock", job.id, job.task_name)
-        await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=False)
+        try:
+            await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=False)
+        except procrastinate.exceptions.ConnectorException:
+            log.info("job %s was released meanwhile (by another resume)", job.id)
     pending = await asyncio.to_thread(components.cx.store.conversations_with_pending)
     for conversation_id in pending:
         await defer_turns(context.app, conversation_id)
@@ -166,9 +169,8 @@ async def defer_turns(app: procrastinate.App, conversation_id: str) -> bool:
     new message: it reads the pending messages when it runs)."""
     task = app.tasks[RUN_TURNS]
     try:
-        await task.configure(lock=conversation_id, queueing_lock=conversation_id).defer_async(
-            conversation_id=conversation_id
-        )
+        lock = f"conversation:{conversation_id}"  # never the same as the periodic jobs' cxstack:… locks
+        await task.configure(lock=lock, queueing_lock=lock).defer_async(conversation_id=conversation_id)
     except procrastinate.exceptions.AlreadyEnqueued:
         return False
     return True
@@ -180,9 +182,11 @@ def job_app(database_url: str) -> procrastinate.App:
     app.task(name=RUN_TURNS, queue=TURNS_QUEUE, pass_context=True)(run_turns)
     every = PERIODIC_QUEUE
     app.task(name=DELIVER, queue=every, pass_context=True, lock=DELIVER_LOCK, queueing_lock=DELIVER)(deliver)
+    # resume takes no lock: it is what releases the locks of jobs that died with their worker (overlapping
+    # runs are harmless: the queueing lock keeps their defers to one waiting job per conversation).
     for name, function, cron, lock in (
         ("deliver_tick", deliver_tick, EVERY_2_S, DELIVER_LOCK),
-        ("resume", resume, EVERY_2_S, f"{NAMESPACE}:resume"),
+        ("resume", resume, EVERY_2_S, None),
         ("monitor", monitor, "*/5 * * * *", f"{NAMESPACE}:monitor"),
     ):
         task = app.task(name=f"{NAMESPACE}:{name}", queue=every, pass_context=True, lock=lock)(function)
