@@ -38,3 +38,20 @@ def empty_engine_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(name="pg_schema_url")
+def pg_schema_url_fixture() -> Iterator[str]:
+    """A database URL whose connections use a fresh, empty PostgreSQL schema (dropped afterwards)."""
+    if os.environ.get("CXSTACK_SKIP_PG") == "1":
+        pytest.skip("CXSTACK_SKIP_PG=1")
+    schema = f"cxstack_ops_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

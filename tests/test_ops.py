@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
-from tests.db_fixtures import empty_engine_fixture  # noqa: F401  (the empty_engine fixture)
+from tests.db_fixtures import empty_engine_fixture, pg_schema_url_fixture  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
 from cxstack.api.app import create_api
@@ -332,3 +334,65 @@ def test_health_answers_in_time_while_the_database_hangs_and_ready_names_the_sto
     assert ready.status_code == 503 and ready.json()["failing"][:2] == ["store", "schema"]
     [store] = [check for check in ready.json()["checks"] if check["name"] == "store"]
     assert "database is locked" in store["detail"]
+
+
+# ---- readiness of a scale-out API process
+
+
+@pytest.mark.postgres
+def test_ready_counts_the_scale_out_workers_and_fails_when_none_is_alive(
+    pg_schema_url: str,
+    tmp_path: Path,
+    shop_path: Path,
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("procrastinate")
+    from tests.test_scale_runtime import _env, _start_worker  # the scale-out tests' worker launcher
+
+    database_url = pg_schema_url
+    monkeypatch.setenv("CXSTACK_SCALE_STALLED_SECONDS", "3")  # read by this API process's readiness check
+    env = _env(database_url, tmp_path / "worker-home", backoffice[0])
+    settings = Settings(
+        home=tmp_path / "api-home",
+        database_url=database_url,
+        embedder="hashing",
+        backoffice_url=backoffice[0],
+        monitoring_seconds=0,
+        knowledge_reload_seconds=0,
+        runtime="procrastinate",
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    log = tmp_path / "worker.log"
+    worker = _start_worker(shop_path, env, log)
+    try:
+        with TestClient(create_api(cx)) as client:
+            for _ in range(600):
+                ready = client.get("/ready")
+                if ready.status_code == 200:
+                    break
+                assert worker.poll() is None, log.read_text()
+                time.sleep(0.1)
+            assert ready.status_code == 200, (ready.text, log.read_text()[-3000:])
+            [check] = [c for c in ready.json()["checks"] if c["name"] == "worker"]
+            assert check == {
+                "name": "worker",
+                "state": "ok",
+                "detail": "this process runs no turns; 1 live workers",
+            }
+
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+            for _ in range(600):  # its heartbeat goes stale after 3 s
+                ready = client.get("/ready")
+                if ready.status_code == 503:
+                    break
+                time.sleep(0.1)
+            assert ready.status_code == 503 and ready.json()["failing"] == ["worker"], ready.text
+            [check] = [c for c in ready.json()["checks"] if c["name"] == "worker"]
+            assert "no turn worker has a fresh heartbeat" in check["detail"]
+            assert client.get("/health").status_code == 200  # still storing messages: alive
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)

@@ -148,20 +148,35 @@ async def readiness(cx: CxApp) -> ReadyOut:
         workspace = engine.workspace
         detail = f"workspace {workspace.settings.name} {str(workspace.version)[:12]}"
         checks.append(ReadyCheck(name="engine", state="ok", detail=detail))
-    checks.append(_worker_check(cx))
+    checks.append(await _worker_check(cx))
     failing = [check.name for check in checks if check.state == "failing"]
     return ReadyOut(status="not_ready" if failing else "ready", failing=failing, checks=checks)
 
 
-def _worker_check(cx: CxApp) -> ReadyCheck:
+async def _worker_check(cx: CxApp) -> ReadyCheck:
     runtime: Any = cx.runtime
-    # A runtime whose turns run in separate worker processes (the scale-out engine) sets runs_turns = False.
+    # A runtime whose turns run elsewhere, with no way to count its workers, sets runs_turns = False.
     if not getattr(runtime, "runs_turns", True):
         return ReadyCheck(name="worker", state="not_applicable", detail="this process runs no turns")
     worker = runtime.health()
-    if worker.ok:
-        return ReadyCheck(name="worker", state="ok", detail=worker.state)
-    return ReadyCheck(name="worker", state="failing", detail=worker.reason or f"turn worker {worker.state}")
+    if not worker.ok:
+        return ReadyCheck(
+            name="worker", state="failing", detail=worker.reason or f"turn worker {worker.state}"
+        )
+    live_workers = getattr(runtime, "live_workers", None)
+    if live_workers is not None:
+        # Scale-out: this process only defers turns; they need at least one worker with a fresh heartbeat.
+        try:
+            live = await asyncio.wait_for(live_workers(), READY_CHECK_SECONDS)
+        except Exception as exc:  # readiness must answer, naming what failed
+            return ReadyCheck(name="worker", state="failing", detail=_failure(exc, READY_CHECK_SECONDS))
+        if live == 0:
+            detail = "this process runs no turns and no turn worker has a fresh heartbeat: messages wait"
+            return ReadyCheck(name="worker", state="failing", detail=detail)
+        return ReadyCheck(
+            name="worker", state="ok", detail=f"this process runs no turns; {live} live workers"
+        )
+    return ReadyCheck(name="worker", state="ok", detail=worker.state)
 
 
 def add_ops_routes(api: FastAPI) -> None:
