@@ -45,6 +45,7 @@ from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
+from cxstack.logs import configure_logging
 from cxstack.optimization.experiments import ExperimentingOrchestrator, check_history, variant_workspaces
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
@@ -633,6 +634,7 @@ def worker_components(
 ) -> tuple[Store, Orchestrator, Callable[[], Workspace], Any]:
     """What the worker process builds for itself: its own store connection and engine."""
     settings = Settings(**options["settings"])
+    configure_logging()
     workspace: Workspace = options["workspace"]
     engine = build_engine(
         workspace,
@@ -657,6 +659,7 @@ def build(
 ) -> CxApp:
     """The one way to assemble a running service from settings. `clock` (thread runtime only) fixes the
     turns' time: replays and benchmarks use it to be reproducible on any day."""
+    configure_logging()  # CXSTACK_LOG_FORMAT=json in every process that builds the service
     if engine is None:
         if workspace is None:
             if settings.workspace is None:

@@ -111,13 +111,19 @@ def _starting() -> Iterator[None]:
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
     from cxstack.optimization.experiments import ExperimentEditedError
+    from cxstack.store.db import SchemaTooNewError
 
     try:
         yield
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
-    except (UnknownConnectorTypeError, BackofficePortTakenError, ExperimentEditedError) as exc:
+    except (
+        UnknownConnectorTypeError,
+        BackofficePortTakenError,
+        ExperimentEditedError,
+        SchemaTooNewError,
+    ) as exc:
         err.print(f"[bold red]cannot start:[/] {exc}")
         raise typer.Exit(1) from None
 
