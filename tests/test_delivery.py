@@ -278,7 +278,9 @@ def test_dead_replies_are_listed_and_counted_in_health(tmp_path: Path, shop_path
         assert health.json()["status"] == "ok"  # a dead reply needs a person, the service itself is fine
 
 
-def test_health_is_503_with_the_reason_when_the_database_is_gone(tmp_path: Path, shop_path: Path) -> None:
+def test_health_stays_live_and_ready_is_503_when_the_database_is_gone(
+    tmp_path: Path, shop_path: Path
+) -> None:
     cx = build(Settings(home=tmp_path / "home", embedder="hashing"), workspace=load_workspace(shop_path))
     with TestClient(create_api(cx)) as client:
         shutil.rmtree(tmp_path / "home")
@@ -286,8 +288,10 @@ def test_health_is_503_with_the_reason_when_the_database_is_gone(tmp_path: Path,
         engine.dispose()
         (tmp_path / "home").write_text("not a directory")  # the database file cannot be opened again
         health = client.get("/health")
+        ready = client.get("/ready")
         (tmp_path / "home").unlink()
-    assert health.status_code == 503
+    assert health.status_code == 200  # liveness: restarting the process would not bring the database back
+    assert ready.status_code == 503 and ready.json()["failing"] == ["store", "schema"]
     body = health.json()
     assert body["status"] == "degraded" and body["db_ok"] is False
     assert body["reasons"] and body["reasons"][0].startswith("database unreachable")

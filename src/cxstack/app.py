@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +45,7 @@ from cxstack.integrations.llm.registry import llm_client
 from cxstack.knowledge.ports import Embedder
 from cxstack.knowledge.retrieval import KnowledgeIndex
 from cxstack.knowledge.versions import read_facts, record_file_versions
+from cxstack.logs import configure_logging
 from cxstack.optimization.experiments import ExperimentingOrchestrator, check_history, variant_workspaces
 from cxstack.orchestration.orchestrator import Orchestrator
 from cxstack.orchestration.router import IntentRouter, RouterFitReport
@@ -53,6 +54,9 @@ from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
 from cxstack.runtime.embedded import EmbeddedRuntime
 from cxstack.runtime.ingest import IngestBatcher
 from cxstack.runtime.process import ProcessRuntime
+
+if TYPE_CHECKING:
+    from cxstack.runtime.jobs import ProcrastinateRuntime
 from cxstack.store.db import create_engine_for, cxstack_home, database_url, migrate
 from cxstack.store.sqlalchemy_store import SqlAlchemyStore
 from cxstack.workspace.loader import canonical_content, load_workspace, workspace_from_content
@@ -78,8 +82,9 @@ class Settings(BaseSettings):
     # False: run without the workspace's LLM even when one is configured (the offline path).
     llm: bool = True
     # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
-    # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses).
-    runtime: Literal["thread", "process"] = "thread"
+    # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses). "procrastinate":
+    # PostgreSQL only; this process runs no turns nor periodic work, `cxstack worker` processes do.
+    runtime: Literal["thread", "process", "procrastinate"] = "thread"
     # Overrides the workspace's per-channel burst windows (0: every message is its own turn; tests, tools).
     burst_window_ms: int | None = None
     # How often a running service looks at the knowledge files for edits (API, kb rollback, a git pull) and
@@ -410,8 +415,12 @@ class CxApp:
                 desk, store, helpdesk, self._wake, outbound_check=self.outbound_refusal
             )
         self.reloader = KnowledgeReloader(engine, store, interval_seconds=settings.knowledge_reload_seconds)
-        self.runtime: EmbeddedRuntime | ProcessRuntime
-        if settings.runtime == "process":
+        self.runtime: EmbeddedRuntime | ProcessRuntime | ProcrastinateRuntime
+        if settings.runtime == "procrastinate":
+            from cxstack.runtime.jobs import ProcrastinateRuntime  # optional extra [scale]
+
+            self.runtime = ProcrastinateRuntime(settings.resolved_database_url(), store)
+        elif settings.runtime == "process":
             options = {
                 "settings": settings.model_dump(),
                 "workspace": engine.workspace,
@@ -433,7 +442,7 @@ class CxApp:
 
     @property
     def workspace(self) -> Workspace:
-        if self.settings.runtime == "process":
+        if self.settings.runtime != "thread":
             return self.reloader.current()  # the turns run in the worker, which reloads on its own
         return self.engine.workspace  # the runtime's thread reloads it between turns
 
@@ -450,13 +459,15 @@ class CxApp:
         if ws.root is not None:  # fact edits made in the files since the last start
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
-        self.outbox.start()
-        if self.handoff is not None:
+        scaled_out = self.settings.runtime == "procrastinate"  # the workers' periodic jobs do this
+        if not scaled_out:
+            self.outbox.start()
+        if self.handoff is not None and not scaled_out:
             self.handoff.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
         self.imap = email_channel.start_imap(self)
-        if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers"):
+        if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers") and not scaled_out:
             self._monitoring = asyncio.create_task(self._monitor(), name="cxstack-monitoring")
         return resumed
 
@@ -623,6 +634,7 @@ def worker_components(
 ) -> tuple[Store, Orchestrator, Callable[[], Workspace], Any]:
     """What the worker process builds for itself: its own store connection and engine."""
     settings = Settings(**options["settings"])
+    configure_logging()
     workspace: Workspace = options["workspace"]
     engine = build_engine(
         workspace,
@@ -647,6 +659,7 @@ def build(
 ) -> CxApp:
     """The one way to assemble a running service from settings. `clock` (thread runtime only) fixes the
     turns' time: replays and benchmarks use it to be reproducible on any day."""
+    configure_logging()  # CXSTACK_LOG_FORMAT=json in every process that builds the service
     if engine is None:
         if workspace is None:
             if settings.workspace is None:

@@ -28,6 +28,7 @@ from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
 from cxstack.api.openapi_errors import document_body_errors
+from cxstack.api.ops import add_ops_routes, liveness
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
     ConversationEvents,
@@ -61,6 +62,7 @@ from cxstack.api.widget import add_widget_routes
 from cxstack.app import CxApp, ExternalIdConflictError
 from cxstack.channels import gate
 from cxstack.domain.ports import OutboxStatus
+from cxstack.logs import configure_logging
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -246,6 +248,7 @@ def _add_api_routes(api: FastAPI) -> None:
     add_handoff_routes(api)
     add_widget_routes(api)
     _add_service_routes(api)
+    add_ops_routes(api)
 
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -557,16 +560,11 @@ def _add_service_routes(api: FastAPI) -> None:
         "/health",
         response_model=HealthOut,
         tags=["service"],
-        responses={503: {"model": HealthOut, "description": "the database is unreachable"}},
     )
-    async def health(cx: Cx, response: Response) -> HealthOut:
-        """`ok`, or `degraded` with `reasons` (database unreachable, turn worker down or restarting).
-        503 only when the database is unreachable; a restarting worker answers 200 because messages are
-        still stored and will be answered (see `HealthOut`)."""
-        report = views.health(cx)
-        if not report.db_ok:
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return report
+    async def health(cx: Cx) -> HealthOut:
+        """Liveness: always 200 while the process answers; `ok`, or `degraded` with `reasons` (database
+        unreachable, turn worker down or restarting). Readiness, with 503, is `/ready`."""
+        return await liveness(cx)
 
 
 def _add_pages(api: FastAPI) -> None:
@@ -630,7 +628,17 @@ def api_server(
             if self.started and not self.should_exit and on_listening is not None:
                 on_listening()
 
-    config = uvicorn.Config(create_api(app), host=host, port=port, log_level=log_level, access_log=access_log)
+    from uvicorn.config import LOGGING_CONFIG
+
+    json_logs = configure_logging()  # CXSTACK_LOG_FORMAT=json: uvicorn's lines become JSON too
+    config = uvicorn.Config(
+        create_api(app),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        log_config=json_logs if json_logs is not None else LOGGING_CONFIG,
+    )
     return Server(config)
 
 

@@ -365,9 +365,10 @@ class WorkerOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """`degraded` names its reasons. HTTP 503 only when the database is unreachable (nothing can be stored);
-    with the worker down the service still stores and acknowledges every message and answers them once the
-    worker is back, so it stays 200 and in a load balancer's rotation, with `status: degraded`."""
+    """Liveness: always HTTP 200 while the process answers; `degraded` names its reasons. A database that
+    blinked is no reason to restart the process, so it never fails this probe: `/ready` answers 503 for it.
+    With the worker down the service still stores and acknowledges every message and answers them once the
+    worker is back, with `status: degraded`."""
 
     model_config = ConfigDict(
         json_schema_extra={

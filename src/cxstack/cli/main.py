@@ -111,13 +111,19 @@ def _starting() -> Iterator[None]:
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
     from cxstack.optimization.experiments import ExperimentEditedError
+    from cxstack.store.db import SchemaTooNewError
 
     try:
         yield
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
-    except (UnknownConnectorTypeError, BackofficePortTakenError, ExperimentEditedError) as exc:
+    except (
+        UnknownConnectorTypeError,
+        BackofficePortTakenError,
+        ExperimentEditedError,
+        SchemaTooNewError,
+    ) as exc:
         err.print(f"[bold red]cannot start:[/] {exc}")
         raise typer.Exit(1) from None
 
@@ -208,7 +214,11 @@ def serve(
         Path | None, typer.Option(help="Import customer profiles from this CSV first.")
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="process: turns in a worker process (default); thread: in this process.")
+        str,
+        typer.Option(
+            help="process: turns in a worker process (default); thread: in this process; procrastinate: "
+            "API only, turns and periodic work in `cxstack worker` processes (PostgreSQL)."
+        ),
     ] = "process",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
     bootstrap_admin: Annotated[
@@ -227,10 +237,12 @@ def serve(
     from cxstack.app import build
 
     ws = _load_or_exit(workspace)
-    if runtime not in ("process", "thread"):
-        err.print("[red]--runtime is process or thread[/]")
+    if runtime not in ("process", "thread", "procrastinate"):
+        err.print("[red]--runtime is process, thread or procrastinate[/]")
         raise typer.Exit(2)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
+    if runtime == "procrastinate":
+        _check_scale_out(settings)
     if backoffice is not False:
         with _starting():
             ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
@@ -259,6 +271,51 @@ def serve(
             console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
 
     serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+
+
+def _check_scale_out(settings: Any) -> None:
+    """The scale-out runtime's requirements, as one line each: PostgreSQL and the [scale] extra."""
+    try:
+        from cxstack.runtime.jobs import conninfo
+    except ImportError:
+        err.print('[bold red]cannot start:[/] the procrastinate runtime needs pip install "cxstack[scale]"')
+        raise typer.Exit(1) from None
+    try:
+        conninfo(settings.resolved_database_url())
+    except ValueError as exc:
+        err.print(f"[bold red]cannot start:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def worker(
+    workspace: WorkspaceArg,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Jobs this process runs at once (run more processes for more cores).")
+    ] = 2,
+    apply_schema: Annotated[
+        bool,
+        typer.Option(
+            "--apply-schema/--no-apply-schema",
+            help="Create procrastinate's tables first if they are missing (idempotent).",
+        ),
+    ] = True,
+    home: HomeOpt = None,
+    embedder: EmbedderOpt = None,
+) -> None:
+    """Run turns and periodic work for `serve --runtime procrastinate` API processes (PostgreSQL, set by
+    CXSTACK_DATABASE_URL); SIGTERM lets running jobs finish, then exits."""
+    from cxstack.app import build
+
+    ws = _load_or_exit(workspace)
+    settings = _settings(home, workspace, embedder).model_copy(update={"runtime": "procrastinate"})
+    _check_scale_out(settings)
+    from cxstack.runtime.jobs import run_worker
+
+    with _starting(), console.status("training the router and indexing knowledge…"):
+        cx = build(settings, workspace=ws)  # migrates the database like serve
+    console.print(f"{ws.settings.name} [dim]{ws.version}[/]: worker running {concurrency} jobs at once")
+    asyncio.run(run_worker(cx, concurrency=concurrency, schema=apply_schema))
 
 
 def _link_host(host: str) -> str:

@@ -11,6 +11,8 @@ checks, cached for a few minutes since each is several grouped queries.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,10 +45,17 @@ class _Gauges(Collector):
 
 class MetricsExporter:
     def __init__(
-        self, store: Any, workspace: Callable[[], Workspace], *, since: datetime | None = None
+        self,
+        store: Any,
+        workspace: Callable[[], Workspace],
+        *,
+        since: datetime | None = None,
+        role: str = "api",
     ) -> None:
         self.store = store
         self.workspace = workspace
+        # Each process is scraped on its own; these labels tell their series apart on one dashboard.
+        self.process_labels = (f"{socket.gethostname()}:{os.getpid()}", role)
         self.registry = CollectorRegistry(auto_describe=False)  # describing would query the store
         self.turns = Counter(
             "cxstack_turns", "Turns committed, by decision and outcome", ["decision", "outcome"],
@@ -120,7 +129,37 @@ class MetricsExporter:
             for reason, count in sorted(store.review_queue_sizes().items()):
                 reviews.add_metric([reason], count)
             yield reviews
+        if hasattr(store, "queue_figures"):
+            yield from self._queues()
         yield from self._quality()
+
+    def _queues(self) -> Iterator[Metric]:
+        figures = self.store.queue_figures()
+        labels = ["process", "role"]
+        for name, help_text, value in (
+            ("cxstack_outbox_pending", "Replies waiting to be sent", figures.outbox_pending),
+            ("cxstack_outbox_dead", "Replies that failed every send attempt", figures.outbox_dead),
+            (
+                "cxstack_outbox_oldest_pending_seconds",
+                "Age of the oldest reply not yet sent (0: none waits)",
+                figures.oldest_pending_seconds,
+            ),
+            (
+                "cxstack_pending_conversations",
+                "Conversations with messages waiting for a turn",
+                figures.conversations_pending,
+            ),
+            ("cxstack_leases_held", "Conversations a turn worker holds now", figures.leases_held),
+            (
+                "cxstack_lease_overdue_seconds",
+                "Longest time a conversation lease is past its expiry: its worker died holding it (0: none)",
+                figures.lease_overdue_seconds,
+            ),
+            ("cxstack_handoff_dead", "Escalations the help desk never took", figures.handoff_dead),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=labels)
+            gauge.add_metric(list(self.process_labels), value)
+            yield gauge
 
     def _quality(self) -> list[Metric]:
         now = time.monotonic()

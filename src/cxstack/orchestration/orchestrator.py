@@ -23,6 +23,7 @@ A turn, in order:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import Any
 
 from cxstack.domain.conversation_state import Transition
 from cxstack.domain.llm import LLM_STEP, LLMSessions, LLMUsageSummary
+from cxstack.domain.log_context import bind_conversation
 from cxstack.domain.models import (
     ConversationStatus,
     Customer,
@@ -80,6 +82,8 @@ _UNCERTAIN_REASONS = frozenset(
         "chain_low_confidence",
     }
 )
+
+log = logging.getLogger(__name__)
 
 
 MULTI_AGENT = "multi_agent"
@@ -180,6 +184,13 @@ class Orchestrator:
         self.llm = llm
 
     async def handle_turn(self, ctx: TurnContext) -> TurnResult:
+        bind_conversation(str(ctx.conversation.id))  # each turn runs in its own task: no spill-over
+        result = await self._turn(ctx)
+        trace = result.trace
+        log.info("turn %s: %s, %s in %d ms", trace.id, trace.decision, trace.outcome, trace.duration_ms)
+        return result
+
+    async def _turn(self, ctx: TurnContext) -> TurnResult:
         if self.llm is not None and ctx.llm is None:
             ctx.llm = self.llm.session()  # one token and time budget for all of this turn's model calls
         turn = _Turn(ctx=ctx, rec=_Recorder(), state=dict(ctx.conversation.state), started=self._clock())

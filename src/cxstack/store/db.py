@@ -145,8 +145,32 @@ def alembic_config() -> Config:
     return config
 
 
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer cxstack: this code does not know its schema and must not touch
+    it (never an automatic downgrade, which would drop the newer release's columns and tables and their
+    data)."""
+
+    def __init__(self, database: str, known: str | None) -> None:
+        self.database = database
+        self.known = known
+        super().__init__(
+            f"database schema is at {database}, this cxstack knows up to {known}: upgrade cxstack "
+            "(or point CXSTACK_DATABASE_URL at this version's database); nothing was changed"
+        )
+
+
+def check_schema_known(connection: Connection, config: Config | None = None) -> str | None:
+    """The database's revision; raises SchemaTooNewError when this code's migrations do not contain it."""
+    script = ScriptDirectory.from_config(config or alembic_config())
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise SchemaTooNewError(current, script.get_current_head())
+    return current
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade the database to the newest schema (alembic upgrade head), in one transaction."""
+    """Upgrade the database to the newest schema (alembic upgrade head), in one transaction. A database of a
+    newer schema than this code knows is refused with both versions named (SchemaTooNewError)."""
     config = alembic_config()
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
@@ -164,6 +188,7 @@ def migrate(engine: Engine) -> None:
                     connection.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                     )
+                check_schema_known(connection, config)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
                 if sqlite:

@@ -92,6 +92,7 @@ from cxstack.store.orm import (
     WorkspaceVersionRow,
 )
 from cxstack.store.outcomes import TurnFacts, record_turn
+from cxstack.store.queue_figures import QueueFigures, queue_figures
 
 OUTBOX_PENDING = OutboxStatus.PENDING.value
 OUTBOX_SENT = OutboxStatus.SENT.value
@@ -738,6 +739,10 @@ class SqlAlchemyStore:
                 .order_by(OutboxRow.created_at, OutboxRow.id)
             ).all()
             return [_outbox_item(row) for row in rows]
+
+    def queue_figures(self) -> QueueFigures:
+        """Queue sizes and ages for /metrics (see store.queue_figures)."""
+        return queue_figures(self._engine)
 
     def count_outbox(self, status: OutboxStatus) -> int:
         with self._engine.connect() as connection:

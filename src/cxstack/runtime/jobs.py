@@ -1,0 +1,360 @@
+"""The scale-out runtime: turns and periodic work as procrastinate jobs on the deployment's PostgreSQL.
+
+`cxstack serve --runtime procrastinate` runs API processes only: a stored message defers a `run_turns` job for
+its conversation. `cxstack worker` processes (any number, on any machine that reaches the database) run those
+jobs with the same `TurnWorker` the embedded runtimes use, so the store's lease and fenced commits stay the
+safety net: a job run twice (a worker killed after its commit) finds nothing pending and answers nothing.
+
+Order and exclusion per conversation come from procrastinate's `lock` (jobs with the same lock run one at a
+time, oldest first, across every worker); its `queueing_lock` keeps a burst of messages to one waiting job.
+Periodic work (resuming what no job announced, retrying the jobs of a dead worker, the outbox and the help
+desk exports, review sampling) is procrastinate's periodic tasks: one job per tick per deployment, whatever
+the number of workers, and each behind a lock of its own so two runs never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import procrastinate
+import procrastinate.schema
+import psycopg
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from cxstack.domain.models import ConversationId
+from cxstack.domain.ports import Store
+from cxstack.runtime.health import WorkerHealth
+from cxstack.runtime.worker import TurnWorker
+from cxstack.store.db import normalize_url
+
+if TYPE_CHECKING:
+    from cxstack.app import CxApp
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "cxstack"
+TURNS_QUEUE = "cxstack_turns"
+PERIODIC_QUEUE = "cxstack_periodic"
+RUN_TURNS = f"{NAMESPACE}:run_turns"
+DELIVER = f"{NAMESPACE}:deliver"
+EVERY_2_S = "* * * * * */2"  # the 6th column: seconds
+CONTEXT_KEY = "cxstack"
+SCHEMA_LOCK = 872364501  # the advisory lock workers take to create procrastinate's tables
+
+
+class ScaleSettings(BaseSettings):
+    """Timings of the scale-out runtime (CXSTACK_SCALE_*): production defaults; tests shorten them."""
+
+    model_config = SettingsConfigDict(env_prefix="CXSTACK_SCALE_", extra="ignore")
+
+    # A conversation's lease: how long a dead worker's conversation waits before another worker takes it.
+    lease_seconds: float = 60.0
+    # A worker whose heartbeat is older than this is dead: its running jobs are retried elsewhere.
+    stalled_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    # Finished jobs are deleted; kept, procrastinate_jobs records which worker ran what (tests, debugging).
+    keep_jobs: bool = False
+    # How long a stopping worker lets its running jobs finish (SIGTERM) before cancelling them.
+    shutdown_seconds: float = 30.0
+
+
+class ScaleRuntimeUnavailableError(ValueError):
+    """The configured database cannot host the scale-out runtime (it needs PostgreSQL)."""
+
+
+def conninfo(database_url: str) -> str:
+    """The libpq URI of a SQLAlchemy database URL; refuses anything but PostgreSQL."""
+    url = make_url(normalize_url(database_url))
+    if url.get_backend_name() != "postgresql":
+        raise ScaleRuntimeUnavailableError(
+            f"the procrastinate runtime needs PostgreSQL, not {url.get_backend_name()}: set "
+            "CXSTACK_DATABASE_URL=postgresql+psycopg://… (or use --runtime process on one machine)"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# ---- tasks ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerComponents:
+    """What a worker process builds once and every job in it shares."""
+
+    cx: CxApp
+    worker: TurnWorker
+    monitoring_seconds: float
+
+
+def _components(context: procrastinate.JobContext) -> WorkerComponents:
+    components = context.additional_context.get(CONTEXT_KEY)
+    if not isinstance(components, WorkerComponents):
+        raise RuntimeError("a cxstack job ran outside `cxstack worker` (no worker components)")
+    return components
+
+
+async def run_turns(context: procrastinate.JobContext, conversation_id: str) -> None:
+    """Answers the conversation's pending messages in order (see `answer_pending`)."""
+    await answer_pending(_components(context), ConversationId(conversation_id))
+
+
+async def answer_pending(components: WorkerComponents, conversation_id: ConversationId) -> bool:
+    """Runs the conversation's pending messages through the worker's TurnWorker; False when the
+    conversation no longer exists (the job is dropped with a log line). A lease held elsewhere leaves the
+    messages pending for the periodic resume, once the lease expires."""
+    if await asyncio.to_thread(components.cx.store.get_conversation, conversation_id) is None:
+        log.warning("run_turns: conversation %s no longer exists; job dropped", conversation_id)
+        return False
+    components.worker.notify(conversation_id)
+    await components.worker.wait_idle(conversation_id)
+    return True
+
+
+async def _deliver(cx: CxApp) -> None:
+    await cx.outbox.flush()
+    if cx.handoff is not None:
+        await cx.handoff.flush()
+
+
+# The outbox is not claimed item by item, so two concurrent flushes would send a reply twice: every
+# delivery job takes the same lock, so one runs at a time in the deployment.
+DELIVER_LOCK = "cxstack:deliver"
+
+
+async def deliver(context: procrastinate.JobContext) -> None:
+    """Sends the outbox and exports escalations to the help desk, after a turn committed."""
+    await _deliver(_components(context).cx)
+
+
+async def deliver_tick(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Retries whatever is due (a failed send's back-off ended, an escalation not exported yet)."""
+    await _deliver(_components(context).cx)
+
+
+async def resume(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Releases the jobs of dead workers, then defers a job for every conversation with due pending messages
+    (a failed turn whose back-off ended, a defer lost with its API process, a lease that expired)."""
+    components = _components(context)
+    settings = ScaleSettings()
+    manager = context.app.job_manager
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=settings.stalled_seconds):
+        # Failed, not retried: its lock is released and the pending messages defer a fresh job just below
+        # (a retry would collide with the job already waiting behind it on the same queueing lock).
+        log.warning("job %s (%s) died with its worker; releasing its lock", job.id, job.task_name)
+        try:
+            await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=False)
+        except procrastinate.exceptions.ConnectorException:
+            log.info("job %s was released meanwhile (by another resume)", job.id)
+    pending = await asyncio.to_thread(components.cx.store.conversations_with_pending)
+    for conversation_id in pending:
+        await defer_turns(context.app, conversation_id)
+
+
+async def monitor(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Review sampling and judging, every five minutes per deployment (off when monitoring_seconds is 0)."""
+    components = _components(context)
+    if components.monitoring_seconds > 0 and hasattr(components.cx.store, "record_offers"):
+        await asyncio.to_thread(components.cx.monitor_once)
+
+
+async def defer_turns(app: procrastinate.App, conversation_id: str) -> bool:
+    """Defers `run_turns` for the conversation; False when a job for it is already waiting (it will see the
+    new message: it reads the pending messages when it runs)."""
+    task = app.tasks[RUN_TURNS]
+    try:
+        lock = f"conversation:{conversation_id}"  # never the same as the periodic jobs' cxstack:… locks
+        await task.configure(lock=lock, queueing_lock=lock).defer_async(conversation_id=conversation_id)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def job_app(database_url: str) -> procrastinate.App:
+    """A procrastinate App on the deployment's database, with cxstack's tasks (not opened yet)."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(database_url)))
+    app.task(name=RUN_TURNS, queue=TURNS_QUEUE, pass_context=True)(run_turns)
+    every = PERIODIC_QUEUE
+    app.task(name=DELIVER, queue=every, pass_context=True, lock=DELIVER_LOCK, queueing_lock=DELIVER)(deliver)
+    # resume takes no lock: it is what releases the locks of jobs that died with their worker (overlapping
+    # runs are harmless: the queueing lock keeps their defers to one waiting job per conversation).
+    for name, function, cron, lock in (
+        ("deliver_tick", deliver_tick, EVERY_2_S, DELIVER_LOCK),
+        ("resume", resume, EVERY_2_S, None),
+        ("monitor", monitor, "*/5 * * * *", f"{NAMESPACE}:monitor"),
+    ):
+        task = app.task(name=f"{NAMESPACE}:{name}", queue=every, pass_context=True, lock=lock)(function)
+        app.periodic(cron=cron, periodic_id="tick")(task)
+    return app
+
+
+async def apply_schema(database_url: str) -> bool:
+    """Creates procrastinate's tables in the database (the first schema of its search_path) unless they are
+    there; True when it created them. Idempotent and safe when several workers start at once: they take turns
+    on an advisory lock held by one connection, and the later ones find the tables."""
+    query = "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), autocommit=True) as connection:
+        await connection.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            found = await (await connection.execute(query)).fetchone()
+            if found is not None and found[0]:
+                return False
+            async with connection.transaction():
+                await connection.execute(procrastinate.schema.SchemaManager.get_schema())
+            return True
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+
+# ---- the API side --------------------------------------------------------------------------------------
+
+
+class ProcrastinateRuntime:
+    """The runtime of an API process in a scale-out deployment: it runs no turns; it defers them.
+
+    `notify` may be called from any thread (the ingest batcher's writer); a defer that fails (the database
+    unreachable for a moment) loses nothing: the message is stored pending and a worker's periodic resume
+    defers its job.
+    """
+
+    def __init__(self, database_url: str, store: Store, *, poll_seconds: float = 0.05) -> None:
+        self.app = job_app(database_url)
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opened = False
+        self._deferring: set[asyncio.Task[bool]] = set()
+
+    async def start(self) -> int:
+        """Opens the connection pool and defers a job for every conversation left pending."""
+        if not self._opened:
+            await self.app.open_async()
+            self._opened = True
+        self._loop = asyncio.get_running_loop()
+        pending = await asyncio.to_thread(self._store.conversations_with_pending)
+        for conversation_id in pending:
+            await defer_turns(self.app, conversation_id)
+        return len(pending)
+
+    def notify(self, conversation_id: ConversationId) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not started: start() defers every pending conversation
+        loop.call_soon_threadsafe(self._defer, conversation_id)
+
+    def _defer(self, conversation_id: ConversationId) -> None:
+        task = asyncio.create_task(defer_turns(self.app, conversation_id))
+        self._deferring.add(task)
+        task.add_done_callback(self._deferred)
+
+    def _deferred(self, task: asyncio.Task[bool]) -> None:
+        self._deferring.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not defer a turn job (a worker's resume will): %s", task.exception())
+
+    def health(self) -> WorkerHealth:
+        if not self._opened:
+            return WorkerHealth("stopped", reason="job queue not opened")
+        return WorkerHealth("running")
+
+    async def live_workers(self) -> int:
+        """Workers with a fresh heartbeat (readiness: an API process with none defers jobs no one runs)."""
+        stalled = ScaleSettings().stalled_seconds
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_workers "
+            "WHERE last_heartbeat >= NOW() - make_interval(secs => %(stalled)s)",
+            stalled=stalled,
+        )
+        return int(row["n"])
+
+    async def wait_idle(self, conversation_id: ConversationId | None = None) -> None:
+        """Until the conversation (or every conversation) has nothing pending: the turns run elsewhere."""
+        while self._deferring:
+            await asyncio.gather(*self._deferring, return_exceptions=True)
+        while True:
+            if conversation_id is None:
+                busy = bool(await asyncio.to_thread(self._store.conversations_with_pending))
+            else:
+                busy = bool(await asyncio.to_thread(self._store.pending_messages, conversation_id))
+            if not busy:
+                return
+            await asyncio.sleep(self._poll_seconds)
+
+    async def stop(self, *, on_runtime_loop: Callable[[], Awaitable[None]] | None = None) -> None:
+        if self._deferring:
+            await asyncio.gather(*self._deferring, return_exceptions=True)
+        if on_runtime_loop is not None:
+            await on_runtime_loop()
+        if self._opened:
+            await self.app.close_async()
+            self._opened = False
+
+
+# ---- the worker side -----------------------------------------------------------------------------------
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> None:
+    """Runs a procrastinate worker in this process until SIGTERM/SIGINT (running jobs finish first)."""
+    settings = ScaleSettings()
+    app = job_app(cx.settings.resolved_database_url())
+    async with app.open_async():
+        if schema and await apply_schema(cx.settings.resolved_database_url()):
+            log.info("procrastinate's tables created")
+        await asyncio.to_thread(_record_workspace, cx)
+        name = worker_name()
+        worker = TurnWorker(
+            cx.store,
+            cx.engine.orchestrator,
+            cx.reloader.current,
+            on_commit=_delivering(app),
+            burst_window_ms=cx.settings.burst_windows(cx.engine.workspace),
+            lease_seconds=settings.lease_seconds,
+            worker_id=f"{name}:procrastinate",
+        )
+        components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=cx.settings.monitoring_seconds)
+        try:
+            await app.run_worker_async(
+                name=name,
+                concurrency=concurrency,
+                queues=[TURNS_QUEUE, PERIODIC_QUEUE],
+                additional_context={CONTEXT_KEY: components},
+                update_heartbeat_interval=settings.heartbeat_seconds,
+                stalled_worker_timeout=settings.stalled_seconds,
+                shutdown_graceful_timeout=settings.shutdown_seconds,
+                delete_jobs="never" if settings.keep_jobs else "successful",
+            )
+        finally:
+            await worker.stop()
+            with contextlib.suppress(Exception):
+                await cx.engine.aclose()
+
+
+def _record_workspace(cx: CxApp) -> None:
+    """The versions this worker's traces will name (a worker may start before any API process has)."""
+    from cxstack.optimization.experiments import variant_workspaces
+    from cxstack.workspace.loader import canonical_content
+
+    ws = cx.engine.workspace
+    cx.store.save_workspace_version(ws.version, ws.settings.name, canonical_content(ws))
+    for variant in variant_workspaces(ws).values():
+        cx.store.save_workspace_version(variant.version, ws.settings.name, canonical_content(variant))
+
+
+def _delivering(app: procrastinate.App) -> Callable[[ConversationId], Awaitable[None]]:
+    async def committed(conversation_id: ConversationId) -> None:
+        # The reply is in the outbox: one delivery job for the deployment sends it (a burst of commits
+        # queues one job, which sends them all).
+        with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+            await app.tasks[DELIVER].defer_async()
+
+    return committed
