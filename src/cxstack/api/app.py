@@ -27,6 +27,7 @@ from cxstack.api.handoff import add_handoff_routes
 from cxstack.api.keys import ApiKeys
 from cxstack.api.knowledge import add_knowledge_routes
 from cxstack.api.monitoring import add_monitoring_routes, add_review_routes
+from cxstack.api.openapi_errors import document_body_errors
 from cxstack.api.ops import add_ops_routes, liveness
 from cxstack.api.schemas import (
     CONVERSATION_ID_PATTERN,
@@ -119,6 +120,7 @@ def create_api(app: CxApp, *, auth: Auth | None = None) -> FastAPI:
     _add_error_handlers(api, app.settings.max_body_bytes)
     _add_api_routes(api)
     _add_pages(api)
+    document_body_errors(api)
     return api
 
 

@@ -70,6 +70,10 @@ def add_handoff_routes(api: FastAPI) -> None:
         tags=["handoff"],
         summary="Escalations exported (or failing to be) to the help desk",
         dependencies=[requires(Scope.CONVERSATIONS_READ)],
+        responses={
+            401: {"description": "no credentials, or an invalid, revoked or expired one"},
+            403: {"description": "the credential's role may not do this"},
+        },
     )
     def list_exports(
         cx: Cx,

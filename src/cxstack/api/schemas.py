@@ -6,7 +6,15 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cxstack.domain.auth import ApiRole
 from cxstack.domain.models import Customer, CustomerId
@@ -131,6 +139,14 @@ class KeyCreate(BaseModel):
     channel: ChannelName | None = Field(
         None, description="integration keys only: the one channel it posts to"
     )
+
+    @field_validator("channel")
+    @classmethod
+    def _integration_only(cls, channel: str | None, info: ValidationInfo) -> str | None:
+        # a 422 naming the field, not the store's ValueError as a 500 (found by tests/test_fuzz_api.py)
+        if channel is not None and info.data.get("role") not in (None, ApiRole.INTEGRATION):
+            raise ValueError("only integration keys are bound to a channel")
+        return channel
 
 
 # --- responses ----------------------------------------------------------------------------------------------

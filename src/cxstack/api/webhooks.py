@@ -25,7 +25,15 @@ def _whatsapp(cx: CxApp) -> whatsapp.WhatsAppSettings:
 
 
 def add_webhook_routes(api: FastAPI) -> None:
-    @api.get("/webhooks/whatsapp", response_class=PlainTextResponse, tags=["channels"])
+    @api.get(
+        "/webhooks/whatsapp",
+        response_class=PlainTextResponse,
+        tags=["channels"],
+        responses={
+            403: {"description": "not a subscription check, or the verify token is wrong"},
+            404: {"description": "the WhatsApp channel is off here"},
+        },
+    )
     def whatsapp_verify(
         cx: Cx,
         mode: Annotated[str, Query(alias="hub.mode")] = "",

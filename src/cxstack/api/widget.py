@@ -162,7 +162,8 @@ async def conversation_stream(
 def _last_event_id(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit() or len(raw) > 9:
+    # ASCII digits only: "²" (a latin-1 header byte) is a digit to str.isdigit() but not to int()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, "Last-Event-ID: must be a message position (0 or up)"
         )
@@ -274,6 +275,7 @@ def add_widget_routes(api: FastAPI, settings: WidgetSettings | None = None) -> N
             200: {"content": {"text/event-stream": {}}, "description": "message and state events"},
             400: {"description": "Last-Event-ID is not a message position of this conversation"},
             401: {"description": "no, an expired or a tampered session token"},
+            403: {"description": "a credential that is not a web-chat session (an API key)"},
         },
     )
     async def webchat_stream(

@@ -130,6 +130,21 @@ def _need(container: Any, key: str, where: str, kind: type | tuple[type, ...] = 
     return value
 
 
+def _optional_list(container: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PayloadError(f"{where}.{key}", "expected list")
+    return value
+
+
+def _profile_name(contact: dict[str, Any]) -> str | None:
+    profile = contact.get("profile")
+    name = profile.get("name") if isinstance(profile, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _text_of(message: dict[str, Any], where: str) -> str:
     kind = message.get("type")
     if kind == "text":
@@ -172,14 +187,14 @@ def parse(payload: Any) -> Delivery:
             metadata = _need(value, "metadata", where, dict)
             delivery.phone_number_ids.add(str(_need(metadata, "phone_number_id", f"{where}.metadata")))
             names = {
-                str(contact.get("wa_id")): (contact.get("profile") or {}).get("name")
-                for contact in value.get("contacts") or []
+                str(contact.get("wa_id")): _profile_name(contact)
+                for contact in _optional_list(value, "contacts", where)
                 if isinstance(contact, dict)
             }
-            for m, message in enumerate(value.get("messages") or []):
+            for m, message in enumerate(_optional_list(value, "messages", where)):
                 at = f"{where}.messages[{m}]"
                 sender = str(_need(message, "from", at))
-                if not sender.isdigit():
+                if not (sender.isascii() and sender.isdigit()):
                     raise PayloadError(f"{at}.from", "expected a phone number in digits")
                 stamp = _need(message, "timestamp", at, (str, int))
                 try:
@@ -196,7 +211,7 @@ def parse(payload: Any) -> Delivery:
                         profile_name=names.get(sender),
                     )
                 )
-            for s, status in enumerate(value.get("statuses") or []):
+            for s, status in enumerate(_optional_list(value, "statuses", where)):
                 at = f"{where}.statuses[{s}]"
                 errors = status.get("errors") if isinstance(status, dict) else None
                 error = None

@@ -773,8 +773,9 @@ def _check_strategy(check: WorkspaceCheck, intent_names: set[str] | None) -> Non
                 "swap or correct the bounds",
             )
     tier_names = {t.item.name for t in tiers}
+    data = doc.data if isinstance(doc.data, dict) else {}
     default_tier = (
-        strategy.default_tier if strategy is not None else str(doc.data.get("default_tier", "standard"))
+        strategy.default_tier if strategy is not None else str(data.get("default_tier", "standard"))
     )
     tier_names_with_default = tier_names | {default_tier}
     queues = _known_queues(check.settings) if check.settings is not None else None
