@@ -238,3 +238,29 @@ def test_trace_finds_the_projects_state_folder(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(app, ["trace", "made-by-make-run"])
     assert result.exit_code == 0, result.output
     assert "made-by-make-run" in result.output and "hello" in result.output
+
+
+def test_any_command_refuses_a_newer_database_schema_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from cxstack.demo import demo_workspace_path
+    from cxstack.store.db import create_engine_for, migrate
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'cxstack.db'}")
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("update alembic_version set version_num = '0099_future'"))
+    engine.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "cxstack.cli.main", "experiment", "list", str(demo_workspace_path())],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CXSTACK_HOME": str(tmp_path), "CXSTACK_DATABASE_URL": ""},
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "database schema is at 0099_future" in done.stderr and "Traceback" not in done.stderr

@@ -1549,8 +1549,14 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def main() -> None:  # pragma: no cover
+    from cxstack.store.db import SchemaTooNewError
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    try:
+        app()
+    except SchemaTooNewError as exc:  # any command that opens the store: one line, not a traceback
+        err.print(f"[bold red]cannot open the database:[/] {exc}")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
