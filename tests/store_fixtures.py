@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,26 @@ from sqlalchemy.exc import OperationalError
 from cxstack.store.db import create_engine_for, migrate
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("CXSTACK_TEST_PG_URL", DEFAULT_PG_URL)
+
+
+@contextmanager
+def fresh_pg_schema(prefix: str) -> Iterator[tuple[str, Engine]]:
+    """A new, empty PostgreSQL schema, dropped afterwards: the URL whose connections use it, and an admin
+    engine on the database. Skips when CXSTACK_SKIP_PG=1."""
+    if os.environ.get("CXSTACK_SKIP_PG") == "1":
+        pytest.skip("CXSTACK_SKIP_PG=1")
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}", admin
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
 
 TABLES = (
     "email_messages",

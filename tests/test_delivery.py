@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.api.app import create_api
 from cxstack.app import Settings, build
@@ -24,8 +23,6 @@ from cxstack.testing.authz import make_role_keys, send_as
 from cxstack.testing.memory_store import InMemoryStore
 from cxstack.testing.store_contract import inbound, make_commit
 from cxstack.workspace.loader import load_workspace
-
-PG_URL = os.environ.get("CXSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 class RecordingChannel:
@@ -204,20 +201,12 @@ def test_the_outbox_migration_keeps_existing_rows_on_sqlite(tmp_path: Path) -> N
 
 @pytest.fixture
 def pg_fresh_schema() -> Iterator[Engine]:
-    if os.environ.get("CXSTACK_SKIP_PG") == "1":
-        pytest.skip("CXSTACK_SKIP_PG=1")
-    admin = create_engine_for(PG_URL)
-    schema = f"cxstack_mig_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine_for(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_pg_schema("cxstack_mig") as (url, _):
+        engine = create_engine_for(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.mark.postgres

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +19,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 from tests.conftest import SAM_ID
+from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import ConversationId, Role
 from cxstack.domain.ports import OutboxStatus
-from cxstack.store.db import create_engine_for
 from cxstack.workspace.loader import load_workspace
 
 pytest.importorskip("procrastinate")
 
-PG_URL = os.environ.get("CXSTACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONVERSATIONS = 10
 PER_CONVERSATION = 4
 DEADLINE_S = 45.0
@@ -38,18 +36,8 @@ DEADLINE_S = 45.0
 @pytest.fixture
 def pg_schema() -> Iterator[tuple[str, Engine]]:
     """A fresh schema for the test: cxstack's and procrastinate's tables both live there."""
-    if os.environ.get("CXSTACK_SKIP_PG") == "1":
-        pytest.skip("CXSTACK_SKIP_PG=1")
-    schema = f"cxstack_scale_{uuid.uuid4().hex[:12]}"
-    admin = create_engine_for(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}", admin
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_pg_schema("cxstack_scale") as found:
+        yield found
 
 
 def _env(database_url: str, home: Path, backoffice_url: str) -> dict[str, str]:

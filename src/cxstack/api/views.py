@@ -402,8 +402,6 @@ def get_escalation(cx: CxApp, escalation_id: str) -> EscalationOut:
 
 
 async def human_reply(cx: CxApp, conversation_id: str, body: HumanReply) -> HumanReplyOut:
-    if await asyncio.to_thread(cx.store.get_conversation, ConversationId(conversation_id)) is None:
-        raise ConversationNotFoundError(conversation_id)
     template = (
         (body.template.name, body.template.parameters, body.template.language) if body.template else None
     )
