@@ -463,7 +463,12 @@ def test_a_mail_is_answered_in_its_thread_and_a_reply_to_ours_threads_back(
         assert again.json() == {"outcome": "duplicate", "conversation_id": conversation, "reason": None}
     wait_for(lambda: len(inbox.mails) == 1)
     reply = inbox.mails[0]
-    item = next(i for i in cx.store.list_outbox(OutboxStatus.SENT) if i.conversation_id == conversation)
+
+    def sent() -> list[Any]:  # the SMTP server has the mail a moment before the outbox row says so
+        return [i for i in cx.store.list_outbox(OutboxStatus.SENT) if i.conversation_id == conversation]
+
+    wait_for(lambda: len(sent()) == 1)
+    item = sent()[0]
     assert (
         reply["Message-ID"] == f"<cx.{item.id}@shop.test>"
         and item.provider_message_id == f"cx.{item.id}@shop.test"
@@ -565,6 +570,7 @@ def test_bounces_and_auto_replies_are_never_answered(
     first = mailgun(client, mailgun_fields("loop1@customer.test", "what is your return policy"))
     wait_for(lambda: len(inbox.mails) == 1)
     ours = inbox.mails[0]["Message-ID"].strip("<>")
+    wait_for(lambda: bool(cx.store.list_outbox(OutboxStatus.SENT)))  # a real bounce comes minutes later
     out_of_office = mailgun_fields(
         "ooo@customer.test",
         "I am away until Monday.",

@@ -237,6 +237,8 @@ def test_a_message_is_answered_once_however_often_it_is_delivered(
     messages = cx.store.list_messages(conversation)
     assert [m.role.value for m in messages] == ["customer", "assistant"]
     assert len(cx.store.list_traces(conversation)) == 1
+    # the Graph API stand-in has the request a moment before the outbox row says it was sent
+    wait_for(lambda: bool(cx.store.list_outbox(OutboxStatus.SENT)))
     item = next(i for i in cx.store.list_outbox(OutboxStatus.SENT) if i.conversation_id == conversation)
     assert item.provider_message_id == "wamid.OUT1"
     # delivery reports arrive out of order: read, then delivered, then a late sent
