@@ -300,10 +300,12 @@ def migrate(engine: Engine, config: Config | None = None) -> None:
                 status = check_schema_known(connection, config)
                 if status.state == "compatible":
                     # A newer release migrated it and declared this code compatible: run on it as it is,
-                    # never downgrade it (that would drop the newer release's columns and their data).
-                    log.info(
+                    # never downgrade it (that would drop the newer release's columns and their data). A
+                    # warning: fine during a rolling upgrade, a process to replace after it.
+                    log.warning(
                         "database schema is at %s, newer than this cxstack (%s) and compatible with it "
-                        "(code at %s or newer may run on it): not migrating",
+                        "(code at %s or newer may run on it): running on it, not migrating; upgrade this "
+                        "process",
                         status.database,
                         status.code,
                         status.oldest_compatible,
