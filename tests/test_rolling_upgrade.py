@@ -428,3 +428,53 @@ async def test_workers_of_this_and_the_next_release_share_one_database_then_a_br
         )
         assert "Traceback" not in output
         assert _scalar(admin, database_url, revision) == CONTRACT
+
+
+# ---- `cxstack migrate`, the first step of an upgrade
+
+
+def test_the_migrate_command_says_where_the_database_stands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxstack.cli.main import app as cli
+
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    env = {"CXSTACK_DATABASE_URL": ""}
+    ours = head_revision()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, ["migrate", *args, *home], env=env)
+        return result.exit_code, " ".join(result.output.split())
+
+    assert run("--check") == (
+        1,
+        f"database schema at nothing (empty), this cxstack is at {ours}: run `cxstack migrate`",
+    )
+    assert run() == (0, f"database schema at {ours} (was empty); processes of an older release refuse it")
+    assert run("--check") == (0, f"database schema at {ours}; processes of an older release refuse it")
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'home' / 'cxstack.db'}")
+    migrate(engine, _next_additive(tmp_path / "next"))
+    assert run() == (
+        0,
+        f"database schema is at {NEXT}, newer than this cxstack ({ours}) and compatible with it; "
+        "nothing to do: upgrade this cxstack",
+    )
+    write_migration(
+        tmp_path / "next",
+        CONTRACT,
+        kind=BREAKING,
+        upgrade=BREAKING_UPGRADE,
+        downgrade=BREAKING_DOWNGRADE,
+        down=NEXT,
+    )
+    migrate(engine, next_release_config(tmp_path / "next"))
+    engine.dispose()
+    code, output = run()
+    assert code == 1
+    assert output.startswith(
+        f"cannot migrate: database schema is at {CONTRACT}, this cxstack knows up to {ours}"
+    )
+    assert run("--check")[0] == 1
+    assert current_revision(create_engine_for(f"sqlite:///{tmp_path / 'home' / 'cxstack.db'}")) == CONTRACT

@@ -233,14 +233,15 @@ def schema_status(connection: Connection, config: Config | None = None) -> Schem
     known = {script.revision for script in scripts.walk_revisions()}
     if current is None:
         return SchemaStatus(None, head, "empty")
+    oldest = recorded_oldest_compatible(connection, current)
     if current in known:
-        return SchemaStatus(current, head, "current" if current == head else "behind")
-    oldest = _recorded_oldest_compatible(connection, current)
+        return SchemaStatus(current, head, "current" if current == head else "behind", oldest)
     state: Literal["compatible", "too_new"] = "compatible" if oldest in known else "too_new"
     return SchemaStatus(current, head, state, oldest)
 
 
-def _recorded_oldest_compatible(connection: Connection, revision: str) -> str | None:
+def recorded_oldest_compatible(connection: Connection, revision: str) -> str | None:
+    """What the database says about `revision`: the oldest revision whose code may run on it, if recorded."""
     if not inspect(connection).has_table(SCHEMA_COMPAT_TABLE):
         return None
     found = connection.execute(

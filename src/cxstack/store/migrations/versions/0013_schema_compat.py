@@ -17,7 +17,9 @@ revision = "0013_schema_compat"
 down_revision: str | None = "0012_handoff_exports"
 branch_labels: str | None = None
 depends_on: str | None = None
-compatibility = "additive"  # a new table the previous release never reads
+# Only a new table, but code older than it cannot read the record it holds and refuses any newer database
+# anyway: the record says so rather than name releases that would not run.
+compatibility = "breaking"
 
 
 def upgrade() -> None:
