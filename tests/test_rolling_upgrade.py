@@ -136,6 +136,23 @@ def test_a_contract_step_names_the_release_that_stopped_using_what_it_removes(
     assert current_revision(empty_engine) == CONTRACT
 
 
+def test_compatible_since_cannot_reach_past_an_earlier_breaking_step(
+    empty_engine: Engine, tmp_path: Path
+) -> None:
+    migrate(empty_engine)
+    [(_, ours_oldest)] = _marker(empty_engine)
+    write_migration(
+        tmp_path,
+        CONTRACT,
+        kind=BREAKING,
+        upgrade=BREAKING_UPGRADE,
+        downgrade=BREAKING_DOWNGRADE,
+        compatible_since="0004_api_keys",  # older than the breaking steps after it
+    )
+    migrate(empty_engine, next_release_config(tmp_path))
+    assert _marker(empty_engine) == [(CONTRACT, ours_oldest)]
+
+
 def test_going_back_down_rewrites_the_record(empty_engine: Engine, tmp_path: Path) -> None:
     from alembic import command
 

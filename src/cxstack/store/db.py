@@ -204,8 +204,9 @@ def oldest_compatible_revision(scripts: ScriptDirectory, revision: str) -> str:
         if migration_compatibility(script) == ADDITIVE and isinstance(script.down_revision, str):
             continue  # the code that could run before this step still can
         since = getattr(script.module, "compatible_since", None)
-        if isinstance(since, str) and since in age and age[oldest] >= age[since] > age[name]:
-            oldest = since
+        if isinstance(since, str) and since in age and age[since] > age[name]:
+            # Code older than `oldest` could not run before this step either.
+            oldest = since if age[since] <= age[oldest] else oldest
         else:
             oldest = name
     return oldest
