@@ -1,6 +1,8 @@
 """Every migration, up and down, on SQLite and PostgreSQL, with rows in every table: rows written before a
-step are still there after it (counts, keys and key fields). And the rule that lets workers of two releases
-share one database during a rolling upgrade: since 0008, an upgrade only adds (nullable columns, tables)."""
+step are still there after it (counts, keys and key fields). And the contract that lets workers of two
+releases share one database during a rolling upgrade: every migration declares itself additive or breaking,
+and additive ones only add (checked on their source and on the schema they produce).
+tests/test_rolling_upgrade.py runs this code on the schema of the release to come."""
 
 from __future__ import annotations
 
@@ -17,8 +19,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Boolean, DateTime, Engine, Float, Integer, MetaData, Numeric, Table, inspect
 from sqlalchemy.engine import Connection
 from tests.db_fixtures import empty_engine_fixture  # noqa: F401  (the empty_engine fixture)
+from tests.next_release import BREAKING_DOWNGRADE, BREAKING_UPGRADE, next_release_config, write_migration
 
-from cxstack.store.db import BEGIN_MODE_OPTION, MIGRATIONS_DIR, alembic_config
+from cxstack.store.db import (
+    ADDITIVE,
+    BEGIN_MODE_OPTION,
+    COMPATIBILITY_KINDS,
+    SCHEMA_COMPAT_TABLE,
+    alembic_config,
+    migration_compatibility,
+)
 
 # Columns whose values no migration may change; the others (status names, derived flags) some data
 # migrations rewrite on purpose (0002 renames conversation statuses, 0003 outbox ones).
@@ -30,8 +40,6 @@ REALISTIC: dict[tuple[str, str], Any] = {
     ("traces", "outcome"): "automated",
     ("conversations", "state"): {},
 }
-# The first revision from which upgrades must only add: the release before it already ran side by side.
-ADDITIVE_SINCE = "0008_outbox_delivery_status"
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 
 Snapshot = dict[str, dict[tuple[Any, ...], dict[str, Any]]]
@@ -72,8 +80,9 @@ def _step(engine: Engine, direction: str, target: str) -> None:
 def _tables(engine: Engine) -> MetaData:
     metadata = MetaData()
     metadata.reflect(engine)
-    if "alembic_version" in metadata.tables:
-        metadata.remove(metadata.tables["alembic_version"])
+    for bookkeeping in ("alembic_version", SCHEMA_COMPAT_TABLE):  # written by the migration run itself
+        if bookkeeping in metadata.tables:
+            metadata.remove(metadata.tables[bookkeeping])
     return metadata
 
 
@@ -211,12 +220,17 @@ def _false(keywords: dict[str | None, ast.expr]) -> bool:
     return isinstance(nullable, ast.Constant) and nullable.value is False
 
 
-def test_migrations_since_0008_only_add_so_two_releases_can_share_the_database() -> None:
-    files = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
-    recent = [path for path in files if path.name >= ADDITIVE_SINCE]
-    assert recent and recent[0].name == f"{ADDITIVE_SINCE}.py"
-    problems = {path.name: _breaking_calls(path.read_text()) for path in recent}
-    assert {name: found for name, found in problems.items() if found} == {}
+@pytest.mark.parametrize("revision", _revisions())
+def test_every_migration_declares_whether_it_is_additive_or_breaking(revision: str) -> None:
+    script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    assert script is not None
+    declared = getattr(script.module, "compatibility", None)
+    assert declared in COMPATIBILITY_KINDS, f"{revision}: compatibility = {declared!r}"
+    since = getattr(script.module, "compatible_since", None)
+    if since is not None:
+        assert declared != ADDITIVE and since in _revisions()[: _revisions().index(revision)], revision
+    if declared == ADDITIVE:
+        assert _breaking_calls(Path(script.path).read_text()) == [], revision
 
 
 def test_the_additive_check_catches_a_breaking_upgrade() -> None:
@@ -249,3 +263,98 @@ def test_every_migration_has_a_downgrade(revision: str) -> None:
         node for node in source.body if isinstance(node, ast.FunctionDef) and node.name == "downgrade"
     ]
     assert not (len(downgrade.body) == 1 and isinstance(downgrade.body[0], ast.Pass | ast.Raise)), revision
+
+
+# ---- additive steps, checked on the schema they produce ------------------------------------------------
+
+Schema = dict[str, dict[str, Any]]
+
+
+def _schema(engine: Engine) -> Schema:
+    """What code of an earlier revision depends on, per table: columns (type, nullable, server default),
+    primary key, unique sets, foreign keys and checks."""
+    inspector = inspect(engine)
+    schema: Schema = {}
+    for table in inspector.get_table_names():
+        if table in ("alembic_version", SCHEMA_COMPAT_TABLE):
+            continue
+        unique = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)}
+        unique |= {tuple(i["column_names"]) for i in inspector.get_indexes(table) if i["unique"]}
+        schema[table] = {
+            "columns": {
+                c["name"]: (type(c["type"]).__name__, c["nullable"], c.get("default"))
+                for c in inspector.get_columns(table)
+            },
+            "primary key": tuple(inspector.get_pk_constraint(table)["constrained_columns"]),
+            "unique": unique,
+            "foreign key": {tuple(fk["constrained_columns"]) for fk in inspector.get_foreign_keys(table)},
+            "check": {str(ck["sqltext"]) for ck in inspector.get_check_constraints(table)},
+        }
+    return schema
+
+
+def schema_breaks(before: Schema, after: Schema) -> list[str]:
+    """What a step did that code of the revision before it may trip on (empty for an additive step)."""
+    problems: list[str] = []
+    for table, old in before.items():
+        new = after.get(table)
+        if new is None:
+            problems.append(f"drops table {table}")
+            continue
+        for column, (kind, nullable, _) in old["columns"].items():
+            if column not in new["columns"]:
+                problems.append(f"drops {table}.{column}")
+                continue
+            new_kind, new_nullable, _ = new["columns"][column]
+            if new_kind != kind:
+                problems.append(f"retypes {table}.{column} from {kind} to {new_kind}")
+            if nullable and not new_nullable:
+                problems.append(f"makes {table}.{column} NOT NULL")
+        for column, (_, nullable, default) in new["columns"].items():
+            if column not in old["columns"] and not nullable and default is None:
+                problems.append(f"adds {table}.{column} NOT NULL without a server default")
+        if new["primary key"] != old["primary key"]:
+            problems.append(f"changes the primary key of {table}")
+        for kind in ("unique", "foreign key"):
+            for columns in new[kind] - old[kind]:
+                # On new columns only, older code writes NULL there, which neither constraint refuses.
+                if set(columns) & set(old["columns"]):
+                    problems.append(f"adds a {kind} on {table}{columns}")
+        problems.extend(f"adds a check on {table}: {check}" for check in new["check"] - old["check"])
+    return problems
+
+
+def test_additive_migrations_only_add_to_the_schema(empty_engine: Engine) -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    before = _schema(empty_engine)
+    checked = []
+    for revision in _revisions():
+        _step(empty_engine, "upgrade", revision)
+        after = _schema(empty_engine)
+        migration = script.get_revision(revision)
+        assert migration is not None
+        if migration_compatibility(migration) == ADDITIVE:
+            assert schema_breaks(before, after) == [], revision
+            checked.append(revision)
+        before = after
+    assert len(checked) >= 7
+
+
+def test_the_schema_check_catches_a_step_that_says_additive_but_is_not(
+    empty_engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "next"
+    # The source check does not see this one (a default added, then removed): the schema check does.
+    lying = write_migration(
+        folder, "0099_not_additive", kind=ADDITIVE, upgrade=BREAKING_UPGRADE, downgrade=BREAKING_DOWNGRADE
+    )
+    assert _breaking_calls((folder / f"{lying}.py").read_text()) == []
+    _step(empty_engine, "upgrade", "heads")
+    before = _schema(empty_engine)
+    config = next_release_config(folder)
+    with _migration(empty_engine) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, lying)
+    assert schema_breaks(before, _schema(empty_engine)) == [
+        "adds messages.language NOT NULL without a server default"
+    ]

@@ -44,7 +44,7 @@ from cxstack.testing.authz import make_role_keys
 from cxstack.testing.store_contract import inbound, make_commit
 from cxstack.workspace.loader import load_workspace
 
-FUTURE = "0013_from_the_next_release"
+FUTURE = "0099_from_the_next_release"
 
 # ---- the schema guard
 
@@ -56,8 +56,10 @@ def test_a_database_of_a_newer_schema_is_refused_with_both_versions_named(empty_
     head = head_revision()
     with pytest.raises(SchemaTooNewError) as refused:
         migrate(empty_engine)
-    assert str(refused.value).startswith(
-        f"database schema is at {FUTURE}, this cxstack knows up to {head}: upgrade cxstack"
+    assert str(refused.value) == (
+        f"database schema is at {FUTURE}, this cxstack knows up to {head}: the database does not say that "
+        "code of an earlier release may run on it; upgrade cxstack (or point CXSTACK_DATABASE_URL at this "
+        "version's database); nothing was changed"
     )
     assert (refused.value.database, refused.value.known) == (FUTURE, head)
     assert current_revision(empty_engine) == FUTURE  # never downgraded, nothing touched

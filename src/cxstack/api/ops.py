@@ -21,7 +21,7 @@ from cxstack.api.deps import Cx
 from cxstack.api.schemas import HealthOut, WorkerOut
 from cxstack.app import CxApp
 from cxstack.domain.ports import OutboxStatus
-from cxstack.store.db import current_revision, head_revision
+from cxstack.store.db import schema_status
 
 # A probe has its own timeout (Kubernetes: 1 s by default); answering late is answering "dead".
 HEALTH_DB_SECONDS = 0.8
@@ -125,10 +125,22 @@ def _schema_check(cx: CxApp) -> tuple[bool, str]:
     engine = getattr(cx.store, "engine", None)
     if engine is None:
         return True, "no migrations (in-memory store)"
-    database, code = current_revision(engine), head_revision()
-    if database == code:
-        return True, f"at {code}"
-    return False, f"database schema is at {database}, this cxstack is at {code}: run the migrations"
+    with engine.connect() as connection:
+        status = schema_status(connection)
+    if status.state == "current":
+        return True, f"at {status.code}"
+    if status.state == "compatible":
+        # A rolling upgrade: a newer release migrated the database and declared this code fit to run on it.
+        return True, (
+            f"database schema is at {status.database}, newer than this cxstack ({status.code}) and "
+            f"compatible with it from {status.oldest_compatible}"
+        )
+    if status.state == "too_new":
+        return False, str(status.error())
+    return (
+        False,
+        f"database schema is at {status.database}, this cxstack is at {status.code}: run the migrations",
+    )
 
 
 async def readiness(cx: CxApp) -> ReadyOut:

@@ -25,6 +25,7 @@ from cxstack.cli.experiment import experiment_app
 from cxstack.cli.judge import judge_app
 from cxstack.cli.monitoring import drift_command, metrics_command, report_command
 from cxstack.cli.review import review_app
+from cxstack.cli.schema import migrate_command
 from cxstack.cli.services import (
     copy_demo_samples,
     ensure_backoffice,
@@ -59,6 +60,7 @@ app.add_typer(experiment_app, name="experiment")
 app.command("metrics")(metrics_command)
 app.command("drift")(drift_command)
 app.command("diagnose")(diagnose_command)
+app.command("migrate")(migrate_command)
 report_app.callback(invoke_without_command=True)(report_command)
 app.add_typer(review_app, name="review")
 app.add_typer(judge_app, name="judge")

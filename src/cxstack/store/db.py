@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from alembic.script import Script, ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -145,33 +147,142 @@ def alembic_config() -> Config:
     return config
 
 
-class SchemaTooNewError(RuntimeError):
-    """The database was migrated by a newer cxstack: this code does not know its schema and must not touch
-    it (never an automatic downgrade, which would drop the newer release's columns and tables and their
-    data)."""
+# How a migration declares what it does to code of the revision before it (module attribute
+# `compatibility`, checked for every migration by tests/test_migrations.py):
+# - ADDITIVE (expand): new tables, nullable columns or columns with a server default, new non-unique
+#   indexes. Code of the previous revision keeps working on the new schema, and the new code reads what the
+#   previous one keeps writing.
+# - BREAKING (contract, or a data rewrite): anything else. Code older than the migration refuses the
+#   database, unless the migration names in `compatible_since` the oldest revision whose code no longer uses
+#   what it removes (the release that stopped using a column, before the one that drops it).
+ADDITIVE = "additive"
+BREAKING = "breaking"
+COMPATIBILITY_KINDS = (ADDITIVE, BREAKING)
+# One row per database, written by every migration run (migrations/env.py): the revision the database is at
+# and the oldest revision whose code may run on it. Code that does not know the database's revision reads
+# it to decide whether it may run anyway.
+SCHEMA_COMPAT_TABLE = "schema_compat"
 
-    def __init__(self, database: str, known: str | None) -> None:
+log = logging.getLogger(__name__)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer cxstack that is not compatible with this code: this code does not
+    know its schema and must not touch it (never an automatic downgrade, which would drop the newer release's
+    columns and tables and their data)."""
+
+    def __init__(self, database: str, known: str | None, oldest_compatible: str | None = None) -> None:
         self.database = database
         self.known = known
+        self.oldest_compatible = oldest_compatible
+        if oldest_compatible is None:
+            why = "the database does not say that code of an earlier release may run on it"
+        else:
+            why = f"the database allows code at {oldest_compatible} or newer only"
         super().__init__(
-            f"database schema is at {database}, this cxstack knows up to {known}: upgrade cxstack "
+            f"database schema is at {database}, this cxstack knows up to {known}: {why}; upgrade cxstack "
             "(or point CXSTACK_DATABASE_URL at this version's database); nothing was changed"
         )
 
 
-def check_schema_known(connection: Connection, config: Config | None = None) -> str | None:
-    """The database's revision; raises SchemaTooNewError when this code's migrations do not contain it."""
-    script = ScriptDirectory.from_config(config or alembic_config())
+def migration_compatibility(script: Script) -> str:
+    """The migration's declared kind; a migration that declares none counts as breaking."""
+    kind = getattr(script.module, "compatibility", BREAKING)
+    return kind if kind in COMPATIBILITY_KINDS else BREAKING
+
+
+def oldest_compatible_revision(scripts: ScriptDirectory, revision: str) -> str:
+    """The oldest revision whose code may run on a database at `revision`: back through the additive
+    migrations to the last breaking one, or to the revision a breaking one names in `compatible_since` (but
+    never past what the migrations before it allow)."""
+    chain = [script.revision for script in scripts.walk_revisions(base="base", head=revision)]
+    age = {name: n for n, name in enumerate(chain)}  # 0 is `revision`, larger is older
+    oldest = revision
+    for name in reversed(chain):  # from the first migration up to `revision`
+        script = scripts.get_revision(name)
+        assert script is not None
+        if migration_compatibility(script) == ADDITIVE and isinstance(script.down_revision, str):
+            continue  # the code that could run before this step still can
+        since = getattr(script.module, "compatible_since", None)
+        if isinstance(since, str) and since in age and age[since] > age[name]:
+            # Code older than `oldest` could not run before this step either.
+            oldest = since if age[since] <= age[oldest] else oldest
+        else:
+            oldest = name
+    return oldest
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where the database stands against this code: empty, behind (to migrate), current, newer but declared
+    compatible with this code (run, never migrate), or too new."""
+
+    database: str | None
+    code: str | None
+    state: Literal["empty", "behind", "current", "compatible", "too_new"]
+    oldest_compatible: str | None = None
+
+    def error(self) -> SchemaTooNewError:
+        assert self.database is not None
+        return SchemaTooNewError(self.database, self.code, self.oldest_compatible)
+
+
+def schema_status(connection: Connection, config: Config | None = None) -> SchemaStatus:
+    scripts = ScriptDirectory.from_config(config or alembic_config())
+    head = scripts.get_current_head()
     current = MigrationContext.configure(connection).get_current_revision()
-    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
-        raise SchemaTooNewError(current, script.get_current_head())
-    return current
+    known = {script.revision for script in scripts.walk_revisions()}
+    if current is None:
+        return SchemaStatus(None, head, "empty")
+    oldest = recorded_oldest_compatible(connection, current)
+    if current in known:
+        return SchemaStatus(current, head, "current" if current == head else "behind", oldest)
+    state: Literal["compatible", "too_new"] = "compatible" if oldest in known else "too_new"
+    return SchemaStatus(current, head, state, oldest)
 
 
-def migrate(engine: Engine) -> None:
+def recorded_oldest_compatible(connection: Connection, revision: str) -> str | None:
+    """What the database says about `revision`: the oldest revision whose code may run on it, if recorded."""
+    if not inspect(connection).has_table(SCHEMA_COMPAT_TABLE):
+        return None
+    found = connection.execute(
+        text(f"SELECT oldest_compatible FROM {SCHEMA_COMPAT_TABLE} WHERE revision = :revision"),
+        {"revision": revision},
+    ).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+def record_compatibility(connection: Connection, scripts: ScriptDirectory, revision: str | None) -> None:
+    """Writes the database's compatibility row for `revision` (the migration run's end), when the table
+    exists at that revision. Called by migrations/env.py, so the alembic command line writes it too."""
+    if revision is None or not inspect(connection).has_table(SCHEMA_COMPAT_TABLE):
+        return
+    oldest = oldest_compatible_revision(scripts, revision)
+    rows = connection.execute(text(f"SELECT revision, oldest_compatible FROM {SCHEMA_COMPAT_TABLE}")).all()
+    if [tuple(row) for row in rows] == [(revision, oldest)]:
+        return
+    connection.execute(text(f"DELETE FROM {SCHEMA_COMPAT_TABLE}"))
+    connection.execute(
+        text(f"INSERT INTO {SCHEMA_COMPAT_TABLE} (revision, oldest_compatible) VALUES (:revision, :oldest)"),
+        {"revision": revision, "oldest": oldest},
+    )
+
+
+def check_schema_known(connection: Connection, config: Config | None = None) -> SchemaStatus:
+    """Where the database stands; raises SchemaTooNewError when it is newer than this code and does not
+    allow this code to run on it."""
+    status = schema_status(connection, config)
+    if status.state == "too_new":
+        raise status.error()
+    return status
+
+
+def migrate(engine: Engine, config: Config | None = None) -> None:
     """Upgrade the database to the newest schema (alembic upgrade head), in one transaction. A database of a
-    newer schema than this code knows is refused with both versions named (SchemaTooNewError)."""
-    config = alembic_config()
+    newer schema is left as it is: used when the release that migrated it declared this code compatible
+    (see ADDITIVE), refused with both versions named otherwise (SchemaTooNewError). `config` is for tests
+    that add migrations of a release to come."""
+    config = config or alembic_config()
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
         raw: Any = None
@@ -188,7 +299,20 @@ def migrate(engine: Engine) -> None:
                     connection.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                     )
-                check_schema_known(connection, config)
+                status = check_schema_known(connection, config)
+                if status.state == "compatible":
+                    # A newer release migrated it and declared this code compatible: run on it as it is,
+                    # never downgrade it (that would drop the newer release's columns and their data). A
+                    # warning: fine during a rolling upgrade, a process to replace after it.
+                    log.warning(
+                        "database schema is at %s, newer than this cxstack (%s) and compatible with it "
+                        "(code at %s or newer may run on it): running on it, not migrating; upgrade this "
+                        "process",
+                        status.database,
+                        status.code,
+                        status.oldest_compatible,
+                    )
+                    return
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
                 if sqlite:

@@ -407,3 +407,14 @@ class HandoffEventRow(Base):
     event_key: Mapped[str] = mapped_column(String, primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class SchemaCompatRow(Base):
+    """One row: the revision the database is at and the oldest revision whose code may run on it, written by
+    every migration run (store/db.py, record_compatibility) and read by code that does not know the
+    revision."""
+
+    __tablename__ = "schema_compat"
+
+    revision: Mapped[str] = mapped_column(String, primary_key=True)
+    oldest_compatible: Mapped[str] = mapped_column(String, nullable=False)

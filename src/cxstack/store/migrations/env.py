@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from cxstack.store.db import create_engine_for, database_url
+from cxstack.store.db import create_engine_for, database_url, record_compatibility
 from cxstack.store.orm import Base
 
 target_metadata = Base.metadata
@@ -16,6 +16,8 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
+        # In the same transaction: code of an older release reads it to know whether it may run here.
+        record_compatibility(connection, context.script, context.get_context().get_current_revision())
 
 
 def run_migrations_online() -> None:

@@ -14,6 +14,9 @@ revision = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | None = ${repr(branch_labels)}
 depends_on: str | None = ${repr(depends_on)}
+# "additive" (new tables, nullable columns, columns with a server default, non-unique indexes: the previous
+# release's code keeps working) or "breaking" (see ADDITIVE in cxstack/store/db.py); say why.
+compatibility = "breaking"
 
 
 def upgrade() -> None:

@@ -17,6 +17,7 @@ revision = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "breaking"  # the first schema: no code ran before it
 
 
 def _json() -> sa.types.TypeEngine[Any]:

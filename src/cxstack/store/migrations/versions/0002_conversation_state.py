@@ -20,6 +20,7 @@ revision = "0002_conversation_state"
 down_revision: str | None = "0001"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "breaking"  # renames the conversation statuses the previous code writes and reads
 
 
 def _utc() -> sa.DateTime:

@@ -17,6 +17,7 @@ revision = "0003_outbox_delivery"
 down_revision: str | None = "0002_conversation_state"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "breaking"  # a NOT NULL column the previous code does not fill; renames a status
 
 
 def upgrade() -> None:

@@ -14,6 +14,7 @@ revision = "0004_api_keys"
 down_revision: str | None = "0003_outbox_delivery"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # a new table
 
 
 def upgrade() -> None:

@@ -15,6 +15,7 @@ revision = "0005_fact_versions"
 down_revision: str | None = "0004_api_keys"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # a new table
 
 
 def upgrade() -> None:

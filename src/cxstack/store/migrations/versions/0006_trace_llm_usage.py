@@ -15,6 +15,7 @@ revision = "0006_trace_llm_usage"
 down_revision: str | None = "0005_fact_versions"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # columns with server defaults or nullable: older traces count 0 calls
 
 
 def upgrade() -> None:

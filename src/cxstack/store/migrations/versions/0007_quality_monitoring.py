@@ -20,6 +20,7 @@ revision = "0007_quality_monitoring"
 down_revision: str | None = "0006_trace_llm_usage"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "breaking"  # every turn's commit keeps the outcome rows: older code's would not
 
 
 def _json() -> sa.types.TypeEngine[Any]:

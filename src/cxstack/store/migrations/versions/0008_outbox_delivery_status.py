@@ -17,6 +17,7 @@ revision = "0008_outbox_delivery_status"
 down_revision: str | None = "0007_quality_monitoring"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # nullable columns and a non-unique index
 
 
 def upgrade() -> None:

@@ -17,6 +17,7 @@ revision = "0009_email_threads"
 down_revision: str | None = "0008_outbox_delivery_status"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # a new table
 
 
 def upgrade() -> None:

@@ -17,6 +17,7 @@ revision = "0011_outbox_content"
 down_revision: str | None = "0009_email_threads"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # a nullable column
 
 
 def upgrade() -> None:

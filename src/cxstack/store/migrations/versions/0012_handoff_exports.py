@@ -17,6 +17,7 @@ revision = "0012_handoff_exports"
 down_revision: str | None = "0011_outbox_content"
 branch_labels: str | None = None
 depends_on: str | None = None
+compatibility = "additive"  # new tables
 
 
 def upgrade() -> None:
