@@ -95,16 +95,7 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
     threading.Thread(target=read_pipe, name="cxstack-worker-pipe", daemon=True).start()
     await worker.recover()
     send(("ready", ""))
-    while not stopped.is_set():
-        try:
-            async with asyncio.timeout(HEARTBEAT_S):
-                await stopped.wait()
-        except TimeoutError:
-            try:
-                await worker.recover()  # a notice lost in a crash of the API still gets processed
-            except Exception:  # the database is away for a moment: try again next beat, alive all the same
-                log.exception("recovering pending conversations failed")
-            send(("alive", ""))  # a loop stuck in a turn sends nothing, and the supervisor replaces it
+    await worker.keep_resuming(HEARTBEAT_S, stopped, beat=lambda: send(("alive", "")))
     await worker.stop()
     await close()
 

@@ -126,6 +126,26 @@ class TurnWorker:
             self.notify(conversation_id)
         return len(pending)
 
+    async def keep_resuming(
+        self, every_s: float, stopped: asyncio.Event, beat: Callable[[], None] | None = None
+    ) -> None:
+        """Until `stopped`: every `every_s`, resumes each conversation with pending messages: what no notice
+        announced (a failed turn's back-off ended, a lease expired, a notice lost in a crash). `beat` runs
+        after each round (the process runtime's heartbeat: a loop stuck in a turn sends none)."""
+        while not stopped.is_set():
+            try:
+                async with asyncio.timeout(every_s):
+                    await stopped.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.recover()
+            except Exception:  # the database is away for a moment: try again next round, alive all the same
+                log.exception("recovering pending conversations failed")
+            if beat is not None:
+                beat()
+
     def notify(self, conversation_id: ConversationId) -> None:
         """New input for a conversation. At most one task per conversation runs; a second notice re-checks."""
         task = self._tasks.get(conversation_id)
