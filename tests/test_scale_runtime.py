@@ -456,3 +456,50 @@ async def test_two_api_processes_and_a_worker_poll_the_mailbox_once_per_tick(
     assert worker.returncode == 0, log.read_text()[-3000:]
     ran = _ran_jobs(admin, database_url)
     assert mailbox.logins == ran, f"{mailbox.logins} mailbox sessions for {ran} poll jobs"
+
+
+# ---- job hygiene -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_the_clean_job_removes_old_ended_jobs_with_their_events(pg_schema: tuple[str, Engine]) -> None:
+    """Failed, cancelled and aborted jobs older than CXSTACK_SCALE_KEEP_FAILED_HOURS (72) go, events too;
+    recent ones and waiting ones stay."""
+    from procrastinate.job_context import JobContext
+    from procrastinate.jobs import Job
+
+    from cxstack.runtime.jobs import apply_schema, clean, defer_turns, job_app
+
+    database_url, admin = pg_schema
+    assert await apply_schema(database_url)
+    app = job_app(database_url)
+    ended = {"old-failed": "failed", "old-cancelled": "cancelled", "old-aborted": "aborted", "new": "failed"}
+    async with app.open_async():
+        for name in [*ended, "waiting"]:
+            assert await defer_turns(app, name)
+        schema = database_url.rsplit("%3D", 1)[1]
+        with admin.begin() as connection:
+            connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+            for name, status in ended.items():
+                connection.execute(
+                    text(
+                        "UPDATE procrastinate_jobs SET status = CAST(:status AS procrastinate_job_status) "
+                        "WHERE args->>'conversation_id' = :name"
+                    ),
+                    {"status": status, "name": name},
+                )
+            connection.execute(
+                text(
+                    "UPDATE procrastinate_events SET at = now() - interval '100 hours' WHERE job_id IN "
+                    "(SELECT id FROM procrastinate_jobs WHERE args->>'conversation_id' LIKE 'old-%')"
+                )
+            )
+        job = Job(queue="cxstack_periodic", lock=None, queueing_lock=None, task_name="cxstack:clean")
+        context = JobContext(app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None)
+        await clean(context, timestamp=int(time.time()))
+    left = "SELECT string_agg(args->>'conversation_id', ',' ORDER BY id) FROM procrastinate_jobs"
+    assert _scalar(admin, database_url, left) == "new,waiting"
+    orphans = (
+        "SELECT count(*) FROM procrastinate_events WHERE job_id NOT IN (SELECT id FROM procrastinate_jobs)"
+    )
+    assert _scalar(admin, database_url, orphans) == 0
