@@ -503,3 +503,36 @@ async def test_the_clean_job_removes_old_ended_jobs_with_their_events(pg_schema:
         "SELECT count(*) FROM procrastinate_events WHERE job_id NOT IN (SELECT id FROM procrastinate_jobs)"
     )
     assert _scalar(admin, database_url, orphans) == 0
+
+
+@pytest.mark.postgres
+async def test_the_commit_listener_reconnects_and_wakes_every_waiter(
+    pg_schema: tuple[str, Engine], tmp_path: Path
+) -> None:
+    """Its connection cut (what a PostgreSQL restart does), the listener connects again, wakes whoever was
+    waiting (a commit may have gone unannounced meanwhile) and hears the next notifications."""
+    from cxstack.app import open_store
+    from cxstack.runtime.jobs import COMMITS_CHANNEL, ProcrastinateRuntime
+
+    database_url, admin = pg_schema
+    runtime = ProcrastinateRuntime(
+        database_url, open_store(Settings(home=tmp_path, database_url=database_url))
+    )
+    await runtime.start()
+    try:
+        await asyncio.wait_for(runtime.listening.wait(), 30)
+        first = runtime.listener_pid
+        waiting = asyncio.create_task(runtime.broker.wait(ConversationId("c-missed"), 60))
+        await asyncio.sleep(0)
+        with admin.begin() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+        assert await asyncio.wait_for(waiting, 30), "the reconnected listener woke the waiter"
+        assert runtime.listening.is_set() and runtime.listener_pid != first
+
+        heard = asyncio.create_task(runtime.broker.wait(ConversationId("c-next"), 30))
+        await asyncio.sleep(0)
+        with admin.begin() as connection:
+            connection.execute(text("SELECT pg_notify(:channel, 'c-next')"), {"channel": COMMITS_CHANNEL})
+        assert await heard
+    finally:
+        await runtime.stop()

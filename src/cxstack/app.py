@@ -82,9 +82,11 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     # False: run without the workspace's LLM even when one is configured (the offline path).
     llm: bool = True
-    # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
-    # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses). "procrastinate":
-    # PostgreSQL only; this process runs no turns nor periodic work, `cxstack worker` processes do.
+    # One way each: "process" is the embedded default `serve` runs on one machine (turns in a child process
+    # with a core of its own, so acknowledging webhooks never waits for them; periodic work on this event
+    # loop; one such process per database). "procrastinate": everything beyond one process, PostgreSQL only;
+    # this process runs no turns nor periodic work, `cxstack worker` processes do. "thread": turns on a
+    # thread of this process, for the library, `chat`, replays and tests (no database lock: not for serving).
     runtime: Literal["thread", "process", "procrastinate"] = "thread"
     # Overrides the workspace's per-channel burst windows (0: every message is its own turn; tests, tools).
     burst_window_ms: int | None = None

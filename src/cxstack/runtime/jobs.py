@@ -283,6 +283,7 @@ class ProcrastinateRuntime:
         self._deferring: set[asyncio.Task[bool]] = set()
         self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()  # set while the commit listener is connected
+        self.listener_pid: int | None = None  # its PostgreSQL backend (tests cut it)
 
     async def start(self) -> int:
         """Opens the connection pool, starts listening for commits and defers a job for every conversation
@@ -308,6 +309,7 @@ class ProcrastinateRuntime:
                     self._conninfo, autocommit=True
                 ) as connection:
                     await connection.execute(f"LISTEN {COMMITS_CHANNEL}")
+                    self.listener_pid = connection.info.backend_pid
                     self.listening.set()
                     if connected_before:
                         log.info("listening for commits again")
