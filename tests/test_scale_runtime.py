@@ -536,3 +536,66 @@ async def test_the_commit_listener_reconnects_and_wakes_every_waiter(
         assert await heard
     finally:
         await runtime.stop()
+
+
+@pytest.mark.postgres
+async def test_a_message_whose_worker_dies_three_times_is_set_aside_for_a_person(
+    pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path
+) -> None:
+    """The resume that releases a dead worker's turn job counts that turn as failed (as `serve`'s supervisor
+    does for its worker process): a poison message is escalated after three deaths, not retried forever."""
+    from procrastinate.job_context import JobContext
+    from procrastinate.jobs import Job
+
+    from cxstack.runtime.jobs import CONTEXT_KEY, WorkerComponents, answer_pending, apply_schema, job_app
+    from cxstack.runtime.jobs import resume as resume_task
+    from cxstack.runtime.worker import TurnWorker
+
+    database_url, admin = pg_schema
+    settings = Settings(
+        home=tmp_path,
+        database_url=database_url,
+        embedder="hashing",
+        burst_window_ms=0,
+        runtime="procrastinate",
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    worker = TurnWorker(cx.store, cx.engine.orchestrator, cx.reloader.current, burst_window_ms={})
+    components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=0)
+    await cx.post_message("poison", "what is your return policy", customer_id=SAM_ID, verified=True)
+    cid = ConversationId("poison")
+    await apply_schema(database_url)
+    app = job_app(database_url)
+    schema = database_url.rsplit("%3D", 1)[1]
+    async with app.open_async():
+        job = Job(queue="cxstack_periodic", lock=None, queueing_lock=None, task_name="cxstack:resume")
+        context = JobContext(
+            app=app,
+            job=job,
+            start_timestamp=time.time(),
+            abort_reason=lambda: None,
+            additional_context={CONTEXT_KEY: components},
+        )
+        for death in range(1, 4):
+            with admin.begin() as connection:  # a worker took the conversation's job, then went silent
+                connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+                connection.execute(
+                    text(
+                        "WITH dead AS (INSERT INTO procrastinate_workers (last_heartbeat) "
+                        "VALUES (now() - interval '1 hour') RETURNING id) "
+                        "INSERT INTO procrastinate_jobs "
+                        "(queue_name, task_name, lock, args, status, worker_id) "
+                        "SELECT 'cxstack_turns', 'cxstack:run_turns', 'conversation:poison', "
+                        "'{\"conversation_id\": \"poison\"}', 'doing', id FROM dead"
+                    )
+                )
+            await resume_task(context, int(time.time()))
+            [pending] = cx.store.pending_messages(cid)
+            assert pending.turn_failures == death
+        doing = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
+        assert _scalar(admin, database_url, doing) == 0, "every dead worker's job released"
+    assert await answer_pending(components, cid)
+    [trace] = cx.store.list_traces(cid)
+    assert trace.reason_code == "internal_error" and not cx.store.pending_messages(cid)
+    await worker.stop()
+    await cx.stop()

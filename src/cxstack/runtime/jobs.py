@@ -41,7 +41,7 @@ from cxstack.domain.models import ConversationId
 from cxstack.domain.ports import Store
 from cxstack.runtime.health import WorkerHealth
 from cxstack.runtime.owner import RuntimeClaim
-from cxstack.runtime.worker import TurnWorker
+from cxstack.runtime.worker import TurnWorker, count_interrupted_turn
 from cxstack.store.db import normalize_url
 
 if TYPE_CHECKING:
@@ -170,6 +170,16 @@ async def resume(context: procrastinate.JobContext, timestamp: int) -> None:
             await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=False)
         except procrastinate.exceptions.ConnectorException:
             log.info("job %s was released meanwhile (by another resume)", job.id)
+            continue
+        conversation_id = job.task_kwargs.get("conversation_id")
+        if job.task_name == RUN_TURNS and isinstance(conversation_id, str):
+            # Counted once, by the resume that released it: a poison message is set aside after N deaths.
+            await asyncio.to_thread(
+                count_interrupted_turn,
+                components.cx.store,
+                ConversationId(conversation_id),
+                f"worker of job {job.id} stopped its heartbeat",
+            )
     pending = await asyncio.to_thread(components.cx.store.conversations_with_pending)
     for conversation_id in pending:
         await defer_turns(context.app, conversation_id)

@@ -72,6 +72,19 @@ def merged(burst: list[Message]) -> Message:
     return replace(last, text="\n".join(m.text for m in burst))
 
 
+def count_interrupted_turn(store: Store, conversation_id: ConversationId, cause: str) -> bool:
+    """A worker died inside the conversation's turn (a native crash, memory exhausted, `kill -9`): a turn
+    always starts with the oldest pending message, so that message's turn is counted as failed. A message that
+    kills its worker every time is then set aside for a person after `max_turn_attempts`, instead of taking
+    every worker down in turn. False when nothing was pending (the turn had committed)."""
+    pending = store.pending_messages(conversation_id)
+    if not pending:
+        return False
+    error = f"the turn worker died during this turn ({cause})"
+    store.record_turn_failure(conversation_id, [pending[0].id], error, utcnow())
+    return True
+
+
 class TurnWorker:
     """Runs the turns of the conversations it is notified about, one conversation at a time per lease.
 
