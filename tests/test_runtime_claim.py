@@ -157,3 +157,15 @@ def test_a_second_embedded_serve_on_one_postgresql_refuses_to_start_in_one_line(
     embedded = RuntimeClaim(url, "embedded")
     embedded.acquire()  # the first one's lock ended with it
     embedded.release()
+
+
+def test_serve_offers_the_embedded_and_the_scale_out_runtime_only(tmp_path: Path, shop_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxstack.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["serve", str(shop_path), "--runtime", "thread", "--home", str(tmp_path), "--no-backoffice"]
+    )
+    assert result.exit_code == 2
+    assert "--runtime is process or procrastinate" in result.output
