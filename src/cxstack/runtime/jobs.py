@@ -193,11 +193,12 @@ async def monitor(context: procrastinate.JobContext, timestamp: int) -> None:
 
 
 async def imap_poll(context: procrastinate.JobContext, timestamp: int) -> None:
-    """Polls the mailbox (CXSTACK_IMAP_*) once for the deployment: the mails become pending messages, and
-    the next resume defers their turns."""
-    poller = _components(context).imap
-    if poller is not None:
-        await poller.poll_once()
+    """Polls the mailbox (CXSTACK_IMAP_*) once for the deployment: the mails become pending messages, whose
+    turns are deferred at once (this process's own runtime is not started: it would not defer them)."""
+    components = _components(context)
+    if components.imap is not None and await components.imap.poll_once():
+        for conversation_id in await asyncio.to_thread(components.cx.store.conversations_with_pending):
+            await defer_turns(context.app, conversation_id)
 
 
 async def clean(context: procrastinate.JobContext, timestamp: int) -> None:
