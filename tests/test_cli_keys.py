@@ -85,7 +85,7 @@ def test_serve_bootstrap_admin_prints_a_working_key_and_desk_link_once_listening
     port = _free_port()
     command = [
         sys.executable, "-m", "cxstack.cli.main", "serve", str(shop_path), "--port", str(port),
-        "--no-backoffice", "--runtime", "thread", "--home", str(home), "--embedder", "hashing",
+        "--no-backoffice", "--runtime", "process", "--home", str(home), "--embedder", "hashing",
         "--bootstrap-admin",
     ]  # fmt: skip
     keys = []

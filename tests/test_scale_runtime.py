@@ -240,3 +240,362 @@ async def test_a_job_answers_what_is_pending_and_drops_a_deleted_conversation(
     assert not await answer_pending(components, ConversationId("gone"))
     assert "conversation gone no longer exists; job dropped" in caplog.text
     await cx.stop()
+
+
+# ---- commits reach the API processes (LISTEN/NOTIFY) ------------------------------------------------------
+
+
+def _start_api(workspace: Path, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    cxstack = Path(sys.executable).with_name("cxstack")
+    command = [str(cxstack), "serve", str(workspace), "--runtime", "procrastinate", "--port", str(port)]
+    with log.open("wb") as out:
+        return subprocess.Popen([*command, "--no-backoffice"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.postgres
+def test_a_procrastinate_api_process_hears_the_workers_commits(
+    pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    """`?wait=true` and the widget's stream, through a `serve --runtime procrastinate` process, get the reply
+    a worker committed. The API process reads the store only once a minute on its own and the stream's
+    heartbeat is two minutes away: only the commit's notification can bring the reply in time."""
+    import json
+
+    import httpx
+
+    database_url, _ = pg_schema
+    env = {
+        **_env(database_url, tmp_path / "api-home", backoffice[0]),
+        "CXSTACK_SCALE_WAIT_POLL_SECONDS": "60",
+        "CXSTACK_WIDGET_HEARTBEAT_SECONDS": "120",
+    }
+    logs = [tmp_path / "api.log", tmp_path / "worker.log"]
+    port = _free_port()
+    api = _start_api(shop_path, env, port, logs[0])
+    worker = _start_worker(shop_path, {**env, "CXSTACK_HOME": str(tmp_path / "worker-home")}, logs[1])
+    base = f"http://127.0.0.1:{port}"
+
+    def tails() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # ready: the API process listens and sees a live worker
+            assert api.poll() is None and worker.poll() is None, tails()
+            assert time.monotonic() < deadline, tails()
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        session = httpx.post(f"{base}/v1/webchat/sessions", json={}, timeout=10).json()
+        auth = {"Authorization": f"Bearer {session['token']}"}
+        posted = httpx.post(
+            f"{base}/v1/webchat/messages?wait=true",
+            json={"text": "what is your return policy", "external_id": "m0"},
+            headers=auth,
+            timeout=30,
+        )
+        assert posted.status_code == 202, posted.text
+        assert posted.json()["completed"] and "30 days" in posted.json()["reply"], (posted.text, tails())
+
+        received: list[dict[str, Any]] = []
+        with httpx.stream(
+            "GET",
+            f"{base}/v1/webchat/stream",
+            params={"timeout": 300},
+            headers={**auth, "Last-Event-ID": "2"},
+            timeout=httpx.Timeout(10, read=45),  # a read waiting past the heartbeat's time fails the test
+        ) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")  # the stream is open and waiting
+            second = httpx.post(
+                f"{base}/v1/webchat/messages",
+                json={"text": "how many days do I have to return something", "external_id": "m1"},
+                headers=auth,
+                timeout=10,
+            )
+            assert second.status_code == 202, second.text
+            for line in lines:
+                if line.startswith("data:"):
+                    event = json.loads(line.removeprefix("data:"))
+                    received.append(event)
+                    if event.get("role") == "assistant":
+                        break
+        assert [e.get("role") for e in received if "role" in e][-1] == "assistant", (received, tails())
+        assert "30 days" in received[-1]["text"]
+    finally:
+        for process in (api, worker):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (api, worker):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# ---- periodic work once per deployment ---------------------------------------------------------------------
+
+
+class CountingImap:
+    """A mailbox that is always empty and counts the sessions that log in to it: just enough IMAP for
+    imaplib's login, select, UID SEARCH and logout."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        self.logins = 0
+        counter = self
+        lock = threading.Lock()
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.wfile.write(b"* OK [CAPABILITY IMAP4rev1] counting stand-in ready\r\n")
+                for raw in self.rfile:
+                    tag, _, rest = raw.decode().strip().partition(" ")
+                    command = rest.split(" ", 1)[0].upper()
+                    if command == "CAPABILITY":
+                        self.wfile.write(b"* CAPABILITY IMAP4rev1\r\n")
+                    elif command == "LOGIN":
+                        with lock:
+                            counter.logins += 1
+                    elif command == "SELECT":
+                        self.wfile.write(b"* 0 EXISTS\r\n* 0 RECENT\r\n")
+                    elif command == "UID":
+                        self.wfile.write(b"* SEARCH\r\n")
+                    elif command == "LOGOUT":
+                        self.wfile.write(b"* BYE\r\n" + f"{tag} OK done\r\n".encode())
+                        return
+                    self.wfile.write(f"{tag} OK done\r\n".encode())
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _ran_jobs(admin: Engine, database_url: str, task: str = "cxstack:imap") -> int:
+    if not _scalar(admin, database_url, "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"):
+        return 0  # the worker has not created procrastinate's tables yet
+    ran = f"SELECT count(*) FROM procrastinate_jobs WHERE task_name = '{task}' AND status <> 'todo'"
+    return int(_scalar(admin, database_url, ran))
+
+
+@pytest.mark.postgres
+async def test_two_api_processes_and_a_worker_poll_the_mailbox_once_per_tick(
+    pg_schema: tuple[str, Engine],
+    tmp_path: Path,
+    backoffice: tuple[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """IMAP polling is a periodic job in a scale-out deployment: the mailbox sees exactly one session per job
+    that ran, none from the API processes."""
+    from tests.conftest import SHOP, write_workspace
+
+    database_url, admin = pg_schema
+    mailbox = CountingImap()
+    email_env = {
+        "CXSTACK_EMAIL_ADDRESS": "support@shop.test",
+        "CXSTACK_SMTP_HOST": "127.0.0.1",
+        "CXSTACK_IMAP_HOST": "127.0.0.1",
+        "CXSTACK_IMAP_PORT": str(mailbox.port),
+        "CXSTACK_IMAP_USER": "support",
+        "CXSTACK_IMAP_PASSWORD": "secret",
+        "CXSTACK_IMAP_SSL": "false",
+        "CXSTACK_IMAP_POLL_SECONDS": "1",
+    }
+    for name, value in email_env.items():
+        monkeypatch.setenv(name, value)  # the API processes below read them as `serve` would
+    root = write_workspace(
+        tmp_path / "ws", **{"cxstack.yaml": SHOP["cxstack.yaml"] + "channels: [api, email]\n"}
+    )
+    workspace = load_workspace(root)
+    apis = [
+        build(
+            Settings(
+                home=tmp_path / f"api-{n}",
+                database_url=database_url,
+                embedder="hashing",
+                monitoring_seconds=0,
+                knowledge_reload_seconds=0,
+                runtime="procrastinate",
+            ),
+            workspace=workspace,
+        )
+        for n in range(2)
+    ]
+    log = tmp_path / "worker.log"
+    worker = _start_worker(root, {**_env(database_url, tmp_path / "w", backoffice[0]), **email_env}, log)
+    try:
+        for cx in apis:
+            await cx.start()
+        deadline = time.monotonic() + DEADLINE_S
+        await _until(lambda: _ran_jobs(admin, database_url) >= 3, "three poll jobs", [log], deadline)
+    finally:
+        worker.send_signal(signal.SIGTERM)  # running jobs finish first
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        for cx in apis:
+            await cx.stop()
+        mailbox.close()
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    ran = _ran_jobs(admin, database_url)
+    assert mailbox.logins == ran, f"{mailbox.logins} mailbox sessions for {ran} poll jobs"
+
+
+# ---- job hygiene -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_the_clean_job_removes_old_ended_jobs_with_their_events(pg_schema: tuple[str, Engine]) -> None:
+    """Failed, cancelled and aborted jobs older than CXSTACK_SCALE_KEEP_FAILED_HOURS (72) go, events too;
+    recent ones and waiting ones stay."""
+    from procrastinate.job_context import JobContext
+    from procrastinate.jobs import Job
+
+    from cxstack.runtime.jobs import apply_schema, clean, defer_turns, job_app
+
+    database_url, admin = pg_schema
+    assert await apply_schema(database_url)
+    app = job_app(database_url)
+    ended = {"old-failed": "failed", "old-cancelled": "cancelled", "old-aborted": "aborted", "new": "failed"}
+    async with app.open_async():
+        for name in [*ended, "waiting"]:
+            assert await defer_turns(app, name)
+        schema = database_url.rsplit("%3D", 1)[1]
+        with admin.begin() as connection:
+            connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+            for name, status in ended.items():
+                connection.execute(
+                    text(
+                        "UPDATE procrastinate_jobs SET status = CAST(:status AS procrastinate_job_status) "
+                        "WHERE args->>'conversation_id' = :name"
+                    ),
+                    {"status": status, "name": name},
+                )
+            connection.execute(
+                text(
+                    "UPDATE procrastinate_events SET at = now() - interval '100 hours' WHERE job_id IN "
+                    "(SELECT id FROM procrastinate_jobs WHERE args->>'conversation_id' LIKE 'old-%')"
+                )
+            )
+        job = Job(queue="cxstack_periodic", lock=None, queueing_lock=None, task_name="cxstack:clean")
+        context = JobContext(app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None)
+        await clean(context, timestamp=int(time.time()))
+    left = "SELECT string_agg(args->>'conversation_id', ',' ORDER BY id) FROM procrastinate_jobs"
+    assert _scalar(admin, database_url, left) == "new,waiting"
+    orphans = (
+        "SELECT count(*) FROM procrastinate_events WHERE job_id NOT IN (SELECT id FROM procrastinate_jobs)"
+    )
+    assert _scalar(admin, database_url, orphans) == 0
+
+
+@pytest.mark.postgres
+async def test_the_commit_listener_reconnects_and_wakes_every_waiter(
+    pg_schema: tuple[str, Engine], tmp_path: Path
+) -> None:
+    """Its connection cut (what a PostgreSQL restart does), the listener connects again, wakes whoever was
+    waiting (a commit may have gone unannounced meanwhile) and hears the next notifications."""
+    from cxstack.app import open_store
+    from cxstack.runtime.jobs import COMMITS_CHANNEL, ProcrastinateRuntime
+
+    database_url, admin = pg_schema
+    runtime = ProcrastinateRuntime(
+        database_url, open_store(Settings(home=tmp_path, database_url=database_url))
+    )
+    await runtime.start()
+    try:
+        await asyncio.wait_for(runtime.listening.wait(), 30)
+        first = runtime.listener_pid
+        waiting = asyncio.create_task(runtime.broker.wait(ConversationId("c-missed"), 60))
+        await asyncio.sleep(0)
+        with admin.begin() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+        assert await asyncio.wait_for(waiting, 30), "the reconnected listener woke the waiter"
+        assert runtime.listening.is_set() and runtime.listener_pid != first
+
+        heard = asyncio.create_task(runtime.broker.wait(ConversationId("c-next"), 30))
+        await asyncio.sleep(0)
+        with admin.begin() as connection:
+            connection.execute(text("SELECT pg_notify(:channel, 'c-next')"), {"channel": COMMITS_CHANNEL})
+        assert await heard
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.postgres
+async def test_a_message_whose_worker_dies_three_times_is_set_aside_for_a_person(
+    pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path
+) -> None:
+    """The resume that releases a dead worker's turn job counts that turn as failed (as `serve`'s supervisor
+    does for its worker process): a poison message is escalated after three deaths, not retried forever."""
+    from procrastinate.job_context import JobContext
+    from procrastinate.jobs import Job
+
+    from cxstack.runtime.jobs import CONTEXT_KEY, WorkerComponents, answer_pending, apply_schema, job_app
+    from cxstack.runtime.jobs import resume as resume_task
+    from cxstack.runtime.worker import TurnWorker
+
+    database_url, admin = pg_schema
+    settings = Settings(
+        home=tmp_path,
+        database_url=database_url,
+        embedder="hashing",
+        burst_window_ms=0,
+        runtime="procrastinate",
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    worker = TurnWorker(cx.store, cx.engine.orchestrator, cx.reloader.current, burst_window_ms={})
+    components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=0)
+    await cx.post_message("poison", "what is your return policy", customer_id=SAM_ID, verified=True)
+    cid = ConversationId("poison")
+    await apply_schema(database_url)
+    app = job_app(database_url)
+    schema = database_url.rsplit("%3D", 1)[1]
+    async with app.open_async():
+        job = Job(queue="cxstack_periodic", lock=None, queueing_lock=None, task_name="cxstack:resume")
+        context = JobContext(
+            app=app,
+            job=job,
+            start_timestamp=time.time(),
+            abort_reason=lambda: None,
+            additional_context={CONTEXT_KEY: components},
+        )
+        for death in range(1, 4):
+            with admin.begin() as connection:  # a worker took the conversation's job, then went silent
+                connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+                connection.execute(
+                    text(
+                        "WITH dead AS (INSERT INTO procrastinate_workers (last_heartbeat) "
+                        "VALUES (now() - interval '1 hour') RETURNING id) "
+                        "INSERT INTO procrastinate_jobs "
+                        "(queue_name, task_name, lock, args, status, worker_id) "
+                        "SELECT 'cxstack_turns', 'cxstack:run_turns', 'conversation:poison', "
+                        "'{\"conversation_id\": \"poison\"}', 'doing', id FROM dead"
+                    )
+                )
+            await resume_task(context, int(time.time()))
+            [pending] = cx.store.pending_messages(cid)
+            assert pending.turn_failures == death
+        doing = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
+        assert _scalar(admin, database_url, doing) == 0, "every dead worker's job released"
+    assert await answer_pending(components, cid)
+    [trace] = cx.store.list_traces(cid)
+    assert trace.reason_code == "internal_error" and not cx.store.pending_messages(cid)
+    await worker.stop()
+    await cx.stop()

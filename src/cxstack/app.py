@@ -53,6 +53,7 @@ from cxstack.resolution.ports import ActionConnector
 from cxstack.resolution.registry import ResolverDeps, ResolverRegistry
 from cxstack.runtime.embedded import EmbeddedRuntime
 from cxstack.runtime.ingest import IngestBatcher
+from cxstack.runtime.owner import Mode, RuntimeClaim
 from cxstack.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
@@ -81,9 +82,11 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     # False: run without the workspace's LLM even when one is configured (the offline path).
     llm: bool = True
-    # "thread": turns on a thread of this process (library, chat, tests). "process": a child process with a
-    # core of its own, so acknowledging webhooks never waits for turns (what `serve` uses). "procrastinate":
-    # PostgreSQL only; this process runs no turns nor periodic work, `cxstack worker` processes do.
+    # One way each: "process" is the embedded default `serve` runs on one machine (turns in a child process
+    # with a core of its own, so acknowledging webhooks never waits for them; periodic work on this event
+    # loop; one such process per database). "procrastinate": everything beyond one process, PostgreSQL only;
+    # this process runs no turns nor periodic work, `cxstack worker` processes do. "thread": turns on a
+    # thread of this process, for the library, `chat`, replays and tests (no database lock: not for serving).
     runtime: Literal["thread", "process", "procrastinate"] = "thread"
     # Overrides the workspace's per-channel burst windows (0: every message is its own turn; tests, tools).
     burst_window_ms: int | None = None
@@ -419,7 +422,7 @@ class CxApp:
         if settings.runtime == "procrastinate":
             from cxstack.runtime.jobs import ProcrastinateRuntime  # optional extra [scale]
 
-            self.runtime = ProcrastinateRuntime(settings.resolved_database_url(), store)
+            self.runtime = ProcrastinateRuntime(settings.resolved_database_url(), store, self.broker)
         elif settings.runtime == "process":
             options = {
                 "settings": settings.model_dump(),
@@ -439,6 +442,13 @@ class CxApp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = IngestBatcher(store, self._stored)
         self._monitoring: asyncio.Task[None] | None = None
+        # Who runs turns on a PostgreSQL database: one embedded `serve`, or scale-out processes (owner.py).
+        self.claim: RuntimeClaim | None = None
+        if settings.runtime != "thread":  # the library and tests run their own turns, unlocked
+            mode: Mode = "scale-out" if settings.runtime == "procrastinate" else "embedded"
+            self.claim = RuntimeClaim(settings.resolved_database_url(), mode)
+        self._keeping_claim: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def workspace(self) -> Workspace:
@@ -459,6 +469,10 @@ class CxApp:
         if ws.root is not None:  # fact edits made in the files since the last start
             record_file_versions(self.store, ws.facts, root=ws.root)
         self._loop = asyncio.get_running_loop()
+        if self.claim is not None:
+            await asyncio.to_thread(self.claim.acquire)  # RuntimeTakenError: the other kind runs here
+            if self.claim.enabled:
+                self._keeping_claim = asyncio.create_task(self.claim.keep(), name="cxstack-runtime-lock")
         scaled_out = self.settings.runtime == "procrastinate"  # the workers' periodic jobs do this
         if not scaled_out:
             self.outbox.start()
@@ -466,7 +480,8 @@ class CxApp:
             self.handoff.start()
         resumed = await self.runtime.start()
         self.ingest.start()  # after the runtime: the turns of what it stores are scheduled at once
-        self.imap = email_channel.start_imap(self)
+        if not scaled_out:
+            self.imap = email_channel.start_imap(self)
         if self.settings.monitoring_seconds > 0 and hasattr(self.store, "record_offers") and not scaled_out:
             self._monitoring = asyncio.create_task(self._monitor(), name="cxstack-monitoring")
         return resumed
@@ -512,6 +527,12 @@ class CxApp:
         await self.outbox.stop()
         if self.handoff is not None:
             await self.handoff.stop()
+        if self._keeping_claim is not None:
+            self._keeping_claim.cancel()
+            await asyncio.gather(self._keeping_claim, return_exceptions=True)
+            self._keeping_claim = None
+        if self.claim is not None:
+            await asyncio.to_thread(self.claim.release)
 
     def _committed(self, conversation_id: ConversationId) -> None:
         """Called on the runtime thread after a turn committed: wake the outbox and waiting clients here."""
@@ -519,6 +540,11 @@ class CxApp:
             self._loop.call_soon_threadsafe(self._wake, conversation_id)
 
     def _wake(self, conversation_id: ConversationId) -> None:
+        if self.settings.runtime == "procrastinate":  # a help desk's reply: sent by a worker's job
+            task = asyncio.get_running_loop().create_task(self._news(conversation_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
         self.outbox.wake()
         if self.handoff is not None:  # the turn may have escalated
             self.handoff.wake()
@@ -624,9 +650,22 @@ class CxApp:
             hand_back,
             content=content,
         )
-        self.outbox.wake()
-        self.broker.publish(ConversationId(conversation_id))
+        await self._news(ConversationId(conversation_id))
         return message
+
+    async def _news(self, conversation_id: ConversationId) -> None:
+        """A message to send was stored here: wake the sender and whoever waits on the conversation (in a
+        scale-out deployment, a delivery job and every API process)."""
+        self.broker.publish(conversation_id)
+        if self.settings.runtime != "procrastinate":
+            self.outbox.wake()
+            return
+        runtime: Any = self.runtime
+        try:
+            await runtime.request_delivery()
+            await runtime.announce(conversation_id)
+        except Exception as exc:  # the delivery tick sends it and the waiters look again, a little later
+            log.warning("could not hand %s's news to the workers now: %s", conversation_id, exc)
 
 
 def worker_components(

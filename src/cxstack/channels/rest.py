@@ -20,6 +20,12 @@ class ReplyBroker:
         if event is not None:
             event.set()
 
+    def publish_all(self) -> None:
+        """Wakes every waiter: news may have been missed (a notification channel reconnected)."""
+        events, self._events = self._events, defaultdict(asyncio.Event)
+        for event in events.values():
+            event.set()
+
     async def wait(self, conversation_id: ConversationId, timeout: float) -> bool:
         event = self._events[conversation_id]
         try:

@@ -218,8 +218,9 @@ def serve(
     runtime: Annotated[
         str,
         typer.Option(
-            help="process: turns in a worker process (default); thread: in this process; procrastinate: "
-            "API only, turns and periodic work in `cxstack worker` processes (PostgreSQL)."
+            help="process: turns and periodic work in a worker process beside the API (default; one per "
+            "database); procrastinate: API only, turns and periodic work in `cxstack worker` processes "
+            "(PostgreSQL)."
         ),
     ] = "process",
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
@@ -239,8 +240,8 @@ def serve(
     from cxstack.app import build
 
     ws = _load_or_exit(workspace)
-    if runtime not in ("process", "thread", "procrastinate"):
-        err.print("[red]--runtime is process, thread or procrastinate[/]")
+    if runtime not in ("process", "procrastinate"):
+        err.print("[red]--runtime is process or procrastinate[/]")
         raise typer.Exit(2)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
     if runtime == "procrastinate":
@@ -250,6 +251,7 @@ def serve(
             ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)
+    _claim_runtime(cx)
     if customers is not None:
         console.print(f"imported {import_customers_file(cx.store, customers, ws)} customers from {customers}")
     console.print(
@@ -273,6 +275,19 @@ def serve(
             console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
 
     serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+
+
+def _claim_runtime(cx: Any) -> None:
+    """Takes the database's runtime lock before anything runs: an embedded `serve` beside another, or beside
+    scale-out processes, refuses in one line (the lock is then held until the process ends)."""
+    from cxstack.runtime.owner import RuntimeTakenError
+
+    try:
+        if cx.claim is not None:
+            cx.claim.acquire()
+    except RuntimeTakenError as exc:
+        err.print(f"[bold red]cannot start:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _check_scale_out(settings: Any) -> None:
@@ -316,6 +331,7 @@ def worker(
 
     with _starting(), console.status("training the router and indexing knowledge…"):
         cx = build(settings, workspace=ws)  # migrates the database like serve
+    _claim_runtime(cx)
     console.print(f"{ws.settings.name} [dim]{ws.version}[/]: worker running {concurrency} jobs at once")
     asyncio.run(run_worker(cx, concurrency=concurrency, schema=apply_schema))
 

@@ -74,16 +74,8 @@ class EmbeddedRuntime:
         return await self._submit(self.worker.recover())
 
     def _start_ticker(self) -> None:
-        self._ticker = self._loop.create_task(self._tick())
-
-    async def _tick(self) -> None:
-        # Picks up what no notice announced: a turn whose failure back-off ended, a lease that expired.
-        while True:
-            await asyncio.sleep(RECOVER_EVERY_S)
-            try:
-                await self.worker.recover()
-            except Exception:
-                log.exception("recovering pending conversations failed")
+        self._stopping = asyncio.Event()
+        self._ticker = self._loop.create_task(self.worker.keep_resuming(RECOVER_EVERY_S, self._stopping))
 
     def notify(self, conversation_id: ConversationId) -> None:
         self._loop.call_soon_threadsafe(self.worker.notify, conversation_id)
@@ -101,7 +93,7 @@ class EmbeddedRuntime:
     async def _stop_ticker(self) -> None:
         ticker = getattr(self, "_ticker", None)
         if ticker is not None:
-            ticker.cancel()
+            self._stopping.set()
             await asyncio.gather(ticker, return_exceptions=True)
 
     async def _settled(self, conversation_id: ConversationId | None) -> None:

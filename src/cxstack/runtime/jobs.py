@@ -8,8 +8,14 @@ safety net: a job run twice (a worker killed after its commit) finds nothing pen
 Order and exclusion per conversation come from procrastinate's `lock` (jobs with the same lock run one at a
 time, oldest first, across every worker); its `queueing_lock` keeps a burst of messages to one waiting job.
 Periodic work (resuming what no job announced, retrying the jobs of a dead worker, the outbox and the help
-desk exports, review sampling) is procrastinate's periodic tasks: one job per tick per deployment, whatever
-the number of workers, and each behind a lock of its own so two runs never overlap.
+desk exports, IMAP polling, review sampling, removing old jobs) is procrastinate's periodic tasks: one job per
+tick per deployment, whatever the number of workers, and each behind a lock of its own so two runs never
+overlap. An API process runs none of it; it only keeps its own knowledge files in step.
+
+A worker announces each commit with `NOTIFY cxstack_commits, '<conversation id>'` right after it; every API
+process LISTENs on that channel and wakes the requests and web-chat streams waiting on the conversation, so a
+reply reaches them without polling. A notification lost (the listener reconnecting) costs only latency: they
+also look again every `wait_poll_seconds`, and a reconnected listener wakes every waiter.
 """
 
 from __future__ import annotations
@@ -24,19 +30,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
+import procrastinate.builtin_tasks
 import procrastinate.schema
 import psycopg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from cxstack.channels.rest import ReplyBroker
 from cxstack.domain.models import ConversationId
 from cxstack.domain.ports import Store
 from cxstack.runtime.health import WorkerHealth
-from cxstack.runtime.worker import TurnWorker
+from cxstack.runtime.owner import RuntimeClaim
+from cxstack.runtime.worker import TurnWorker, count_interrupted_turn
 from cxstack.store.db import normalize_url
 
 if TYPE_CHECKING:
     from cxstack.app import CxApp
+    from cxstack.channels.email import ImapPoller
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,8 @@ TURNS_QUEUE = "cxstack_turns"
 PERIODIC_QUEUE = "cxstack_periodic"
 RUN_TURNS = f"{NAMESPACE}:run_turns"
 DELIVER = f"{NAMESPACE}:deliver"
+IMAP = f"{NAMESPACE}:imap"
+COMMITS_CHANNEL = "cxstack_commits"  # LISTEN/NOTIFY: a worker committed a turn of the conversation named
 EVERY_2_S = "* * * * * */2"  # the 6th column: seconds
 CONTEXT_KEY = "cxstack"
 SCHEMA_LOCK = 872364501  # the advisory lock workers take to create procrastinate's tables
@@ -64,6 +76,11 @@ class ScaleSettings(BaseSettings):
     keep_jobs: bool = False
     # How long a stopping worker lets its running jobs finish (SIGTERM) before cancelling them.
     shutdown_seconds: float = 30.0
+    # Failed, cancelled and aborted jobs (and their events) are removed this long after they ended.
+    keep_failed_hours: int = 72
+    # An API process waiting for a turn (?wait=true) looks at the store this often besides the commit
+    # notifications (a notification lost while its listener reconnects costs this much latency, no more).
+    wait_poll_seconds: float = 1.0
 
 
 class ScaleRuntimeUnavailableError(ValueError):
@@ -91,6 +108,7 @@ class WorkerComponents:
     cx: CxApp
     worker: TurnWorker
     monitoring_seconds: float
+    imap: ImapPoller | None = None
 
 
 def _components(context: procrastinate.JobContext) -> WorkerComponents:
@@ -152,6 +170,16 @@ async def resume(context: procrastinate.JobContext, timestamp: int) -> None:
             await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=False)
         except procrastinate.exceptions.ConnectorException:
             log.info("job %s was released meanwhile (by another resume)", job.id)
+            continue
+        conversation_id = job.task_kwargs.get("conversation_id")
+        if job.task_name == RUN_TURNS and isinstance(conversation_id, str):
+            # Counted once, by the resume that released it: a poison message is set aside after N deaths.
+            await asyncio.to_thread(
+                count_interrupted_turn,
+                components.cx.store,
+                ConversationId(conversation_id),
+                f"worker of job {job.id} stopped its heartbeat",
+            )
     pending = await asyncio.to_thread(components.cx.store.conversations_with_pending)
     for conversation_id in pending:
         await defer_turns(context.app, conversation_id)
@@ -162,6 +190,35 @@ async def monitor(context: procrastinate.JobContext, timestamp: int) -> None:
     components = _components(context)
     if components.monitoring_seconds > 0 and hasattr(components.cx.store, "record_offers"):
         await asyncio.to_thread(components.cx.monitor_once)
+
+
+async def imap_poll(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Polls the mailbox (CXSTACK_IMAP_*) once for the deployment: the mails become pending messages, whose
+    turns are deferred at once (this process's own runtime is not started: it would not defer them)."""
+    components = _components(context)
+    if components.imap is not None and await components.imap.poll_once():
+        for conversation_id in await asyncio.to_thread(components.cx.store.conversations_with_pending):
+            await defer_turns(context.app, conversation_id)
+
+
+async def clean(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Removes the jobs that ended more than `keep_failed_hours` ago, failed ones too, with their events
+    (successful ones are deleted as they finish unless CXSTACK_SCALE_KEEP_JOBS)."""
+    await procrastinate.builtin_tasks.remove_old_jobs(
+        context,
+        max_hours=ScaleSettings().keep_failed_hours,
+        remove_failed=True,
+        remove_cancelled=True,
+        remove_aborted=True,
+    )
+
+
+def imap_cron(poll_seconds: float) -> str:
+    """The cron of the IMAP poll nearest `poll_seconds` (procrastinate's cron has a seconds column)."""
+    seconds = max(1, round(poll_seconds))
+    if seconds < 60:
+        return f"* * * * * */{seconds}"
+    return f"*/{min(59, max(1, round(seconds / 60)))} * * * *"
 
 
 async def defer_turns(app: procrastinate.App, conversation_id: str) -> bool:
@@ -182,12 +239,15 @@ def job_app(database_url: str) -> procrastinate.App:
     app.task(name=RUN_TURNS, queue=TURNS_QUEUE, pass_context=True)(run_turns)
     every = PERIODIC_QUEUE
     app.task(name=DELIVER, queue=every, pass_context=True, lock=DELIVER_LOCK, queueing_lock=DELIVER)(deliver)
+    # Made periodic by the workers that poll a mailbox (run_worker): its cadence is theirs to set.
+    app.task(name=IMAP, queue=every, pass_context=True, lock=IMAP)(imap_poll)
     # resume takes no lock: it is what releases the locks of jobs that died with their worker (overlapping
     # runs are harmless: the queueing lock keeps their defers to one waiting job per conversation).
     for name, function, cron, lock in (
         ("deliver_tick", deliver_tick, EVERY_2_S, DELIVER_LOCK),
         ("resume", resume, EVERY_2_S, None),
         ("monitor", monitor, "*/5 * * * *", f"{NAMESPACE}:monitor"),
+        ("clean", clean, "17 * * * *", f"{NAMESPACE}:clean"),
     ):
         task = app.task(name=f"{NAMESPACE}:{name}", queue=every, pass_context=True, lock=lock)(function)
         app.periodic(cron=cron, periodic_id="tick")(task)
@@ -216,31 +276,73 @@ async def apply_schema(database_url: str) -> bool:
 
 
 class ProcrastinateRuntime:
-    """The runtime of an API process in a scale-out deployment: it runs no turns; it defers them.
+    """The runtime of an API process in a scale-out deployment: it runs no turns; it defers them, and hears
+    of their commits (LISTEN cxstack_commits) to wake whoever waits on `broker`.
 
     `notify` may be called from any thread (the ingest batcher's writer); a defer that fails (the database
     unreachable for a moment) loses nothing: the message is stored pending and a worker's periodic resume
     defers its job.
     """
 
-    def __init__(self, database_url: str, store: Store, *, poll_seconds: float = 0.05) -> None:
+    def __init__(self, database_url: str, store: Store, broker: ReplyBroker | None = None) -> None:
         self.app = job_app(database_url)
+        self.broker = broker or ReplyBroker()
+        self._conninfo = conninfo(database_url)
         self._store = store
-        self._poll_seconds = poll_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
         self._deferring: set[asyncio.Task[bool]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()  # set while the commit listener is connected
+        self.listener_pid: int | None = None  # its PostgreSQL backend (tests cut it)
 
     async def start(self) -> int:
-        """Opens the connection pool and defers a job for every conversation left pending."""
+        """Opens the connection pool, starts listening for commits and defers a job for every conversation
+        left pending."""
         if not self._opened:
             await self.app.open_async()
             self._opened = True
         self._loop = asyncio.get_running_loop()
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="cxstack-commit-listener")
         pending = await asyncio.to_thread(self._store.conversations_with_pending)
         for conversation_id in pending:
             await defer_turns(self.app, conversation_id)
         return len(pending)
+
+    async def _listen(self) -> None:
+        """LISTENs until cancelled; reconnects (0.5 s doubling to 10 s) when the connection or the server goes
+        away, then wakes every waiter: what was committed meanwhile was not announced to this process."""
+        delay, connected_before = 0.5, False
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {COMMITS_CHANNEL}")
+                    self.listener_pid = connection.info.backend_pid
+                    self.listening.set()
+                    if connected_before:
+                        log.info("listening for commits again")
+                        self.broker.publish_all()
+                    connected_before, delay = True, 0.5
+                    async for notice in connection.notifies():
+                        self.broker.publish(ConversationId(notice.payload))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("commit listener lost its connection (%s); again in %.1f s", exc, delay)
+            self.listening.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def announce(self, conversation_id: ConversationId) -> None:
+        """Tells every API process that the conversation has news (a person's reply made here, say)."""
+        await notify_commit(self.app, conversation_id)
+
+    async def request_delivery(self) -> None:
+        """Defers a delivery job now instead of waiting for the next tick (a person's reply to send)."""
+        await defer_delivery(self.app)
 
     def notify(self, conversation_id: ConversationId) -> None:
         loop = self._loop
@@ -274,19 +376,37 @@ class ProcrastinateRuntime:
         return int(row["n"])
 
     async def wait_idle(self, conversation_id: ConversationId | None = None) -> None:
-        """Until the conversation (or every conversation) has nothing pending: the turns run elsewhere."""
+        """Until the conversation (or every conversation) has nothing pending: the turns run elsewhere, and
+        their commits' notifications wake this (the store is read again at least every wait_poll_seconds)."""
         while self._deferring:
             await asyncio.gather(*self._deferring, return_exceptions=True)
+        poll = ScaleSettings().wait_poll_seconds
         while True:
-            if conversation_id is None:
-                busy = bool(await asyncio.to_thread(self._store.conversations_with_pending))
-            else:
-                busy = bool(await asyncio.to_thread(self._store.pending_messages, conversation_id))
-            if not busy:
-                return
-            await asyncio.sleep(self._poll_seconds)
+            # Registered before reading, so a commit between the read and the wait still wakes this.
+            waiter = None
+            if conversation_id is not None:
+                waiter = asyncio.create_task(self.broker.wait(conversation_id, poll))
+                await asyncio.sleep(0)
+            try:
+                if conversation_id is None:
+                    busy = bool(await asyncio.to_thread(self._store.conversations_with_pending))
+                else:
+                    busy = bool(await asyncio.to_thread(self._store.pending_messages, conversation_id))
+                if not busy:
+                    return
+                if waiter is None:
+                    await asyncio.sleep(min(poll, 0.05))
+                else:
+                    await waiter
+            finally:
+                if waiter is not None:
+                    waiter.cancel()
 
     async def stop(self, *, on_runtime_loop: Callable[[], Awaitable[None]] | None = None) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         if self._deferring:
             await asyncio.gather(*self._deferring, return_exceptions=True)
         if on_runtime_loop is not None:
@@ -304,9 +424,46 @@ def worker_name() -> str:
 
 
 async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> None:
-    """Runs a procrastinate worker in this process until SIGTERM/SIGINT (running jobs finish first)."""
+    """Runs a procrastinate worker in this process until SIGTERM/SIGINT (running jobs finish first).
+    Raises RuntimeTakenError when an embedded `serve` runs turns on the database."""
     settings = ScaleSettings()
     app = job_app(cx.settings.resolved_database_url())
+    imap = _imap_poller(cx)
+    if imap is not None:
+        task = app.tasks[IMAP]
+        app.periodic(cron=imap_cron(imap.settings.poll_seconds), periodic_id="tick")(task)
+    claim = (
+        cx.claim if cx.claim is not None else RuntimeClaim(cx.settings.resolved_database_url(), "scale-out")
+    )
+    await asyncio.to_thread(claim.acquire)
+    keeping = asyncio.create_task(claim.keep(), name="cxstack-runtime-lock")
+    try:
+        await _run_worker(cx, app, settings, concurrency=concurrency, schema=schema, imap=imap)
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await asyncio.to_thread(claim.release)
+
+
+def _imap_poller(cx: CxApp) -> ImapPoller | None:
+    """The deployment's mailbox poller, when the workspace lists email and CXSTACK_IMAP_HOST is set."""
+    from cxstack.channels import email
+
+    settings = cx.email
+    if settings is None or not settings.imap_host or email.CHANNEL not in cx.workspace.settings.channels:
+        return None
+    return email.ImapPoller(settings, cx.store, email.poster(cx), cx.undelivered)
+
+
+async def _run_worker(
+    cx: CxApp,
+    app: procrastinate.App,
+    settings: ScaleSettings,
+    *,
+    concurrency: int,
+    schema: bool,
+    imap: ImapPoller | None,
+) -> None:
     async with app.open_async():
         if schema and await apply_schema(cx.settings.resolved_database_url()):
             log.info("procrastinate's tables created")
@@ -316,12 +473,14 @@ async def run_worker(cx: CxApp, *, concurrency: int, schema: bool = True) -> Non
             cx.store,
             cx.engine.orchestrator,
             cx.reloader.current,
-            on_commit=_delivering(app),
+            on_commit=_committed(app),
             burst_window_ms=cx.settings.burst_windows(cx.engine.workspace),
             lease_seconds=settings.lease_seconds,
             worker_id=f"{name}:procrastinate",
         )
-        components = WorkerComponents(cx=cx, worker=worker, monitoring_seconds=cx.settings.monitoring_seconds)
+        components = WorkerComponents(
+            cx=cx, worker=worker, monitoring_seconds=cx.settings.monitoring_seconds, imap=imap
+        )
         try:
             await app.run_worker_async(
                 name=name,
@@ -350,11 +509,30 @@ def _record_workspace(cx: CxApp) -> None:
         cx.store.save_workspace_version(variant.version, ws.settings.name, canonical_content(variant))
 
 
-def _delivering(app: procrastinate.App) -> Callable[[ConversationId], Awaitable[None]]:
+async def notify_commit(app: procrastinate.App, conversation_id: ConversationId) -> None:
+    """NOTIFY cxstack_commits: the API processes listening wake what waits on the conversation. A failure
+    is only logged: they look at the store again within wait_poll_seconds."""
+    try:
+        await app.connector.execute_query_async(
+            "SELECT pg_notify(%(channel)s, %(conversation)s)",
+            channel=COMMITS_CHANNEL,
+            conversation=str(conversation_id),
+        )
+    except Exception as exc:
+        log.warning("could not announce the commit of %s: %s", conversation_id, exc)
+
+
+async def defer_delivery(app: procrastinate.App) -> None:
+    # A burst of commits queues one delivery job, which sends them all.
+    with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
+        await app.tasks[DELIVER].defer_async()
+
+
+def _committed(app: procrastinate.App) -> Callable[[ConversationId], Awaitable[None]]:
     async def committed(conversation_id: ConversationId) -> None:
-        # The reply is in the outbox: one delivery job for the deployment sends it (a burst of commits
-        # queues one job, which sends them all).
-        with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
-            await app.tasks[DELIVER].defer_async()
+        # Right after the fenced commit: whoever waits for the reply first, then one delivery job for the
+        # deployment sends it (the reply is in the outbox).
+        await notify_commit(app, conversation_id)
+        await defer_delivery(app)
 
     return committed

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cxstack.domain.models import ConversationId, utcnow
+from cxstack.domain.models import ConversationId
 from cxstack.domain.ports import Store
 from cxstack.runtime.health import WorkerHealth
 
@@ -95,16 +95,7 @@ async def _child(factory: WorkerFactory, options: dict[str, Any], conn: Connecti
     threading.Thread(target=read_pipe, name="cxstack-worker-pipe", daemon=True).start()
     await worker.recover()
     send(("ready", ""))
-    while not stopped.is_set():
-        try:
-            async with asyncio.timeout(HEARTBEAT_S):
-                await stopped.wait()
-        except TimeoutError:
-            try:
-                await worker.recover()  # a notice lost in a crash of the API still gets processed
-            except Exception:  # the database is away for a moment: try again next beat, alive all the same
-                log.exception("recovering pending conversations failed")
-            send(("alive", ""))  # a loop stuck in a turn sends nothing, and the supervisor replaces it
+    await worker.keep_resuming(HEARTBEAT_S, stopped, beat=lambda: send(("alive", "")))
     await worker.stop()
     await close()
 
@@ -290,16 +281,12 @@ class ProcessRuntime:
             )
 
     def _count_interrupted_turns(self, cause: str) -> None:
-        """The dead worker's leases mark the conversations it was working on, and a turn always starts with a
-        conversation's oldest pending message: that message's turn is counted as failed. So a message that
-        kills the worker every time (a native crash, memory exhausted) is set aside for a person after
-        `max_turn_attempts`, instead of taking every new incarnation down with it."""
+        """The dead worker's leases mark the conversations it was working on: see count_interrupted_turn."""
+        from cxstack.runtime.worker import count_interrupted_turn
+
         try:
             for conversation_id in self._store.conversations_leased_to(self.worker_id):
-                pending = self._store.pending_messages(conversation_id)
-                if pending:
-                    error = f"the turn worker died during this turn ({cause})"
-                    self._store.record_turn_failure(conversation_id, [pending[0].id], error, utcnow())
+                count_interrupted_turn(self._store, conversation_id, cause)
         except Exception:  # the store may be what failed; the restart matters more than the count
             log.exception("could not count the turns the dead worker was running")
 

@@ -72,6 +72,19 @@ def merged(burst: list[Message]) -> Message:
     return replace(last, text="\n".join(m.text for m in burst))
 
 
+def count_interrupted_turn(store: Store, conversation_id: ConversationId, cause: str) -> bool:
+    """A worker died inside the conversation's turn (a native crash, memory exhausted, `kill -9`): a turn
+    always starts with the oldest pending message, so that message's turn is counted as failed. A message that
+    kills its worker every time is then set aside for a person after `max_turn_attempts`, instead of taking
+    every worker down in turn. False when nothing was pending (the turn had committed)."""
+    pending = store.pending_messages(conversation_id)
+    if not pending:
+        return False
+    error = f"the turn worker died during this turn ({cause})"
+    store.record_turn_failure(conversation_id, [pending[0].id], error, utcnow())
+    return True
+
+
 class TurnWorker:
     """Runs the turns of the conversations it is notified about, one conversation at a time per lease.
 
@@ -125,6 +138,26 @@ class TurnWorker:
         for conversation_id in pending:
             self.notify(conversation_id)
         return len(pending)
+
+    async def keep_resuming(
+        self, every_s: float, stopped: asyncio.Event, beat: Callable[[], None] | None = None
+    ) -> None:
+        """Until `stopped`: every `every_s`, resumes each conversation with pending messages: what no notice
+        announced (a failed turn's back-off ended, a lease expired, a notice lost in a crash). `beat` runs
+        after each round (the process runtime's heartbeat: a loop stuck in a turn sends none)."""
+        while not stopped.is_set():
+            try:
+                async with asyncio.timeout(every_s):
+                    await stopped.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.recover()
+            except Exception:  # the database is away for a moment: try again next round, alive all the same
+                log.exception("recovering pending conversations failed")
+            if beat is not None:
+                beat()
 
     def notify(self, conversation_id: ConversationId) -> None:
         """New input for a conversation. At most one task per conversation runs; a second notice re-checks."""
