@@ -30,7 +30,7 @@ pytest.importorskip("procrastinate")
 
 CONVERSATIONS = 10
 PER_CONVERSATION = 4
-DEADLINE_S = 45.0
+DEADLINE_S = 120.0  # a safety net against a hang, not a timing: CI machines are busy
 
 
 @pytest.fixture
