@@ -287,3 +287,24 @@ def test_several_processes_log_their_pid(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CXSTACK_LOG_FORMAT", "json")
     assert process_log_config()["formatters"]["json"]["()"] is JsonFormatter
     assert json.loads(JsonFormatter().format(record))["process"] == f"{socket.gethostname()}:{os.getpid()}"
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path, shop_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxstack.cli.main import app
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/test"  # nothing listens there
+    env = {"CXSTACK_DATABASE_URL": url, "CXSTACK_EMBEDDER": "hashing"}
+    for command in (
+        ["serve", "--runtime", "procrastinate", "--processes", "2", "--no-backoffice"],
+        ["worker"],
+    ):
+        result = CliRunner().invoke(
+            app, [command[0], str(shop_path), *command[1:], "--home", str(tmp_path)], env=env
+        )
+        assert result.exit_code == 1, result.output
+        assert "cannot start: the database did not answer: connection failed" in " ".join(
+            result.output.split()
+        )
+        assert "Traceback" not in result.output

@@ -107,6 +107,8 @@ def _settings(home: Path | None, workspace: Path | None = None, embedder: str | 
 @contextlib.contextmanager
 def _starting() -> Iterator[None]:
     """Errors a person can fix before starting (an unset ${SECRET}, an unknown connector type) as one line."""
+    from sqlalchemy.exc import OperationalError
+
     from cxstack.cli.services import BackofficePortTakenError
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
@@ -115,6 +117,10 @@ def _starting() -> Iterator[None]:
 
     try:
         yield
+    except OperationalError as exc:
+        reason = " ".join(str(exc.orig or exc).split())
+        err.print(f"[bold red]cannot start:[/] the database did not answer: {reason}")
+        raise typer.Exit(1) from None
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
