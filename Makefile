@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose tune-demo clean
+.PHONY: install run run-pg test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ run: $(STAMP)
 	@test -d $(DEMO) || $(BIN)/cxstack init --demo $(DEMO)
 	$(BIN)/cxstack validate $(DEMO)
 	$(BIN)/cxstack serve $(DEMO) --port $(PORT) --customers $(DEMO)/samples/customers.csv --bootstrap-admin
+
+## The same demo on PostgreSQL as a deployment: 2 API processes on PORT and 2 turn workers under circus
+## (deploy/circus.ini), each respawned when it dies; Ctrl-C stops them all (running turns finish first)
+CXSTACK_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+API_PROCESSES ?= 2
+WORKERS ?= 2
+run-pg: $(STAMP)
+	@test -d $(DEMO) || $(BIN)/cxstack init --demo $(DEMO)
+	$(BIN)/cxstack validate $(DEMO)
+	@mkdir -p $(CXSTACK_HOME)
+	PATH="$(CURDIR)/$(BIN):$$PATH" CXSTACK_WORKSPACE=$(DEMO) CXSTACK_DATABASE_URL='$(CXSTACK_DATABASE_URL)' \
+	  PORT=$(PORT) CXSTACK_API_PROCESSES=$(API_PROCESSES) CXSTACK_WORKERS=$(WORKERS) \
+	  CXSTACK_SERVE_OPTIONS="--customers $(DEMO)/samples/customers.csv --bootstrap-admin" \
+	  $(BIN)/circusd deploy/circus.ini
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from filelock import FileLock
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -190,27 +191,45 @@ def build_engine(
 def _trained_router(
     workspace: Workspace, embedder: Embedder, embedder_name: str, cache_dir: Path | None
 ) -> tuple[IntentRouter, RouterFitReport]:
-    path = None
-    if cache_dir is not None:
-        key = hashlib.sha256(f"{workspace.version}|{embedder_name}|{__version__}".encode()).hexdigest()[:20]
-        path = cache_dir / f"router-{key}.pickle"
-        try:
-            with path.open("rb") as handle:
-                cached_router, cached_report = pickle.load(handle)  # our own file, in our own state folder
-            return cached_router.with_embedder(embedder), cached_report
-        except FileNotFoundError:
-            pass
-        except Exception:  # a stale or broken cache is rebuilt, never trusted
-            log.warning("router cache %s unreadable; training again", path, exc_info=True)
-    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
-    router = IntentRouter(embedder)
-    report = router.fit([text for text, _ in examples], [label for _, label in examples])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if cache_dir is None:
+        return _train_router(workspace, embedder)
+    key = hashlib.sha256(f"{workspace.version}|{embedder_name}|{__version__}".encode()).hexdigest()[:20]
+    path = cache_dir / f"router-{key}.pickle"
+    cached = _cached_router(path, embedder)
+    if cached is not None:
+        return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Processes starting together on one state folder (a deployment's API processes and workers) train
+    # once: the others wait here and load what the first one wrote. The kernel drops the lock of a process
+    # that dies, so a kill never leaves the others waiting.
+    with FileLock(str(path.with_suffix(".lock"))):
+        cached = _cached_router(path, embedder)
+        if cached is not None:
+            return cached
+        router, report = _train_router(workspace, embedder)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         with partial.open("wb") as handle:
             pickle.dump((router, report), handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    return router, report
+
+
+def _cached_router(path: Path, embedder: Embedder) -> tuple[IntentRouter, RouterFitReport] | None:
+    try:
+        with path.open("rb") as handle:
+            cached_router, cached_report = pickle.load(handle)  # our own file, in our own state folder
+        return cached_router.with_embedder(embedder), cached_report
+    except FileNotFoundError:
+        return None
+    except Exception:  # a stale or broken cache is rebuilt, never trusted
+        log.warning("router cache %s unreadable; training again", path, exc_info=True)
+        return None
+
+
+def _train_router(workspace: Workspace, embedder: Embedder) -> tuple[IntentRouter, RouterFitReport]:
+    examples = [(example, intent.name) for intent in workspace.active_intents for example in intent.examples]
+    router = IntentRouter(embedder)
+    report = router.fit([text for text, _ in examples], [label for _, label in examples])
     return router, report
 
 

@@ -1,12 +1,14 @@
 """Log output: the human format by default; `CXSTACK_LOG_FORMAT=json` prints one JSON object per line (time,
-level, logger, message, and `conversation_id` when the call passes it in `extra` or the work carries it, see
-`cxstack.domain.log_context`), for a log collector to index without parsing prose."""
+level, logger, message, process (host:pid), and `conversation_id` when the call passes it in `extra` or the
+work carries it, see `cxstack.domain.log_context`), for a log collector to index without parsing prose."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import socket
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ LOG_FORMAT_ENV = "CXSTACK_LOG_FORMAT"
 LOG_FORMATS = ("human", "json")
 # LogRecord's own attributes; anything else on a record came from `extra=` and is passed through.
 _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_HOST = socket.gethostname()
 
 
 def log_format(value: str | None = None) -> Literal["human", "json"]:
@@ -34,6 +37,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            # the same host:pid as the `process` label of /metrics: which of a deployment's processes said it
+            "process": f"{_HOST}:{record.process}",
         }
         for key, value in record.__dict__.items():
             if key not in _RECORD_FIELDS and not key.startswith("_"):
@@ -78,4 +83,21 @@ def configure_logging(value: str | None = None, level: str = "INFO") -> dict[str
     return config
 
 
-__all__ = ["JsonFormatter", "configure_logging", "json_log_config", "log_format"]
+def process_log_config(level: str = "INFO") -> dict[str, Any]:
+    """The logging config of one of several processes writing to the same output (`serve --processes N`):
+    JSON lines (which carry the process) when asked for, else uvicorn's human format with the pid on every
+    line, cxstack's own warnings included."""
+    if log_format() == "json":
+        return json_log_config(level)
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = formatter["fmt"].replace("%(levelprefix)s ", "%(levelprefix)s [%(process)d] ")
+    # cxstack's and the libraries' warnings, as one process prints them (a library may lower its own level)
+    config["handlers"]["warnings"] = {**config["handlers"]["default"], "level": "WARNING"}
+    config["root"] = {"handlers": ["warnings"], "level": "WARNING"}
+    return config
+
+
+__all__ = ["JsonFormatter", "configure_logging", "json_log_config", "log_format", "process_log_config"]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -65,6 +69,7 @@ from cxstack.domain.ports import OutboxStatus
 from cxstack.logs import configure_logging
 
 HERE = Path(__file__).parent
+HEALTHCHECK_SECONDS = 30
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
@@ -642,7 +647,82 @@ def api_server(
     return Server(config)
 
 
-def app_factory() -> FastAPI:  # pragma: no cover - for `uvicorn cxstack.api.app:app_factory --factory`
+def serve_api_processes(
+    processes: int,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "info",
+    access_log: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Runs `processes` API processes on one port with uvicorn's own supervisor, which respawns one that
+    dies, until SIGTERM/SIGINT. Each process builds its service from CXSTACK_* (the caller sets them, and
+    does the once-per-deployment work first): see `app_factory`. `on_listening` runs once the port answers."""
+    import uvicorn
+
+    from cxstack.logs import process_log_config
+
+    if on_listening is not None:
+        threading.Thread(
+            target=_when_answering, args=(_link_url(host, port), on_listening), name="listening", daemon=True
+        ).start()
+    uvicorn.run(
+        "cxstack.api.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        # A process that is building its service (loading the router, the knowledge index) on a busy machine
+        # may not answer the supervisor's ping in uvicorn's default 5 s and be killed, again and again; one
+        # that died is seen at once whatever this is.
+        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+        log_level=log_level,
+        access_log=access_log,
+        # several processes write to one terminal or log file: every line names its process
+        log_config=process_log_config(),
+    )
+
+
+def _link_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}/health"
+
+
+def _when_answering(url: str, then: Callable[[], None], seconds: float = 600.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                then()
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
+def app_factory() -> FastAPI:
+    """One API process of `serve --processes N` (or `uvicorn cxstack.api.app:app_factory --factory`): the
+    service built from CXSTACK_* settings (CXSTACK_WORKSPACE, CXSTACK_HOME, CXSTACK_DATABASE_URL, …)."""
     from cxstack.app import Settings, build
 
+    _stop_with_parent()
     return create_api(build(Settings()))
+
+
+def _stop_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the supervisor that started it dies, even by SIGKILL; otherwise
+    it would keep the port open and the supervisor restarted in its place could not listen."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getppid()
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -109,6 +109,8 @@ def _settings(home: Path | None, workspace: Path | None = None, embedder: str | 
 @contextlib.contextmanager
 def _starting() -> Iterator[None]:
     """Errors a person can fix before starting (an unset ${SECRET}, an unknown connector type) as one line."""
+    from sqlalchemy.exc import OperationalError
+
     from cxstack.cli.services import BackofficePortTakenError
     from cxstack.domain.secrets import MissingSecretError
     from cxstack.integrations.actions.registry import UnknownConnectorTypeError
@@ -117,6 +119,10 @@ def _starting() -> Iterator[None]:
 
     try:
         yield
+    except OperationalError as exc:
+        reason = " ".join(str(exc.orig or exc).split())
+        err.print(f"[bold red]cannot start:[/] the database did not answer: {reason}")
+        raise typer.Exit(1) from None
     except MissingSecretError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}; export {exc.names[0]}=... and try again")
         raise typer.Exit(1) from None
@@ -223,6 +229,14 @@ def serve(
             "(PostgreSQL)."
         ),
     ] = "process",
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes on the port (uvicorn's supervisor respawns one that dies); more than 1 needs "
+            "--runtime procrastinate.",
+        ),
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every HTTP request.")] = False,
     bootstrap_admin: Annotated[
         bool,
@@ -235,17 +249,25 @@ def serve(
     home: HomeOpt = None,
     embedder: EmbedderOpt = None,
 ) -> None:
-    """Run the API, the webhooks and the web chat (uvicorn) with the turn worker beside it."""
-    from cxstack.api.app import serve_api
+    """Run the API, the webhooks and the web chat (uvicorn) with the turn worker beside it (or, with
+    --runtime procrastinate, API processes only: `cxstack worker` processes run the turns)."""
+    from cxstack.api.app import serve_api, serve_api_processes
     from cxstack.app import build
 
-    ws = _load_or_exit(workspace)
     if runtime not in ("process", "procrastinate"):
         err.print("[red]--runtime is process or procrastinate[/]")
         raise typer.Exit(2)
+    if processes > 1 and runtime != "procrastinate":
+        err.print(
+            f"[bold red]cannot start:[/] --processes {processes} needs --runtime procrastinate: each process "
+            f"of the {runtime} runtime runs turns itself, so two on one store would both answer a message"
+        )
+        raise typer.Exit(2)
+    ws = _load_or_exit(workspace)
     settings = _settings(home, workspace, embedder).model_copy(update={"runtime": runtime})
     if runtime == "procrastinate":
         _check_scale_out(settings)
+        console.print(f"database: {_shown_url(settings.resolved_database_url())} (CXSTACK_DATABASE_URL)")
     if backoffice is not False:
         with _starting():
             ensure_backoffice(ws, settings.home, console, force=bool(backoffice), url=settings.backoffice_url)
@@ -274,7 +296,43 @@ def serve(
             console.print(f"reviews, logged in: {base}/reviews#key={demo_key.secret} (Quality: the top bar)")
             console.print(f"web chat with customer picker and decisions: {base}/#key={demo_key.secret}")
 
-    serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+    if runtime == "procrastinate":
+        _prepare_scale_out(cx)
+    if processes == 1:
+        serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+        return
+    # What must happen once (migrations, procrastinate's tables, the key, the customers, the router's cache,
+    # the session secret) happened above; each API process builds its service from the same settings.
+    from cxstack.api.app import build_auth
+
+    build_auth(cx)
+    engine = getattr(cx.store, "engine", None)
+    if engine is not None:
+        engine.dispose()  # the API processes open their own connections
+    os.environ.update(
+        CXSTACK_WORKSPACE=str(workspace.resolve()),
+        CXSTACK_HOME=str(settings.home.resolve()),
+        CXSTACK_DATABASE_URL=settings.resolved_database_url(),
+        CXSTACK_RUNTIME=runtime,
+    )
+    if settings.embedder is not None:
+        os.environ["CXSTACK_EMBEDDER"] = settings.embedder
+    console.print(f"starting {processes} API processes on {base}")
+    serve_api_processes(processes, host=host, port=port, access_log=access_log, on_listening=listening)
+
+
+def _shown_url(database_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def _prepare_scale_out(cx: Any) -> None:
+    """procrastinate's tables, before any API process defers a job (workers create them too, if first)."""
+    from cxstack.runtime.jobs import apply_schema
+
+    if asyncio.run(apply_schema(cx.settings.resolved_database_url())):
+        console.print("procrastinate's tables created")
 
 
 def _claim_runtime(cx: Any) -> None:
