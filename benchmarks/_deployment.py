@@ -49,6 +49,7 @@ DEFAULT_PG_URL = os.environ.get("CXSTACK_TEST_PG_URL", "postgresql+psycopg://pos
 CHANNEL = "api"
 WATCH_EVERY_S = 0.025
 PREFIX = "load"
+RUN_PREFIXES = ("load-", "probe-", "soak-")
 
 
 def plan(messages: int, conversations: int, seed: int, prefix: str = PREFIX) -> list[PlannedConversation]:
@@ -370,6 +371,8 @@ class LoadRun:
     post_errors: Counter[str] = field(default_factory=Counter)
     started_mono: float = 0.0
     ended_mono: float = 0.0  # the last arrival (open loop) or the last answer (closed loop)
+    hand_backs: int = 0
+    desk_errors: Counter[str] = field(default_factory=Counter)
 
     def acknowledged(self) -> dict[str, str]:
         return {s.external_id: s.message_id for s in self.sent if s.message_id is not None}
@@ -419,6 +422,42 @@ class TurnWatcher:
                     sent.answered_mono = seen
                     event.set()
             await asyncio.sleep(WATCH_EVERY_S)
+
+
+class Desk:
+    """A person on the escalation desk, as in benchmarks/faults.py: every second, answers each open escalation
+    of the run's conversations and hands it back, so that the bot answers the customer's next messages (the
+    demo's samples escalate now and then, and an escalated conversation's later turns stay silent)."""
+
+    def __init__(self, deployment: Deployment, every_s: float = 1.0) -> None:
+        self._deployment = deployment
+        self._every_s = every_s
+        self.hand_backs = 0
+        self.errors: Counter[str] = Counter()
+
+    async def run(self, client: httpx.AsyncClient) -> None:
+        staff = {"Authorization": f"Bearer {self._deployment.staff_key}"}
+        base = self._deployment.api_urls[0]
+        reply = {"text": "A colleague here: sorted, thanks for waiting.", "author": "desk", "hand_back": True}
+        while True:
+            try:
+                response = await client.get(
+                    f"{base}/v1/escalations", params={"status": "open"}, headers=staff
+                )
+                packets = response.json() if response.status_code == 200 else []
+                for packet in packets:
+                    conversation = packet["conversation_id"]
+                    if not conversation.startswith(RUN_PREFIXES):
+                        continue
+                    url = f"{base}/v1/conversations/{conversation}/human-replies"
+                    answered = await client.post(url, json=reply, headers=staff)
+                    if answered.status_code < 300:
+                        self.hand_backs += 1
+                    else:
+                        self.errors[f"human-replies {answered.status_code}"] += 1
+            except httpx.HTTPError as error:
+                self.errors[type(error).__name__] += 1
+            await asyncio.sleep(self._every_s)
 
 
 class Poster:
@@ -482,9 +521,11 @@ async def closed_loop(
     flight as conversations, so with more conversations than turn slots the workers never idle."""
     run = LoadRun()
     watcher = TurnWatcher(deployment)
+    desk = Desk(deployment)
     async with client_for(deployment, len(conversations) + 4) as client:
         poster = Poster(deployment, client)
         watching = asyncio.create_task(watcher.run())
+        desking = asyncio.create_task(desk.run(client))
 
         async def customer(conversation: PlannedConversation) -> None:
             for index in range(len(conversation.messages)):
@@ -501,7 +542,9 @@ async def closed_loop(
             await asyncio.gather(*(customer(c) for c in conversations))
         finally:
             watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+            desking.cancel()
+            await asyncio.gather(watching, desking, return_exceptions=True)
+        run.hand_backs, run.desk_errors = desk.hand_backs, desk.errors
         answered = [s.answered_mono for s in run.sent if s.answered_mono is not None]
         run.ended_mono = max(answered, default=time.monotonic())
     return run
@@ -529,9 +572,11 @@ class OpenLoop:
         next_index = {c.id: 0 for c in conversations}
         by_id = {c.id: c for c in conversations}
         tasks: set[asyncio.Task[None]] = set()
+        desk = Desk(deployment)
         async with client_for(deployment, in_flight + 4) as client:
             poster = Poster(deployment, client)
             watching = asyncio.create_task(watcher.run())
+            desking = asyncio.create_task(desk.run(client))
 
             async def arrive(conversation: PlannedConversation, index: int) -> None:
                 async with limit:
@@ -558,7 +603,9 @@ class OpenLoop:
                 await asyncio.gather(*tasks)
             finally:
                 watching.cancel()
-                await asyncio.gather(watching, return_exceptions=True)
+                desking.cancel()
+                await asyncio.gather(watching, desking, return_exceptions=True)
+            self.run.hand_backs, self.run.desk_errors = desk.hand_backs, desk.errors
         return self.run
 
 

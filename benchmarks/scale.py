@@ -50,6 +50,8 @@ def measure(
     total = sum(len(c.messages) for c in conversations)
     label = "embedded (SQLite)" if kind == "embedded" else f"procrastinate, {workers} worker(s)"
     task = progress.add_task(f"{label}: starting", total=total)
+    if not sys.stdout.isatty():  # no live bar in a log: a line per phase instead
+        progress.console.print(f"{label}: starting, then {total} messages")
     options: dict[str, Any] = {"embedder": args.embedder, "router_cache": _router_cache(args)}
     if kind == "procrastinate":
         options |= {
@@ -71,6 +73,10 @@ def measure(
             )
         )
         progress.update(task, description=f"{label}: checking")
+        if not sys.stdout.isatty():
+            progress.console.print(
+                f"{label}: load done in {run.ended_mono - run.started_mono:.0f} s, checking"
+            )
         drained, _ = wait_drained(deployment, args.drain_timeout)
         checked = check_by_id(deployment, conversations, run)
     progress.update(task, description=f"{label}: done")
@@ -88,6 +94,8 @@ def measure(
         "ingest_ms": spread_ms([s.ingest_s for s in run.sent if s.ingest_s is not None]),
         "e2e_ms": spread_ms([s.e2e_s for s in answered if s.e2e_s is not None]),
         "post_errors": dict(run.post_errors),
+        "hand_backs": run.hand_backs,
+        "desk_errors": dict(run.desk_errors),
         "drained": drained,
         "startup_s": round(startup_s, 1),
         **{k: checked[k] for k in ("lost", "doubled", "counts", "backoffice", "problems")},
@@ -167,7 +175,10 @@ def report(results: dict[str, Any]) -> None:
             extras.append(f"post errors {row['post_errors']}")
         if not row["drained"]:
             extras.append("backlog NOT drained")
+        if row["desk_errors"]:
+            extras.append(f"desk errors {row['desk_errors']}")
         extras.append(
+            f"escalations handed back by the desk {row['hand_backs']}, "
             f"no-reply turns {row['counts'].get('no_reply_turns', 0)}, replies sent "
             f"{row['counts'].get('replies_sent', 0)}/{row['counts'].get('replies', 0)}, "
             f"startup {row['startup_s']} s"

@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "arrival_rate": round(len(loop.run.sent) / soak_seconds, 3) if soak_seconds else None,
         "client_lateness_p99_s": round(lateness[int(0.99 * (len(lateness) - 1))], 3) if lateness else None,
         "post_errors": dict(loop.run.post_errors),
+        "hand_backs": loop.run.hand_backs,
+        "desk_errors": dict(loop.run.desk_errors),
         "latency_ms": {
             "ingest": spread_ms([s.ingest_s for s in loop.run.sent if s.ingest_s is not None]),
             "e2e": spread_ms([s.e2e_s for s in loop.run.sent if s.e2e_s is not None]),
@@ -280,6 +282,12 @@ def report(results: dict[str, Any]) -> None:
     else:
         table.add_row("offered rate (open loop), turns/s", f"{results['offered_rate']}", "--rate")
     table.add_row("messages posted", str(results["arrived"]), "-")
+    counts = check["counts"]
+    table.add_row(
+        "turns with a reply / silent (a person owned it)",
+        f"{counts.get('replies', 0)} / {counts.get('no_reply_turns', 0)}",
+        f"desk handed back {results['hand_backs']}",
+    )
     table.add_row("lost (checked by id)", str(check["lost"]), "0")
     table.add_row("doubled (checked by id)", str(check["doubled"]), "0")
     backlog = results["backlog_max"]
