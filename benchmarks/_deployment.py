@@ -665,6 +665,7 @@ def check_by_id(
     from cxstack.domain.models import ConversationId, Role
 
     acknowledged = run.acknowledged()
+    posted = {s.external_id for s in run.sent}
     store = open_store(Settings(home=deployment.root / "home-check", database_url=deployment.database_url))
     counts: Counter[str] = Counter()
     problems: list[str] = []
@@ -682,7 +683,8 @@ def check_by_id(
             for index in range(len(conversation.messages)):
                 external = conversation.external_id(index)
                 if external not in acknowledged:
-                    counts["not_acknowledged"] += 1
+                    # planned beyond what the load posted, or refused (never acknowledged: nothing to lose)
+                    counts["refused" if external in posted else "planned_not_posted"] += 1
                     continue
                 counts["acknowledged"] += 1
                 ids = stored.get(external, [])

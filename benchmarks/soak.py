@@ -70,24 +70,30 @@ def slope_per_min(points: list[tuple[float, float]]) -> float | None:
     return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var
 
 
+async def take_sample(
+    deployment: Deployment, loop: OpenLoop, samples: list[dict[str, Any]], started: float
+) -> None:
+    pids = await asyncio.to_thread(deployment.pids)
+    backlog = await asyncio.to_thread(deployment.backlog)
+    sent = loop.run.sent
+    samples.append(
+        {
+            "t": round(time.monotonic() - started, 2),
+            "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+            "pids": pids,
+            "arrived": len(sent),
+            "answered": sum(1 for s in sent if s.answered_mono is not None),
+            **backlog,
+        }
+    )
+
+
 async def sample(
     deployment: Deployment, loop: OpenLoop, every_s: float, samples: list[dict[str, Any]], started: float
 ) -> None:
     """Appends a sample every `every_s` seconds until cancelled."""
     while True:
-        pids = await asyncio.to_thread(deployment.pids)
-        backlog = await asyncio.to_thread(deployment.backlog)
-        sent = loop.run.sent
-        samples.append(
-            {
-                "t": round(time.monotonic() - started, 2),
-                "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
-                "pids": pids,
-                "arrived": len(sent),
-                "answered": sum(1 for s in sent if s.answered_mono is not None),
-                **backlog,
-            }
-        )
+        await take_sample(deployment, loop, samples, started)
         await asyncio.sleep(every_s)
 
 
@@ -115,6 +121,7 @@ async def soak(
         await asyncio.sleep(0)
         sampling.cancel()
         await asyncio.gather(sampling, reporter, return_exceptions=True)
+    await take_sample(deployment, loop, samples, started)  # the drained state closes the chart
     drain = {
         "all_answered": answered,
         "answered_after_s": round(answered_s, 1),
@@ -364,8 +371,8 @@ def chart_svg(results: dict[str, Any]) -> str:
         for name in names
     }
     panels = [("turns per second", rates), ("backlog", backlog), ("resident memory, MB", rss)]
-    t_max = max((s["t"] for s in samples), default=1.0) or 1.0
     end_t = results["drain"]["arrivals_end_t"]
+    t_max = max([end_t, *(s["t"] for s in samples)]) or 1.0
     height = len(panels) * (panel_h + gap) + gap
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
