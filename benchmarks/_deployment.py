@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -114,7 +115,7 @@ class Deployment:
     def stop(self) -> None:
         for name, process in self.processes.items():
             if name != "backoffice":
-                process.send_signal(15)
+                process.send_signal(signal.SIGTERM)
         for name, process in self.processes.items():
             if name != "backoffice":
                 stop_process(process)

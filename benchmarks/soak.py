@@ -274,7 +274,7 @@ def report(results: dict[str, Any]) -> None:
         title=title,
         caption=f"{results['cores']} cores for everything; embedder: {results['embedder']}; worker "
         f"concurrency {results['concurrency_per_worker']}. Memory is flat when its slope over the soak's "
-        f"second half is at most {FLAT_MB_PER_MIN} MB/min.",
+        f"second half is at most {FLAT_MB_PER_MIN} MB/min (a short run reads a one-off step as a slope).",
     )
     table.add_column("measure")
     table.add_column("observed", justify="right")
@@ -291,7 +291,7 @@ def report(results: dict[str, Any]) -> None:
     table.add_row("messages posted", str(results["arrived"]), "-")
     counts = check["counts"]
     table.add_row(
-        "turns with a reply / silent (a person owned it)",
+        "turns, probe and soak: with a reply / silent (a person owned it)",
         f"{counts.get('replies', 0)} / {counts.get('no_reply_turns', 0)}",
         f"desk handed back {results['hand_backs']}",
     )
