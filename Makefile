@@ -8,7 +8,7 @@ DEMO := $(CXSTACK_HOME)/demo-workspace
 PORT ?= 8000
 export CXSTACK_HOME
 
-.PHONY: install run run-pg test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose tune-demo clean
+.PHONY: install run run-pg test test-fast lint format typecheck bench bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose bench-scale bench-soak tune-demo clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose
+bench: bench-routing bench-latency bench-authz bench-faults bench-heldout bench-sqlite bench-grounding bench-dstc11 bench-audit bench-injection bench-agents bench-injection-llm bench-llm bench-judge bench-ppi bench-webhooks bench-widget bench-sequential bench-srm bench-diagnose bench-scale
 
 bench-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing_clinc150 --json bench-results/routing_clinc150.json
@@ -134,6 +134,16 @@ bench-srm: $(STAMP)
 ## diagnose_planted: one fault planted per layer on the demo; does `diagnose` rank its layer and change first?
 bench-diagnose: $(STAMP)
 	$(BIN)/python -m benchmarks.diagnose_planted --json bench-results/diagnose_planted.json
+
+## Answered turns/s and latency vs 1, 2, 4 `cxstack worker` processes on PostgreSQL beside the embedded default
+## (serve on SQLite), lost and doubled checked by id; needs the PostgreSQL of CXSTACK_TEST_PG_URL (~6 min)
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale --json bench-results/scale.json
+
+## 10 minutes at 80 % of the measured maximum, 2 API + 2 workers on PostgreSQL: loss, drain, memory slope, chart
+## beside the JSON. Not in `bench`: it is a quarter of an hour by design, on top of the others (~15 min)
+bench-soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --json bench-results/soak.json
 
 tune-demo: $(STAMP)
 	$(BIN)/python -m benchmarks.demo_heldout --tune --json bench-results/demo_tuning.json
