@@ -240,3 +240,73 @@ async def test_a_job_answers_what_is_pending_and_drops_a_deleted_conversation(
     assert not await answer_pending(components, ConversationId("gone"))
     assert "conversation gone no longer exists; job dropped" in caplog.text
     await cx.stop()
+
+
+@pytest.mark.postgres
+async def test_a_worker_rides_through_the_database_dropping_its_connections(
+    pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    """What a PostgreSQL restart does to a worker, on the shared server: every connection of the worker is
+    terminated (found by its application_name). procrastinate's worker stops on the failed heartbeat or fetch;
+    `cxstack worker` starts it again and answers what comes next."""
+    database_url, admin = pg_schema
+    url, _ = backoffice
+    app_name = f"cxstack-ride-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**_env(database_url, tmp_path / "home-w", url), "PGAPPNAME": app_name}
+    settings = Settings(
+        home=tmp_path / "api-home",
+        database_url=database_url,
+        embedder="hashing",
+        backoffice_url=url,
+        burst_window_ms=0,
+        monitoring_seconds=0,
+        knowledge_reload_seconds=0,
+        runtime="procrastinate",
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    log = tmp_path / "worker.log"
+    worker = _start_worker(shop_path, env, log)
+    deadline = time.monotonic() + 3 * DEADLINE_S  # a worker's start on a busy machine
+
+    def drop_connections() -> int:
+        with admin.connect() as connection:
+            dropped = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": app_name},
+            ).scalar()
+        return int(dropped or 0)
+
+    try:
+        await _until(
+            lambda: (
+                _scalar(admin, database_url, "SELECT to_regclass('procrastinate_workers') IS NOT NULL")
+                and _scalar(admin, database_url, "SELECT count(*) FROM procrastinate_workers") == 1
+            ),
+            "a registered worker",
+            [log],
+            deadline,
+        )
+        await cx.start()
+        await _post(cx, range(1))
+        await _until(lambda: _answered(cx, CONVERSATIONS), "the first round answered", [log], deadline)
+        assert drop_connections() >= 1
+        await asyncio.sleep(2.5)  # past a heartbeat: the worker notices
+        drop_connections()
+        await _post(cx, range(1, 2))
+        await _until(lambda: _answered(cx, 2 * CONVERSATIONS), "the second round answered", [log], deadline)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await cx.stop()
+    assert worker.returncode == 0, "SIGTERM still stops it cleanly"
+    assert "starting it again" in log.read_text()
+    per_message = Counter(t.message_id for t in cx.store.list_traces(limit=10_000))
+    assert len(per_message) == 2 * CONVERSATIONS and set(per_message.values()) == {1}
