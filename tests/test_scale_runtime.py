@@ -259,7 +259,7 @@ async def test_a_worker_rides_through_a_postgresql_restart(
         database_url = pg.create_database("ride")
         await _ride_through(pg, database_url, tmp_path, shop_path, url)
     finally:
-        pg.stop("immediate", check=False)
+        pg.remove()
 
 
 async def _ride_through(

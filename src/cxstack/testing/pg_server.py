@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +32,17 @@ class PgServer:
     """`start()` creates and starts it; `stop`, `start_again` and `restart` fault it; `url(db)` reaches it."""
 
     def __init__(self, root: Path) -> None:
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            # The postgres user must reach the folder: a private parent (pytest's tmp_path) would stop initdb.
+            root.mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="cxstack-pg-"))
+            root.chmod(0o755)
         self.root = root
         self.data = root / "pgdata"
         self.sockets = root / "sockets"
         self.log = root / "postgres.log"
         self.port = _free_port()
-        self.as_postgres = os.geteuid() == 0
 
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         # -l every time: without it the postmaster inherits our pipes, and waiting for their end never ends
@@ -44,7 +50,10 @@ class PgServer:
 
     def _run(self, *command: str, check: bool = True) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        subprocess.run([*prefix, *command], check=check, capture_output=True, text=True)
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True)
+        if check and done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()[-500:]
+            raise RuntimeError(f"{Path(command[0]).name} failed: {output}")
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -71,6 +80,11 @@ class PgServer:
         started = time.monotonic()
         self._pg_ctl("-m", mode, "-w", "-t", "120", "restart")
         return time.monotonic() - started
+
+    def remove(self) -> None:
+        """Stops the server if it runs and deletes its folder."""
+        self.stop("immediate", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
