@@ -578,8 +578,15 @@ def no_fault(seconds: float) -> Callable[[Load], Awaitable[dict[str, Any]]]:
     return fault
 
 
+WORKER_UP = "jobs at once"  # what `cxstack worker` prints once it runs
+
+
+def worker_up(child: Child) -> bool:
+    return child.log.read_text("utf-8", errors="replace").count(WORKER_UP) >= child.starts
+
+
 def kill_workers(
-    deployment: Deployment, kills: int, lead_s: float
+    deployment: Deployment, kills: int, lead_s: float, settle_s: float
 ) -> Callable[[Load], Awaitable[dict[str, Any]]]:
     async def fault(load: Load) -> dict[str, Any]:
         await asyncio.sleep(lead_s)
@@ -588,6 +595,16 @@ def kill_workers(
         recoveries: list[asyncio.Task[float | None]] = []
         mid_turn = 0
         for number in range(kills):
+            # Both workers up again and given `settle_s` to work (or the backlog worked off): a kill right
+            # after a restart would test nothing but the restart, and the backlog would never move.
+            waited = time.monotonic()
+            while not all(worker_up(w) for w in deployment.workers) and time.monotonic() - waited < 300:
+                await asyncio.sleep(0.1)
+            up_at = time.monotonic()
+            while time.monotonic() - up_at < settle_s:
+                if not await asyncio.to_thread(store.conversations_with_pending):
+                    break
+                await asyncio.sleep(0.1)
             worker = deployment.workers[number % 2]
             waited = time.monotonic()
             leased: list[Any] = []
@@ -746,7 +763,7 @@ def run_pg_scenario(
     lead, tail = args.lead, args.tail
     faults: dict[str, Callable[[Load], Awaitable[dict[str, Any]]]] = {
         "baseline": no_fault(lead + args.outage_seconds + tail),
-        "worker_kill": kill_workers(deployment, args.kills, lead),
+        "worker_kill": kill_workers(deployment, args.kills, lead, args.settle),
         "api_kill": kill_apis(deployment, args.api_kills, lead),
         "pg_restart": restart_pg(pg, deployment, lead, max(tail, 5.0)),
         "backoffice_down": outage(deployment.office, deployment, lead, args.outage_seconds, tail),
@@ -869,12 +886,13 @@ def run_disk_full(root: Path, plan: list[PlannedConversation], args: argparse.Na
             await asyncio.sleep(args.full_seconds)
             refused = sum(load.result.client_errors.values()) - errors_before
             filler.unlink()
+            full_s = time.monotonic() - full_at
             started, since = time.monotonic(), now()
             recovered = await time_to_recover(deployment.database_url, since, started)
             await asyncio.sleep(args.tail)
             return {
                 "filled_bytes": filled,
-                "full_s": round(time.monotonic() - full_at, 1),
+                "full_s": round(full_s, 1),
                 "posts_refused_while_full": refused,
                 "recovery_s": _median_max([recovered] if recovered is not None else []),
             }
@@ -893,6 +911,9 @@ def run_disk_full(root: Path, plan: list[PlannedConversation], args: argparse.Na
         first = next((line for line in log_text.splitlines() if "disk is full" in line), None)
         result["disk_full_log_example"] = first[:300] if first else None
     finally:
+        for name in ("cxstack.db", "cxstack.db-wal"):  # kept for a look after the run (--keep)
+            if (home / name).exists():
+                shutil.copy2(home / name, scenario_root / name)
         subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
     result["total_seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -1040,7 +1061,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{done['total_seconds']} s[/]"
                 )
     finally:
-        pg.stop("immediate", check=False)
+        if keep is None:
+            pg.remove()
+        else:
+            pg.stop("immediate", check=False)
         if tmp is not None:
             tmp.cleanup()
     return {
@@ -1070,6 +1094,12 @@ def main(argv: list[str] | None = None) -> None:
         help="planned; posted as long as the fault lasts",
     )
     parser.add_argument("--kills", type=int, default=100, help="kill -9 rounds of a worker")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="after a worker is back, seconds of work before the next kill",
+    )
     parser.add_argument("--api-kills", type=int, default=5, help="kill -9 rounds of an API process")
     parser.add_argument(
         "--outage-seconds", type=float, default=60.0, help="back office and LLM down this long"
