@@ -1028,7 +1028,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted(args.only or list(SCENARIOS), key=RUN_ORDER.index)
     results: list[dict[str, Any]] = []
     pg = PgServer(root / "postgres")
-    args.llm_port = free_port()  # one for the run: the workspace (and its cached router) is the same
+    # One for the run: the workspace (and so its cached router) is the same in every scenario.
+    args.llm_port = args.llm_port or free_port()
     try:
         if any(n != "disk_full" for n in names):
             pg.start()
@@ -1119,6 +1120,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), help="run these scenarios only")
     parser.add_argument("--keep", type=Path, help="keep databases and logs in this folder")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--llm-port",
+        type=int,
+        default=0,
+        help="the LLM stand-in's port (the same port keeps a --keep folder's cache)",
+    )
     parser.add_argument("--serve-llm", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--llm-log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
