@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,39 +344,11 @@ async def run_load(
                     await asyncio.sleep(0.05)
                 result.kills.append(round_)
 
+        def handed_back() -> None:
+            result.hand_backs += 1
+
         async def desk() -> None:
-            """A person on the escalation desk: answers each escalated conversation and hands it back, so
-            that the bot answers the customer's next messages again (the API does this without the worker)."""
-            while True:
-                packets: list[dict[str, Any]] = []
-                try:
-                    response = await client.get(
-                        "/v1/escalations", params={"status": "open"}, headers=staff_headers
-                    )
-                    if response.status_code == 200:
-                        packets = response.json()
-                    else:
-                        result.desk_errors.append(f"GET /v1/escalations {response.status_code}")
-                except httpx.HTTPError as error:
-                    result.desk_errors.append(f"GET /v1/escalations {type(error).__name__}")
-                for packet in packets:  # a hand-back resolves the packet; one reopened later is open again
-                    if not packet["conversation_id"].startswith("faults-"):
-                        continue
-                    reply = {"text": "A colleague here: sorted, thanks for waiting.", "author": "desk"}
-                    try:
-                        response = await client.post(
-                            f"/v1/conversations/{packet['conversation_id']}/human-replies",
-                            json={**reply, "hand_back": True},
-                            headers=staff_headers,
-                        )
-                    except httpx.HTTPError as error:
-                        result.desk_errors.append(f"POST human-replies {type(error).__name__}")
-                        continue
-                    if response.status_code < 300:
-                        result.hand_backs += 1
-                    else:
-                        result.desk_errors.append(f"POST human-replies {response.status_code}")
-                await asyncio.sleep(desk_every_s)
+            await desk_loop(client, staff_headers, desk_every_s, handed_back, result.desk_errors)
 
         started = time.monotonic()
         desk_task = asyncio.create_task(desk()) if desk_every_s > 0 else None
@@ -405,15 +378,60 @@ async def run_load(
     return result
 
 
+async def desk_loop(
+    client: httpx.AsyncClient,
+    staff_headers: dict[str, str],
+    every_s: float,
+    handed_back: Callable[[], None],
+    errors: list[str],
+    prefix: str = "faults-",
+) -> None:
+    """A person on the escalation desk: answers each escalated conversation and hands it back, so that the bot
+    answers the customer's next messages again (the API does this without the worker). Runs until cancelled;
+    answers the desk did not expect go to `errors`."""
+    while True:
+        packets: list[dict[str, Any]] = []
+        try:
+            response = await client.get("/v1/escalations", params={"status": "open"}, headers=staff_headers)
+            if response.status_code == 200:
+                packets = response.json()
+            else:
+                errors.append(f"GET /v1/escalations {response.status_code}")
+        except httpx.HTTPError as error:
+            errors.append(f"GET /v1/escalations {type(error).__name__}")
+        for packet in packets:  # a hand-back resolves the packet; one reopened later is open again
+            if not packet["conversation_id"].startswith(prefix):
+                continue
+            reply = {"text": "A colleague here: sorted, thanks for waiting.", "author": "desk"}
+            try:
+                response = await client.post(
+                    f"/v1/conversations/{packet['conversation_id']}/human-replies",
+                    json={**reply, "hand_back": True},
+                    headers=staff_headers,
+                )
+            except httpx.HTTPError as error:
+                errors.append(f"POST human-replies {type(error).__name__}")
+                continue
+            if response.status_code < 300:
+                handed_back()
+            else:
+                errors.append(f"POST human-replies {response.status_code}")
+        await asyncio.sleep(every_s)
+
+
 # ---- the checks --------------------------------------------------------------------------------------------
 
 
-def check_service(home: Path, plan: list[PlannedConversation], load: LoadResult) -> dict[str, Any]:
+def check_service(
+    database_url: str, plan: list[PlannedConversation], posted: dict[str, str]
+) -> dict[str, Any]:
+    """Every planned message by external id against the store at `database_url`; `posted` holds the
+    acknowledged ones (external id -> message id)."""
     from cxstack.app import Settings, open_store
     from cxstack.domain.models import ConversationId, Role
     from cxstack.domain.ports import OutboxStatus
 
-    store = open_store(Settings(home=home, database_url=f"sqlite:///{home / 'cxstack.db'}"))
+    store = open_store(Settings(database_url=database_url))
     outbox_status: dict[str, str] = {}
     for status in OutboxStatus:
         for item in store.list_outbox(status, limit=1_000_000):
@@ -437,23 +455,21 @@ def check_service(home: Path, plan: list[PlannedConversation], load: LoadResult)
         for index in range(len(conversation.messages)):
             external = conversation.external_id(index)
             counts["planned"] += 1
-            if external in load.posted:
+            if external in posted:
                 counts["posted"] += 1
             stored = by_external.get(external, [])
             if len(stored) > 1:
                 counts["stored_twice"] += 1
                 problems.append(f"{external} stored {len(stored)} times")
             if not stored:
-                if external in load.posted:
+                if external in posted:
                     counts["lost"] += 1
                     problems.append(f"{external} acknowledged but not stored")
                 continue
             counts["stored"] += 1
             message = stored[0]
-            if external in load.posted and load.posted[external] != message.id:
-                problems.append(
-                    f"{external}: acknowledged as {load.posted[external]}, stored as {message.id}"
-                )
+            if external in posted and posted[external] != message.id:
+                problems.append(f"{external}: acknowledged as {posted[external]}, stored as {message.id}")
             turns = traces_of.get(message.id, [])
             if not turns:
                 counts["unprocessed"] += 1
@@ -465,6 +481,8 @@ def check_service(home: Path, plan: list[PlannedConversation], load: LoadResult)
                 problems.append(f"{external} processed by {len(turns)} turns")
             turn = turns[0]
             delays.append((turn.created_at - message.created_at).total_seconds())
+            if turn.outcome == "escalated":
+                counts["escalated"] += 1
             if turn.reply is None:
                 counts["no_reply_by_design"] += 1
                 no_reply_reasons[f"{turn.outcome}/{turn.reason_code or '-'}"] += 1
@@ -774,7 +792,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "faults_armed": load.faults_armed,
         "kills": [vars(k) for k in load.kills],
         "final_health": load.final_health,
-        "service": check_service(home, plan, load),
+        "service": check_service(f"sqlite:///{home / 'cxstack.db'}", plan, load.posted),
         "backoffice": check_backoffice(office_db, office_log),
     }
     results["total_seconds"] = round(time.monotonic() - started, 1)

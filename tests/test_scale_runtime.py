@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from tests.conftest import SAM_ID
@@ -24,6 +25,7 @@ from tests.store_fixtures import fresh_pg_schema
 from cxstack.app import CxApp, Settings, build
 from cxstack.domain.models import ConversationId, Role
 from cxstack.domain.ports import OutboxStatus
+from cxstack.testing import pg_server
 from cxstack.workspace.loader import load_workspace
 
 pytest.importorskip("procrastinate")
@@ -599,3 +601,75 @@ async def test_a_message_whose_worker_dies_three_times_is_set_aside_for_a_person
     assert trace.reason_code == "internal_error" and not cx.store.pending_messages(cid)
     await worker.stop()
     await cx.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not pg_server.available(), reason="needs the PostgreSQL server binaries (initdb)")
+async def test_a_worker_rides_through_a_postgresql_restart(
+    tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
+) -> None:
+    """PostgreSQL stopped for a few seconds (a server of the test's own) and started again: procrastinate's
+    worker stops on its failed heartbeat; `cxstack worker` starts it again and answers what comes next, and
+    the API process stores and defers through its own reconnects."""
+    url, _ = backoffice
+    pg = pg_server.PgServer(tmp_path / "pg")
+    pg.start()
+    try:
+        database_url = pg.create_database("ride")
+        await _ride_through(pg, database_url, tmp_path, shop_path, url)
+    finally:
+        pg.remove()
+
+
+async def _ride_through(
+    pg: pg_server.PgServer, database_url: str, tmp_path: Path, shop_path: Path, backoffice_url: str
+) -> None:
+    settings = Settings(
+        home=tmp_path / "api-home",
+        database_url=database_url,
+        embedder="hashing",
+        backoffice_url=backoffice_url,
+        burst_window_ms=0,
+        monitoring_seconds=0,
+        knowledge_reload_seconds=0,
+        runtime="procrastinate",
+    )
+    cx = build(settings, workspace=load_workspace(shop_path))
+    log = tmp_path / "worker.log"
+    worker = _start_worker(shop_path, _env(database_url, tmp_path / "home-w", backoffice_url), log)
+    deadline = time.monotonic() + 3 * DEADLINE_S  # a worker's start on a busy machine
+
+    def registered() -> bool:
+        from cxstack.runtime.jobs import conninfo
+
+        with psycopg.connect(conninfo(database_url), autocommit=True) as connection:
+            row = connection.execute("SELECT to_regclass('procrastinate_workers') IS NOT NULL").fetchone()
+            if not row or not row[0]:
+                return False
+            found = connection.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
+            return bool(found and found[0] == 1)
+
+    try:
+        await _until(registered, "a registered worker", [log], deadline)
+        await cx.start()
+        await _post(cx, range(1))
+        await _until(lambda: _answered(cx, CONVERSATIONS), "the first round answered", [log], deadline)
+        await asyncio.to_thread(pg.stop, "fast")
+        await asyncio.sleep(3)  # past the worker's 1 s heartbeat: it notices
+        await asyncio.to_thread(pg.start_again)
+        await _post(cx, range(1, 2))
+        await _until(lambda: _answered(cx, 2 * CONVERSATIONS), "the second round answered", [log], deadline)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+        await cx.stop()
+    assert worker.returncode == 0, "SIGTERM still stops it cleanly"
+    assert "starting it again" in log.read_text()
+    per_message = Counter(t.message_id for t in cx.store.list_traces(limit=10_000))
+    assert len(per_message) == 2 * CONVERSATIONS and set(per_message.values()) == {1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
 
 from cxstack import __version__
 from cxstack.api import views
@@ -67,9 +69,11 @@ from cxstack.app import CxApp, ExternalIdConflictError
 from cxstack.channels import gate
 from cxstack.domain.ports import OutboxStatus
 from cxstack.logs import configure_logging
+from cxstack.store.db import storage_full
 
 HERE = Path(__file__).parent
 HEALTHCHECK_SECONDS = 30
+log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
@@ -213,6 +217,20 @@ def _add_error_handlers(api: FastAPI, max_body_bytes: int) -> None:
     @api.exception_handler(views.ChannelNotAllowedError)
     async def channel_not_allowed(_: Request, exc: views.ChannelNotAllowedError) -> JSONResponse:
         return JSONResponse(status_code=status.HTTP_403_FORBIDDEN, content={"detail": str(exc)})
+
+    @api.exception_handler(OperationalError)
+    async def store_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database went away (a restart, a failover) or its disk is full: the request's transaction
+        # rolled back, so nothing of it is stored and the client may retry it as is (same external id).
+        full = storage_full(exc)
+        code = status.HTTP_507_INSUFFICIENT_STORAGE if full else status.HTTP_503_SERVICE_UNAVAILABLE
+        detail = (
+            "the database's disk is full: nothing of this request was stored; retry once space is freed"
+            if full
+            else "the database is unavailable: nothing of this request was stored; retry shortly"
+        )
+        log.error("%s %s: %s (%s)", request.method, request.url.path, detail, str(exc.orig).strip()[:200])
+        return JSONResponse(status_code=code, content={"detail": detail}, headers={"Retry-After": "1"})
 
     @api.exception_handler(views.UnknownChannelError)
     async def unknown_channel(_: Request, exc: views.UnknownChannelError) -> JSONResponse:

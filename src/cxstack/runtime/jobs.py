@@ -24,10 +24,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import procrastinate.builtin_tasks
@@ -481,21 +482,67 @@ async def _run_worker(
         components = WorkerComponents(
             cx=cx, worker=worker, monitoring_seconds=cx.settings.monitoring_seconds, imap=imap
         )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         try:
-            await app.run_worker_async(
-                name=name,
-                concurrency=concurrency,
-                queues=[TURNS_QUEUE, PERIODIC_QUEUE],
-                additional_context={CONTEXT_KEY: components},
-                update_heartbeat_interval=settings.heartbeat_seconds,
-                stalled_worker_timeout=settings.stalled_seconds,
-                shutdown_graceful_timeout=settings.shutdown_seconds,
-                delete_jobs="never" if settings.keep_jobs else "successful",
+            await _ride_through(
+                lambda: app.run_worker_async(
+                    name=name,
+                    concurrency=concurrency,
+                    queues=[TURNS_QUEUE, PERIODIC_QUEUE],
+                    additional_context={CONTEXT_KEY: components},
+                    update_heartbeat_interval=settings.heartbeat_seconds,
+                    stalled_worker_timeout=settings.stalled_seconds,
+                    shutdown_graceful_timeout=settings.shutdown_seconds,
+                    delete_jobs="never" if settings.keep_jobs else "successful",
+                    install_signal_handlers=False,  # ours: a stop must be told from a lost database
+                ),
+                stop,
             )
         finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
             await worker.stop()
             with contextlib.suppress(Exception):
                 await cx.engine.aclose()
+
+
+async def _ride_through(
+    run: Callable[[], Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+    *,
+    first_delay: float = 0.5,
+    max_delay: float = 5.0,
+) -> None:
+    """Runs the procrastinate worker until `stop` is set (SIGTERM/SIGINT: running jobs finish first), and
+    again whenever it ends on its own. It does when the database goes away (a restart, a failover): a failed
+    heartbeat stops it, a failed fetch raises. Its jobs are safe meanwhile: a turn that could not commit stays
+    pending, and a job left running under the old registration is released as a dead worker's by `resume`."""
+    delay = first_delay
+    while not stop.is_set():
+        started = asyncio.get_running_loop().time()
+        running = asyncio.create_task(run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            running.cancel()  # procrastinate then stops gracefully, as on its own signal handlers
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+            return
+        stopping.cancel()
+        error = running.exception() if not running.cancelled() else None
+        if asyncio.get_running_loop().time() - started > 60:
+            delay = first_delay  # it ran a good while: this is a new outage
+        log.warning(
+            "the job worker stopped (%s); starting it again in %.1f s",
+            f"{type(error).__name__}: {error}" if error is not None else "it lost the database",
+            delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay)
 
 
 def _record_workspace(cx: CxApp) -> None:

@@ -82,6 +82,19 @@ def sqlite_synchronous(level: str | None = None) -> str:
     return chosen
 
 
+SQLITE_FULL = 13  # sqlite3's extended error code's primary part: "database or disk is full"
+PG_DISK_FULL = "53100"
+
+
+def storage_full(error: BaseException) -> bool:
+    """Whether a store error (SQLAlchemy's, or the driver's under it) says the database's disk is full."""
+    orig = getattr(error, "orig", error)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+        return True
+    return getattr(orig, "sqlstate", None) == PG_DISK_FULL
+
+
 def create_engine_for(
     url: str, *, sqlite_synchronous_level: str | None = None, **engine_options: Any
 ) -> Engine:

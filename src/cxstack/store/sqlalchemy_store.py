@@ -312,7 +312,12 @@ class SqlAlchemyStore:
                     savepoint.rollback()
                     alone.append(index)
                 except Exception as error:
-                    savepoint.rollback()
+                    try:
+                        savepoint.rollback()
+                    except Exception:
+                        # SQLite rolls the whole transaction back on some errors (SQLITE_FULL: the disk is
+                        # full), savepoints with it: the batch fails with that error, not "no such savepoint".
+                        raise error from None
                     outcomes[index] = error
                 else:
                     savepoint.commit()
