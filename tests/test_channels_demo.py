@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from tests.test_email import Inbox, free_port, mailgun_fields
+from tests.processes import free_port
+from tests.test_email import Inbox, mailgun_fields
 from tests.test_handoff import API_TOKEN, EMAIL, SECRET, ZendeskStandIn, trigger_body, zendesk_headers
 
 from cxstack.api.app import create_api

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from tests.processes import free_port
 from typer.testing import CliRunner
 
 from cxstack.api.app import api_server
@@ -56,16 +57,10 @@ def test_keys_create_refuses_bad_input(tmp_path: Path) -> None:
     assert bad_channel.exit_code == 2 and "integration" in bad_channel.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_listening_hook_runs_once_the_socket_accepts(tmp_path: Path, shop_path: Path) -> None:
     engine = build_engine(load_workspace(shop_path), embedder_name="hashing")
     cx = build(Settings(home=tmp_path / "home", embedder="hashing"), engine=engine)
-    port = _free_port()
+    port = free_port()
     seen: dict[str, object] = {}
 
     def listening() -> None:
@@ -82,7 +77,7 @@ def test_serve_bootstrap_admin_prints_a_working_key_and_desk_link_once_listening
     tmp_path: Path, shop_path: Path
 ) -> None:
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "cxstack.cli.main", "serve", str(shop_path), "--port", str(port),
         "--no-backoffice", "--runtime", "process", "--home", str(home), "--embedder", "hashing",

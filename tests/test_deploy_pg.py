@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.processes import free_port
 from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.app import Settings, open_store
@@ -38,12 +39,6 @@ DEADLINE_S = 150.0  # startup trains the router three times at once on a shared 
 def pg_schema() -> Iterator[str]:
     with fresh_pg_schema("cxstack_deploy") as (url, _):
         yield url
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _until(check: Callable[[], Any], what: str, log: Path, deadline: float) -> Any:
@@ -106,7 +101,7 @@ def test_make_run_pg_deployment_answers_everything_once_and_survives_kills(
     cxstack = Path(sys.executable).with_name("cxstack")
     subprocess.run([str(cxstack), "init", "--demo", str(workspace)], check=True, capture_output=True)
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -121,7 +116,7 @@ def test_make_run_pg_deployment_answers_everything_once_and_survives_kills(
         "CXSTACK_SERVE_OPTIONS": f"--customers {workspace}/samples/customers.csv --bootstrap-admin",
         # this test's own: a free port for the demo back office, a fast embedder, one turn per message, and a
         # killed worker's conversations back in seconds rather than a minute
-        "CXSTACK_BACKOFFICE_URL": f"http://127.0.0.1:{_free_port()}",
+        "CXSTACK_BACKOFFICE_URL": f"http://127.0.0.1:{free_port()}",
         "CXSTACK_EMBEDDER": "hashing",
         "CXSTACK_BURST_WINDOW_MS": "0",
         "CXSTACK_MONITORING_SECONDS": "0",
@@ -292,7 +287,7 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path, sho
 
     from cxstack.cli.main import app
 
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/test"  # nothing listens there
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"  # nothing listens there
     env = {"CXSTACK_DATABASE_URL": url, "CXSTACK_EMBEDDER": "hashing"}
     for command in (
         ["serve", "--runtime", "procrastinate", "--processes", "2", "--no-backoffice"],

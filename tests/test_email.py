@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi.testclient import TestClient
 from tests.conftest import SHOP, write_workspace
+from tests.processes import free_port
 
 from cxstack.api.app import create_api
 from cxstack.app import Settings, build
@@ -57,12 +58,6 @@ _tokens = itertools.count()
 
 
 # ---- a real local SMTP server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Inbox:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 from tests.db_fixtures import empty_engine_fixture, pg_schema_url_fixture  # noqa: F401  (fixtures)
+from tests.processes import free_port, start_worker
 from typer.testing import CliRunner
 
 from cxstack.api.app import create_api
@@ -230,12 +230,6 @@ def test_an_explicit_conversation_id_wins_over_the_bound_one() -> None:
 # ---- a real `cxstack serve`
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_with_json_logs_is_ready_and_its_worker_process_logs_the_conversation_id(
     tmp_path: Path, shop_path: Path
 ) -> None:
@@ -245,7 +239,7 @@ def test_serve_with_json_logs_is_ready_and_its_worker_process_logs_the_conversat
     )
     assert created.exit_code == 0, created.output
     key = created.output.strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     command = [
         *(sys.executable, "-m", "cxstack.cli.main", "serve", str(shop_path), "--port", str(port)),
         *("--no-backoffice", "--runtime", "process", "--home", str(home), "--embedder", "hashing"),
@@ -350,7 +344,7 @@ def test_ready_counts_the_scale_out_workers_and_fails_when_none_is_alive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("procrastinate")
-    from tests.test_scale_runtime import _env, _start_worker  # the scale-out tests' worker launcher
+    from tests.test_scale_runtime import _env  # the scale-out tests' worker settings
 
     database_url = pg_schema_url
     monkeypatch.setenv("CXSTACK_SCALE_STALLED_SECONDS", "3")  # read by this API process's readiness check
@@ -366,7 +360,7 @@ def test_ready_counts_the_scale_out_workers_and_fails_when_none_is_alive(
     )
     cx = build(settings, workspace=load_workspace(shop_path))
     log = tmp_path / "worker.log"
-    worker = _start_worker(shop_path, env, log)
+    worker = start_worker(shop_path, env, log)
     try:
         with TestClient(create_api(cx)) as client:
             for _ in range(600):

@@ -5,7 +5,6 @@ Alembic folder (tests/next_release.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from tests.next_release import (
     next_release_env,
     write_migration,
 )
+from tests.processes import registered_workers, schema_scalar, start_worker, until
 from tests.store_fixtures import TABLES, fresh_pg_schema
 
 from cxstack.api.app import create_api
@@ -269,37 +269,6 @@ def _env(database_url: str, home: Path, backoffice_url: str) -> dict[str, str]:
     }
 
 
-def _worker(workspace: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(Path(sys.executable).with_name("cxstack")), "worker", str(workspace), "--concurrency", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _scalar(admin: Engine, schema_url: str, sql: str) -> Any:
-    schema = schema_url.rsplit("%3D", 1)[1]
-    with admin.connect() as connection:
-        connection.execute(text(f'SET search_path TO "{schema}"'))
-        return connection.execute(text(sql)).scalar()
-
-
-def _registered_workers(admin: Engine, url: str) -> int:
-    if not _scalar(admin, url, "SELECT to_regclass('procrastinate_workers') IS NOT NULL"):
-        return 0
-    return int(_scalar(admin, url, "SELECT count(*) FROM procrastinate_workers"))
-
-
-async def _until(check: Any, what: str, logs: list[Path], deadline: float) -> None:
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        await asyncio.sleep(0.1)
-
-
 def _answered(cx: CxApp, upto: int) -> bool:
     return (
         len(cx.store.list_traces(limit=10_000)) >= upto
@@ -347,15 +316,15 @@ async def test_workers_of_this_and_the_next_release_share_one_database_then_a_br
         this_env = _env(database_url, tmp_path / "home-this", url)
         deadline = time.monotonic() + DEADLINE_S
         # The next release's worker starts first and migrates; this release's starts on the migrated database.
-        workers = [_worker(shop_path, next_env, logs[0])]
+        workers = [start_worker(shop_path, next_env, logs[0])]
         revision = "SELECT version_num FROM alembic_version"
         try:
-            await _until(
-                lambda: _registered_workers(admin, database_url) == 1, "the next worker", logs, deadline
+            await until(
+                lambda: registered_workers(admin, database_url) == 1, "the next worker", logs, deadline
             )
-            assert _scalar(admin, database_url, revision) == NEXT
-            workers.append(_worker(shop_path, this_env, logs[1]))
-            await _until(lambda: _registered_workers(admin, database_url) == 2, "this worker", logs, deadline)
+            assert schema_scalar(admin, database_url, revision) == NEXT
+            workers.append(start_worker(shop_path, this_env, logs[1]))
+            await until(lambda: registered_workers(admin, database_url) == 2, "this worker", logs, deadline)
             settings = Settings(  # an API process of this release
                 home=tmp_path / "api-home",
                 database_url=database_url,
@@ -379,8 +348,8 @@ async def test_workers_of_this_and_the_next_release_share_one_database_then_a_br
                             verified=True,
                         )
                 total = CONVERSATIONS * PER_CONVERSATION
-                await _until(lambda: _answered(cx, total), "every message answered", logs, deadline)
-                ran = _scalar(
+                await until(lambda: _answered(cx, total), "every message answered", logs, deadline)
+                ran = schema_scalar(
                     admin,
                     database_url,
                     "SELECT count(DISTINCT worker_id) FROM procrastinate_jobs "
@@ -421,7 +390,7 @@ async def test_workers_of_this_and_the_next_release_share_one_database_then_a_br
             f"database schema is at {NEXT}, newer than this cxstack ({head_revision()})"
             in logs[1].read_text()
         )
-        assert _scalar(admin, database_url, revision) == NEXT, "never downgraded"
+        assert schema_scalar(admin, database_url, revision) == NEXT, "never downgraded"
 
         # The release after: a breaking step. A worker of this release now refuses at start, in one line.
         write_migration(
@@ -444,7 +413,7 @@ async def test_workers_of_this_and_the_next_release_share_one_database_then_a_br
             f"the database allows code at {CONTRACT} or newer only" in output
         )
         assert "Traceback" not in output
-        assert _scalar(admin, database_url, revision) == CONTRACT
+        assert schema_scalar(admin, database_url, revision) == CONTRACT
 
 
 # ---- `cxstack migrate`, the first step of an upgrade

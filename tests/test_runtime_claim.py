@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from tests.processes import free_port
 from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.runtime.owner import RuntimeClaim, RuntimeTakenError
@@ -24,12 +24,6 @@ from cxstack.runtime.owner import RuntimeClaim, RuntimeTakenError
 def pg_schema() -> Iterator[tuple[str, Engine]]:
     with fresh_pg_schema("cxstack_claim") as found:
         yield found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_two_embedded_runtimes_on_one_sqlite_file_refuse_the_second(tmp_path: Path) -> None:
@@ -125,14 +119,14 @@ def test_a_second_embedded_serve_on_one_postgresql_refuses_to_start_in_one_line(
 ) -> None:
     url, _ = pg_schema
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
-    first = _serve(shop_path, url, tmp_path / "home-1", _free_port(), first_log)
+    first = _serve(shop_path, url, tmp_path / "home-1", free_port(), first_log)
     try:
         deadline = time.monotonic() + 120
         while "web chat:" not in first_log.read_text():
             assert first.poll() is None, first_log.read_text()
             assert time.monotonic() < deadline, first_log.read_text()
             time.sleep(0.2)
-        second = _serve(shop_path, url, tmp_path / "home-2", _free_port(), second_log)
+        second = _serve(shop_path, url, tmp_path / "home-2", free_port(), second_log)
         assert second.wait(120) == 1, second_log.read_text()
         output = second_log.read_text()
         [refusal] = [line for line in output.splitlines() if "cannot start" in line]

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from tests.conftest import SAM_ID
+from tests.processes import free_port, schema_scalar, start_worker, until
 from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.app import CxApp, Settings, build
@@ -58,32 +59,6 @@ def _env(database_url: str, home: Path, backoffice_url: str) -> dict[str, str]:
         "CXSTACK_SCALE_HEARTBEAT_SECONDS": "1",
         "CXSTACK_SCALE_KEEP_JOBS": "1",
     }
-
-
-def _start_worker(workspace: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    cxstack = Path(sys.executable).with_name("cxstack")
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [str(cxstack), "worker", str(workspace), "--concurrency", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _scalar(engine: Engine, schema_url: str, sql: str) -> Any:
-    schema = schema_url.rsplit("%3D", 1)[1]
-    with engine.connect() as connection:
-        connection.execute(text(f'SET search_path TO "{schema}"'))
-        return connection.execute(text(sql)).scalar()
-
-
-async def _until(check: Any, what: str, logs: list[Path], deadline: float) -> None:
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        await asyncio.sleep(0.1)
 
 
 async def _post(cx: CxApp, rounds: range) -> None:
@@ -152,15 +127,15 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
     cx = build(settings, workspace=load_workspace(shop_path))
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     workers = [
-        _start_worker(shop_path, {**env, "CXSTACK_HOME": str(tmp_path / f"home-{n}")}, log)
+        start_worker(shop_path, {**env, "CXSTACK_HOME": str(tmp_path / f"home-{n}")}, log)
         for n, log in zip("ab", logs, strict=True)
     ]
     deadline = time.monotonic() + DEADLINE_S
     try:
-        await _until(
+        await until(
             lambda: (
-                _scalar(admin, database_url, "SELECT to_regclass('procrastinate_workers') IS NOT NULL")
-                and _scalar(admin, database_url, "SELECT count(*) FROM procrastinate_workers") == 2
+                schema_scalar(admin, database_url, "SELECT to_regclass('procrastinate_workers') IS NOT NULL")
+                and schema_scalar(admin, database_url, "SELECT count(*) FROM procrastinate_workers") == 2
             ),
             "two registered workers",
             logs,
@@ -172,8 +147,8 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
         assert isinstance(cx.runtime, ProcrastinateRuntime) and await cx.runtime.live_workers() == 2
         half = PER_CONVERSATION // 2
         await _post(cx, range(half))
-        await _until(lambda: _answered(cx, CONVERSATIONS * half), "the first half answered", logs, deadline)
-        ran = _scalar(
+        await until(lambda: _answered(cx, CONVERSATIONS * half), "the first half answered", logs, deadline)
+        ran = schema_scalar(
             admin,
             database_url,
             "SELECT count(DISTINCT worker_id) FROM procrastinate_jobs "
@@ -184,15 +159,15 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
         # the second half: worker a dies with SIGKILL inside a turn
         await _post(cx, range(half, PER_CONVERSATION))
         lease_of_a = f"{socket.gethostname()}:{workers[0].pid}:procrastinate"  # its TurnWorker's lease owner
-        await _until(
+        await until(
             lambda: cx.store.conversations_leased_to(lease_of_a), "a turn in worker a", logs, deadline
         )
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(10)
         total = CONVERSATIONS * PER_CONVERSATION
-        await _until(lambda: _answered(cx, total), "every message answered", logs, deadline)
+        await until(lambda: _answered(cx, total), "every message answered", logs, deadline)
         released = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'"
-        assert _scalar(admin, database_url, released) >= 1, "the dead worker's job was released"
+        assert schema_scalar(admin, database_url, released) >= 1, "the dead worker's job was released"
     finally:
         for process in workers:
             if process.poll() is None:
@@ -254,12 +229,6 @@ def _start_api(workspace: Path, env: dict[str, str], port: int, log: Path) -> su
         return subprocess.Popen([*command, "--no-backoffice"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.postgres
 def test_a_procrastinate_api_process_hears_the_workers_commits(
     pg_schema: tuple[str, Engine], tmp_path: Path, shop_path: Path, backoffice: tuple[str, Any]
@@ -278,9 +247,9 @@ def test_a_procrastinate_api_process_hears_the_workers_commits(
         "CXSTACK_WIDGET_HEARTBEAT_SECONDS": "120",
     }
     logs = [tmp_path / "api.log", tmp_path / "worker.log"]
-    port = _free_port()
+    port = free_port()
     api = _start_api(shop_path, env, port, logs[0])
-    worker = _start_worker(shop_path, {**env, "CXSTACK_HOME": str(tmp_path / "worker-home")}, logs[1])
+    worker = start_worker(shop_path, {**env, "CXSTACK_HOME": str(tmp_path / "worker-home")}, logs[1])
     base = f"http://127.0.0.1:{port}"
 
     def tails() -> str:
@@ -390,10 +359,10 @@ class CountingImap:
 
 
 def _ran_jobs(admin: Engine, database_url: str, task: str = "cxstack:imap") -> int:
-    if not _scalar(admin, database_url, "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"):
+    if not schema_scalar(admin, database_url, "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"):
         return 0  # the worker has not created procrastinate's tables yet
     ran = f"SELECT count(*) FROM procrastinate_jobs WHERE task_name = '{task}' AND status <> 'todo'"
-    return int(_scalar(admin, database_url, ran))
+    return int(schema_scalar(admin, database_url, ran))
 
 
 @pytest.mark.postgres
@@ -440,12 +409,12 @@ async def test_two_api_processes_and_a_worker_poll_the_mailbox_once_per_tick(
         for n in range(2)
     ]
     log = tmp_path / "worker.log"
-    worker = _start_worker(root, {**_env(database_url, tmp_path / "w", backoffice[0]), **email_env}, log)
+    worker = start_worker(root, {**_env(database_url, tmp_path / "w", backoffice[0]), **email_env}, log)
     try:
         for cx in apis:
             await cx.start()
         deadline = time.monotonic() + DEADLINE_S
-        await _until(lambda: _ran_jobs(admin, database_url) >= 3, "three poll jobs", [log], deadline)
+        await until(lambda: _ran_jobs(admin, database_url) >= 3, "three poll jobs", [log], deadline)
     finally:
         worker.send_signal(signal.SIGTERM)  # running jobs finish first
         try:
@@ -500,11 +469,11 @@ async def test_the_clean_job_removes_old_ended_jobs_with_their_events(pg_schema:
         context = JobContext(app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None)
         await clean(context, timestamp=int(time.time()))
     left = "SELECT string_agg(args->>'conversation_id', ',' ORDER BY id) FROM procrastinate_jobs"
-    assert _scalar(admin, database_url, left) == "new,waiting"
+    assert schema_scalar(admin, database_url, left) == "new,waiting"
     orphans = (
         "SELECT count(*) FROM procrastinate_events WHERE job_id NOT IN (SELECT id FROM procrastinate_jobs)"
     )
-    assert _scalar(admin, database_url, orphans) == 0
+    assert schema_scalar(admin, database_url, orphans) == 0
 
 
 @pytest.mark.postgres
@@ -595,7 +564,7 @@ async def test_a_message_whose_worker_dies_three_times_is_set_aside_for_a_person
             [pending] = cx.store.pending_messages(cid)
             assert pending.turn_failures == death
         doing = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
-        assert _scalar(admin, database_url, doing) == 0, "every dead worker's job released"
+        assert schema_scalar(admin, database_url, doing) == 0, "every dead worker's job released"
     assert await answer_pending(components, cid)
     [trace] = cx.store.list_traces(cid)
     assert trace.reason_code == "internal_error" and not cx.store.pending_messages(cid)
@@ -636,7 +605,7 @@ async def _ride_through(
     )
     cx = build(settings, workspace=load_workspace(shop_path))
     log = tmp_path / "worker.log"
-    worker = _start_worker(shop_path, _env(database_url, tmp_path / "home-w", backoffice_url), log)
+    worker = start_worker(shop_path, _env(database_url, tmp_path / "home-w", backoffice_url), log)
     deadline = time.monotonic() + 3 * DEADLINE_S  # a worker's start on a busy machine
 
     def registered() -> bool:
@@ -650,15 +619,15 @@ async def _ride_through(
             return bool(found and found[0] == 1)
 
     try:
-        await _until(registered, "a registered worker", [log], deadline)
+        await until(registered, "a registered worker", [log], deadline)
         await cx.start()
         await _post(cx, range(1))
-        await _until(lambda: _answered(cx, CONVERSATIONS), "the first round answered", [log], deadline)
+        await until(lambda: _answered(cx, CONVERSATIONS), "the first round answered", [log], deadline)
         await asyncio.to_thread(pg.stop, "fast")
         await asyncio.sleep(3)  # past the worker's 1 s heartbeat: it notices
         await asyncio.to_thread(pg.start_again)
         await _post(cx, range(1, 2))
-        await _until(lambda: _answered(cx, 2 * CONVERSATIONS), "the second round answered", [log], deadline)
+        await until(lambda: _answered(cx, 2 * CONVERSATIONS), "the second round answered", [log], deadline)
         assert worker.poll() is None, log.read_text()[-3000:]
     finally:
         if worker.poll() is None:
