@@ -96,7 +96,7 @@ def channels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
         backoffice.stop()
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
+def wait_for(predicate: Any, timeout: float = 60.0) -> Any:  # a hang guard for a loaded machine
     deadline = time.monotonic() + timeout
     while not (found := predicate()):
         if time.monotonic() > deadline:
