@@ -422,6 +422,7 @@ class Load:
         self.stop = asyncio.Event()
         self.in_flight: Counter[int] = Counter()  # API index -> requests waiting for an answer
         self.clients: list[httpx.AsyncClient] = []
+        self.planned = sum(len(conversation.messages) for conversation in plan)
 
     async def post(self, conversation: PlannedConversation, index: int) -> None:
         body = {
@@ -594,6 +595,7 @@ def kill_workers(
         host = socket.gethostname()
         recoveries: list[asyncio.Task[float | None]] = []
         mid_turn = 0
+        done = kills
         for number in range(kills):
             # Both workers up again and given `settle_s` to work (or the backlog worked off): a kill right
             # after a restart would test nothing but the restart, and the backlog would never move.
@@ -623,6 +625,14 @@ def kill_workers(
                         break
                 else:
                     await asyncio.sleep(0.02)
+            if not leased and len(load.result.posted) >= load.planned:
+                # Every planned message was posted and answered: a kill now would hit an idle worker.
+                console.print(
+                    f"[yellow]the load ran out of messages after {number} kills: raise "
+                    "--messages-per-conversation for more[/]"
+                )
+                done = number
+                break
             mid_turn += bool(leased)
             killed_at, since = time.monotonic(), now()
             worker.kill()
@@ -633,9 +643,9 @@ def kill_workers(
         load.stop.set()  # the load ends with the last kill; the recoveries are still timed
         recovered = [r for r in await asyncio.gather(*recoveries) if r is not None]
         return {
-            "kills": kills,
+            "kills": done,
             "kills_mid_turn": mid_turn,
-            "not_recovered": kills - len(recovered),
+            "not_recovered": done - len(recovered),
             "recovery_s": _median_max(recovered),
         }
 
