@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cxstack.api import views
 from cxstack.api.deps import Cx
-from cxstack.api.schemas import HealthOut, WorkerOut
+from cxstack.api.schemas import HealthOut
 from cxstack.app import CxApp
 from cxstack.domain.ports import OutboxStatus
 from cxstack.store.db import schema_status
@@ -101,13 +101,7 @@ async def liveness(cx: CxApp) -> HealthOut:
             db_ok=False,
             pending=None,
             db_error=reason,
-            worker=WorkerOut(
-                state=worker.state,
-                restarts=worker.restarts,
-                pid=worker.pid,
-                last_exit=worker.last_exit,
-                reason=worker.reason,
-            ),
+            worker=views.worker_out(worker),
         )
 
 

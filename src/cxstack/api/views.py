@@ -67,6 +67,7 @@ from cxstack.domain.models import (
 )
 from cxstack.domain.ports import OutboxItem, OutboxStatus
 from cxstack.orchestration.handoff import reason_text
+from cxstack.runtime.health import WorkerHealth
 from cxstack.workspace.workspace import Workspace
 
 WAIT_SECONDS = 10.0
@@ -509,15 +510,19 @@ def health(cx: CxApp) -> HealthOut:
         db_ok=db_ok,
         pending=pending,
         db_error=db_error,
-        worker=WorkerOut(
-            state=worker.state,
-            restarts=worker.restarts,
-            pid=worker.pid,
-            last_exit=worker.last_exit,
-            reason=worker.reason,
-        ),
+        worker=worker_out(worker),
         outbox_dead=dead,
         handoff_dead=_handoff_dead(cx) if db_ok else None,
+    )
+
+
+def worker_out(worker: WorkerHealth) -> WorkerOut:
+    return WorkerOut(
+        state=worker.state,
+        restarts=worker.restarts,
+        pid=worker.pid,
+        last_exit=worker.last_exit,
+        reason=worker.reason,
     )
 
 
