@@ -1101,7 +1101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--messages-per-conversation",
         type=int,
-        default=400,
+        default=800,  # 100 worker kills take ~15 min of load at 20 conversations' pace: room to spare
         help="planned; posted as long as the fault lasts",
     )
     parser.add_argument("--kills", type=int, default=100, help="kill -9 rounds of a worker")

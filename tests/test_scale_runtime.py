@@ -109,8 +109,10 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
     def slow_lookup(request: Any) -> Any:
         from cxstack.testing.http_standin import Reply
 
-        time.sleep(0.1)  # a turn lasts long enough for the kill below to land inside one
-        return Reply(200, {"status": f"shipped ({request.path_params['order_id']})"})
+        # a turn lasts long enough for the kill below to land inside one (waited out of the server's event
+        # loop: the lookups of concurrent turns overlap, as on a real back office)
+        status = {"status": f"shipped ({request.path_params['order_id']})"}
+        return Reply(200, status, delay_s=0.1)
 
     backend.on("GET", "/orders/{order_id}", handler=slow_lookup)
     env = _env(database_url, tmp_path / "api-home", url)

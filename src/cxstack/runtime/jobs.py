@@ -43,7 +43,7 @@ from cxstack.domain.ports import Store
 from cxstack.runtime.health import WorkerHealth
 from cxstack.runtime.owner import RuntimeClaim
 from cxstack.runtime.worker import TurnWorker, count_interrupted_turn
-from cxstack.store.db import normalize_url
+from cxstack.store.db import database_error_line, normalize_url, postgres_session_defaults
 
 if TYPE_CHECKING:
     from cxstack.app import CxApp
@@ -96,7 +96,68 @@ def conninfo(database_url: str) -> str:
             f"the procrastinate runtime needs PostgreSQL, not {url.get_backend_name()}: set "
             "CXSTACK_DATABASE_URL=postgresql+psycopg://… (or use --runtime process on one machine)"
         )
+    url = url.update_query_dict(postgres_session_defaults(url))
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# ---- logs while the database is away ----------------------------------------------------------------------
+
+
+def _database_error(error: BaseException | None) -> BaseException | None:
+    """The connection error behind `error` (procrastinate wraps psycopg's), if that is what it is."""
+    import psycopg_pool
+
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+class OneLineDatabaseErrors(logging.Filter):
+    """procrastinate logs every failed heartbeat, fetch and poll while the database is away (a restart, a
+    failover, a host cut off) with a full traceback: dozens of screens that bury what an operator needs. A
+    record whose exception is a connection error keeps its message and gains the error's first line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = _database_error(record.exc_info[1] if record.exc_info else None)
+        if error is not None:
+            said = " ".join(record.getMessage().split())  # procrastinate's own messages span lines
+            record.msg, record.args = f"{said} ({database_error_line(error)})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_database_tracebacks(worker: str | None = None) -> None:
+    """Puts OneLineDatabaseErrors on procrastinate's loggers (a filter holds for its own logger only): those
+    made so far, those of the modules it imports only when a worker starts, and the worker's own."""
+    names = {
+        n for n in logging.root.manager.loggerDict if n == "procrastinate" or n.startswith("procrastinate.")
+    }
+    names.update(f"procrastinate.{module}" for module in _LOGGING_MODULES)
+    if worker is not None:
+        names.add(f"procrastinate.worker.{worker}")  # made when the worker starts
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineDatabaseErrors) for f in logger.filters):
+            logger.addFilter(OneLineDatabaseErrors())
+
+
+_LOGGING_MODULES = ("worker", "manager", "periodic", "psycopg_connector", "utils", "app", "job_context")
+
+
+def _released_job_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A job this worker was still running when it lost the database was released meanwhile (its heartbeat
+    stopped, so `resume` handed the job to another worker) and procrastinate's attempt to record its end
+    fails in a task nobody awaits. That is the safety net working, not an error: one line, not a traceback."""
+    error = context.get("exception")
+    if error is not None and 'not in "doing" or "todo" status' in str(error.__cause__ or error):
+        future = context.get("future")
+        name = future.get_name() if isinstance(future, asyncio.Task) else "a job"
+        log.warning("%s: released while this worker was away from the database; it ran elsewhere", name)
+        return
+    loop.default_exception_handler(context)
 
 
 # ---- tasks ---------------------------------------------------------------------------------------------
@@ -301,6 +362,7 @@ class ProcrastinateRuntime:
         """Opens the connection pool, starts listening for commits and defers a job for every conversation
         left pending."""
         if not self._opened:
+            quiet_database_tracebacks()
             await self.app.open_async()
             self._opened = True
         self._loop = asyncio.get_running_loop()
@@ -484,6 +546,8 @@ async def _run_worker(
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_released_job_handler)
+        quiet_database_tracebacks(name)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
@@ -537,7 +601,7 @@ async def _ride_through(
             delay = first_delay  # it ran a good while: this is a new outage
         log.warning(
             "the job worker stopped (%s); starting it again in %.1f s",
-            f"{type(error).__name__}: {error}" if error is not None else "it lost the database",
+            database_error_line(error) if error is not None else "it lost the database",
             delay,
         )
         with contextlib.suppress(TimeoutError):

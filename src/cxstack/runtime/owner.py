@@ -25,7 +25,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from cxstack.store.db import create_engine_for, normalize_url
+from cxstack.store.db import create_engine_for, database_error_line, normalize_url
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class RuntimeClaim:
     async def keep(self, every_s: float = KEEP_EVERY_S) -> None:
         """Runs until cancelled: holds on to the lock across database restarts. A lock another process took
         meanwhile is logged as an error each time (two runtimes of different kinds now share the database)."""
+        failing = False  # an outage is logged when it starts and when it ends, not at every attempt
         while True:
             await asyncio.sleep(every_s)
             try:
@@ -151,4 +152,14 @@ class RuntimeClaim:
             except RuntimeTakenError as exc:
                 log.error("runtime lock lost after a database restart: %s", exc)
             except Exception as exc:
-                log.warning("cannot take the runtime lock again yet: %s", exc)
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "cannot take the runtime lock again yet (%s); trying every %.0f s",
+                    database_error_line(exc),
+                    every_s,
+                )
+                failing = True
+            else:
+                if failing:
+                    log.warning("the runtime lock is held again")
+                failing = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 DATABASE_URL_ENV = "CXSTACK_DATABASE_URL"
@@ -95,6 +96,37 @@ def storage_full(error: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == PG_DISK_FULL
 
 
+def postgres_session_defaults(url: URL) -> dict[str, str]:
+    """libpq parameters cxstack adds unless the URL sets them: a name per process, so pg_stat_activity tells
+    which host and process holds a connection; and TCP keepalives with a user timeout, so a connection across
+    a network that died (a host cut off, a failover) fails in about half a minute, not the kernel's quarter of
+    an hour: the worker then rides through and another takes its jobs (Unix sockets ignore them)."""
+    defaults = {
+        "application_name": f"cxstack@{socket.gethostname()}:{os.getpid()}"[:63],
+        "connect_timeout": "10",
+        "keepalives": "1",
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+        "tcp_user_timeout": "30000",
+    }
+    return {name: value for name, value in defaults.items() if name not in url.query}
+
+
+def database_error_line(error: BaseException) -> str:
+    """The first line of the driver's error behind `error` (SQLAlchemy and procrastinate wrap psycopg's, and
+    add hints and links on further lines): what a log line about an outage needs, repeated or not."""
+    seen = 0
+    found: BaseException = error
+    while seen < 8:
+        inner = getattr(found, "orig", None) or found.__cause__
+        if inner is None:
+            break
+        found, seen = inner, seen + 1
+    lines = str(found).strip().splitlines()
+    return lines[0].strip() if lines else type(found).__name__
+
+
 def create_engine_for(
     url: str, *, sqlite_synchronous_level: str | None = None, **engine_options: Any
 ) -> Engine:
@@ -120,6 +152,9 @@ def create_engine_for(
         _configure_sqlite(engine, wal=not in_memory, synchronous=sqlite_synchronous(sqlite_synchronous_level))
         return engine
     options["pool_pre_ping"] = True
+    if parsed.get_backend_name() == "postgresql":
+        chosen = engine_options.pop("connect_args", {})
+        options["connect_args"] = {**postgres_session_defaults(parsed), **chosen}
     options.update(engine_options)
     return create_engine(url, **options)
 

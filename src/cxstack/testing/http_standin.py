@@ -31,10 +31,11 @@ from starlette.types import ASGIApp
 
 
 class LocalHttpServer:
-    """Runs an ASGI app with uvicorn in a background thread on 127.0.0.1 and a free port."""
+    """Runs an ASGI app with uvicorn in a background thread on a free port of `host` (loopback by default)."""
 
-    def __init__(self, app: ASGIApp, *, startup_timeout_s: float = 10.0) -> None:
+    def __init__(self, app: ASGIApp, *, startup_timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
         self.app = app
+        self.host = host
         self.startup_timeout_s = startup_timeout_s
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -43,7 +44,7 @@ class LocalHttpServer:
     def start(self) -> str:
         config = uvicorn.Config(
             self.app,
-            host="127.0.0.1",
+            host=self.host,
             port=0,
             log_level="warning",
             lifespan="off",
@@ -60,7 +61,7 @@ class LocalHttpServer:
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         self._server, self._thread = server, thread
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{self.host}:{port}"
         return self.base_url
 
     def stop(self) -> None:
@@ -147,8 +148,8 @@ class ScriptedBackend:
             return [r for r in self.requests if r.method == method.upper() and path in (r.path, r.raw_path)]
 
     @contextmanager
-    def serve(self) -> Iterator[str]:
-        with LocalHttpServer(self.app) as base_url:
+    def serve(self, host: str = "127.0.0.1") -> Iterator[str]:
+        with LocalHttpServer(self.app, host=host) as base_url:
             yield base_url
 
     async def _handle(self, request: Request) -> Response:

@@ -31,7 +31,13 @@ def _free_port() -> int:
 class PgServer:
     """`start()` creates and starts it; `stop`, `start_again` and `restart` fault it; `url(db)` reaches it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, listen: tuple[str, ...] = ("127.0.0.1",), trust: str | None = None
+    ) -> None:
+        """`listen`: the addresses it accepts TCP on; `trust`: a network (CIDR) whose clients it lets in, for
+        hosts of a simulated network (trust auth, as for loopback)."""
+        self.listen = listen
+        self.trust = trust
         self.as_postgres = os.geteuid() == 0
         if self.as_postgres:
             # The postgres user must reach the folder: a private parent (pytest's tmp_path) would stop initdb.
@@ -65,8 +71,11 @@ class PgServer:
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write(
                 f"port = {self.port}\nunix_socket_directories = '{self.sockets}'\n"
-                "listen_addresses = '127.0.0.1'\nmax_connections = 300\n"
+                f"listen_addresses = '{','.join(self.listen)}'\nmax_connections = 300\n"
             )
+        if self.trust is not None:
+            with (self.data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.write(f"host all all {self.trust} trust\n")
         self.start_again()
 
     def start_again(self) -> None:
@@ -86,8 +95,8 @@ class PgServer:
         self.stop("immediate", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", *, host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://postgres@{host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         import psycopg
