@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -575,7 +576,24 @@ def test_a_dead_export_is_visible_on_health_the_api_and_the_conversation(
         shown = client.get("/v1/conversations/vip-3", headers=viewer).json()["escalations"][0]["handoff"]
         assert shown["status"] == "dead" and "401" in shown["error"]
         assert client.get("/v1/handoff/exports").status_code == 401  # credentials needed
-    assert zendesk_api.tickets == {}
+        assert zendesk_api.tickets == {}
+
+        # the token is valid again (Zendesk re-enabled it): a person requeues the dead export
+        agent = {"Authorization": f"Bearer {keys['agent']}"}
+        requeue = "/v1/handoff/exports/requeue"
+        assert client.post(requeue, json={}, headers=viewer).status_code == 403  # viewers only look
+        assert client.post(requeue, json={"ids": ["exp_nope"]}, headers=agent).status_code == 404
+        monkeypatch.setattr(sys.modules[__name__], "API_TOKEN", "revoked-token")
+        [again] = client.post(requeue, json={}, headers=agent).json()  # every dead one
+        assert (again["id"], again["status"], again["attempts"]) == (dead["id"], "pending", 0)
+        wait_for(lambda: len(zendesk_api.tickets) == 1)
+        wait_for(lambda: client.get("/health").json()["handoff_dead"] == 0)
+        shown = client.get("/v1/conversations/vip-3", headers=viewer).json()["escalations"][0]["handoff"]
+        assert shown["status"] == "sent"
+        refused = client.post(requeue, json={"ids": [dead["id"]]}, headers=agent)
+        assert refused.status_code == 409 and "already made ticket" in refused.json()["detail"]
+        assert client.post(requeue, json={}, headers=agent).json() == []  # none dead now
+    assert len(zendesk_api.tickets) == 1, "one ticket: the requeued export kept its idempotency key"
 
 
 def test_handoff_is_off_without_its_secrets(

@@ -276,6 +276,35 @@ def test_the_graph_api_refusing_outside_the_window_is_a_permanent_failure_named(
     assert delivery["status"] == "dead" and "24-hour" in delivery["error"]
 
 
+def test_a_dead_reply_is_requeued_by_a_person_once_its_cause_is_fixed(
+    service: tuple[TestClient, Any], graph: tuple[ScriptedBackend, str]
+) -> None:
+    client, cx = service
+    backend, _ = graph
+    backend.on("POST", f"/v21.0/{PHONE_ID}/messages", Reply(401, {"error": {"message": "token expired"}}))
+    post(client, envelope([text_message("wamid.R1", "what is your return policy")]))
+    wait_for(lambda: cx.store.list_outbox(OutboxStatus.DEAD))
+    [dead] = cx.store.list_outbox(OutboxStatus.DEAD)
+    keys = make_role_keys(cx.store)
+    agent = {"Authorization": f"Bearer {keys['agent']}"}
+    viewer = {"Authorization": f"Bearer {keys['viewer']}"}
+    assert client.post("/v1/outbox/requeue", json={}, headers=viewer).status_code == 403
+    assert client.post("/v1/outbox/requeue", json={"ids": ["nope"]}, headers=agent).status_code == 404
+
+    backend.on(  # a new token: the Graph API takes the reply again
+        "POST",
+        f"/v21.0/{PHONE_ID}/messages",
+        Reply(200, {"messaging_product": "whatsapp", "messages": [{"id": "wamid.AGAIN"}]}),
+    )
+    [again] = client.post("/v1/outbox/requeue", json={"ids": [dead.id]}, headers=agent).json()
+    assert (again["id"], again["status"], again["attempts"]) == (dead.id, "pending", 0)
+    wait_for(lambda: [i.id for i in cx.store.list_outbox(OutboxStatus.SENT)] == [dead.id])
+    sent = [r for r in backend.requests_to("POST", f"/v21.0/{PHONE_ID}/messages")]
+    assert json.loads(sent[-1].body)["text"]["body"] == dead.text, "the same reply, sent once more"
+    refused = client.post("/v1/outbox/requeue", json={"ids": [dead.id]}, headers=agent)
+    assert refused.status_code == 409 and "already sent" in refused.json()["detail"]
+
+
 def test_no_free_text_after_24_hours_without_asking_the_graph_api(tmp_path: Path) -> None:
     from cxstack.store.db import create_engine_for, migrate
     from cxstack.store.sqlalchemy_store import SqlAlchemyStore

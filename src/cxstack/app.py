@@ -9,11 +9,11 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from filelock import FileLock
 from pydantic import Field, SecretStr
@@ -27,6 +27,7 @@ from cxstack.channels.outbox import OutboxDispatcher
 from cxstack.channels.rest import ReplyBroker, RestChannel
 from cxstack.channels.whatsapp import CHANNEL as WHATSAPP
 from cxstack.channels.whatsapp import UnconfiguredChannel, WhatsAppChannel, WhatsAppSettings
+from cxstack.domain.handoff import Export, ExportStatus
 from cxstack.domain.llm import LLMSessions
 from cxstack.domain.models import (
     Conversation,
@@ -38,7 +39,7 @@ from cxstack.domain.models import (
     Message,
     Trace,
 )
-from cxstack.domain.ports import IngestResult, OutboxItem, Store
+from cxstack.domain.ports import IngestResult, OutboxItem, OutboxStatus, Store
 from cxstack.integrations.actions.registry import load_connector
 from cxstack.integrations.embedders.registry import CachedEmbedder, load_embedder
 from cxstack.integrations.helpdesks.service import HandoffService, build_helpdesk
@@ -66,6 +67,7 @@ from cxstack.workspace.validate import WorkspaceInvalid
 from cxstack.workspace.workspace import Workspace
 
 log = logging.getLogger(__name__)
+_Requeued = TypeVar("_Requeued")
 
 
 class Settings(BaseSettings):
@@ -672,6 +674,42 @@ class CxApp:
         await self._news(ConversationId(conversation_id))
         return message
 
+    async def requeue_outbox(self, ids: list[str] | None = None, limit: int = 500) -> list[OutboxItem]:
+        """Replies sent again from their first attempt, now: the ones named, in order (KeyError at an unknown
+        id, ValueError at one already sent; those before it stay requeued, which is safe to repeat), else
+        every dead one. The channel's gate checks each again when it is sent (a WhatsApp window that shut
+        meanwhile fails it again, with that reason)."""
+        if ids is None:
+            ids = [
+                item.id for item in await asyncio.to_thread(self.store.list_outbox, OutboxStatus.DEAD, limit)
+            ]
+
+        async def wake(items: list[OutboxItem]) -> None:
+            for conversation_id in dict.fromkeys(item.conversation_id for item in items):
+                await self._news(conversation_id)
+
+        return await _requeue_in_order("outbox item", ids, self.store.requeue_outbox, wake)
+
+    async def requeue_exports(self, ids: list[str] | None = None, limit: int = 500) -> list[Export]:
+        """Escalations exported to the help desk again from the first attempt, now: the ones named, in order
+        (KeyError at an unknown id or when no help desk is configured, ValueError at one that already made
+        its ticket; those before it stay requeued), else every dead one."""
+        handoff = self.handoff
+        if handoff is None:
+            if ids:
+                raise KeyError("no help desk is configured here")
+            return []
+        if ids is None:
+            ids = [e.id for e in await asyncio.to_thread(handoff.store.exports, ExportStatus.DEAD, limit)]
+
+        async def wake(exports: list[Export]) -> None:
+            if self.settings.runtime == "procrastinate":  # a delivery job exports them all
+                await self._news(ConversationId(exports[0].conversation_id))
+            else:
+                handoff.wake()
+
+        return await _requeue_in_order("help-desk export", ids, handoff.store.requeue, wake)
+
     async def _news(self, conversation_id: ConversationId) -> None:
         """A message to send was stored here: wake the sender and whoever waits on the conversation (in a
         scale-out deployment, a delivery job and every API process)."""
@@ -685,6 +723,24 @@ class CxApp:
             await runtime.announce(conversation_id)
         except Exception as exc:  # the delivery tick sends it and the waiters look again, a little later
             log.warning("could not hand %s's news to the workers now: %s", conversation_id, exc)
+
+
+async def _requeue_in_order(
+    what: str,
+    ids: list[str],
+    requeue: Callable[[str], _Requeued],
+    wake: Callable[[list[_Requeued]], Awaitable[None]],
+) -> list[_Requeued]:
+    """`requeue` on each id in order; on an error, what was requeued before it is logged and woken too."""
+    done: list[_Requeued] = []
+    try:
+        for item_id in ids:
+            done.append(await asyncio.to_thread(requeue, item_id))
+    finally:
+        if done:
+            log.warning("requeued %d %s(s): %s", len(done), what, ", ".join(ids[: len(done)]))
+            await wake(done)
+    return done
 
 
 def worker_components(

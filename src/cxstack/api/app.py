@@ -54,6 +54,7 @@ from cxstack.api.schemas import (
     OutboxItemOut,
     PostMessage,
     PrincipalOut,
+    RequeueRequest,
     WebchatAccepted,
     WebchatEvents,
     WebchatMessageIn,
@@ -575,9 +576,28 @@ def _add_service_routes(api: FastAPI) -> None:
         status: Annotated[OutboxStatus, Query(description="dead, pending or sent")] = OutboxStatus.DEAD,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[OutboxItemOut]:
-        """Oldest first. A dead reply never reached the customer; requeueing it is a store operation
-        (`Store.requeue_outbox`)."""
+        """Oldest first. A dead reply never reached the customer; `POST /v1/outbox/requeue` sends it again
+        once the cause is fixed."""
         return views.list_outbox(cx, status, limit)
+
+    @api.post(
+        "/v1/outbox/requeue",
+        response_model=list[OutboxItemOut],
+        tags=["service"],
+        summary="Send replies again from their first attempt: the ids given, or every dead one",
+        responses={
+            **_UNAUTHORIZED,
+            404: {"description": "an unknown outbox id (those before it in `ids` are requeued)"},
+            409: {"description": "an item that was already sent (those before it in `ids` are requeued)"},
+        },
+        dependencies=[requires(Scope.ESCALATIONS_WRITE)],
+    )
+    async def requeue_outbox(body: RequeueRequest, cx: Cx) -> list[OutboxItemOut]:
+        """For replies that died on a cause now fixed (a channel's credentials, an outage that outlasted the
+        retries). Each starts again at attempt 1; the channel checks it again when it is sent."""
+        with views.requeue_refusals():
+            requeued = await cx.requeue_outbox(body.ids)
+        return [views.outbox_item_out(item) for item in requeued]
 
     @api.get(
         "/health",

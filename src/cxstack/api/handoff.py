@@ -9,9 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Request, status
 
 from cxstack.api.deps import Cx
+from cxstack.api.schemas import RequeueRequest
 from cxstack.api.security import Scope, requires
+from cxstack.api.views import requeue_refusals
 from cxstack.app import CxApp
-from cxstack.domain.handoff import ExportStatus
+from cxstack.domain.handoff import Export, ExportStatus
 from cxstack.integrations.helpdesks.base import PayloadError, SignatureError
 from cxstack.integrations.helpdesks.service import HandoffService, UnknownTicketError
 
@@ -87,19 +89,40 @@ def add_handoff_routes(api: FastAPI) -> None:
         if cx.handoff is None:
             return []
         wanted = None if status_ == "all" else ExportStatus(status_)
-        return [
-            {
-                "id": e.id,
-                "escalation_id": e.escalation_id,
-                "conversation_id": e.conversation_id,
-                "kind": e.kind,
-                "status": e.status.value,
-                "attempts": e.attempts,
-                "last_error": e.last_error,
-                "ticket_id": e.ticket_id,
-                "ticket_url": e.ticket_url,
-                "created_at": e.created_at.isoformat(),
-                "next_attempt_at": e.next_attempt_at.isoformat(),
-            }
-            for e in cx.handoff.store.exports(wanted, limit)
-        ]
+        return [_export_out(e) for e in cx.handoff.store.exports(wanted, limit)]
+
+    @api.post(
+        "/v1/handoff/exports/requeue",
+        tags=["handoff"],
+        summary="Export escalations to the help desk again: the ids given, or every dead one",
+        dependencies=[requires(Scope.ESCALATIONS_WRITE)],
+        responses={
+            401: {"description": "no credentials, or an invalid, revoked or expired one"},
+            403: {"description": "the credential's role may not do this"},
+            404: {"description": "an unknown export id, or no help desk here (those before it are requeued)"},
+            409: {"description": "an export that already made its ticket (those before it are requeued)"},
+        },
+    )
+    async def requeue_exports(body: RequeueRequest, cx: Cx) -> list[dict[str, Any]]:
+        """For escalations the help desk never took, once the cause is fixed (a revoked token, a desk that
+        was down longer than the retries): each starts again at attempt 1 with the same idempotency key,
+        so a ticket the desk did make is not made twice."""
+        with requeue_refusals():
+            requeued = await cx.requeue_exports(body.ids)
+        return [_export_out(e) for e in requeued]
+
+
+def _export_out(e: Export) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "escalation_id": e.escalation_id,
+        "conversation_id": e.conversation_id,
+        "kind": e.kind,
+        "status": e.status.value,
+        "attempts": e.attempts,
+        "last_error": e.last_error,
+        "ticket_id": e.ticket_id,
+        "ticket_url": e.ticket_url,
+        "created_at": e.created_at.isoformat(),
+        "next_attempt_at": e.next_attempt_at.isoformat(),
+    }

@@ -106,6 +106,19 @@ class HumanReply(BaseModel):
         return self
 
 
+class RequeueRequest(BaseModel):
+    """What to send again from its first attempt, now: the items named, or with no `ids` every dead one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Identifier] | None = Field(
+        None,
+        max_length=500,
+        description="Items to requeue; omitted: every dead one (after the cause was fixed: a channel's "
+        "credentials, a help desk's token).",
+    )
+
+
 class WebchatSessionRequest(BaseModel):
     """Without credentials: an anonymous session for a new conversation. With an integration or admin key:
     a session for `customer_id` (verified), in `conversation_id` if given (theirs, or new)."""

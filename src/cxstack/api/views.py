@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
+
+from fastapi import HTTPException, status
 
 from cxstack.api.keys import KEY_PREFIX, ApiKeys
 from cxstack.api.schemas import (
@@ -543,6 +546,17 @@ def outbox_item_out(item: OutboxItem) -> OutboxItemOut:
         created_at=item.created_at,
         next_attempt_at=item.next_attempt_at,
     )
+
+
+@contextmanager
+def requeue_refusals() -> Iterator[None]:
+    """A requeue's refusals as HTTP: an unknown id is 404, one already done (sent, ticketed) is 409."""
+    try:
+        yield
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
 
 def list_outbox(cx: CxApp, status: OutboxStatus, limit: int) -> list[OutboxItemOut]:

@@ -52,7 +52,9 @@ ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/keys/{key_id}/revoke"): frozenset({"admin"}),
     ("GET", "/v1/me"): frozenset({*ROLES, "session"}),
     ("GET", "/v1/outbox"): STAFF_READERS,
+    ("POST", "/v1/outbox/requeue"): frozenset({"admin", "agent"}),
     ("GET", "/v1/handoff/exports"): STAFF_READERS,
+    ("POST", "/v1/handoff/exports/requeue"): frozenset({"admin", "agent"}),
     ("GET", "/v1/knowledge/facts"): STAFF_READERS,
     ("GET", "/v1/knowledge/facts/{fact_id}"): STAFF_READERS,
     ("GET", "/v1/knowledge/facts/{fact_id}/versions"): STAFF_READERS,
@@ -139,6 +141,8 @@ def sample_request(route: tuple[str, str], principal: str, t: Targets) -> tuple[
         fact_id = f"authz-{uuid.uuid4().hex[:8]}"
         fact = {"id": fact_id, "text": "A check.", "owner": "authz", "status": "draft"}
         body = {"fact": fact, "reason": "authz check"}
+    elif path.endswith("/requeue"):
+        body = {}  # every dead one: there may be none
     elif path.endswith("/csat"):
         body = {"score": 4}
     elif route == ("POST", "/v1/reviews"):
