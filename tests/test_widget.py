@@ -488,6 +488,48 @@ def test_on_a_390px_phone_the_panel_fills_the_screen_nothing_overflows_and_scree
         context.close()
 
 
+ACTIVE_IN_PANEL = """
+(host) => {
+  const active = host.shadowRoot.activeElement;
+  return [active ? active.className || active.tagName.toLowerCase() : null,
+          !!active && host.shadowRoot.querySelector('.panel').contains(active)];
+}
+"""
+
+
+@needs_chromium
+def test_on_a_phone_the_open_panel_is_modal_and_keeps_tab_inside_it(
+    browser: Any, server: LiveServer, site: HostSite
+) -> None:
+    """The panel covers a phone's screen: Tab and Shift+Tab cycle through its controls and never reach the
+    page or the bubble beneath it; Escape closes it and gives focus back to the bubble. On a wide screen the
+    panel is not modal (the page stays usable beside it)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    page.goto(site.url + "/")
+    bubble = widget(page, ".bubble")
+    bubble.wait_for()
+    bubble.click()
+    ask(page, "what is your return policy")
+    wait_for_messages(page, 2)
+    host = page.locator("cxstack-widget")
+    assert widget(page, ".panel").get_attribute("aria-modal") == "true"
+    seen = set()
+    for key in ["Tab"] * 8 + ["Shift+Tab"] * 8:
+        page.keyboard.press(key)
+        name, inside = host.evaluate(ACTIVE_IN_PANEL)
+        assert inside, f"{key} left the open panel for {name}"
+        seen.add(name)
+    assert {"close", "send"} <= seen and "textarea" in seen, seen  # it cycles through every control
+    page.keyboard.press("Escape")
+    assert widget(page, ".panel").is_hidden()
+    assert host.evaluate("(h) => h.shadowRoot.activeElement?.className") == "bubble"
+    page.set_viewport_size({"width": 1280, "height": 800})
+    bubble.click()
+    assert widget(page, ".panel").get_attribute("aria-modal") is None
+    context.close()
+
+
 CONTRAST = """
 (root) => {
   const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };

@@ -470,12 +470,41 @@ textarea { width: 100%; min-height: 44px; max-height: 140px; resize: none; paddi
     ui.bubble.focus();
   }
 
+  // On a phone the panel covers the page: it is then a modal dialog, and Tab must not wander to the page (or
+  // the bubble) hidden beneath it. On a wider screen the page stays usable beside it.
+  const phone = window.matchMedia("(max-width: 480px)");
+  function markModal() {
+    if (phone.matches) ui.panel.setAttribute("aria-modal", "true");
+    else ui.panel.removeAttribute("aria-modal");
+  }
+  markModal();
+  phone.addEventListener("change", markModal);
+
+  function trapFocus(event) {
+    if (!phone.matches || ui.panel.hidden) return;
+    const reachable = [...ui.panel.querySelectorAll("button, textarea, [tabindex='0']")].filter(
+      (el) => !el.disabled && !el.closest("[hidden]") && el.getClientRects().length > 0);
+    if (!reachable.length) return;
+    const first = reachable[0];
+    const last = reachable[reachable.length - 1];
+    const active = shadow.activeElement;
+    if (event.shiftKey && (active === first || !reachable.includes(active))) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && (active === last || !reachable.includes(active))) {
+      event.preventDefault();
+      first.focus();
+    }
+  }
+
   ui.bubble.addEventListener("click", () => (ui.panel.hidden ? open() : close()));
   ui.close.addEventListener("click", close);
   ui.panel.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
       event.preventDefault();
       close();
+    } else if (event.key === "Tab") {
+      trapFocus(event);
     }
   });
   ui.input.addEventListener("keydown", (event) => {
