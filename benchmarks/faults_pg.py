@@ -691,8 +691,8 @@ def restart_pg(
             recovered = await time_to_recover(deployment.database_url, since, started)
             restarts.append({"mode": mode, "restart_s": round(took, 2), "recovered_s": recovered})
         await asyncio.sleep(gap_s)
-        recovered = [r["recovered_s"] for r in restarts if r["recovered_s"] is not None]
-        return {"restarts": restarts, "recovery_s": _median_max(recovered)}
+        back = [float(r["recovered_s"]) for r in restarts if r["recovered_s"] is not None]
+        return {"restarts": restarts, "recovery_s": _median_max(back)}
 
     return fault
 
