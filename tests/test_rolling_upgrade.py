@@ -6,7 +6,6 @@ Alembic folder (tests/next_release.py)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,7 @@ from tests.next_release import (
     next_release_env,
     write_migration,
 )
-from tests.processes import registered_workers, schema_scalar, start_worker, until
+from tests.processes import registered_workers, schema_scalar, start_worker, turn_env, until
 from tests.store_fixtures import TABLES, fresh_pg_schema
 
 from cxstack.api.app import create_api
@@ -255,18 +254,7 @@ DEADLINE_S = 90.0
 
 
 def _env(database_url: str, home: Path, backoffice_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CXSTACK_DATABASE_URL": database_url,
-        "CXSTACK_HOME": str(home),
-        "CXSTACK_EMBEDDER": "hashing",
-        "CXSTACK_BACKOFFICE_URL": backoffice_url,
-        "CXSTACK_BURST_WINDOW_MS": "0",  # each message its own turn: reply i answers message i
-        "CXSTACK_MONITORING_SECONDS": "0",
-        "CXSTACK_KNOWLEDGE_RELOAD_SECONDS": "0",
-        "CXSTACK_LOG_FORMAT": "json",
-        "CXSTACK_SCALE_KEEP_JOBS": "1",  # finished jobs stay, with the worker that ran them
-    }
+    return turn_env(database_url, home, backoffice_url, CXSTACK_LOG_FORMAT="json")
 
 
 def _answered(cx: CxApp, upto: int) -> bool:

@@ -5,7 +5,6 @@ and in order, both workers take jobs, and a worker killed with SIGKILL mid-run l
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -20,7 +19,15 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from tests.conftest import SAM_ID
-from tests.processes import free_port, schema_scalar, start_worker, until
+from tests.processes import (
+    FAST_RECOVERY,
+    free_port,
+    schema_scalar,
+    slow_order_lookup,
+    start_worker,
+    turn_env,
+    until,
+)
 from tests.store_fixtures import fresh_pg_schema
 
 from cxstack.app import CxApp, Settings, build
@@ -44,21 +51,7 @@ def pg_schema() -> Iterator[tuple[str, Engine]]:
 
 
 def _env(database_url: str, home: Path, backoffice_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CXSTACK_DATABASE_URL": database_url,
-        "CXSTACK_HOME": str(home),
-        "CXSTACK_EMBEDDER": "hashing",
-        "CXSTACK_BACKOFFICE_URL": backoffice_url,
-        "CXSTACK_BURST_WINDOW_MS": "0",  # each message its own turn: reply i answers message i
-        "CXSTACK_MONITORING_SECONDS": "0",
-        "CXSTACK_KNOWLEDGE_RELOAD_SECONDS": "0",
-        # a killed worker's conversations and jobs come back in seconds, not a minute
-        "CXSTACK_SCALE_LEASE_SECONDS": "3",
-        "CXSTACK_SCALE_STALLED_SECONDS": "3",
-        "CXSTACK_SCALE_HEARTBEAT_SECONDS": "1",
-        "CXSTACK_SCALE_KEEP_JOBS": "1",
-    }
+    return turn_env(database_url, home, backoffice_url, **FAST_RECOVERY)
 
 
 async def _post(cx: CxApp, rounds: range) -> None:
@@ -106,15 +99,7 @@ async def test_workers_share_turns_keep_order_and_survive_a_kill(
     database_url, admin = pg_schema
     url, backend = backoffice
 
-    def slow_lookup(request: Any) -> Any:
-        from cxstack.testing.http_standin import Reply
-
-        # a turn lasts long enough for the kill below to land inside one (waited out of the server's event
-        # loop: the lookups of concurrent turns overlap, as on a real back office)
-        status = {"status": f"shipped ({request.path_params['order_id']})"}
-        return Reply(200, status, delay_s=0.1)
-
-    backend.on("GET", "/orders/{order_id}", handler=slow_lookup)
+    backend.on("GET", "/orders/{order_id}", handler=slow_order_lookup(0.1))  # a kill lands in a turn
     env = _env(database_url, tmp_path / "api-home", url)
     settings = Settings(
         home=tmp_path / "api-home",

@@ -6,7 +6,6 @@ nothing and doubles nothing: the other host takes its conversations, and it rejo
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, text
 from tests.conftest import SAM_ID
 from tests.netns import Network
-from tests.processes import free_port
+from tests.processes import FAST_RECOVERY, free_port, slow_order_lookup, turn_env
 
 from cxstack.api.keys import ApiKeys
 from cxstack.app import Settings, open_store
@@ -103,18 +102,9 @@ class Deployment:
     ) -> None:
         self.network = network
         cxstack = str(Path(sys.executable).with_name("cxstack"))
-        env = {
-            **os.environ,
-            "CXSTACK_DATABASE_URL": database_url,
-            "CXSTACK_EMBEDDER": "hashing",
-            "CXSTACK_BACKOFFICE_URL": backoffice_url,
-            "CXSTACK_BURST_WINDOW_MS": "0",  # each message its own turn: reply i answers message i
-            "CXSTACK_MONITORING_SECONDS": "0",
-            "CXSTACK_KNOWLEDGE_RELOAD_SECONDS": "0",
-            "CXSTACK_SCALE_HEARTBEAT_SECONDS": "1",
-            "CXSTACK_SCALE_KEEP_JOBS": "1",  # the finished jobs name the worker that ran them
-            **extra_env,
-        }
+        # each host its own state folder (set per process below)
+        heartbeat = {"CXSTACK_SCALE_HEARTBEAT_SECONDS": "1"}
+        env = turn_env(database_url, tmp / "home", backoffice_url, **{**heartbeat, **extra_env})
         port = free_port()
         listen = ["--host", "0.0.0.0", "--port", str(port)]
         self.logs = {name: tmp / f"{name}.log" for name in ("api", *WORKER_HOSTS)}
@@ -285,23 +275,10 @@ def test_a_worker_host_cut_off_mid_turn_loses_and_doubles_nothing(
     keeps trying; when the link is back, it rejoins on its own and takes turns again."""
     pg, database_url = database
     _, backend = backoffice
-
-    def slow_lookup(request: Any) -> Any:
-        from cxstack.testing.http_standin import Reply
-
-        # a turn lasts long enough for the cut to land inside one (waited out of the server's event
-        # loop: the lookups of concurrent turns overlap, as on a real back office)
-        status = {"status": f"shipped ({request.path_params['order_id']})"}
-        return Reply(200, status, delay_s=0.3)
-
-    backend.on("GET", "/orders/{order_id}", handler=slow_lookup)
-    fast_recovery = {  # a cut-off worker's conversations and jobs come back in seconds, not a minute
-        "CXSTACK_SCALE_LEASE_SECONDS": "3",
-        "CXSTACK_SCALE_STALLED_SECONDS": "3",
-    }
+    backend.on("GET", "/orders/{order_id}", handler=slow_order_lookup(0.3))  # the cut lands in a turn
     rounds = (range(0, 2), range(2, 4))
     with backend.serve(host=network.gateway) as backoffice_url:
-        deployment = Deployment(network, pg, database_url, backoffice_url, tmp_path, shop_path, fast_recovery)
+        deployment = Deployment(network, pg, database_url, backoffice_url, tmp_path, shop_path, FAST_RECOVERY)
         try:
             deployment.ready()
             deployment.post(rounds[0])
