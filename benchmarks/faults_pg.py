@@ -60,6 +60,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._deployment import write_json
 from benchmarks.faults import (
     CHANNEL,
     PlannedConversation,
@@ -1148,8 +1149,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run(args)
     report(results)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

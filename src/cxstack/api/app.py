@@ -638,20 +638,6 @@ def _page_context(cx: CxApp, page: str) -> dict[str, Any]:
     }
 
 
-def serve_api(
-    app: CxApp,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    log_level: str = "info",
-    access_log: bool = False,
-    on_listening: Callable[[], None] | None = None,
-) -> None:
-    """Runs the API with uvicorn until interrupted (used by `cxstack serve`). Every turn is traced in the
-    store, so the per-request access log is off unless asked for: it costs ~10% of ingest throughput."""
-    api_server(app, host, port, log_level=log_level, access_log=access_log, on_listening=on_listening).run()
-
-
 def api_server(
     app: CxApp,
     host: str = "127.0.0.1",
@@ -661,8 +647,10 @@ def api_server(
     access_log: bool = False,
     on_listening: Callable[[], None] | None = None,
 ) -> Any:
-    """A uvicorn server for the API; `on_listening` runs once its socket accepts connections (after the
-    service started), so whatever it prints is true when printed."""
+    """A uvicorn server for the API (`cxstack serve` runs it until interrupted); `on_listening` runs once its
+    socket accepts connections (after the service started), so whatever it prints is true when printed.
+    Every turn is traced in the store, so the per-request access log is off unless asked for: it costs ~10%
+    of ingest throughput."""
     import uvicorn
 
     class Server(uvicorn.Server):

@@ -251,7 +251,7 @@ def serve(
 ) -> None:
     """Run the API, the webhooks and the web chat (uvicorn) with the turn worker beside it (or, with
     --runtime procrastinate, API processes only: `cxstack worker` processes run the turns)."""
-    from cxstack.api.app import serve_api, serve_api_processes
+    from cxstack.api.app import api_server, serve_api_processes
     from cxstack.app import build
 
     if runtime not in ("process", "procrastinate"):
@@ -299,7 +299,7 @@ def serve(
     if runtime == "procrastinate":
         _prepare_scale_out(cx)
     if processes == 1:
-        serve_api(cx, host=host, port=port, access_log=access_log, on_listening=listening)
+        api_server(cx, host=host, port=port, access_log=access_log, on_listening=listening).run()
         return
     # What must happen once (migrations, procrastinate's tables, the key, the customers, the router's cache,
     # the session secret) happened above; each API process builds its service from the same settings.
